@@ -1,0 +1,43 @@
+"""Import TensorFlow for the build half, the one way that works with TFMOT.
+
+TFMOT 0.8.1 supports only Keras 2, so `TF_USE_LEGACY_KERAS=1` must be set
+before TensorFlow is first imported; then `tf.keras` is `tf_keras`. The runtime
+half (graph, profiles, estimate, verify) never calls this.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+from .errors import MissingDependency
+
+_INSTALL_HINT = "Install the build half: pip install 'edgesparse[build]'"
+
+
+def import_tf() -> tuple[ModuleType, ModuleType]:
+    """Return (tensorflow, tf_keras), configured for TFMOT. Raises MissingDependency."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+        import tf_keras
+    except ImportError as exc:
+        raise MissingDependency(
+            "TensorFlow is needed for this step and is not installed",
+            received=str(exc), fix=_INSTALL_HINT,
+        ) from None
+    tf.get_logger().setLevel("ERROR")
+    return tf, tf_keras
+
+
+def import_tfmot() -> ModuleType:
+    import_tf()
+    try:
+        import tensorflow_model_optimization as tfmot
+    except ImportError as exc:
+        raise MissingDependency(
+            "tensorflow-model-optimization is needed for pruning and is not installed",
+            received=str(exc), fix=_INSTALL_HINT,
+        ) from None
+    return tfmot
