@@ -1,0 +1,237 @@
+"""build(): load -> prune -> convert -> verify -> estimate -> report.
+
+The one place that strings the stages together. It never prints: progress goes
+through a callback (`progress(event, fields)`) that the CLI renders. Every output
+is staged in a temporary directory and published only when complete, so an
+error or Ctrl-C leaves no half-written build and never clobbers an earlier one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import AccuracyDropExceeded, BudgetExceeded, DataError
+from .fsutil import atomic_write_bytes, check_output_free, staged_output_dir
+from .profiles import Profile, load_profile
+
+Progress = Callable[[str, dict], None]
+
+ARTIFACT_NAME = "model.tflite"
+PRUNED_MODEL_NAME = "pruned_model.keras"
+REPORT_NAME = "report.json"
+
+
+@dataclass
+class BuildOptions:
+    """Every knob of `edgesparse build`; recorded verbatim in report.json."""
+
+    profile: str = "rpi4"
+    model: Path | None = None
+    data: Path | None = None
+    out: Path | None = None
+    force: bool = False
+    trust_model: bool = False
+    schedule: str = "polynomial"
+    initial_sparsity: float = 0.0
+    final_sparsity: float = 0.8
+    begin_step: int = 0
+    end_step: int | None = None
+    power: int = 3
+    frequency: int = 100
+    structured: str | None = None
+    skip_layers: tuple[str, ...] = ()
+    epochs: int = 8
+    batch_size: int = 32
+    quantize: str = "int8"
+    max_accuracy_drop: float = 2.0
+    tensorboard: Path | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self).items()}
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    report: dict[str, Any]
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def parse_structured(text: str | None) -> tuple[int, int] | None:
+    """'2:4' -> (2, 4): TFMOT's sparsity_m_by_n."""
+    if not text:
+        return None
+    try:
+        m, n = (int(part) for part in text.split(":"))
+    except ValueError:
+        m = n = 0
+    if not (0 < m < n):
+        raise DataError("Bad --structured value", expected="M:N with 0 < M < N, e.g. 2:4",
+                        received=repr(text))
+    return m, n
+
+
+def default_out_dir(model_name: str, profile: Profile) -> Path:
+    return Path("build") / f"{model_name}-{profile.name}"
+
+
+def _noop(event: str, fields: dict) -> None:
+    return None
+
+
+def _top1(probabilities: np.ndarray) -> np.ndarray:
+    return np.asarray(probabilities).reshape(len(probabilities), -1).argmax(axis=1)
+
+
+def _keras_predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def _load_inputs(options: BuildOptions, progress: Progress):
+    """The model and data set: the user's files, or the built-in demo."""
+    from . import data as data_mod
+    from . import models
+
+    if options.model is None:
+        if options.data is not None:
+            raise DataError("--data was given without --model", expected="both --model and --data, or neither (the built-in demo)",
+                            received=f"--data {options.data}", fix="Add --model PATH, or drop --data to build the demo")
+        from . import demo
+
+        model, dataset = demo.demo_model(progress=progress)
+        return model, dataset, {"source": f"demo:{demo.DEMO_NAME}", "format": "demo", "name": demo.DEMO_NAME,
+                                "rebuilt_from_keras3": False}
+    if options.data is None:
+        raise DataError("--model needs --data", where=str(options.model),
+                        expected="an .npz with x_train, y_train, x_val, y_val (see docs/data.md)",
+                        received="no --data", fix="Pass --data PATH.npz")
+    loaded = models.load_model(options.model, trust_model=options.trust_model)
+    dataset = data_mod.load_npz(options.data)
+    info = {"source": str(options.model), "format": loaded.format, "name": loaded.name,
+            "rebuilt_from_keras3": loaded.rebuilt_from_keras3,
+            "rebuild_max_abs_error": loaded.rebuild_max_abs_error}
+    return loaded.model, dataset, info
+
+
+def _model_name(options: BuildOptions) -> str:
+    if options.model is None:
+        from .demo import DEMO_NAME
+
+        return DEMO_NAME
+    path = Path(options.model)
+    return (path.stem if path.suffix else path.name) or "model"
+
+
+def build(options: BuildOptions, progress: Progress | None = None) -> BuildResult:
+    """Run the whole pipeline and publish `out_dir` atomically. Raises EdgesparseError."""
+    progress = progress or _noop
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def stage(name: str, description: str) -> None:
+        timings[name] = time.perf_counter()
+        progress("stage", {"name": name, "description": description})
+
+    def done(name: str) -> None:
+        timings[name] = round(time.perf_counter() - timings[name], 3)
+
+    profile = load_profile(options.profile)
+    structured = parse_structured(options.structured)
+    out_dir = Path(options.out) if options.out else default_out_dir(_model_name(options), profile)
+    check_output_free(out_dir, options.force)
+
+    from . import convert, data as data_mod, prune, report, verify
+
+    stage("load", "Loading model and data")
+    model, dataset, model_info = _load_inputs(options, progress)
+    input_shape = tuple(int(d) if d is not None else -1 for d in model.input_shape[1:])
+    num_classes = int(np.prod([d for d in model.output_shape[1:] if d is not None]))
+    data_mod.check_compatible(dataset, input_shape, num_classes,
+                              source=str(options.data) if options.data else model_info["source"])
+    model_info.update(input_shape=list(input_shape), num_classes=num_classes, params=int(model.count_params()))
+    dense_pred = _top1(_keras_predict(model, dataset.x_val, options.batch_size))
+    acc_dense = float(np.mean(dense_pred == dataset.y_val))
+    done("load")
+
+    stage("prune", "Pruning and fine-tuning")
+    schedule = prune.ScheduleOptions(
+        kind=options.schedule, initial_sparsity=options.initial_sparsity,
+        final_sparsity=options.final_sparsity, begin_step=options.begin_step, end_step=options.end_step,
+        power=options.power, frequency=options.frequency, structured=structured)
+    policies = prune.plan_policy(model, profile, schedule, skip_layers=frozenset(options.skip_layers))
+    pruned = prune.prune_and_finetune(
+        model, dataset, policies, schedule, epochs=options.epochs, batch_size=options.batch_size,
+        tensorboard_dir=options.tensorboard, progress=progress)
+    pruned_pred = _keras_predict(pruned.model, dataset.x_val, options.batch_size)
+    acc_pruned = float(np.mean(_top1(pruned_pred) == dataset.y_val))
+    done("prune")
+
+    stage("convert", f"Converting to TFLite ({options.quantize})")
+    conversion = convert.build_artifact(pruned.model, dataset, quantize=options.quantize, profile=profile)
+    done("convert")
+
+    stage("verify", f"Running the artifact in {'TFLite Micro' if profile.runtime == 'tflm' else 'LiteRT'}")
+    verification = verify.verify_artifact(
+        conversion.artifact, dataset.x_val, dataset.y_val, runtime=profile.runtime,
+        reference_predictions=_top1(pruned_pred))
+    done("verify")
+
+    stage("estimate", f"Checking against the {profile.name} profile")
+    check = _device_check(conversion.artifact, profile)
+    done("estimate")
+
+    drop_points = round((acc_dense - verification.accuracy) * 100.0, 3)
+    failures: list[str] = []
+    if drop_points > options.max_accuracy_drop:
+        failures.append(
+            f"accuracy drop {drop_points:.2f} points (dense float {acc_dense:.2%} -> .tflite "
+            f"{verification.accuracy:.2%}) exceeds --max-accuracy-drop {options.max_accuracy_drop:g}")
+    if check is not None and not check.get("fits", True):
+        failed = [b["name"] for b in check.get("budgets", []) if not b.get("ok", True)]
+        failures.append(f"the model does not fit the {profile.name} budget(s): {', '.join(failed)}")
+
+    timings["total"] = round(time.perf_counter() - started, 3)
+    document = report.build_report(
+        options=options.to_dict(), profile=profile, model_info=model_info, dataset=dataset,
+        policies=policies, pruned=pruned, conversion=conversion, verification=verification,
+        accuracies={"dense_float": acc_dense, "pruned_keras": acc_pruned}, drop_points=drop_points,
+        check=check, failures=failures, timings=timings)
+
+    stage("write", f"Writing {out_dir}")
+    with staged_output_dir(out_dir, options.force) as staging:
+        atomic_write_bytes(staging / ARTIFACT_NAME, conversion.artifact)
+        pruned.model.save(staging / PRUNED_MODEL_NAME)
+        report.write_report(staging, document)
+    done("write")
+
+    result = BuildResult(out_dir=out_dir, report=document, failures=failures)
+    return result
+
+
+def raise_for_failures(result: BuildResult) -> None:
+    """Turn a finished build's failed budgets into the exit-code-1 error."""
+    if not result.failures:
+        return
+    error_cls = AccuracyDropExceeded if result.failures[0].startswith("accuracy drop") else BudgetExceeded
+    raise error_cls("The build did not meet its budget", where=str(result.out_dir),
+                    received="; ".join(result.failures),
+                    fix="The artifact and report.json were written for inspection; "
+                        "lower --final-sparsity, train longer (--epochs) or relax the budget")
+
+
+def _device_check(artifact: bytes, profile: Profile) -> dict[str, Any] | None:
+    """The estimator's verdict (flash, RAM, latency, energy, budgets) for report.json."""
+    from . import estimate
+
+    return estimate.check_model(artifact, profile).to_dict()
