@@ -1,0 +1,127 @@
+"""`edgesparse build` end to end: real TFMOT, converter, LiteRT and TFLite Micro."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgesparse.cli import main
+
+pytestmark = pytest.mark.slow
+
+REQUIRED_KEYS = [
+    ("sizes", "dense_float32_bytes"), ("sizes", "dense_int8_bytes"), ("sizes", "artifact_bytes"),
+    ("accuracy", "dense_float"), ("accuracy", "pruned_keras"), ("accuracy", "tflite"),
+    ("accuracy", "drop_points"), ("sparsity", "overall"), ("sparsity", "layers"),
+]
+
+
+def _build(*args):
+    return CliRunner().invoke(main, ["build", *args], catch_exceptions=False)
+
+
+def _graph_ops(path):
+    from edgesparse.graph import load_graph
+
+    return {op.opcode for op in load_graph(path).ops}
+
+
+@pytest.fixture(scope="module")
+def litert_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("litert") / "digits-rpi4"
+    result = _build("--profile", "rpi4", "--epochs", "3", "--out", str(out))
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def tflm_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tflm") / "digits-nrf"
+    result = _build("--profile", "nrf52840", "--epochs", "3", "--out", str(out))
+    return result, out
+
+
+def test_litert_build_writes_a_verified_artifact(litert_build):
+    result, out = litert_build
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((out / "report.json").read_text())
+    for section, key in REQUIRED_KEYS:
+        assert key in report[section], (section, key)
+    assert report["schema_version"] == 1
+    assert report["profile"]["name"] == "rpi4" and len(report["profile"]["sha256"]) == 64
+    assert report["options"]["final_sparsity"] == 0.8
+    assert (out / "pruned_model.keras").is_file()
+    # The artifact really runs in LiteRT and agrees with the pruned Keras model.
+    from edgesparse.verify import run_tflite
+
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    outputs = run_tflite((out / "model.tflite").read_bytes(), x, runtime="litert").outputs
+    assert outputs.shape == (4, 10)
+    assert report["accuracy"]["agreement_pruned_keras_vs_tflite"] >= 0.95
+    for layer in report["sparsity"]["layers"]:
+        assert abs(layer["achieved"] - layer["target"]) <= 0.01, layer
+    assert report["sizes"]["artifact_bytes"] == (out / "model.tflite").stat().st_size
+    assert "artifact" in result.output
+
+
+def test_tflm_build_has_no_densify_and_runs_in_tflm(tflm_build):
+    result, out = tflm_build
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["profile"]["runtime"] == "tflm"
+    assert "DENSIFY" not in _graph_ops(out / "model.tflite")
+    assert report["verification"]["arena_bytes"] > 0
+    from edgesparse.verify import run_tflite
+
+    x = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
+    assert run_tflite((out / "model.tflite").read_bytes(), x, runtime="tflm").outputs.shape == (2, 10)
+
+
+def test_missing_model_file(tmp_path):
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x_train=np.zeros((4, 8, 8, 1)), y_train=np.zeros(4, int), x_val=np.zeros((2, 8, 8, 1)), y_val=np.zeros(2, int))
+    result = _build("--model", str(tmp_path / "nope.h5"), "--data", str(npz), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "nope.h5" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_file_that_is_not_a_model(tmp_path):
+    fake = tmp_path / "model.h5"
+    fake.write_bytes(b"this is not an HDF5 file at all")
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x_train=np.zeros((4, 8, 8, 1)), y_train=np.zeros(4, int), x_val=np.zeros((2, 8, 8, 1)), y_val=np.zeros(2, int))
+    result = _build("--model", str(fake), "--data", str(npz), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "model.h5" in result.output and "Traceback" not in result.output
+
+
+def test_data_whose_shape_does_not_match(tmp_path):
+    from edgesparse.demo import build_digits_model
+
+    model = build_digits_model()
+    model_path = tmp_path / "digits.keras"
+    model.save(model_path)
+    npz = tmp_path / "wrong.npz"
+    np.savez(npz, x_train=np.zeros((4, 28, 28, 1), np.float32), y_train=np.zeros(4, int),
+             x_val=np.zeros((2, 28, 28, 1), np.float32), y_val=np.zeros(2, int))
+    result = _build("--model", str(model_path), "--data", str(npz), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2, result.output
+    assert "x_train" in result.output and "(8, 8, 1)" in result.output and "(28, 28, 1)" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_mlperf_tiny_resnet_builds_with_generated_data(tmp_path, mlperf_dir):
+    from edgesparse.data import generate_for_model
+
+    ds = generate_for_model((32, 32, 3), 10, n_train=256, n_val=64, seed=0)
+    npz = tmp_path / "cifar_like.npz"
+    np.savez(npz, x_train=ds.x_train, y_train=ds.y_train, x_val=ds.x_val, y_val=ds.y_val)
+    out = tmp_path / "resnet"
+    result = _build("--model", str(mlperf_dir / "image_classification" / "pretrainedResnet.h5"), "--data", str(npz),
+                    "--profile", "rpi4", "--epochs", "2", "--max-accuracy-drop", "100", "--out", str(out))
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["format"] == "h5"
+    assert report["sparsity"]["overall"] > 0.7
+    assert report["sizes"]["artifact_bytes"] < report["sizes"]["dense_float32_bytes"] / 4
