@@ -1,12 +1,25 @@
-# edgesparse: set-up, demo, tests, benchmarks. Everything installs itself into .venv.
+# edgesparse: set-up, demo, tests, benchmarks. Everything installs itself:
+# Debian packages (espeak-ng for the speech demo, sshd for deploy tests, the Arm
+# cross compiler for microcontroller projects, Chromium for report tests) and a
+# .venv with the package and its build and test dependencies.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEBIAN_PACKAGES := espeak-ng openssh-server openssh-client rsync gcc-arm-none-eabi binutils-arm-none-eabi libnewlib-arm-none-eabi chromium
 
-.PHONY: install demo test bench lint clean
+.PHONY: install system-deps demo test bench lint clean
 
-install: $(STAMP)
+install: $(STAMP) system-deps
+
+# Installs only what is missing; a no-op on a machine that has them all.
+system-deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
