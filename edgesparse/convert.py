@@ -1,9 +1,296 @@
 """TFLiteConverter: quantization modes, per-tensor sparse encoding, the TFLM variant.
 
+Why per tensor: EXPERIMENTAL_SPARSITY encodes every FC/conv weight that is
+>= 30 % zero. For float32 that nearly always pays; for int8 each stored value
+costs 1 byte but its CSR index costs 1-2 more, so unstructured sparsity often
+makes a tensor *bigger*. `build_artifact` measures each sparse tensor and
+re-densifies the ones that do not shrink the file (`tflite_edit`).
+
 CONTRACT:
     QUANTIZE_MODES = ("int8", "dynamic", "float16", "none")
     convert_keras(model, *, quantize, representative=None, sparse=False) -> bytes
     build_artifact(model, dataset, *, quantize, profile) -> ConversionResult
     ConversionResult: artifact (bytes), dense_float32 (bytes), dense_int8 (bytes),
-                      tensors (list[TensorEncoding]), has_densify (bool), notes (list[str])
+                      tensors (list[TensorEncoding]), has_densify (bool), notes (list[str]),
+                      quantize, runtime, sizes (dict[str, int])
+    TensorEncoding: name, shape, dense_bytes, sparse_bytes, kept_sparse, reason,
+                    dtype, values_bytes, index_bytes, block_size, file_saving_bytes, read_by
 """
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import tflite_edit
+from .errors import ConversionError, DataError, EdgesparseError
+from .tf_env import import_tf
+
+QUANTIZE_MODES = ("int8", "dynamic", "float16", "none")
+_REPRESENTATIVE_SAMPLES = 200
+
+
+@dataclass
+class TensorEncoding:
+    """One weight the converter sparse-encoded, and whether the artifact keeps it sparse."""
+
+    name: str
+    shape: tuple[int, ...]
+    dense_bytes: int
+    sparse_bytes: int                 # values + segments + indices
+    kept_sparse: bool
+    reason: str
+    dtype: str = ""
+    values_bytes: int = 0
+    index_bytes: int = 0
+    block_size: tuple[int, ...] | None = None
+    file_saving_bytes: int = 0        # measured: file bytes saved by keeping this tensor sparse
+    read_by: str = ""                 # "DENSIFY" or the op that reads the sparse form directly
+
+
+@dataclass
+class ConversionResult:
+    artifact: bytes = field(repr=False)
+    dense_float32: bytes = field(repr=False)
+    dense_int8: bytes = field(repr=False)
+    tensors: list[TensorEncoding]
+    has_densify: bool
+    notes: list[str]
+    quantize: str = "int8"
+    runtime: str = "litert"
+    sizes: dict[str, int] = field(default_factory=dict)  # file sizes of every variant built
+
+
+# ----------------------------------------------------------------------------- convert_keras
+
+def _representative(representative) -> Callable:
+    """Accept the data module's generator factory, or an array sampled here."""
+    if callable(representative):
+        return representative
+    x = np.asarray(representative, dtype=np.float32)
+    if x.ndim < 2 or len(x) == 0:
+        raise DataError("Representative data must be a non-empty batch of samples",
+                        where="representative_dataset", expected="array shaped (N, *input_shape)",
+                        received=f"shape {x.shape}")
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(x), size=min(len(x), _REPRESENTATIVE_SAMPLES), replace=False)
+
+    def gen():
+        for i in pick:
+            yield [x[i:i + 1]]
+
+    return gen
+
+
+def _dataset_representative(dataset) -> Callable:
+    try:
+        from .data import representative_dataset
+    except ImportError:
+        return _representative(dataset.x_train)
+    return representative_dataset(dataset.x_train, max_samples=_REPRESENTATIVE_SAMPLES, seed=0)
+
+
+_FLEX = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+_NOT_INT8 = re.compile(r"'tfl\.(\w+)' op .*(?:quantiz|int8|i8)", re.I)
+
+
+def _key_line(text: str) -> str:
+    """The converter's first `error:` message, without MLIR locations or the traceback."""
+    for line in text.splitlines():
+        m = re.search(r"error: (.+)", line)
+        if m and "failed while converting" not in m.group(1):
+            return m.group(1).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else text.strip()
+
+
+def _conversion_error(exc: Exception, stderr: str, quantize: str, sparse: bool) -> ConversionError:
+    text = f"{exc}\n{stderr}"
+    key = _key_line(str(exc)) or _key_line(stderr)
+    where = f"TFLiteConverter, quantize={quantize}" + (", EXPERIMENTAL_SPARSITY" if sparse else "")
+    flex = _FLEX.search(text)
+    if flex:
+        fix = (f"TFLite builtins have no kernel for {flex.group(1)} and TF Select (Flex) ops do not exist "
+               "in LiteRT's default build or on TFLM: replace the layer that uses it")
+    elif quantize == "int8" and _NOT_INT8.search(text):
+        fix = ("An op has no int8 kernel: use --quantize dynamic or float16 for LiteRT, "
+               "or replace that layer for TFLM")
+    elif "representative" in text.lower() or "Cannot set tensor" in text or "Dimension mismatch" in text:
+        fix = "The representative data must match the model input (shape and float32 dtype)"
+    else:
+        fix = "Try --quantize none to see whether quantization is the cause; report the line above"
+    return ConversionError("The TFLite converter failed", where=where,
+                           expected="a convertible Keras model", received=key, fix=fix)
+
+
+def convert_keras(model, *, quantize: str, representative=None, sparse: bool = False) -> bytes:
+    """TFLiteConverter.from_keras_model in one of QUANTIZE_MODES; `sparse` adds EXPERIMENTAL_SPARSITY.
+
+    int8 = full-integer (int8 kernels only, int8 input and output, calibrated
+    on `representative`: a generator factory or an array); dynamic = int8
+    weights, float activations; float16 = float16 weights; none = float32.
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ConversionError("Unknown quantization mode", where="quantize",
+                              expected=" | ".join(QUANTIZE_MODES), received=repr(quantize))
+    if quantize == "int8" and representative is None:
+        raise ConversionError("Full-integer int8 needs a representative dataset", where="quantize=int8",
+                              expected="representative samples to calibrate activation ranges",
+                              received="none", fix="Pass the training data, or use --quantize dynamic")
+    tf, _ = import_tf()
+    from .verify import captured_stderr  # the converter's C++ logs go to fd 2
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    optimizations = [] if quantize == "none" else [tf.lite.Optimize.DEFAULT]
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if quantize == "int8":
+        converter.representative_dataset = _representative(representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    with captured_stderr() as err, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            result = converter.convert()
+            failure = None
+        except EdgesparseError:
+            raise
+        except Exception as exc:  # ConverterError, ValueError from calibration, ...
+            failure = exc
+    if failure is not None:
+        raise _conversion_error(failure, err.text, quantize, sparse) from None
+    return bytes(result)
+
+
+# ----------------------------------------------------------------------------- build_artifact
+
+def _fmt(n: int) -> str:
+    return f"{n:,} B"
+
+
+def _decide(sparse_all: bytes, dense_same: bytes) -> tuple[bytes, list[TensorEncoding], list[str]]:
+    """Keep sparse encoding only where it shrinks the file; measure, don't assume."""
+    report = tflite_edit.sparse_encoding_report(sparse_all)
+    encodings = []
+    for t in report:
+        read_by = "DENSIFY" if t.via_densify else "/".join(sorted(set(t.consumers))) or "nothing"
+        enc = TensorEncoding(name=t.name, shape=t.shape, dense_bytes=t.dense_bytes,
+                             sparse_bytes=t.sparse_bytes, kept_sparse=False, reason="",
+                             dtype=t.dtype, values_bytes=t.values_bytes, index_bytes=t.index_bytes,
+                             block_size=t.block_size, read_by=read_by)
+        cost = (f"sparse {_fmt(t.sparse_bytes)} (values {_fmt(t.values_bytes)} + index "
+                f"{_fmt(t.index_bytes)}) vs dense {_fmt(t.dense_bytes)}")
+        if t.sparse_bytes >= t.dense_bytes:
+            enc.reason = f"index arrays cost more than the zeros save: {cost}"
+        else:
+            # The encoded bytes leave out the DENSIFY op, its output tensor and padding:
+            # densify this one tensor and measure what the file really saves.
+            ref = t.index if t.subgraph == 0 else t.name
+            enc.file_saving_bytes = len(tflite_edit.densify_tensors(sparse_all, [ref])) - len(sparse_all)
+            if enc.file_saving_bytes > 0:
+                enc.kept_sparse = True
+                enc.reason = f"{cost}: the file is {_fmt(enc.file_saving_bytes)} smaller with it sparse"
+            else:
+                enc.reason = (f"{cost}, but the DENSIFY op and tensor it needs cost more: the file is "
+                              f"{_fmt(-enc.file_saving_bytes)} larger with it sparse")
+        encodings.append(enc)
+    drop = [t.index for t, e in zip(report, encodings) if not e.kept_sparse]
+    kept = [e for e in encodings if e.kept_sparse]
+    notes = []
+    if not kept:
+        if encodings:
+            notes.append(f"No sparse-encoded tensor made the file smaller ({len(encodings)} measured): "
+                         "the artifact is the dense flatbuffer")
+        return dense_same, encodings, notes
+    chosen = tflite_edit.densify_tensors(sparse_all, drop) if drop else sparse_all
+    if len(chosen) >= len(dense_same):
+        for e in kept:
+            e.kept_sparse = False
+            e.reason += f"; but the whole file was not smaller than dense ({_fmt(len(dense_same))})"
+        notes.append("Sparse encoding did not shrink the whole file: the artifact is the dense flatbuffer")
+        return dense_same, encodings, notes
+    notes.append(f"Sparse encoding kept for {len(kept)} of {len(encodings)} sparse-encoded tensors: "
+                 f"{_fmt(len(chosen))} vs {_fmt(len(dense_same))} dense and {_fmt(len(sparse_all))} with "
+                 "every tensor sparse")
+    return chosen, encodings, notes
+
+
+def build_artifact(model, dataset, *, quantize: str, profile) -> ConversionResult:
+    """The deployable flatbuffer for `profile`, plus dense float32/int8 builds to compare sizes.
+
+    LiteRT + sparse_weights: convert with sparsity, keep sparse only the tensors
+    that shrink the file. TFLM: a dense flatbuffer (TFLM has no DENSIFY kernel).
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ConversionError("Unknown quantization mode", where="quantize",
+                              expected=" | ".join(QUANTIZE_MODES), received=repr(quantize))
+    runtime = profile.runtime
+    if runtime == "tflm" and quantize in ("dynamic", "float16"):
+        raise ConversionError(
+            f"TFLite Micro cannot run {quantize} models", where=f"profile {profile.name}",
+            expected="quantize int8 (or none for float32 reference kernels)", received=quantize,
+            fix="TFLM has no hybrid (dynamic-range) kernels and no float16 DEQUANTIZE: use --quantize int8")
+    representative = _dataset_representative(dataset)
+    notes: list[str] = []
+    dense_float32 = convert_keras(model, quantize="none")
+    try:
+        dense_int8 = convert_keras(model, quantize="int8", representative=representative)
+    except ConversionError as exc:
+        if quantize == "int8":
+            raise
+        dense_int8 = b""
+        notes.append(f"No dense int8 build to compare with: {exc.received}")
+    by_mode = {"none": dense_float32, "int8": dense_int8}
+    dense_same = by_mode.get(quantize) or convert_keras(model, quantize=quantize, representative=representative)
+    sizes = {"dense_float32": len(dense_float32), "dense_int8": len(dense_int8),
+             f"dense_{quantize}": len(dense_same)}
+    tensors: list[TensorEncoding] = []
+    if runtime == "tflm":
+        artifact = dense_same
+        kind = "int8" if quantize == "int8" else "float32"
+        notes.append(f"TFLM cannot run DENSIFY: dense {kind} flatbuffer")
+        if profile.sparse_weights:
+            notes.append("The profile lists sparse_weights, but TFLM kernels read dense weights only")
+    elif not profile.sparse_weights:
+        artifact = dense_same
+        notes.append(f"Profile {profile.name} does not exploit sparse weights: dense {quantize} flatbuffer")
+    else:
+        sparse_all = convert_keras(model, quantize=quantize, representative=representative, sparse=True)
+        sizes["sparse_all"] = len(sparse_all)
+        artifact, tensors, decided = _decide(sparse_all, dense_same)
+        notes += decided
+        if not tensors:
+            notes.append("No weight tensor was >= 30 % zero, so the converter stored every tensor dense")
+    has_densify = "DENSIFY" in tflite_edit.op_names(artifact)
+    if runtime == "tflm" and has_densify:
+        raise ConversionError("Internal: the TFLM artifact contains DENSIFY", where="build_artifact",
+                              expected="a dense flatbuffer", received="DENSIFY op")
+    direct = [t for t in tensors if t.kept_sparse and t.read_by != "DENSIFY"]
+    for t in direct:
+        block = "x".join(map(str, t.block_size)) if t.block_size else "unstructured"
+        notes.append(f"{t.read_by} reads {t.name} in {block} block-sparse form (no DENSIFY)")
+    if has_densify:
+        n = sum(1 for t in tensors if t.kept_sparse and t.read_by == "DENSIFY")
+        notes.append(f"DENSIFY expands {n} sparse weight(s) to a dense copy in RAM at the first invoke: "
+                     "flash shrinks, RAM does not")
+    sizes["artifact"] = len(artifact)
+    return ConversionResult(artifact=artifact, dense_float32=dense_float32, dense_int8=dense_int8,
+                            tensors=tensors, has_densify=has_densify, notes=notes, quantize=quantize,
+                            runtime=runtime, sizes=sizes)
+
+
+def summary(result: ConversionResult) -> dict[str, Any]:
+    """JSON-ready view of a ConversionResult (no bytes)."""
+    return {"quantize": result.quantize, "runtime": result.runtime, "sizes": dict(result.sizes),
+            "has_densify": result.has_densify, "notes": list(result.notes),
+            "tensors": [dict(vars(t), shape=list(t.shape),
+                             block_size=list(t.block_size) if t.block_size else None)
+                        for t in result.tensors]}
