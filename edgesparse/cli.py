@@ -158,6 +158,213 @@ def _metrics(fields: dict) -> str:
     return "  ".join(parts)
 
 
+# --------------------------------------------------------------------------- check
+
+def _fmt_bytes(n) -> str:
+    return "-" if n is None else f"{int(n):,} B"
+
+
+def _fmt_value(value, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "B":
+        return _fmt_bytes(value)
+    if unit == "ms":
+        return f"{value:.4g} ms"
+    if unit == "mJ":
+        return f"{value:.4g} mJ"
+    if unit in ("h", "d"):
+        return f"{value:.4g} {unit}"
+    return f"{value:g} {unit}"
+
+
+def _basis(text: str) -> str:
+    from rich.markup import escape
+
+    return f"[yellow]{escape(text)}[/]" if text in ("assumption", "none", "planner+assumption") else escape(text)
+
+
+def _print_check(console, result, *, all_ops: bool) -> None:
+    """One profile's verdict: budgets, estimates with their basis, the per-op latency table."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    verdict = "[green]fits[/]" if result.fits else "[bold red]does NOT fit[/]"
+    console.print(f"\n[bold]{escape(result.profile)}[/] ({escape(result.runtime)}): {verdict}")
+    budgets = Table(title="budgets", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("budget", "limit", "value", "margin", ""):
+        budgets.add_column(col, justify="right" if col in ("limit", "value", "margin") else "left")
+    for b in result.budgets:
+        margin = b.margin
+        budgets.add_row(b.name, _fmt_value(b.limit, b.unit), _fmt_value(b.value, b.unit),
+                        "-" if margin is None else _fmt_value(margin, b.unit),
+                        "[green]pass[/]" if b.ok else "[bold red]FAIL[/]")
+    console.print(budgets)
+    est = Table(title="estimates", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("estimate", "value", "basis", "detail"):
+        est.add_column(col, justify="right" if col == "value" else "left", overflow="fold")
+    f, r, lat, e = result.flash, result.ram, result.latency, result.energy
+    est.add_row("flash", _fmt_bytes(f.total_bytes), _basis(f.basis),
+                escape(f"model {f.model_bytes:,} B + runtime code {f.runtime_code_bytes:,} B"))
+    est.add_row("RAM", _fmt_bytes(r.total_bytes), _basis(r.basis),
+                escape(f"planned (non-persistent) {r.planned_bytes:,} B + persistent {r.persistent_bytes:,} B"
+                       + (f"; scratch {r.scratch_bytes:,} B in the plan" if r.scratch_bytes else "")))
+    est.add_row("latency", _fmt_value(lat.latency_ms, "ms"), _basis(lat.basis),
+                escape(f"{lat.threads} thread(s); " + (lat.fit_source or "no fit")))
+    est.add_row("energy / inference", _fmt_value(e.energy_mj, "mJ"), _basis(e.basis),
+                escape(f"latency x {e.active_mw} mW active" if e.active_mw else "no power figures"))
+    if e.rate_per_s is not None:
+        from .estimate import format_rate
+
+        share = "-" if e.model_share is None else f"{e.model_share:.1%}"
+        life = "-" if e.battery_hours is None else f"{e.battery_hours:,.1f} h ({e.battery_days:,.1f} d)"
+        est.add_row("battery life", life, _basis(e.basis),
+                    escape(f"{format_rate(e.rate_per_s)}, {e.battery_mah:g} mAh x {e.voltage_v:g} V, "
+                           f"{e.sleep_mw} mW between inferences; inference share of the drain {share}"
+                           if e.battery_mah and e.voltage_v else f"{format_rate(e.rate_per_s)}; no battery"))
+    console.print(est)
+    if lat.ops and lat.latency_ms is not None:
+        ops = sorted(lat.ops, key=lambda o: -o.predicted_us)
+        shown = ops if all_ops else ops[:12]
+        table = Table(title="latency per op" + ("" if all_ops else " (slowest first)"), title_justify="left",
+                      box=box.SIMPLE_HEAD)
+        for col in ("#", "op", "type", "dtype", "MACs", "bytes", "pred. us", "share", "flag"):
+            table.add_column(col, justify="right" if col in ("#", "MACs", "bytes", "pred. us", "share") else "left")
+        for o in shown:
+            table.add_row(str(o.index), o.op, o.kind, o.dtype, f"{o.macs_used:,}" + ("*" if o.macs_used != o.macs else ""),
+                          f"{o.bytes_moved:,}", f"{o.predicted_us:.2f}", f"{o.share:.1%}",
+                          f"[yellow]{escape(o.flag)}[/]" if o.flag else "")
+        console.print(table)
+        if len(ops) > len(shown):
+            console.print(f"  (+{len(ops) - len(shown)} more ops; --all-ops lists every op)")
+        if any(o.macs_used != o.macs for o in lat.ops):
+            console.print("  * MACs the kernel really executes (sparse weights skipped)")
+    for w in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(w)}", soft_wrap=True)
+    for a in result.assumptions:
+        console.print(f"[yellow]assumption:[/] {escape(a)}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--profile", "profiles", multiple=True, required=True,
+              help="Device profile name or .toml path; repeat for several devices.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per profile.")
+@click.option("--rate", default=None, help="Inference rate for energy/battery, e.g. 1/s, 10/min, 3/h [default: the profile's].")
+@click.option("--battery-mah", type=float, default=None, help="Battery capacity [default: the profile's].")
+@click.option("--sleep-mw", type=float, default=None, help="Power between inferences [default: the profile's rest state].")
+@click.option("--threads", type=int, default=None, help="Interpreter threads [default: the profile's].")
+@click.option("--all-ops", is_flag=True, help="List every op in the latency table.")
+def check(model: Path, profiles, as_json: bool, rate, battery_mah, sleep_mw, threads, all_ops: bool) -> None:
+    """Will MODEL.tflite fit each device? Flash, RAM, latency, energy, battery vs the profile's budgets.
+
+    Needs no TensorFlow. Exit 0 if every budget passes, 1 if one fails, 2 for bad input.
+    """
+    import json
+
+    from .errors import EXIT_BUDGET
+    from .estimate import check_model, parse_rate
+
+    if rate is not None:
+        parse_rate(rate)  # bad input fails before any work
+    data = None
+    if not model.is_file():
+        from .errors import ModelError
+
+        raise ModelError("Model file not found", where=str(model), expected="a .tflite file", received="no such file")
+    data = model.read_bytes()
+    results = [check_model(data, p, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw, threads=threads)
+               for p in profiles]
+    for r in results:
+        r.model = str(model)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        console = _console()
+        console.width = max(console.width, 120)
+        console.print(f"[bold]{model}[/] ({len(data):,} B)")
+        for r in results:
+            _print_check(console, r, all_ops=all_ops)
+    if not all(r.fits for r in results):
+        sys.exit(EXIT_BUDGET)
+
+
+# --------------------------------------------------------------------------- measure
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--runtime", type=click.Choice(["litert", "tflm"]), default="litert", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--runs", type=int, default=50, show_default=True)
+@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def measure(model: Path, runtime: str, threads: int, runs: int, warmup: int, as_json: bool) -> None:
+    """Time MODEL.tflite on this machine like benchmark_model: warm-up, then timed invokes.
+
+    Needs only ai-edge-litert (or tflite-runtime) or tflite-micro; no TensorFlow.
+    """
+    import json
+
+    from .measure import measure as run_measure
+
+    m = run_measure(model, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+        return
+    from rich.markup import escape
+
+    console = _console()
+    console.print(f"[bold]{escape(str(model))}[/] on {escape(m.interpreter)}, {m.threads} thread(s): "
+                  f"{m.runs} runs after {m.warmup} warm-up")
+    console.print(f"  median {m.median_ms:.4f} ms   p90 {m.p90_ms:.4f} ms   min {m.min_ms:.4f} ms   "
+                  f"mean {m.mean_ms:.4f} ms   std {m.std_ms:.4f} ms")
+    if m.arena_bytes:
+        console.print(f"  TFLM arena used: {m.arena_bytes:,} B")
+    for k in m.kernels:
+        console.print(f"  kernels: {escape(k)}", soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- calibrate
+
+@main.command()
+@click.option("--profile", "profile", required=True, help="Profile to start from (name or .toml path).")
+@click.option("--measurements", type=click.Path(path_type=Path), required=True,
+              help="CSV with columns model_file, latency_ms[, threads]; paths relative to the CSV.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="New profile file [default: <profile>.calibrated.toml beside it].")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the fit as JSON.")
+def calibrate(profile: str, measurements: Path, out, force: bool, as_json: bool) -> None:
+    """Fit PROFILE's [latency] coefficients to your own measurements and write a new profile."""
+    import json
+
+    from .calibrate import calibrate_profile
+
+    result = calibrate_profile(profile, measurements, out=out, force=force)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"fit of {result.profile} ({result.mode}, {result.parameters} parameter(s))",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("model_file", "measured ms", "predicted ms", "error"):
+        table.add_column(col, justify="left" if col == "model_file" else "right")
+    for row in result.rows:
+        table.add_row(escape(row["model_file"]), f"{row['measured_ms']:.4g}", f"{row['predicted_ms']:.4g}",
+                      f"{row['error']:+.1%}")
+    console.print(table)
+    console.print(f"median |error| {result.median_abs_error:.1%}, worst {result.worst_abs_error:.1%} "
+                  "(in-sample: measure other models to see the error on unseen ones)")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+    console.print(f"[green]ok[/] wrote {escape(str(result.out))}")
+
+
 def main_entry() -> None:  # pragma: no cover - console script alias
     main()
 

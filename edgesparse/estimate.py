@@ -75,7 +75,7 @@ def op_type(op: Any) -> str:
 CONV_OPS = {"CONV_2D", "CONV_3D", "TRANSPOSE_CONV"}
 DWCONV_OPS = {"DEPTHWISE_CONV_2D"}
 FC_OPS = {"FULLY_CONNECTED", "BATCH_MATMUL"}
-FREE_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "DENSIFY"}
+ONE_TIME_OPS = {"DENSIFY"}
 
 
 def op_kind(op_name: str) -> str:
@@ -436,9 +436,11 @@ def litert_ram(graph: Any, *, model_bytes: bytes | None = None, kernels: str = "
     if model_bytes is not None:
         arena = _litert_arena_bytes(model_bytes)
     if arena is None:
+        once = {t for op in graph.ops if getattr(op, "one_time", False) or op_type(op) == "DENSIFY"
+                for t in op.outputs}
         buffers = [Buffer(tensor_nbytes(graph.tensors[t]), f, l)
                    for t, (f, l) in tensor_lifetimes(graph).items()
-                   if not _is_constant(graph.tensors[t]) and tensor_nbytes(graph.tensors[t])]
+                   if t not in once and not _is_constant(graph.tensors[t]) and tensor_nbytes(graph.tensors[t])]
         arena = plan_greedy(buffers, alignment=64).peak_bytes
         method = "greedy plan, alignment 64 (LiteRT's arena was not readable here)"
     file_bytes = int(getattr(graph, "file_bytes", 0) or (len(model_bytes) if model_bytes else 0))
@@ -452,11 +454,15 @@ def litert_ram(graph: Any, *, model_bytes: bytes | None = None, kernels: str = "
                               if t >= 0 and _is_constant(graph.tensors[t]))
         notes.append("XNNPACK repacks conv/FC weights into its own buffers: counted once more "
                      "(approximately their size)")
+    densified = sum(tensor_nbytes(graph.tensors[t]) for op in graph.ops
+                    if getattr(op, "one_time", False) or op_type(op) == "DENSIFY" for t in op.outputs if t >= 0)
+    if densified:
+        notes.append(f"DENSIFY keeps {densified} bytes of dense weights in RAM for the model's lifetime")
     breakdown = {"planned_activations": arena, "model_file_mmapped": file_bytes,
-                 "xnnpack_packed_weights": packed}
+                 "xnnpack_packed_weights": packed, "densified_weights": densified}
     if persistent_ram_bytes:
         breakdown["runtime_persistent_ram"] = int(persistent_ram_bytes)
-    persistent = file_bytes + packed + int(persistent_ram_bytes)
+    persistent = file_bytes + packed + densified + int(persistent_ram_bytes)
     return RamEstimate(total_bytes=arena + persistent, planned_bytes=arena, persistent_bytes=persistent,
                        scratch_bytes=0, method=method,
                        basis="interpreter+assumption" if "read" in method else "planner+assumption",
@@ -464,7 +470,13 @@ def litert_ram(graph: Any, *, model_bytes: bytes | None = None, kernels: str = "
 
 
 def _litert_arena_bytes(model_bytes: bytes) -> int | None:
-    """Span of LiteRT's arena: from the addresses of its planned (non-constant) tensors."""
+    """Span of LiteRT's activation arena, from the addresses of the tensors it planned there.
+
+    Only tensors produced per inference (not by run-once ops such as DENSIFY,
+    whose outputs LiteRT keeps in its persistent arena) are read. If their
+    addresses do not form one arena (span larger than the sum of their sizes),
+    the answer is None and the planner is used instead.
+    """
     try:
         from ai_edge_litert import interpreter as litert
     except ImportError:
@@ -474,17 +486,12 @@ def _litert_arena_bytes(model_bytes: bytes) -> int | None:
             model_content=bytes(model_bytes),
             experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interp.allocate_tensors()
-        const = set()
-        produced = set()
-        for op in interp._get_ops_details():
-            produced.update(op["outputs"])
-        inputs = {d["index"] for d in interp.get_input_details()}
-        lo, hi = None, 0
-        for detail in interp.get_tensor_details():
-            idx = detail["index"]
-            if idx not in produced and idx not in inputs:
-                const.add(idx)
-                continue
+        ops = interp._get_ops_details()
+        once = {t for op in ops if op["op_name"] == "DENSIFY" for t in op["outputs"]}
+        planned = {d["index"] for d in interp.get_input_details()}
+        planned |= {t for op in ops if op["op_name"] != "DENSIFY" for t in op["outputs"]}
+        lo, hi, total = None, 0, 0
+        for idx in sorted(planned - once):
             try:
                 array = interp.tensor(idx)()
             except (ValueError, RuntimeError):
@@ -494,8 +501,11 @@ def _litert_arena_bytes(model_bytes: bytes) -> int | None:
             addr = array.ctypes.data
             lo = addr if lo is None else min(lo, addr)
             hi = max(hi, addr + array.nbytes)
-        return None if lo is None else int(hi - lo)
-    except Exception:  # noqa: BLE001 - any failure means "not readable", the planner answers
+            total += align_up(array.nbytes, 64)
+        if lo is None or hi - lo > total + 64:
+            return None
+        return int(hi - lo)
+    except Exception:  # noqa: BLE001 - any failure means "not readable": the planner answers
         return None
 
 
@@ -542,10 +552,10 @@ def estimate_flash(graph: Any, profile: Any, *, model_size: int | None = None) -
     if code is None:
         notes.append("the profile gives no [runtime] code_bytes: runtime code not counted")
         return FlashEstimate(size, size, 0, "artifact only", "artifact size", notes)
-    src = sources.get("runtime.code_bytes", "")
-    basis = "sourced" if src else "assumption"
-    if not src:
-        notes.append("runtime code_bytes has no [sources] entry")
+    src = str(sources.get("runtime.code_bytes", ""))
+    basis = "assumption" if (not src or src.strip().lower().startswith("assumption")) else "sourced"
+    if basis == "assumption":
+        notes.append("runtime code_bytes is an assumption: " + (src or "no source"))
     return FlashEstimate(size + int(code) + extra, size, int(code) + extra, basis,
                          src or "profile [runtime] code_bytes (unsourced)", notes)
 
@@ -587,53 +597,59 @@ def _op_dtype(op: Any, tensors: Sequence[Any]) -> str:
     return "float32"
 
 
-def _weights_sparse(op: Any, tensors: Sequence[Any], producers: Mapping[int, Any]) -> bool:
-    for t in op.inputs[1:2]:
-        if t < 0:
-            continue
-        if getattr(tensors[t], "sparsity", None):
-            return True
-        prod = producers.get(t)
-        if prod is not None and op_type(prod) == "DENSIFY":
-            return True
-    return False
+def _kind(op: Any) -> str:
+    """conv | dwconv | fc | elementwise | data: the graph IR's kind folded into the model's cost classes."""
+    kind = getattr(op, "kind", None) or op_kind(op_type(op))
+    if kind in ("conv", "dwconv", "fc"):
+        return kind
+    if kind == "matmul":
+        return "fc"
+    if kind == "data":
+        return "data"
+    return "elementwise"
 
 
 def op_features(graph: Any, profile: Any) -> list[OpCost]:
     """Per-op cost features for this profile's runtime: which kernel runs it, what it exploits.
 
-    LiteRT: sparse int8 FULLY_CONNECTED is refused by XNNPACK and runs in the
-    builtin kernel, which skips zero blocks (effective MACs); everything else
-    runs dense. TFLM runs dense (it cannot even load DENSIFY).
+    LiteRT: a FULLY_CONNECTED whose weights are stored sparse (and not handed
+    over dense by a DENSIFY op) runs in the builtin sparse kernel, which skips
+    zero blocks (effective MACs): XNNPACK refuses sparse int8 FC. With DENSIFY
+    in front the kernel sees dense weights and does every MAC. TFLM runs dense
+    (it cannot even load DENSIFY). Ops whose inputs are all constant (DENSIFY)
+    run once, not per inference.
     """
     ops, tensors, _, _ = _subgraph_view(graph)
     runtime = _runtime_name(profile)
     kernels = str(_profile_runtime(profile).get("kernels", "")).lower()
-    producers = {t: op for op in ops for t in op.outputs}
     rows = []
     for i, op in enumerate(ops):
         name = op_type(op)
-        kind = op_kind(name)
+        kind = _kind(op)
         dtype = _dtype_class(_op_dtype(op, tensors))
         macs = _graph_op_attr(op, "macs")
         effective = _graph_op_attr(op, "effective_macs", macs)
         elem = _graph_op_attr(op, "elementwise_ops")
-        if not elem and kind == "elementwise" and name not in FREE_OPS and op.outputs:
-            elem = tensor_nbytes(tensors[op.outputs[0]]) // max(dtype_bytes(tensors[op.outputs[0]].dtype), 1)
         moved = _graph_op_attr(op, "bytes_moved")
         if not moved:
             moved = sum(tensor_nbytes(tensors[t]) for t in list(op.inputs) + list(op.outputs) if t >= 0)
         used = macs
-        kernel = f"{runtime} {kernels or 'default'} (dense)"
-        key = f"{kind}_{dtype}"
-        if name == "DENSIFY":
-            kernel = "LiteRT DENSIFY: densifies once at the first invoke"
-            elem, moved = 0, 0
-        elif runtime == "litert" and kind == "fc" and _weights_sparse(op, tensors, producers):
+        kernel = f"{runtime} {kernels or 'default'}"
+        key = f"{kind}_{dtype}" if kind in ("conv", "dwconv", "fc") else kind
+        sparse = bool(getattr(op, "sparse_weights", False))
+        densified = bool(getattr(op, "weights_densified", False))
+        if getattr(op, "one_time", False) or name == "DENSIFY":
+            kernel = "runs once (all inputs constant): not part of an inference"
+            used, elem, moved, key = 0, 0, 0, "once"
+        elif sparse and densified:
+            kernel += " (weights densified by DENSIFY: dense kernel, every MAC)"
+        elif runtime == "litert" and kind == "fc" and sparse:
             used = effective
             key = f"fc_{dtype}_sparse"
             kernel = ("builtin sparse FULLY_CONNECTED (XNNPACK refuses sparse int8 FC); skips zero blocks"
                       if dtype == "int8" else "builtin sparse FULLY_CONNECTED; skips zero blocks")
+        elif sparse:
+            kernel += " (sparse weights not exploited: dense MACs)"
         rows.append(OpCost(index=i, op=name, kind=kind, dtype=dtype, coef_key=key, macs=macs,
                            macs_used=used, elementwise_ops=elem, bytes_moved=moved, kernel=kernel))
     return rows
@@ -754,7 +770,7 @@ def predict_ops_us(features: Sequence[OpCost], coefs: LatencyCoefficients,
         if f.bytes_moved and coefs.bytes_per_cycle > 0:
             cycles += f.bytes_moved / coefs.bytes_per_cycle
         us = cycles / coefs.clock_mhz / speedup
-        if f.op not in FREE_OPS:
+        if f.coef_key != "once":
             us += coefs.overhead_us_per_op
         out.append((us, used))
     return out
@@ -786,7 +802,7 @@ def estimate_latency(graph: Any, profile: Any, *, threads: int | None = None) ->
         if f.macs_used and not used:
             flag = "no coefficient for this op class"
             unpriced.add(f.coef_key)
-        elif used and used != f.coef_key and f.kind != "elementwise":
+        elif used and used != f.coef_key and f.kind in ("conv", "dwconv", "fc"):
             flag = f"priced with '{used}' (no own coefficient)"
         if not coefs.fitted:
             flag = ("assumption; " + flag) if flag else "assumption"
@@ -907,21 +923,29 @@ def estimate_energy(latency_ms: float | None, profile: Any, *, rate: str | float
     sources = _sources(profile)
     notes: list[str] = []
     active = power.get("active_mw")
-    sleep = sleep_mw if sleep_mw is not None else power.get("sleep_mw", power.get("idle_mw"))
+    rest = str(battery.get("rest_state", "sleep"))
+    rest_key = f"{rest}_mw" if f"{rest}_mw" in power else "sleep_mw"
+    sleep = sleep_mw if sleep_mw is not None else power.get(rest_key)
     mah = battery_mah if battery_mah is not None else battery.get("capacity_mah")
     volts = battery.get("voltage_v")
-    if rate is None:
-        rate = battery.get("rate") or battery.get("default_rate")
+    if rate is None and battery.get("inferences_per_hour"):
+        rate = float(battery["inferences_per_hour"]) / 3600.0
     rate_per_s = parse_rate(rate) if rate is not None else None
     basis = latency_basis
+    def unsourced(key: str) -> bool:
+        text = str(sources.get(key, "")).strip().lower()
+        return not text or text.startswith("assumption")
+
     if active is None:
         notes.append("the profile gives no [power] active_mw: no energy estimate")
         basis = "none"
-    elif not sources.get("power.active_mw"):
-        notes.append("[power] active_mw has no [sources] entry: treated as an assumption")
+    elif unsourced("power.active_mw"):
+        notes.append("[power] active_mw is an assumption (no measured source)")
         basis = "assumption"
-    if sleep_mw is None and sleep is not None and not (sources.get("power.sleep_mw") or sources.get("power.idle_mw")):
-        notes.append("[power] sleep power has no [sources] entry: treated as an assumption")
+    if sleep_mw is None and sleep is not None and unsourced(f"power.{rest_key}"):
+        notes.append(f"[power] {rest_key} (power between inferences) is an assumption")
+    if rate_per_s is not None and battery_mah is None and mah is not None and unsourced("battery.capacity_mah"):
+        notes.append(f"battery capacity {mah:g} mAh is the profile's assumed battery; pass --battery-mah for yours")
     if rate_per_s is not None and sleep is None:
         notes.append("no sleep power: the device is assumed to draw nothing between inferences")
     energy, average, hours, share, more = energy_and_battery(
@@ -1093,8 +1117,6 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Any, *, rate: 
         assumptions.append(f"latency: {latency.basis} (coefficients not fitted to measurements)")
     if energy.basis in ("assumption", "none"):
         assumptions.append(f"energy: {energy.basis}")
-    if flash.basis == "assumption":
-        assumptions.append("flash: runtime code size is unsourced")
     assumptions += [f"ram: {n}" for n in ram.notes]
     assumptions += [f"energy: {n}" for n in energy.notes]
     assumptions += [f"flash: {n}" for n in flash.notes]

@@ -1,0 +1,415 @@
+"""Fit a profile's [latency] coefficients to measured latencies.
+
+Why: a cost model is only as good as its coefficients, and a coefficient
+nobody measured is a guess. `calibrate` takes a user's own timings (CSV:
+model_file, latency_ms[, threads]), fits the per-op-class rates by
+non-negative least squares on relative error, and writes a new profile whose
+[latency] table records what it was fitted to (fit_source, fit_rows), with
+the fit error per row. It fits only as many parameters as the rows can
+support: with few rows it rescales the existing coefficients instead.
+
+    fit_latency(samples, keys, clock_mhz) -> Fit
+    calibrate_profile(profile, measurements_csv, out=None, force=False) -> Calibration
+    nnls(A, b) -> x >= 0 minimising |Ax - b|
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import estimate
+from .errors import DataError, OutputExistsError, ProfileError
+
+# Columns of the design matrix besides one per MAC class.
+ELEMENTWISE = "elementwise"
+BYTES = "bytes"
+OPS = "ops"
+FIXED = "fixed"
+
+
+def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarray:
+    """Lawson-Hanson non-negative least squares (numpy only: calibrate runs on a Pi without scipy)."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    m, n = a.shape
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    w = a.T @ (b - a @ x)
+    tol = 10 * np.finfo(float).eps * np.linalg.norm(a, 1) * max(m, n)
+    for _ in range(max_iter or 3 * n + 30):
+        if passive.all() or (w[~passive] <= tol).all():
+            break
+        j = int(np.argmax(np.where(~passive, w, -np.inf)))
+        passive[j] = True
+        while True:
+            z = np.zeros(n)
+            idx = np.flatnonzero(passive)
+            z[idx] = np.linalg.lstsq(a[:, idx], b, rcond=None)[0]
+            if (z[idx] > 0).all():
+                x = z
+                break
+            neg = idx[z[idx] <= 0]
+            alpha = np.min(x[neg] / (x[neg] - z[neg])) if len(neg) else 0.0
+            x = x + alpha * (z - x)
+            passive &= x > tol
+            x[~passive] = 0.0
+            if not passive.any():
+                break
+        w = a.T @ (b - a @ x)
+    return x
+
+
+@dataclass
+class Sample:
+    """One measured model: its cost features (summed over ops) and its latency."""
+
+    name: str
+    features: dict[str, float]
+    latency_ms: float
+    threads: int = 1
+
+
+def model_features(graph: Any, profile: Any) -> dict[str, float]:
+    """Sum of op features for one model: MACs per class key, elementwise ops, bytes, op count, 1."""
+    out: dict[str, float] = {}
+    for f in estimate.op_features(graph, profile):
+        if f.macs_used:
+            out[f.coef_key] = out.get(f.coef_key, 0.0) + f.macs_used
+        out[ELEMENTWISE] = out.get(ELEMENTWISE, 0.0) + f.elementwise_ops
+        out[BYTES] = out.get(BYTES, 0.0) + f.bytes_moved
+        if f.coef_key != "once":
+            out[OPS] = out.get(OPS, 0.0) + 1
+    out[FIXED] = 1.0
+    return out
+
+
+@dataclass
+class Fit:
+    """Fitted coefficients in time units (µs per MAC, per op...) and as a profile [latency] table."""
+
+    coef_us: dict[str, float]
+    table: dict[str, Any]
+    predictions_ms: list[float]
+    errors: list[float]             # relative, signed: predicted / measured - 1
+    names: list[str]
+    mode: str                        # "full" | "scale+fixed" | "scale"
+    parameters: int
+
+    @property
+    def median_abs_error(self) -> float:
+        return float(np.median(np.abs(self.errors))) if self.errors else float("nan")
+
+    @property
+    def worst_abs_error(self) -> float:
+        return float(np.max(np.abs(self.errors))) if self.errors else float("nan")
+
+
+def _table_from_coefs(coef_us: Mapping[str, float], clock_mhz: float, keys: Sequence[str]) -> dict[str, Any]:
+    """µs-per-unit coefficients -> the profile's per-cycle [latency] entries."""
+    mpc = {}
+    for key in keys:
+        c = coef_us.get(key, 0.0)
+        if c > 0:
+            mpc[key] = 1.0 / (c * clock_mhz)
+    table: dict[str, Any] = {"macs_per_cycle": mpc}
+    e = coef_us.get(ELEMENTWISE, 0.0)
+    if e > 0:
+        table["elementwise_per_cycle"] = 1.0 / (e * clock_mhz)
+    bb = coef_us.get(BYTES, 0.0)
+    if bb > 0:
+        table["bytes_per_cycle"] = 1.0 / (bb * clock_mhz)
+    table["overhead_us_per_op"] = coef_us.get(OPS, 0.0)
+    table["fixed_overhead_us"] = coef_us.get(FIXED, 0.0)
+    return table
+
+
+def fit_latency(samples: Sequence[Sample], keys: Sequence[str], clock_mhz: float, *,
+                columns: Sequence[str] = (ELEMENTWISE, BYTES, OPS, FIXED)) -> Fit:
+    """Non-negative least squares of latency on features, each row weighted by 1/latency (relative error).
+
+    `keys` are the MAC classes to fit (those absent from every sample are dropped);
+    `columns` the other terms. Returns the coefficients and the in-sample errors.
+    """
+    if not samples:
+        raise DataError("Nothing to fit", expected="at least one measured model", received="0 rows")
+    keys = [k for k in keys if any(s.features.get(k, 0) > 0 for s in samples)]
+    cols = list(keys) + [c for c in columns if any(s.features.get(c, 0) > 0 for s in samples)]
+    a = np.array([[s.features.get(c, 0.0) for c in cols] for s in samples], dtype=float)
+    y = np.array([s.latency_ms * 1000.0 for s in samples], dtype=float)  # µs
+    weight = 1.0 / y
+    scale = np.maximum(np.abs(a * weight[:, None]).max(axis=0), 1e-30)
+    x = nnls(a * weight[:, None] / scale, np.ones_like(y)) / scale
+    coef = dict(zip(cols, x))
+    pred = a @ x / 1000.0
+    errors = [float(p / s.latency_ms - 1.0) for p, s in zip(pred, samples)]
+    return Fit(coef_us=coef, table=_table_from_coefs(coef, clock_mhz, keys), predictions_ms=list(pred),
+               errors=errors, names=[s.name for s in samples], mode="full", parameters=len(cols))
+
+
+def fit_scale(samples: Sequence[Sample], coefs: estimate.LatencyCoefficients, graphs_features: Sequence[
+        Sequence[estimate.OpCost]], *, with_fixed: bool) -> tuple[float, float, list[float]]:
+    """Few rows: keep the profile's relative op costs, fit one scale (and a fixed overhead)."""
+    base = np.array([sum(us for us, _ in estimate.predict_ops_us(f, coefs)) for f in graphs_features])
+    y = np.array([s.latency_ms * 1000.0 for s in samples])
+    if np.any(base <= 0):
+        raise ProfileError("The profile's latency coefficients price these models at zero",
+                           expected="a [latency] table with macs_per_cycle for the op classes measured",
+                           received="zero predicted time", fix="Measure more models (>= 2 per parameter) for a full fit")
+    w = 1.0 / y
+    cols = [base] + ([np.ones_like(base)] if with_fixed else [])
+    a = np.stack(cols, axis=1) * w[:, None]
+    x = nnls(a, np.ones_like(y))
+    scale = float(x[0])
+    fixed = float(x[1]) if with_fixed else 0.0
+    pred = (base * scale + fixed) / 1000.0
+    return scale, fixed, list(pred)
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isinf(value) or math.isnan(value):
+            raise ValueError(f"cannot write {value} to TOML")
+        return repr(float(f"{value:.6g}"))
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    import re
+
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
+def render_table(name: str, values: Mapping[str, Any]) -> str:
+    lines = [f"[{name}]"]
+    for key, value in values.items():
+        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def replace_table(text: str, name: str, new_table: str) -> str:
+    """Replace the top-level [name] table of a TOML document (or append it), keeping everything else."""
+    lines = text.splitlines(keepends=True)
+    start = None
+    for i, line in enumerate(lines):
+        if line.strip() == f"[{name}]":
+            start = i
+            break
+    if start is None:
+        sep = "" if text.endswith("\n\n") or not text else ("\n" if text.endswith("\n") else "\n\n")
+        return text + sep + new_table
+    end = len(lines)
+    for j in range(start + 1, len(lines)):
+        stripped = lines[j].strip()
+        if stripped.startswith("[") and not stripped.startswith("[[" + name):
+            end = j
+            break
+    # keep blank lines / comments that belong to the next table
+    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+        end -= 1
+    tail = lines[end:]
+    return "".join(lines[:start]) + new_table + ("\n" if tail and tail[0].strip() else "") + "".join(tail)
+
+
+# --------------------------------------------------------------------------- calibrate command
+
+
+@dataclass
+class Calibration:
+    profile: str
+    out: Path
+    rows: list[dict[str, Any]]
+    mode: str
+    parameters: int
+    median_abs_error: float
+    worst_abs_error: float
+    table: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile, "out": str(self.out), "rows": self.rows, "mode": self.mode,
+                "parameters": self.parameters, "median_abs_error": self.median_abs_error,
+                "worst_abs_error": self.worst_abs_error, "latency": self.table, "notes": list(self.notes)}
+
+
+def read_measurements(path: Path | str) -> list[tuple[Path, float, int | None]]:
+    """Rows of a measurements CSV: (model file, latency_ms, threads or None). Paths relative to the CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("Measurements file not found", where=str(path),
+                        expected="a CSV with columns model_file, latency_ms[, threads]", received="no such file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+        missing = {"model_file", "latency_ms"} - set(fields)
+        if missing:
+            raise DataError("Measurements CSV lacks columns", where=str(path),
+                            expected="a header with model_file, latency_ms[, threads]",
+                            received=f"columns {fields}", fix="Add the missing column(s): " + ", ".join(sorted(missing)))
+        rows = []
+        problems = []
+        for n, row in enumerate(reader, start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            model = row.get("model_file", "")
+            try:
+                latency = float(row.get("latency_ms", ""))
+                if not latency > 0:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"line {n}: latency_ms {row.get('latency_ms')!r} is not a positive number")
+                continue
+            threads = None
+            if row.get("threads"):
+                try:
+                    threads = int(row["threads"])
+                except ValueError:
+                    problems.append(f"line {n}: threads {row['threads']!r} is not an integer")
+                    continue
+            model_path = Path(model)
+            if not model_path.is_absolute():
+                model_path = path.parent / model_path
+            if not model_path.is_file():
+                problems.append(f"line {n}: model_file {model!r} not found (looked at {model_path})")
+                continue
+            rows.append((model_path, latency, threads))
+    if problems:
+        raise DataError("Bad rows in the measurements CSV", where=str(path), expected="readable model files and positive latencies",
+                        received="; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
+    if not rows:
+        raise DataError("The measurements CSV has no rows", where=str(path), expected="at least one measured model",
+                        received="a header only")
+    return rows
+
+
+def calibrate_profile(profile: Any, measurements: Path | str, *, out: Path | str | None = None,
+                      force: bool = False) -> Calibration:
+    """Fit `profile`'s [latency] to the CSV's measurements and write the new profile atomically."""
+    from .fsutil import atomic_write_text
+    from .graph import load_graph
+    from .profiles import Profile, load_profile
+
+    prof = profile if isinstance(profile, Profile) else load_profile(str(profile))
+    measurements = Path(measurements)
+    out_path = Path(out) if out is not None else prof.path.with_name(f"{prof.path.stem}.calibrated.toml")
+    if out_path.exists() and not force:
+        raise OutputExistsError("The output profile already exists", where=str(out_path),
+                                expected="a new file", received="an existing file",
+                                fix="Pass --force to replace it, or choose another --out")
+    rows = read_measurements(measurements)
+    device = prof.raw.get("device", {})
+    lat = dict(prof.raw.get("latency", {}) or {})
+    clock = float(lat.get("clock_mhz") or device.get("clock_mhz") or 0)
+    if clock <= 0:
+        raise ProfileError("The profile has no clock", where=f"{prof.path}: device.clock_mhz",
+                           expected="a positive clock in MHz", received=clock, fix="Add clock_mhz to [device]")
+    profile_threads = int(prof.raw.get("runtime", {}).get("threads", 1) or 1)
+    samples, feats = [], []
+    for model_path, latency, threads in rows:
+        graph = load_graph(model_path.read_bytes())
+        feats.append(estimate.op_features(graph, prof))
+        samples.append(Sample(model_path.name, model_features(graph, prof), latency, threads or profile_threads))
+    notes: list[str] = []
+    thread_counts = sorted({s.threads for s in samples})
+    if len(thread_counts) > 1:
+        notes.append(f"rows at {len(thread_counts)} thread counts {thread_counts}: only rows at "
+                     f"{profile_threads} thread(s) (the profile's) are fitted")
+        keep = [i for i, s in enumerate(samples) if s.threads == profile_threads]
+        if not keep:
+            raise DataError("No measurement at the profile's thread count", where=str(measurements),
+                            expected=f"rows with threads = {profile_threads}", received=f"threads {thread_counts}",
+                            fix="Measure at the profile's [runtime] threads, or edit it")
+        samples = [samples[i] for i in keep]
+        feats = [feats[i] for i in keep]
+    fit_threads = samples[0].threads
+    keys = sorted({k for s in samples for k in s.features if k not in (ELEMENTWISE, BYTES, OPS, FIXED)})
+    full_params = len(keys) + 4
+    existing = estimate.latency_coefficients(prof)
+    if len(samples) >= 2 * full_params or existing is None or not existing.macs_per_cycle:
+        fit = fit_latency(samples, keys, clock)
+        table = fit.table
+        preds, mode, params = fit.predictions_ms, "full", fit.parameters
+        if len(samples) < 2 * full_params:
+            notes.append(f"only {len(samples)} rows for {fit.parameters} parameters: the fit is underdetermined; "
+                         "measure more models")
+    else:
+        with_fixed = len(samples) >= 3
+        scale, fixed, preds = fit_scale(samples, existing, feats, with_fixed=with_fixed)
+        mode, params = ("scale+fixed" if with_fixed else "scale"), (2 if with_fixed else 1)
+        if scale <= 0:
+            raise DataError("The measurements cannot be fitted", where=str(measurements),
+                            expected="latencies that grow with model size", received="a zero scale")
+        table = {"macs_per_cycle": {k: v / scale for k, v in existing.macs_per_cycle.items()}}
+        if existing.elementwise_per_cycle:
+            table["elementwise_per_cycle"] = existing.elementwise_per_cycle / scale
+        if existing.bytes_per_cycle:
+            table["bytes_per_cycle"] = existing.bytes_per_cycle / scale
+        table["overhead_us_per_op"] = existing.overhead_us_per_op * scale
+        table["fixed_overhead_us"] = existing.fixed_overhead_us * scale + fixed
+        notes.append(f"{len(samples)} rows support only {params} parameter(s): the profile's relative op costs "
+                     f"were kept and scaled by {scale:.4g}" + (f", plus {fixed:.1f} us fixed overhead" if with_fixed else ""))
+    errors = [p / s.latency_ms - 1.0 for p, s in zip(preds, samples)]
+    row_report = [{"model_file": s.name, "measured_ms": s.latency_ms, "predicted_ms": round(p, 5),
+                   "error": round(e, 4)} for s, p, e in zip(samples, preds, errors)]
+    new_lat = {k: v for k, v in lat.items()
+               if k not in table and k not in ("elementwise_per_cycle", "bytes_per_cycle")}
+    new_lat.update({"fitted": True, "fit_source": f"edgesparse calibrate: fit to {measurements.name} rows "
+                                                  + ", ".join(s.name for s in samples),
+                    "fit_rows": [s.name for s in samples], "fit_threads": fit_threads})
+    new_lat.update(table)
+    new_lat["notes"] = (f"{mode} fit, {params} parameter(s), {len(samples)} rows; median |error| "
+                        f"{np.median(np.abs(errors)):.1%}, worst {np.max(np.abs(errors)):.1%}")
+    text = prof.path.read_text(encoding="utf-8")
+    text = replace_table(text, "latency", render_table("latency", _ordered_latency(new_lat)))
+    _validate_written(text, out_path)
+    atomic_write_text(out_path, text)
+    return Calibration(profile=prof.name, out=out_path, rows=row_report, mode=mode, parameters=params,
+                       median_abs_error=float(np.median(np.abs(errors))),
+                       worst_abs_error=float(np.max(np.abs(errors))), table=new_lat, notes=notes)
+
+
+_LATENCY_ORDER = ("fitted", "fit_source", "fit_rows", "fit_threads", "clock_mhz", "macs_per_cycle",
+                  "elementwise_per_cycle", "bytes_per_cycle", "overhead_us_per_op", "fixed_overhead_us",
+                  "parallel_efficiency", "notes")
+
+
+def _ordered_latency(values: Mapping[str, Any]) -> dict[str, Any]:
+    ordered = {k: values[k] for k in _LATENCY_ORDER if k in values}
+    ordered.update({k: v for k, v in values.items() if k not in ordered})
+    if "macs_per_cycle" in ordered:
+        ordered["macs_per_cycle"] = {k: float(v) for k, v in ordered["macs_per_cycle"].items()}
+    return ordered
+
+
+def _validate_written(text: str, out_path: Path) -> None:
+    """Parse and validate the new profile before it is written: never leave an invalid profile behind."""
+    import tomllib
+
+    from .profiles import ProfileValidationError, validate
+
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - a bug in render_table
+        raise ProfileError("The calibrated profile would not be valid TOML", where=str(out_path),
+                           received=str(exc), fix="Report this bug") from None
+    problems = validate(raw, str(out_path))
+    if problems:
+        raise ProfileValidationError(problems)
