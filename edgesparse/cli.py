@@ -365,6 +365,72 @@ def calibrate(profile: str, measurements: Path, out, force: bool, as_json: bool)
     console.print(f"[green]ok[/] wrote {escape(str(result.out))}")
 
 
+@main.command()
+@click.argument("build_dir", type=click.Path(path_type=Path))
+@click.option("--target", required=True, help="rpi | android | mcu, or a device profile name (rpi4, pixel4, nrf52840, ...).")
+@click.option("--host", default=None, help="USER@HOST[:PATH]: push the rpi bundle over ssh, install its runtime in a venv there and run it once.")
+@click.option("--port", type=int, default=22, show_default=True, help="ssh port.")
+@click.option("--identity", type=click.Path(path_type=Path), default=None, help="ssh private key (its contents are never printed).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Bundle directory [default: <BUILD_DIR>-<target> beside the build].")
+@click.option("--force", is_flag=True, help="Replace an existing bundle; deploy a build whose report.json says passed: false.")
+@click.option("--sample", type=click.Path(path_type=Path), default=None, help="Test input to ship: .wav (keyword spotting) or .npy of one model input [default: from the build's data].")
+@click.option("--labels", type=click.Path(path_type=Path), default=None, help="Class names, one per line [default: from the build].")
+@click.option("--profile", default=None, help="mcu: the profile that picks the core and sizes the tensor arena [default: the build's].")
+@click.option("--runtime", type=click.Choice(["auto", "tflite-runtime", "ai-edge-litert"]), default="auto", show_default=True, help="rpi: the interpreter requirements.txt installs (auto: tflite-runtime 2.14 on Python <= 3.11, else ai-edge-litert).")
+@click.option("--remote-python", default="python3", show_default=True, help="Python on the host that creates the venv.")
+@click.option("--remote-venv", default=None, help="venv on the host; an existing one is reused [default: PATH/venv].")
+@click.option("--fresh-venv", is_flag=True, help="Delete and recreate the host's venv first.")
+@click.option("--skip-install", is_flag=True, help="Do not run pip on the host (the venv already has the runtime).")
+@click.option("--connect-timeout", type=int, default=10, show_default=True, help="Seconds to wait for the ssh connection.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def deploy(build_dir: Path, as_json: bool, **kwargs) -> None:
+    """Write a device bundle for a build; with --host, push it over ssh and run it there."""
+    import json as _json
+    from dataclasses import asdict
+
+    from .deploy import DeployOptions, deploy as run_deploy
+    from .errors import VerificationError
+
+    console = _console(stderr=as_json)
+
+    def progress(event: str, fields: dict) -> None:
+        if event == "stage":
+            console.print(f"[dim]-[/] {fields['description']}")
+
+    result = run_deploy(DeployOptions(build_dir=build_dir, **kwargs), progress=progress)
+    bundle, remote = result.bundle, result.remote
+    if as_json:
+        document = {"bundle": {k: v for k, v in asdict(bundle).items() if k != "path"} | {"path": str(bundle.path)},
+                    "remote": asdict(remote) if remote else None}
+        click.echo(_json.dumps(document, indent=2, default=str))
+    else:
+        expected = bundle.expected or {}
+        rows = [("bundle", str(bundle.path)), ("files", str(len(bundle.files))),
+                ("test input", str(bundle.test_input)),
+                ("here", f"{expected.get('label')}  score {expected.get('score', 0):.3f}"
+                         + (f"  latency {expected['latency_ms']:.3f} ms" if "latency_ms" in expected else "")
+                         + f"  [{expected.get('runtime') or expected.get('interpreter')}]")]
+        if bundle.mcu is not None:
+            m = bundle.mcu
+            rows.append(("tensor arena", f"{bundle.arena_bytes:,} B"))
+            rows.append(("model flash", f"{m.flash_bytes:,} B ({m.core}, align {m.alignment})"
+                         if m.flash_bytes is not None else f"not compiled: {m.skipped}"))
+        if remote is not None:
+            r = remote.result
+            rows.append(("device", f"{remote.destination}:{remote.path} (venv {remote.venv}, {remote.transfer})"))
+            rows.append(("on device", f"{r.get('label')}  score {r.get('score', 0):.3f}  latency "
+                                      f"{r.get('latency_ms', 0):.3f} ms  [{r.get('runtime')}, {r.get('kernels')}]"))
+            rows.append(("same as here", "yes" if remote.matches_local else "NO"))
+        for note in bundle.notes:
+            rows.append(("note", note))
+        _print_summary(console, rows, f"edgesparse deploy --target {bundle.target}")
+    if remote is not None and not remote.matches_local:
+        raise VerificationError("The device's result differs from the build machine's", where=remote.destination,
+                                expected=f"label {bundle.expected.get('label')} with the same scores",
+                                received=f"label {remote.result.get('label')} scores {remote.result.get('scores')}",
+                                fix="Compare the interpreter versions; run ./run.sh --kernels builtin on the device")
+
+
 def main_entry() -> None:  # pragma: no cover - console script alias
     main()
 
