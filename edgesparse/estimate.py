@@ -622,6 +622,9 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
     ops, tensors, _, _ = _subgraph_view(graph)
     runtime = _runtime_name(profile)
     kernels = str(_profile_runtime(profile).get("kernels", "")).lower()
+    refused = runtime == "litert" and "xnnpack" in kernels and any(
+        _kind(op) == "fc" and getattr(op, "sparse_weights", False)
+        and _dtype_class(_op_dtype(op, tensors)) == "int8" for op in ops)
     rows = []
     for i, op in enumerate(ops):
         name = op_type(op)
@@ -638,6 +641,10 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
         key = f"{kind}_{dtype}" if kind in ("conv", "dwconv", "fc") else kind
         sparse = bool(getattr(op, "sparse_weights", False))
         densified = bool(getattr(op, "weights_densified", False))
+        if refused:
+            kernel = "LiteRT builtin kernels (XNNPACK refuses models with a sparse int8 FULLY_CONNECTED)"
+            if kind in ("conv", "dwconv", "fc"):
+                key = f"{kind}_{dtype}_builtin"
         if getattr(op, "one_time", False) or name == "DENSIFY":
             kernel = "runs once (all inputs constant): not part of an inference"
             used, elem, moved, key = 0, 0, 0, "once"
@@ -675,8 +682,7 @@ class LatencyCoefficients:
     def macs_rate(self, key: str) -> tuple[float, str]:
         """MACs per cycle for a class key like 'conv_int8' (falls back: kind_dtype -> dtype -> default)."""
         parts = key.split("_")
-        candidates = [key, "_".join(parts[:2]), parts[-1] if parts[-1] != "sparse" else parts[1],
-                      parts[0], "default"]
+        candidates = [key, "_".join(parts[:2]), parts[1] if len(parts) > 1 else key, parts[0], "default"]
         for cand in candidates:
             if cand in self.macs_per_cycle and self.macs_per_cycle[cand] > 0:
                 return self.macs_per_cycle[cand], cand

@@ -1,0 +1,352 @@
+"""Estimator: greedy plan, RAM vs the TFLM interpreter, energy/battery arithmetic, rates, `check`."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgesparse import estimate
+from edgesparse.calibrate import render_table, replace_table
+from edgesparse.cli import main
+from edgesparse.errors import DataError
+from edgesparse.estimate import Buffer, energy_and_battery, parse_rate, plan_greedy
+
+REPO = Path(__file__).resolve().parent.parent
+
+MLPERF_INT8 = [
+    "keyword_spotting/kws_ref_model.tflite",
+    "visual_wake_words/vww_96_int8.tflite",
+    "image_classification/pretrainedResnet_quant.tflite",
+    "anomaly_detection/ad01_int8.tflite",
+    "streaming_wakeword/str_ww_ref_model.tflite",
+    "image_classification/pretrainedResnet_large_int8.tflite",
+]
+KWS = "keyword_spotting/kws_ref_model.tflite"
+
+
+# --------------------------------------------------------------------------- greedy planner, hand-made
+
+
+def test_disjoint_lifetimes_share_memory():
+    plan = plan_greedy([Buffer(100, 0, 1), Buffer(100, 2, 3)], alignment=1)
+    assert plan.offsets == [0, 0]
+    assert plan.peak_bytes == 100
+
+
+def test_overlapping_lifetimes_stack_largest_first():
+    plan = plan_greedy([Buffer(100, 0, 2), Buffer(300, 1, 3)], alignment=1)
+    assert plan.offsets == [300, 0]  # the larger buffer is placed first, at 0
+    assert plan.peak_bytes == 400
+
+
+def test_small_buffer_fills_a_gap():
+    # a (0..1) and c (2..3) share offset 0; b (1..2) overlaps both and sits above;
+    # d (3..3) fits in the gap a leaves once it is dead.
+    bufs = [Buffer(200, 0, 1, "a"), Buffer(100, 1, 2, "b"), Buffer(200, 2, 3, "c"), Buffer(50, 3, 3, "d")]
+    plan = plan_greedy(bufs, alignment=1)
+    assert plan.offsets[0] == 0 and plan.offsets[1] == 200
+    assert plan.offsets[2] == 0 or plan.offsets[2] == 300
+    assert plan.offsets[3] in (200, 0, 250)  # never beyond the peak of the others
+    assert plan.peak_bytes == 300
+    assert not plan.overlaps()
+
+
+def test_chain_of_ops_needs_two_buffers():
+    # input -> op1 -> t1 -> op2 -> t2 -> op3 -> out: at most two adjacent tensors live at once
+    bufs = [Buffer(1000, 0, 1), Buffer(800, 1, 2), Buffer(1000, 2, 3), Buffer(10, 3, 3)]
+    plan = plan_greedy(bufs, alignment=1)
+    assert plan.peak_bytes == 1800
+    assert not plan.overlaps()
+
+
+def test_alignment_rounds_sizes_up():
+    plan = plan_greedy([Buffer(10, 0, 0), Buffer(10, 0, 0)], alignment=16)
+    assert sorted(plan.offsets) == [0, 16]
+    assert plan.peak_bytes == 32
+
+
+def test_offline_offsets_are_kept():
+    plan = plan_greedy([Buffer(64, 0, 1, offline_offset=128), Buffer(64, 0, 1)], alignment=16)
+    assert plan.offsets[0] == 128
+    assert plan.offsets[1] == 0
+    assert plan.peak_bytes == 192
+
+
+def test_equal_sizes_tie_break_like_tflm():
+    # TFLM fills its sort array from the tail, so among equal sizes the last added goes first (offset 0).
+    plan = plan_greedy([Buffer(32, 0, 1), Buffer(32, 0, 1), Buffer(32, 0, 1)], alignment=16)
+    assert plan.offsets == [64, 32, 0]
+
+
+def test_random_plans_never_overlap_and_respect_the_live_bound():
+    rng = random.Random(0)
+    for _ in range(50):
+        bufs = []
+        for _ in range(rng.randint(1, 25)):
+            first = rng.randint(0, 10)
+            bufs.append(Buffer(rng.randint(1, 500), first, first + rng.randint(0, 4)))
+        plan = plan_greedy(bufs, alignment=16)
+        assert not plan.overlaps()
+        live_peak = max(sum(b.size for b in plan.buffers if b.first <= t <= b.last) for t in range(15))
+        assert plan.peak_bytes >= live_peak
+
+
+# --------------------------------------------------------------------------- RAM vs the TFLM interpreter
+
+
+def _tflm_total(path_or_bytes) -> dict:
+    from edgesparse.measure import tflm_arena_bytes
+
+    return tflm_arena_bytes(path_or_bytes)
+
+
+@pytest.mark.parametrize("rel", MLPERF_INT8)
+def test_planned_arena_matches_tflm_interpreter(mlperf_dir, rel):
+    from edgesparse.graph import load_graph
+
+    path = mlperf_dir / rel
+    est = estimate.tflm_ram(load_graph(path))
+    real = _tflm_total(path)
+    assert abs(est.total_bytes / real["total"] - 1) <= 0.05, (est.breakdown, real)
+    assert est.planned_bytes == real["head"]  # the activation plan itself is exact
+    assert est.total_bytes == est.planned_bytes + est.persistent_bytes
+
+
+@pytest.fixture(scope="module")
+def demo_like_int8(tmp_path_factory) -> bytes:
+    """A small Conv2D/Dense int8 CNN like the built-in demo (built here, cached for the module)."""
+    import numpy as np
+
+    from edgesparse.tf_env import import_tf
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)), layers.Conv2D(8, 3, activation="relu"), layers.MaxPooling2D(2),
+        layers.Conv2D(16, 3, activation="relu"), layers.MaxPooling2D(2), layers.Flatten(),
+        layers.Dense(32, activation="relu"), layers.Dense(10), layers.Softmax()])
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    conv.representative_dataset = lambda: ([rng.random((1, 28, 28, 1), dtype=np.float32)] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def test_planned_arena_matches_tflm_on_demo_like_cnn(demo_like_int8):
+    from edgesparse.graph import load_graph
+
+    est = estimate.tflm_ram(load_graph(demo_like_int8))
+    real = _tflm_total(demo_like_int8)
+    assert abs(est.total_bytes / real["total"] - 1) <= 0.05, (est.breakdown, real)
+
+
+def test_cmsis_nn_scratch_is_planned_and_reported(mlperf_dir):
+    from edgesparse.graph import load_graph
+
+    graph = load_graph(mlperf_dir / KWS)
+    ref = estimate.tflm_ram(graph, kernels="reference")
+    cmsis = estimate.tflm_ram(graph, kernels="cmsis-nn")
+    assert ref.scratch_bytes == 0
+    assert cmsis.scratch_bytes > 0  # KWS's first conv (10x4 on 1 channel) needs an im2col buffer
+    assert cmsis.planned_bytes >= ref.planned_bytes
+    assert cmsis.persistent_bytes == ref.persistent_bytes
+
+
+# --------------------------------------------------------------------------- energy, battery, rates
+
+
+@pytest.mark.parametrize("text, per_s", [("1/s", 1.0), ("10/min", 10 / 60), ("3/h", 3 / 3600),
+                                         ("0.5/s", 0.5), ("2 / hour", 2 / 3600), ("24/day", 24 / 86400),
+                                         ("120/m", 2.0)])
+def test_parse_rate(text, per_s):
+    assert parse_rate(text) == pytest.approx(per_s)
+
+
+@pytest.mark.parametrize("bad", ["", "1", "fast", "0/s", "-1/s", "1/fortnight", "1/s/s"])
+def test_parse_rate_rejects_bad_input(bad):
+    with pytest.raises(DataError, match="rate"):
+        parse_rate(bad)
+
+
+def test_energy_and_battery_hand_computed():
+    # 20 ms at 50 mW = 1 mJ per inference; 1/s -> 1 mW of inference + 0.98 x 0.1 mW sleep = 1.098 mW.
+    energy, avg, hours, share, notes = energy_and_battery(
+        20.0, active_mw=50.0, sleep_mw=0.1, rate_per_s=1.0, battery_mah=1000.0, voltage_v=3.0)
+    assert energy == pytest.approx(1.0)
+    assert avg == pytest.approx(1.0 + 0.98 * 0.1)
+    assert hours == pytest.approx(3000.0 / 1.098)   # 1000 mAh x 3 V = 3000 mWh
+    assert share == pytest.approx(1.0 / 1.098)
+    assert notes == []
+
+
+def test_battery_at_one_inference_per_hour_is_dominated_by_sleep():
+    energy, avg, hours, share, _ = energy_and_battery(
+        100.0, active_mw=36.0, sleep_mw=0.01, rate_per_s=1 / 3600, battery_mah=220.0, voltage_v=3.0)
+    assert energy == pytest.approx(3.6)                   # mJ
+    inference_mw = 3.6 / 3600                             # 1 mJ/h = 1/3600 mW
+    sleep_mw = (1 - 0.1 / 3600) * 0.01
+    assert avg == pytest.approx(inference_mw + sleep_mw)
+    assert hours == pytest.approx(660.0 / (inference_mw + sleep_mw))
+    assert share == pytest.approx(inference_mw / (inference_mw + sleep_mw))
+    assert share < 0.1
+
+
+def test_rate_faster_than_latency_is_flagged():
+    _, avg, _, share, notes = energy_and_battery(
+        500.0, active_mw=10.0, sleep_mw=1.0, rate_per_s=4.0, battery_mah=100.0, voltage_v=3.0)
+    assert avg == pytest.approx(10.0)
+    assert share == pytest.approx(1.0)
+    assert notes and "cannot keep up" in notes[0]
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _profile_text(name: str = "stm32l4r5", **budget) -> str:
+    """A shipped profile with our own (fitted, test-only) latency table and the given budget."""
+    from edgesparse.profiles import PROFILE_DIR
+
+    text = (PROFILE_DIR / f"{name}.toml").read_text()
+    latency = {"fitted": True, "fit_source": "test: hand-set coefficients", "fit_rows": ["test"],
+               "macs_per_cycle": {"int8": 0.5}, "overhead_us_per_op": 10.0, "fixed_overhead_us": 0.0}
+    text = replace_table(text, "latency", render_table("latency", latency))
+    if budget:
+        import tomllib
+
+        values = dict(tomllib.loads(text)["budget"])
+        values.update(budget)
+        text = replace_table(text, "budget", render_table("budget", values))
+    return text
+
+
+@pytest.fixture()
+def roomy_profile(tmp_path) -> Path:
+    path = tmp_path / "roomy.toml"
+    path.write_text(_profile_text(flash_bytes=2_000_000, ram_bytes=600_000, latency_ms=100_000))
+    return path
+
+
+@pytest.fixture()
+def tiny_profile(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(_profile_text(flash_bytes=90_000, ram_bytes=5_000, latency_ms=0.001))
+    return path
+
+
+def test_check_model_api(mlperf_dir, roomy_profile):
+    from edgesparse.profiles import load_profile
+
+    result = estimate.check_model(mlperf_dir / KWS, load_profile(str(roomy_profile)), rate="1/s", battery_mah=500)
+    assert result.fits
+    d = result.to_dict()
+    for key in ("profile", "flash_bytes", "ram_bytes", "latency_ms", "energy_mj", "battery_hours", "fits",
+                "budgets", "ops", "assumptions"):
+        assert key in d
+    assert d["latency_basis"] == "fitted"
+    # 13 ops at 10 us + MACs at 0.5 MAC/cycle, 120 MHz
+    macs = sum(o["macs_used"] for o in d["ops"])
+    assert d["latency_ms"] == pytest.approx((macs / 0.5 / 120 + 13 * 10) / 1000, rel=1e-3)
+    assert d["energy_mj"] == pytest.approx(d["latency_ms"] * 41.4769 / 1000, rel=1e-3)
+    assert d["energy"]["battery_mah"] == 500
+    assert sum(o["share"] for o in d["ops"]) == pytest.approx(1.0, abs=1e-3)
+    assert {b["name"] for b in d["budgets"]} >= {"flash_bytes", "ram_bytes", "latency_ms"}
+    json.dumps(d)  # serialisable as is
+
+
+def test_unfitted_latency_is_flagged_as_assumption(mlperf_dir, tmp_path):
+    from edgesparse.profiles import PROFILE_DIR
+
+    text = replace_table((PROFILE_DIR / "stm32l4r5.toml").read_text(), "latency", render_table("latency", {
+        "fitted": False, "fit_source": "", "macs_per_cycle": {"int8": 0.5}}))
+    text = text.replace("[sources]\n", '[sources]\n"latency.macs_per_cycle" = "assumption: a guess for this test"\n')
+    path = tmp_path / "guess.toml"
+    path.write_text(text)
+    result = estimate.check_model(mlperf_dir / KWS, str(path))
+    assert result.latency.basis == "assumption"
+    assert any("NOT fitted" in w for w in result.warnings)
+    assert all("assumption" in o.flag for o in result.latency.ops)
+    assert any(a.startswith("latency") for a in result.assumptions)
+
+
+def test_check_exit_0_when_it_fits(mlperf_dir, roomy_profile):
+    res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", str(roomy_profile)])
+    assert res.exit_code == 0, res.output
+    assert "fits" in res.output and "latency per op" in res.output
+
+
+def test_check_exit_1_when_a_budget_fails(mlperf_dir, tiny_profile):
+    res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", str(tiny_profile)])
+    assert res.exit_code == 1, res.output
+    assert "FAIL" in res.output
+
+
+def test_check_exit_2_for_a_corrupt_file(tmp_path, roomy_profile):
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\xff" * 40)
+    res = CliRunner().invoke(main, ["check", str(bad), "--profile", str(roomy_profile)])
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output
+
+
+def test_check_exit_2_for_an_unknown_profile(mlperf_dir):
+    res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", "no_such_board"])
+    assert res.exit_code == 2
+
+
+def test_check_exit_2_for_a_bad_rate(mlperf_dir, roomy_profile):
+    res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", str(roomy_profile),
+                                    "--rate", "often"])
+    assert res.exit_code == 2
+
+
+def test_check_json_lists_one_object_per_profile(mlperf_dir, roomy_profile, tiny_profile):
+    res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", str(roomy_profile),
+                                    "--profile", str(tiny_profile), "--json", "--rate", "10/min"])
+    assert res.exit_code == 1  # the tiny one fails
+    data = json.loads(res.output)
+    assert [d["fits"] for d in data] == [True, False]
+    for d in data:
+        for key in ("profile", "flash_bytes", "ram_bytes", "latency_ms", "energy_mj", "battery_hours", "fits",
+                    "budgets", "ops", "assumptions"):
+            assert key in d
+        for b in d["budgets"]:
+            assert set(b) >= {"name", "limit", "value", "ok"}
+        assert d["ops"] and set(d["ops"][0]) >= {"op", "type", "dtype", "macs", "bytes", "predicted_us", "share"}
+        assert d["energy"]["rate_per_s"] == pytest.approx(10 / 60)
+
+
+def test_check_imports_no_tensorflow(mlperf_dir, roomy_profile):
+    code = (
+        "import sys\n"
+        "from edgesparse.cli import main\n"
+        f"sys.argv = ['edgesparse', 'check', {str(mlperf_dir / KWS)!r}, '--profile', {str(roomy_profile)!r}, '--json']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)[0]["fits"] is True
+
+
+def test_shipped_profiles_give_a_latency_basis(mlperf_dir):
+    """Every shipped profile can be checked; an unfitted [latency] table is never reported as fitted."""
+    from edgesparse.profiles import available_profiles, load_profile
+
+    for name in available_profiles():
+        profile = load_profile(name)
+        result = estimate.check_model(mlperf_dir / KWS, profile)
+        if not profile.latency_fitted:
+            assert result.latency.basis in ("assumption", "none")
+            assert result.warnings
+        else:
+            assert result.latency.basis == "fitted" and result.latency_ms > 0
