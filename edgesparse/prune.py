@@ -126,6 +126,10 @@ def _validate_options(o: ScheduleOptions) -> None:
     if o.final_sparsity == 0.0:
         raise _bad("final_sparsity is 0: nothing would be pruned", "final_sparsity",
                    "a fraction in (0, 1)", 0.0, "Skip the prune stage instead")
+    if o.kind == "constant" and o.initial_sparsity:
+        raise _bad("initial_sparsity only applies to PolynomialDecay", "initial_sparsity",
+                   "0 with kind='constant' (ConstantSparsity prunes to final_sparsity at once)",
+                   o.initial_sparsity, "Use kind='polynomial' to ramp up from initial_sparsity")
     if o.kind == "polynomial" and o.initial_sparsity > o.final_sparsity:
         raise _bad("PolynomialDecay would lower the sparsity", "initial_sparsity",
                    f"initial_sparsity <= final_sparsity ({o.final_sparsity})", o.initial_sparsity)
@@ -494,9 +498,13 @@ def _element_wise_reason(profile, layer, keras, int8: bool = False) -> str:
         which = "int8 block sparsity (block_sparsity_int8)" if int8 else "block sparsity"
         return (f"element-wise; {name} lists no {which}, so LiteRT stores this kernel "
                 "unstructured with a DENSIFY op (smaller file, no speed-up)")
-    return ("element-wise; TFMOT block_size needs a 2-D (Dense) kernel, and LiteRT densifies "
-            "sparse conv weights at load (smaller file; XNNPACK's sparse inference covers only "
-            "float 1x1 convs in specific graphs)")
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                          keras.layers.SeparableConv2D)):
+        return ("element-wise; TFMOT block_size needs a 2-D (Dense) kernel, and LiteRT densifies "
+                "sparse conv weights at load (smaller file; XNNPACK's sparse inference covers only "
+                "float 1x1 convs in specific graphs)")
+    return ("element-wise; LiteRT reads block-sparse weights only in FULLY_CONNECTED, so this "
+            "kernel is stored with a DENSIFY op (smaller file, no speed-up)")
 
 
 def plan_policy(model, profile, schedule: ScheduleOptions, *,
@@ -658,7 +666,7 @@ class PruneResult:
     policies: list[LayerPolicy] = field(default_factory=list)
 
 
-def _check_dataset(dataset, model) -> tuple:
+def _check_dataset(dataset, model, num_classes: int) -> tuple:
     import numpy as np
 
     arrays = []
@@ -684,6 +692,19 @@ def _check_dataset(dataset, model) -> tuple:
                         received=str(x.shape), fix="Pass data shaped like the model's input")
     if xv is not None and (yv is None or len(xv) == 0):
         xv = yv = None
+    for key, labels in (("y_train", y), ("y_val", yv)):
+        if labels is None:
+            continue
+        flat = labels.reshape(len(labels), -1)
+        if flat.shape[1] != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError("Labels must be integer class indices", where=key,
+                            expected="shape (N,) of ints (sparse categorical labels)",
+                            received=f"shape {labels.shape}, dtype {labels.dtype}",
+                            fix="Convert one-hot labels with argmax(axis=1)")
+        if num_classes and len(flat) and (flat.min() < 0 or flat.max() >= num_classes):
+            raise DataError("Label outside the data set's classes", where=key,
+                            expected=f"0 <= label < num_classes ({num_classes})",
+                            received=f"labels from {flat.min()} to {flat.max()}")
     return x, y, xv, yv
 
 
@@ -840,10 +861,10 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
     """
     keras = _check_model(model)
     tfmot = _tfmot()
-    x, y, xv, yv = _check_dataset(dataset, model)
+    num_classes = int(getattr(dataset, "num_classes", 0) or 0)
+    x, y, xv, yv = _check_dataset(dataset, model, num_classes)
     resolved = resolve_schedule(schedule, num_train=len(x), batch_size=batch_size, epochs=epochs)
     _check_policies(model, policies, resolved)
-    num_classes = int(getattr(dataset, "num_classes", 0) or 0)
     loss, metric = _loss_and_metric(model, num_classes, keras)
     if tensorboard_dir is not None:
         try:

@@ -146,6 +146,9 @@ def test_polynomial_schedule_matches_tfmot_formula():
     (dict(structured=(2, 4), final_sparsity=0.5, block_size=(1, 4)), "block"),
     (dict(structured=(2, 4), final_sparsity=0.5, end_step=50), "step 1"),
     (dict(final_sparsity=0.0), "nothing would be pruned"),
+    (dict(kind="constant", initial_sparsity=0.2), "only applies to PolynomialDecay"),
+    (dict(structured=(4, 2), final_sparsity=0.5), "fewer zeros"),
+    (dict(block_size=(0, 4)), "TFLite [out, in]"),
 ])
 def test_bad_options_are_rejected_with_a_clear_message(kwargs, fragment):
     with pytest.raises(PruningError) as err:
@@ -391,5 +394,9 @@ def test_bad_inputs_to_finetune(rpi4):
         prune_and_finetune(model, make_data(), plan, ScheduleOptions(final_sparsity=0.5),
                            epochs=1, batch_size=16)
     dense_only = [LayerPolicy(**{**p.__dict__, "prune": False}) for p in plan]
+    bad_labels = make_data()
+    bad_labels.y_train = np.eye(4)[bad_labels.y_train]
+    with pytest.raises(DataError, match="integer class indices"):
+        prune_and_finetune(model, bad_labels, plan, schedule, epochs=1, batch_size=16)
     with pytest.raises(PruningError, match="No layer would be pruned"):
         prune_and_finetune(model, make_data(), dense_only, schedule, epochs=1, batch_size=16)
