@@ -423,7 +423,10 @@ def deploy(build_dir: Path, as_json: bool, **kwargs) -> None:
             rows.append(("same as here", "yes" if remote.matches_local else "NO"))
         for note in bundle.notes:
             rows.append(("note", note))
-        _print_summary(console, rows, f"edgesparse deploy --target {bundle.target}")
+        from rich.markup import escape
+
+        _print_summary(console, [(label, escape(value)) for label, value in rows],
+                       f"edgesparse deploy --target {bundle.target}")
     if remote is not None and not remote.matches_local:
         raise VerificationError("The device's result differs from the build machine's", where=remote.destination,
                                 expected=f"label {bundle.expected.get('label')} with the same scores",
