@@ -189,11 +189,25 @@ def demos_dir() -> Path:
 
 
 def normalise_target(target: str) -> str:
+    """'rpi'|'android'|'mcu', an alias ('rpi4', 'phone'), or a device profile name ('nrf52840')."""
+    return resolve_target(target)[0]
+
+
+def resolve_target(target: str) -> tuple[str, str | None]:
+    """(target, profile name or None): a profile name picks its class's target and itself as the profile."""
     name = _TARGET_ALIASES.get(target.lower(), target.lower())
-    if name not in TARGETS:
-        raise DeployError("Unknown deploy target", where="--target", expected=" | ".join(TARGETS),
-                          received=repr(target))
-    return name
+    if name in TARGETS:
+        return name, None
+    from .profiles import available_profiles, load_profile
+
+    if target in available_profiles():
+        device_class = load_profile(target).device_class
+        by_class = {"sbc": "rpi", "phone": "android", "mcu": "mcu"}
+        if device_class in by_class:
+            return by_class[device_class], target
+    raise DeployError("Unknown deploy target", where="--target",
+                      expected=" | ".join(TARGETS) + ", or a phone/sbc/mcu profile name",
+                      received=repr(target))
 
 
 # ----------------------------------------------------------------------------- the build
@@ -470,7 +484,8 @@ def make_bundle(build_dir: Path, target: str, out: Path | None = None, *, force:
                 progress: Progress | None = None) -> Bundle:
     """Write the bundle for `target` atomically; refuse to overwrite without `force`."""
     progress = progress or _noop
-    target = normalise_target(target)
+    target, target_profile = resolve_target(target)
+    profile = profile or target_profile
     info = load_build(build_dir, force=force, labels=labels)
     out = Path(out) if out else default_out(info.path, target)
     if runtime not in REQUIREMENTS:
@@ -529,7 +544,7 @@ def _copy_feature_code(lib: Path) -> list[str]:
     The device must compute the training features, so the code is the training
     code itself, never a second implementation.
     """
-    allowed = {"__future__", "struct", "wave", "pathlib", "io", "math", "numpy", "typing", "dataclasses"}
+    allowed = set(sys.stdlib_module_names) | {"numpy"}
     package = lib / "edgesparse"
     package.mkdir(parents=True)
     atomic_write_text(package / "__init__.py",
@@ -713,8 +728,13 @@ def quantize_input(x: np.ndarray, io: dict[str, Any]) -> np.ndarray:
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def arena_size(model_bytes: bytes, prof, tflm_used: int | None) -> tuple[int, str]:
-    """Tensor arena bytes for main.cc and a sentence saying where the figure comes from."""
+def arena_size(model_bytes: bytes, prof, tflm_used: int | None) -> tuple[int, str, str]:
+    """Tensor arena bytes for main.cc, a sentence saying where the figure comes from, and a short form.
+
+    The estimator's plan is for the profile's 32-bit layout and kernels (CMSIS-NN
+    scratch included); the TFLM Python run is the real allocator, on a 64-bit host
+    with reference kernels. The larger of the two, plus a margin, is taken.
+    """
     planned = None
     try:
         from . import estimate
@@ -730,13 +750,15 @@ def arena_size(model_bytes: bytes, prof, tflm_used: int | None) -> tuple[int, st
         basis += f"; the TFLM Python interpreter used {tflm_used} bytes on this host, the larger, taken"
     elif tflm_used is not None:
         basis += f" (the TFLM Python interpreter used {tflm_used} bytes on this 64-bit host)"
+    source = "estimator plan" if base == planned else "TFLM Python run"
     if base is None:
         raise DeployError("Cannot size the tensor arena", expected="the estimator's plan or a TFLM run",
                           received=basis, fix="Check that tflite-micro is installed")
     margin = max(ARENA_MARGIN_MIN_BYTES, int(np.ceil(base * ARENA_MARGIN_FRACTION)))
     size = (base + margin + 15) // 16 * 16
-    return size, (f"{basis}, plus a margin of max({ARENA_MARGIN_MIN_BYTES} B, "
-                  f"{int(ARENA_MARGIN_FRACTION * 100)}%) for kernel scratch and port differences")
+    long = (f"{basis}, plus a margin of max({ARENA_MARGIN_MIN_BYTES} B, "
+            f"{int(ARENA_MARGIN_FRACTION * 100)}%) for kernel scratch and port differences")
+    return size, long, f"tensor arena {size:,} B = {base:,} B ({source}) + margin"
 
 
 def _c_array(values: np.ndarray, per_line: int, fmt: Callable[[Any], str]) -> str:
@@ -767,7 +789,7 @@ def _write_mcu(staging: Path, info: BuildInfo, smp: Sample, *, profile: str | No
     best = int(np.argmax(scores))
     out_io = io["output"]
     q_best = int(round(scores[best] / out_io["scale"] + out_io["zero_point"])) if out_io["scale"] else scores[best]
-    size, arena_basis = arena_size(info.model_bytes, prof, run.arena_bytes)
+    size, arena_basis, arena_short = arena_size(info.model_bytes, prof, run.arena_bytes)
 
     name = info.name
     sha = hashlib.sha256(info.model_bytes).hexdigest()
@@ -820,7 +842,7 @@ def _write_mcu(staging: Path, info: BuildInfo, smp: Sample, *, profile: str | No
         "OPS": ", ".join(ops), "ARENA_SIZE": f"{size:,}", "ARENA_SOURCE": arena_basis,
         "LABEL": info.labels[best], "FLASH": flash, "MODEL_BYTES": f"{len(info.model_bytes):,}",
         "TFLM_ARENA": f"{run.arena_bytes:,}" if run.arena_bytes else "n/a"}))
-    notes = [f"arena: {arena_basis}"]
+    notes = [arena_short]
     if compiled.skipped:
         notes.append(compiled.skipped)
     return Bundle(path=staging, target="mcu", kind=info.kind, files=[], test_input="test_vector.cc",
@@ -1077,7 +1099,8 @@ def _last_json(text: str) -> dict[str, Any] | None:
 def deploy(options: DeployOptions, progress: Progress | None = None) -> DeployResult:
     """Make the bundle, and with --host push it, run it there and compare with the local result."""
     progress = progress or _noop
-    target = normalise_target(options.target)
+    target, target_profile = resolve_target(options.target)
+    profile = options.profile or target_profile
     if options.host and target != "rpi":
         raise DeployError("--host deploys only the rpi target", where="--target", expected="rpi",
                           received=target, fix="Drop --host: the mcu and android bundles are built here only")
@@ -1101,7 +1124,7 @@ def deploy(options: DeployOptions, progress: Progress | None = None) -> DeployRe
             raise
     try:
         bundle = make_bundle(options.build_dir, target, out, force=options.force, sample=options.sample,
-                             labels=options.labels, profile=options.profile, runtime=options.runtime,
+                             labels=options.labels, profile=profile, runtime=options.runtime,
                              remote=remote, progress=progress)
         if pinned is not None and pinned.is_file():
             shutil.copyfile(pinned, bundle.path / _KNOWN_HOSTS)

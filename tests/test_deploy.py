@@ -160,3 +160,164 @@ def digits_build(tmp_path, tiny_models):
     np.savez(npz, x_val=x, y_val=y)
     return make_build_dir(tmp_path / "build" / "digits-rpi4", data, name="digits", input_shape=(8, 8, 1),
                           num_classes=10, data_source=str(npz))
+
+
+# ----------------------------------------------------------------------------- a throwaway sshd
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+needs_sshd = pytest.mark.skipif(SSHD is None or shutil.which("ssh") is None or os.geteuid() != 0,
+                                reason="needs Debian's openssh-server and openssh-client, run as root "
+                                       "(make system-deps installs them)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgesparse-test", "-f", str(path)],
+                   check=True, capture_output=True)
+    return path
+
+
+class Sshd:
+    """sshd -D on 127.0.0.1:<free port> with a throwaway host key and authorized_keys in tmp."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.host_key = _keygen(root / "ssh_host_ed25519_key")
+        self.user_key = _keygen(root / "id_user")
+        self.stranger_key = _keygen(root / "id_stranger")            # never authorized
+        (root / "authorized_keys").write_text((root / "id_user.pub").read_text())
+        self.config = root / "sshd_config"
+        self.config.write_text("\n".join([
+            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}",
+            f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
+            "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+            "AllowTcpForwarding no", "X11Forwarding no", "PrintMotd no", "LogLevel ERROR", ""]))
+        Path("/run/sshd").mkdir(exist_ok=True)                       # privilege separation directory
+        self.log = open(root / "sshd.log", "wb")
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("sshd exited: " + (root / "sshd.log").read_text())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("sshd did not start listening")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    # A clean environment, less anything that looks like a secret, so the output check below means something.
+    env = {k: v for k, v in os.environ.items() if not any(s in k.upper() for s in ("TOKEN", "SECRET", "KEY", "PASS"))}
+    return subprocess.run([sys.executable, "-m", "edgesparse", "deploy", *args], capture_output=True, text=True,
+                          env={**env, "COLUMNS": "200"}, timeout=1200)
+
+
+def _assert_no_secrets(sshd: Sshd, text: str) -> None:
+    for key in (sshd.user_key, sshd.stranger_key, sshd.host_key):
+        body = key.read_text().splitlines()[1]
+        assert body not in text
+    assert "PRIVATE KEY" not in text
+    assert "PATH=" not in text and "HOME=" not in text       # no environment dumps
+
+
+# ----------------------------------------------------------------------------- remote tests
+
+@needs_sshd
+def test_kws_bundle_runs_remotely_in_a_fresh_tflite_runtime_venv(sshd, kws_build, tmp_path):
+    """Deploy over ssh; the host's venv holds only tflite-runtime 2.14 + numpy<2, like a Pi image."""
+    from edgesparse import verify
+
+    build, wav = kws_build
+    remote_dir = tmp_path / "device" / "edgesparse-kws"
+    out = tmp_path / "bundle"
+    proc = _cli(str(build), "--target", "rpi", "--sample", str(wav), "--out", str(out),
+                "--host", f"root@127.0.0.1:{remote_dir}", "--port", str(sshd.port),
+                "--identity", str(sshd.user_key), "--runtime", "tflite-runtime", "--remote-python", "/usr/bin/python3",
+                "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _assert_no_secrets(sshd, proc.stdout + proc.stderr)
+    document = json.loads(proc.stdout)
+    remote = document["remote"]
+    assert remote["matches_local"] is True
+    assert remote["result"]["runtime"].startswith("tflite_runtime 2.14.0")
+    assert remote["result"]["latency_ms"] > 0
+
+    # The fresh venv holds the runtime and numpy<2 and nothing of TensorFlow.
+    venv_python = remote_dir / "venv" / "bin" / "python"
+    listing = subprocess.run([str(venv_python), "-m", "pip", "list", "--format=json"], capture_output=True,
+                             text=True, check=True).stdout
+    installed = {p["name"].lower(): p["version"] for p in json.loads(listing)}
+    assert installed["tflite-runtime"] == "2.14.0"
+    assert int(installed["numpy"].split(".")[0]) < 2
+    assert not any(name.startswith(("tensorflow", "ai-edge-litert", "tf-keras")) for name in installed)
+
+    # Remote predictions equal verify.run_tflite (ai_edge_litert) on the same input, features included.
+    samples, rate = audio.read_wav(wav)
+    x = audio.features_for_model(samples, rate)
+    local = verify.run_tflite((build / "model.tflite").read_bytes(), x[None], runtime="litert")
+    scores = np.asarray(local.outputs, np.float32).reshape(-1)
+    assert remote["result"]["scores"] == [float(s) for s in scores]
+    assert remote["result"]["index"] == int(np.argmax(scores))
+    assert remote["result"]["features_sha256"] == hashlib.sha256(x.astype(np.float32).tobytes()).hexdigest()
+    assert (out / "known_hosts").is_file()                        # the host key was pinned in the bundle
+
+
+@needs_sshd
+def test_unreachable_host_is_one_clear_error(sshd, kws_build, tmp_path):
+    build, wav = kws_build
+    closed = _free_port()
+    started = time.monotonic()
+    proc = _cli(str(build), "--target", "rpi", "--sample", str(wav), "--out", str(tmp_path / "b"),
+                "--host", f"root@127.0.0.1:{tmp_path / 'r'}", "--port", str(closed),
+                "--identity", str(sshd.user_key), "--connect-timeout", "5")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Cannot reach the host over ssh" in proc.stderr
+    assert "Connection refused" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "b").exists()                           # checked before any bundle was written
+    assert time.monotonic() - started < 60
+    _assert_no_secrets(sshd, proc.stdout + proc.stderr)
+
+
+@needs_sshd
+def test_refused_key_is_one_clear_error(sshd, kws_build, tmp_path):
+    build, wav = kws_build
+    proc = _cli(str(build), "--target", "rpi", "--sample", str(wav), "--out", str(tmp_path / "b"),
+                "--host", f"root@127.0.0.1:{tmp_path / 'r'}", "--port", str(sshd.port),
+                "--identity", str(sshd.stranger_key))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "The host refused the ssh key" in proc.stderr
+    assert "Permission denied (publickey)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    _assert_no_secrets(sshd, proc.stdout + proc.stderr)
