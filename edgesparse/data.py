@@ -2,8 +2,322 @@
 
 CONTRACT:
     Dataset: x_train, y_train, x_val, y_val (numpy), num_classes (int), source (str),
-             labels (list[str] | None)
+             labels (list[str] | None); properties sample_shape, n_train, n_val
     load_npz(path) -> Dataset                  # keys x_train, y_train, x_val, y_val; int labels
     check_compatible(dataset, input_shape, num_classes, *, source) -> None   # DataError naming the array
     representative_dataset(x, max_samples=200, seed=0) -> Callable[[], Iterator[list[np.ndarray]]]
+    generate_for_model(input_shape, num_classes, n_train, n_val, seed=0) -> Dataset
+
+The format is documented in docs/data.md. Everything here is numpy only (no
+TensorFlow), so a data problem is reported before TensorFlow is even imported.
 """
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import DataError
+
+ARRAYS = ("x_train", "y_train", "x_val", "y_val")
+OPTIONAL = ("labels",)  # class names, one string per class id
+_FORMAT = "an .npz with x_train, y_train, x_val, y_val (integer labels); see docs/data.md"
+
+
+@dataclass
+class Dataset:
+    """Train and validation splits with integer class ids, and where they came from."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    num_classes: int
+    source: str
+    labels: list[str] | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return int(len(self.x_train))
+
+    @property
+    def n_val(self) -> int:
+        return int(len(self.x_val))
+
+
+def load_npz(path: Path | str) -> Dataset:
+    """Read and validate an .npz data set; never unpickles (allow_pickle=False)."""
+    path = Path(path).expanduser()
+    source = str(path)
+    if not path.is_file():
+        raise DataError(
+            "The data file does not exist", where=source, expected=_FORMAT,
+            received="a directory" if path.is_dir() else "no such file", fix="Check the path passed to --data",
+        )
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(
+            "The data file is not an .npz archive", where=source, expected=_FORMAT,
+            received=f"{type(exc).__name__}: {exc}", fix="Write it with numpy.savez (see docs/data.md)",
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(
+            "The data file holds a single array, not an .npz archive", where=source, expected=_FORMAT,
+            received=f"one array of shape {getattr(archive, 'shape', '?')}",
+            fix="Write the four arrays with numpy.savez (see docs/data.md)",
+        )
+    with archive:
+        missing = [k for k in ARRAYS if k not in archive.files]
+        if missing:
+            raise DataError(
+                "The data file lacks required arrays", where=source, expected=", ".join(ARRAYS),
+                received=f"arrays {sorted(archive.files)} (missing {', '.join(missing)})",
+                fix="Save all four arrays: numpy.savez(path, x_train=..., y_train=..., x_val=..., y_val=...)",
+            )
+        arrays = {k: _read_array(archive, k, source) for k in ARRAYS}
+        names = _read_array(archive, "labels", source) if "labels" in archive.files else None
+    labels = None
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise DataError(
+                "The class names are not a list of strings", where=f"{source}: labels",
+                expected="a 1-D array of strings, one per class id", received=f"{names.dtype} array of shape {names.shape}",
+                fix="Save them as numpy.array(['yes', 'no', ...])",
+            )
+        labels = [str(n) for n in names]
+    for key in ("y_train", "y_val"):
+        y = arrays[key]
+        if y.ndim == 2 and y.shape[1] == 1:
+            arrays[key] = y.reshape(-1)
+    _check_arrays(arrays, source)
+    seen = max(int(arrays["y_train"].max()), int(arrays["y_val"].max())) + 1
+    num_classes = max(seen, len(labels) if labels else 0)
+    if labels is not None and len(labels) < seen:
+        raise DataError(
+            "There are fewer class names than classes", where=f"{source}: labels",
+            expected=f"{seen} names (labels go up to {seen - 1})", received=f"{len(labels)} names",
+            fix="List one name per class id, in id order",
+        )
+    return Dataset(num_classes=num_classes, source=source, labels=labels, **arrays)
+
+
+def _read_array(archive: np.lib.npyio.NpzFile, key: str, source: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:  # object arrays need pickle, which is refused
+        raise DataError(
+            f"Array '{key}' holds Python objects, which would need unpickling to read",
+            where=f"{source}: {key}", expected="a numeric array (strings for 'labels')",
+            received=f"ValueError: {exc}",
+            fix="Stack samples into one numeric array (numpy.stack(list_of_arrays).astype('float32')) before saving",
+        ) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(
+            f"Array '{key}' cannot be read", where=f"{source}: {key}", expected=_FORMAT,
+            received=f"{type(exc).__name__}: {exc}", fix="Write the file again with numpy.savez",
+        ) from None
+
+
+def check_compatible(
+    dataset: Dataset, input_shape: Sequence[int | None], num_classes: int | None, *, source: str | None = None
+) -> None:
+    """Check the data fits the model: per-sample shape, numeric dtypes, label range, no NaN.
+
+    `input_shape` is the model's per-sample input shape (no batch dimension; None
+    matches any size). `num_classes` is the number of output classes (None skips
+    the label range check, e.g. for an autoencoder).
+    """
+    source = source or dataset.source
+    arrays = {k: getattr(dataset, k) for k in ARRAYS}
+    _check_arrays(arrays, source)
+    want = tuple(input_shape)
+    for key in ("x_train", "x_val"):
+        got = tuple(arrays[key].shape[1:])
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+            raise DataError(
+                f"{key} has the wrong per-sample shape for the model", where=f"{source}: {key}",
+                expected=f"samples of shape {_shape(want)} (the model's input)",
+                received=f"samples of shape {_shape(got)} (array {_shape(arrays[key].shape)})",
+                fix=_reshape_hint(key, got, want),
+            )
+    if num_classes is None:
+        return
+    for key in ("y_train", "y_val"):
+        y = arrays[key]
+        top = int(y.max())
+        if top >= num_classes:
+            raise DataError(
+                f"{key} holds a label the model cannot output", where=f"{source}: {key}",
+                expected=f"class ids 0..{num_classes - 1} (the model has {num_classes} outputs)",
+                received=f"label {top} ({int(np.sum(y >= num_classes))} samples >= {num_classes})",
+                fix="Use a model with one output per class, or remap the labels to 0..N-1",
+            )
+
+
+def _shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _reshape_hint(key: str, got: tuple, want: tuple) -> str:
+    if None not in want and int(np.prod(got)) == int(np.prod(want)):
+        if got + (1,) == want:
+            return f"Add a channel axis: {key} = {key}[..., None]"
+        return f"Reshape it: {key} = {key}.reshape((-1,) + {tuple(want)})"
+    return "Resize or re-extract the features so each sample matches the model's input"
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
+    """Model-independent checks: non-empty, numeric, finite, integer 1-D labels, x/y lengths."""
+    for key in ARRAYS:
+        a = arrays[key]
+        where = f"{source}: {key}"
+        if not isinstance(a, np.ndarray):
+            raise DataError(f"{key} is not a numpy array", where=where, expected="numpy.ndarray",
+                            received=type(a).__name__, fix="Convert it with numpy.asarray")
+        if a.ndim == 0 or a.shape[0] == 0:
+            raise DataError(f"{key} is empty", where=where, expected="at least one sample",
+                            received=f"array of shape {_shape(a.shape)}", fix="Fill both splits with samples")
+        if a.dtype.kind not in "iuf":
+            raise DataError(
+                f"{key} is not numeric", where=where, expected="an integer or float array",
+                received=f"dtype {a.dtype}",
+                fix="Convert it with .astype('float32')" if key.startswith("x")
+                else "Store integer class ids with .astype('int64')",
+            )
+    for key in ("x_train", "x_val"):
+        x = arrays[key]
+        if x.dtype.kind == "f":
+            bad = ~np.isfinite(x)
+            if bad.any():
+                first = int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))
+                raise DataError(
+                    f"{key} holds NaN or infinite values", where=f"{source}: {key}", expected="finite numbers",
+                    received=f"{int(bad.sum())} non-finite values (first in sample {first})",
+                    fix="Drop or repair those samples before saving",
+                )
+    for key in ("y_train", "y_val"):
+        y = arrays[key]
+        where = f"{source}: {key}"
+        if y.ndim == 2 and y.shape[1] > 1:
+            raise DataError(
+                f"{key} looks one-hot encoded", where=where, expected="1-D integer class ids, shape (N,)",
+                received=f"array of shape {_shape(y.shape)}", fix=f"Store class ids: {key} = {key}.argmax(axis=1)",
+            )
+        if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+            raise DataError(f"{key} is not a 1-D array of labels", where=where,
+                            expected="shape (N,)", received=f"shape {_shape(y.shape)}",
+                            fix="Store one integer class id per sample")
+        if y.dtype.kind == "f":
+            raise DataError(
+                f"{key} holds non-integer labels", where=where, expected="integer class ids (int32/int64)",
+                received=f"dtype {y.dtype}" + ("" if np.all(np.mod(y, 1) == 0) else " with fractional values"),
+                fix=f"Store class ids as integers: {key}.astype('int64')",
+            )
+        if int(y.min()) < 0:
+            raise DataError(f"{key} holds negative labels", where=where, expected="class ids >= 0",
+                            received=f"minimum label {int(y.min())}", fix="Remap the labels to 0..N-1")
+    for split in ("train", "val"):
+        nx, ny = len(arrays[f"x_{split}"]), len(arrays[f"y_{split}"])
+        if nx != ny:
+            raise DataError(
+                f"x_{split} and y_{split} have different lengths", where=f"{source}: y_{split}",
+                expected=f"one label per sample ({nx})", received=f"{ny} labels for {nx} samples",
+                fix="Save matching arrays",
+            )
+    if arrays["x_train"].shape[1:] != arrays["x_val"].shape[1:]:
+        raise DataError(
+            "x_train and x_val have different sample shapes", where=f"{source}: x_val",
+            expected=f"samples of shape {_shape(arrays['x_train'].shape[1:])} like x_train",
+            received=f"samples of shape {_shape(arrays['x_val'].shape[1:])}", fix="Save both splits with one shape",
+        )
+
+
+def representative_dataset(
+    x: np.ndarray, max_samples: int = 200, seed: int = 0
+) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The callable TFLiteConverter.representative_dataset wants: one float32 batch of 1 per yield.
+
+    A fixed random subset (by `seed`) so int8 calibration is reproducible and
+    bounded in time; every call replays the same samples.
+    """
+    x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise DataError("No samples for int8 calibration", where="representative_dataset",
+                        expected="at least one sample", received=f"array of shape {x.shape}",
+                        fix="Pass the training or validation inputs")
+    if max_samples < 1:
+        raise DataError("max_samples must be at least 1", where="representative_dataset",
+                        expected="max_samples >= 1", received=max_samples, fix="Use the default of 200")
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.permutation(len(x))[: min(max_samples, len(x))])
+    samples = np.ascontiguousarray(x[take], dtype=np.float32)
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        for i in range(len(samples)):
+            yield [samples[i : i + 1]]
+
+    return generate
+
+
+def generate_for_model(
+    input_shape: Sequence[int | None], num_classes: int, n_train: int, n_val: int, seed: int = 0,
+    *, value_range: tuple[float, float] | None = None,
+) -> Dataset:
+    """Small synthetic but learnable data for a model without its real data set (tests, MLPerf).
+
+    Each class has a fixed random prototype (a smooth pattern plus a per-channel
+    offset, so it survives global pooling); a sample is its class prototype plus
+    Gaussian noise. A linear classifier separates it, and a CNN learns it in a few steps.
+
+    `value_range=(low, high)` maps both splits (with one affine map) into that range.
+    A pretrained model with BatchNormalization needs inputs on the scale it was
+    trained on, or its moving statistics make validation accuracy stick at chance
+    while training accuracy climbs: MLPerf Tiny ResNet-8 wants (0, 255), VWW and
+    the streaming wake word model (0, 1), KWS about (-10, 10) (docs/data.md).
+    """
+    shape = tuple(input_shape)
+    if any(d is None for d in shape):
+        raise DataError("Cannot generate data for a variable-size input", where="generate_for_model",
+                        expected="a fixed per-sample shape", received=_shape(shape),
+                        fix="Pass the input shape with concrete sizes")
+    if num_classes < 2 or n_train < num_classes or n_val < 1:
+        raise DataError("Too few classes or samples to generate a data set", where="generate_for_model",
+                        expected="num_classes >= 2, n_train >= num_classes, n_val >= 1",
+                        received=f"num_classes={num_classes}, n_train={n_train}, n_val={n_val}",
+                        fix="Ask for more samples")
+    rng = np.random.default_rng(seed)
+    prototypes = np.stack([_prototype(shape, rng) for _ in range(num_classes)])
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
+        x = prototypes[y] + 0.25 * rng.standard_normal((n, *shape)).astype(np.float32)
+        return x.astype(np.float32), y
+
+    x_train, y_train = split(n_train)
+    x_val, y_val = split(n_val)
+    if value_range is not None:
+        low, high = (float(v) for v in value_range)
+        lo, hi = float(min(x_train.min(), x_val.min())), float(max(x_train.max(), x_val.max()))
+        scale = (high - low) / (hi - lo) if hi > lo else 0.0
+        x_train, x_val = (((x - lo) * scale + low).astype(np.float32) for x in (x_train, x_val))
+    return Dataset(x_train, y_train, x_val, y_val, num_classes=num_classes,
+                   source=f"synthetic data for input {_shape(shape)} (seed {seed})")
+
+
+def _prototype(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A smooth random pattern: coarse noise upsampled 4x over the spatial axes, plus a channel offset."""
+    spatial = len(shape) - 1 if len(shape) > 1 else len(shape)  # the last axis of an image is channels
+    pattern = rng.standard_normal(tuple(max(1, (d + 3) // 4) if i < spatial else d for i, d in enumerate(shape)))
+    for axis in range(spatial):
+        pattern = np.repeat(pattern, 4, axis=axis)[(slice(None),) * axis + (slice(0, shape[axis]),)]
+    offset = rng.standard_normal(shape[-1:] if shape else ()) * 0.5
+    return (pattern + offset).astype(np.float32)
