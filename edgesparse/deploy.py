@@ -399,38 +399,31 @@ def _demo_dataset(name: str):
             from . import kws
         except ImportError:
             return None
-        loader = getattr(kws, "load_kws_dataset", None)
-        return loader() if loader else None
+        return kws.synthetic_splits().dataset
     return None
 
 
 def _kws_wav(info: BuildInfo) -> Sample | None:
-    """A spoken keyword for the KWS bundle: from kws.py if it can make one, else espeak-ng."""
+    """A spoken keyword for the KWS bundle, made by the demo's own synthesiser (espeak-ng, en-us)."""
     from . import audio
 
-    word = next((label for label in info.labels if not label.startswith("_")), None)
-    if word is None:
+    words = [label for label in info.labels if label not in ("silence", "unknown") and not label.startswith("_")]
+    if not words:
         return None
-    data = None
+    word = "yes" if "yes" in words else words[0]
     try:
         from . import kws
 
-        maker = getattr(kws, "example_wav", None)
-        data = maker(word) if maker else None
-    except ImportError:
-        pass
-    if data is None:
-        espeak = shutil.which("espeak-ng")
-        if espeak is None:
-            return None
-        proc = subprocess.run([espeak, "--stdout", "-s", "150", word], capture_output=True, timeout=60)
-        if proc.returncode != 0 or not proc.stdout:
-            return None
-        samples, rate = audio.decode_wav(proc.stdout, where="espeak-ng")
-        data = audio.wav_bytes(audio.fit_length(samples, rate))
-    samples, rate = audio.decode_wav(data, where=f"spoken '{word}'")
-    label = info.labels.index(word)
-    return Sample("test_input.wav", data, audio.features_for_model(samples, rate), label, f"spoken '{word}'")
+        samples = kws.synthesize(word, "en-us")
+    except (ImportError, AttributeError):
+        return None
+    except DataError as exc:
+        raise DataError("Cannot make a test recording for the keyword-spotting bundle", where=f"'{word}'",
+                        received=exc.what, fix="Pass --sample CLIP.wav, or install espeak-ng") from None
+    data = audio.wav_bytes(audio.fit_length(samples, audio.SAMPLE_RATE))
+    decoded, rate = audio.decode_wav(data, where=f"spoken '{word}'")
+    return Sample("test_input.wav", data, audio.features_for_model(decoded, rate), info.labels.index(word),
+                  f"'{word}' spoken by espeak-ng (en-us) via kws.synthesize")
 
 
 # ----------------------------------------------------------------------------- flatbuffer

@@ -24,7 +24,7 @@ import pytest
 
 from edgesparse import audio
 
-KWS_LABELS = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+KWS_LABELS = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes", "silence", "unknown"]
 REPO = Path(__file__).resolve().parent.parent
 
 
