@@ -158,6 +158,133 @@ def _metrics(fields: dict) -> str:
     return "  ".join(parts)
 
 
+# --------------------------------------------------------------------------- profiles
+
+class _ProfilesGroup(click.Group):
+    """Profile errors become one message (markup-escaped: it quotes TOML) and exit 2;
+    anything else goes on to main's handler."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgesparseError as exc:
+            from rich.markup import escape
+
+            _console(stderr=True).print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+            sys.exit(exc.exit_code)
+
+
+@main.group("profiles", cls=_ProfilesGroup)
+def profiles_group() -> None:
+    """List, show and validate device profiles (device_profiles/*.toml or your own file)."""
+
+
+def _size(n) -> str:
+    if not isinstance(n, (int, float)) or isinstance(n, bool):
+        return "-"
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor:
+            return f"{n / factor:.3g} {unit}"
+    return f"{n} B"
+
+
+@profiles_group.command("list")
+def profiles_list() -> None:
+    """One line per shipped profile."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .profiles import ProfileError, ProfileValidationError, available_profiles, load_profile
+
+    table = Table(title="Device profiles", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("name", "class", "cpu", "clock", "RAM", "flash/storage", "runtime", "fitted",
+                   "assumed"):
+        table.add_column(column, justify="right" if column in ("clock", "RAM", "flash/storage") else "left",
+                         no_wrap=True)
+    problems: list[str] = []
+    for name in available_profiles():
+        try:
+            p = load_profile(name)
+        except ProfileValidationError as exc:
+            problems += exc.problems
+            table.add_row(escape(name), "[red]invalid[/]", *[""] * 7)
+            continue
+        except ProfileError as exc:
+            problems.append(f"{name}: {exc.message}")
+            continue
+        d = p.table("device")
+        table.add_row(
+            escape(p.name), p.device_class, escape(d["cpu"]), f"{d['clock_mhz']:g} MHz", _size(d["ram_bytes"]),
+            _size(d.get("flash_bytes", d.get("storage_bytes"))), f"{p.runtime}/{p.kernels}",
+            "yes" if p.latency_fitted else "[yellow]no[/]", str(len(p.assumptions())))
+    console = _console()
+    console.width = max(console.width, 140)  # one row per profile, even in a pipe
+    console.print(table)
+    if problems:
+        raise ProfileValidationError(problems)
+
+
+@profiles_group.command("show")
+@click.argument("name")
+def profiles_show(name: str) -> None:
+    """Every value of a profile with its source; assumptions flagged."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .profiles import SCHEMA, load_profile
+
+    p = load_profile(name)
+    console = _console()
+    console.print(f"[bold]{escape(p.name)}[/]: {escape(p.raw['description'])}")
+    console.print(f"file {escape(str(p.path))}\nsha256 {p.sha256}")
+    assumed = set(p.assumptions())
+    for table_name, spec in SCHEMA.items():
+        if not table_name or table_name not in p.raw:
+            continue
+        table = Table(title=f"{table_name}: {spec.doc}", title_justify="left", show_lines=False)
+        table.add_column("key", style="bold")
+        table.add_column("value")
+        table.add_column("source", overflow="fold")
+        for dotted, value in p.items():
+            if not dotted.startswith(table_name + "."):
+                continue
+            shown = f"{value} ({_size(value)})" if dotted.endswith("_bytes") else str(value)
+            source = p.source(dotted) or ""
+            style = "yellow" if dotted in assumed else ""
+            table.add_row(dotted.split(".", 1)[1], escape(shown),
+                          f"[{style}]{escape(source)}[/]" if style else escape(source))
+        console.print(table)
+    if not p.latency_fitted:
+        console.print("[yellow]latency coefficients: not fitted yet[/]")
+    console.print(f"{len(assumed)} values rest on assumptions (yellow): {', '.join(sorted(assumed)) or 'none'}",
+                  soft_wrap=True)
+
+
+@profiles_group.command("validate")
+@click.argument("files", nargs=-1, required=True)
+def profiles_validate(files: tuple[str, ...]) -> None:
+    """Check profile files strictly; exit 0 if all are valid, 2 with every problem otherwise."""
+    from rich.markup import escape
+
+    from .profiles import ProfileError, ProfileValidationError, display_path, load_profile
+
+    console = _console()
+    problems: list[str] = []
+    for file in files:
+        try:
+            p = load_profile(file)
+        except ProfileValidationError as exc:
+            problems += exc.problems
+            continue
+        except ProfileError as exc:
+            problems.append(f"{file}: {exc.message}")
+            continue
+        console.print(f"[green]ok[/] {escape(display_path(p.path))} ({len(p.assumptions())} assumptions)")
+    if problems:
+        raise ProfileValidationError(problems)
+
+
 # --------------------------------------------------------------------------- check
 
 def _fmt_bytes(n) -> str:

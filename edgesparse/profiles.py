@@ -448,7 +448,7 @@ def validate(raw: Mapping[str, Any], where: str) -> list[str]:
             continue
         if key in SCHEMA:
             if not isinstance(value, Mapping):
-                bad(key, f"expected a table [{key}], received {_describe(value)}")
+                bad(key, f"expected a table, received {_describe(value)}")
             continue
         bad(key, "unknown key or table" + _hint(key, known_top))
 
