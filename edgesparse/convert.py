@@ -176,41 +176,101 @@ def _fmt(n: int) -> str:
     return f"{n:,} B"
 
 
+def _weights_by_sparse_index(sparse_all: bytes, dense_same: bytes) -> dict[int, int] | None:
+    """Sparse-file tensor index -> dense-file tensor index of the same weight (matched by op order)."""
+    ws, wd = tflite_edit.weight_tensors(sparse_all), tflite_edit.weight_tensors(dense_same)
+    if [op for op, _, _ in ws] != [op for op, _, _ in wd]:
+        return None
+    return {i_s: i_d for (_, i_s, _), (_, i_d, _) in zip(ws, wd)}
+
+
+def _encoding_problem(sparse_all: bytes, dense_same: bytes, t, i_dense: int | None) -> tuple[str | None, Any]:
+    """(problem, dense values to use) for one sparse tensor, checked against the dense conversion.
+
+    TF 2.21's converter can sparse-encode a weight wrongly and silently (int8
+    FULLY_CONNECTED with an input dimension below its 1x16 block: the kernel
+    then reads zeros). Decoding and comparing with the dense build catches it.
+    """
+    if i_dense is None:
+        return "no matching weight in the dense conversion to check it against", None
+    want = tflite_edit.constant_tensor(dense_same, i_dense)
+    same_quant = all(np.array_equal(a, b) for a, b in zip(tflite_edit.tensor_quantization(sparse_all, t.index),
+                                                           tflite_edit.tensor_quantization(dense_same, i_dense)))
+    if not same_quant:
+        return "its quantization differs from the dense conversion", None
+    try:
+        got = tflite_edit.decode_sparse(sparse_all, t.index)
+    except EdgesparseError as exc:
+        return f"its sparse encoding does not decode ({exc.received})", want
+    if got.shape != want.shape or not np.array_equal(got, want):
+        differ = int(np.sum(got != want)) if got.shape == want.shape else got.size
+        return f"its sparse encoding decodes to different weights ({differ:,} values differ)", want
+    return None, want
+
+
+def _same_weights(candidate: bytes, dense_same: bytes) -> bool:
+    """Every FC/conv weight of `candidate` (decoded if sparse) equals the dense build's."""
+    pairs = _weights_by_sparse_index(candidate, dense_same)
+    return pairs is not None and all(
+        np.array_equal(tflite_edit.constant_tensor(candidate, a), tflite_edit.constant_tensor(dense_same, b))
+        for a, b in pairs.items())
+
+
 def _decide(sparse_all: bytes, dense_same: bytes) -> tuple[bytes, list[TensorEncoding], list[str]]:
-    """Keep sparse encoding only where it shrinks the file; measure, don't assume."""
+    """Keep sparse encoding only where it shrinks the file; measure, don't assume.
+
+    Every sparse tensor is first decoded and compared with the dense
+    conversion; a wrongly encoded one is stored dense with the dense build's values.
+    """
     report = tflite_edit.sparse_encoding_report(sparse_all)
-    encodings = []
+    pairs = _weights_by_sparse_index(sparse_all, dense_same)
+    encodings, replace, notes = [], {}, []
     for t in report:
         read_by = "DENSIFY" if t.via_densify else "/".join(sorted(set(t.consumers))) or "nothing"
         enc = TensorEncoding(name=t.name, shape=t.shape, dense_bytes=t.dense_bytes,
                              sparse_bytes=t.sparse_bytes, kept_sparse=False, reason="",
                              dtype=t.dtype, values_bytes=t.values_bytes, index_bytes=t.index_bytes,
                              block_size=t.block_size, read_by=read_by)
+        encodings.append(enc)
+        i_dense = (pairs or {}).get(t.index) if t.subgraph == 0 else None
+        problem, want = _encoding_problem(sparse_all, dense_same, t, i_dense)
+        if problem:
+            if want is None:  # cannot repair this file safely: ship the dense build
+                enc.reason = f"not kept: {problem}"
+                notes.append(f"Could not check the sparse encoding of {t.name} ({problem}): "
+                             "the artifact is the dense flatbuffer")
+                return dense_same, encodings, notes
+            replace[t.index] = want
+            enc.reason = f"the converter encoded it wrongly: {problem}; stored dense from the dense conversion"
+            notes.append(f"TFLite converter bug worked around: {t.name} {problem}; stored dense")
+            continue
         cost = (f"sparse {_fmt(t.sparse_bytes)} (values {_fmt(t.values_bytes)} + index "
                 f"{_fmt(t.index_bytes)}) vs dense {_fmt(t.dense_bytes)}")
         if t.sparse_bytes >= t.dense_bytes:
             enc.reason = f"index arrays cost more than the zeros save: {cost}"
-        else:
-            # The encoded bytes leave out the DENSIFY op, its output tensor and padding:
-            # densify this one tensor and measure what the file really saves.
-            ref = t.index if t.subgraph == 0 else t.name
-            enc.file_saving_bytes = len(tflite_edit.densify_tensors(sparse_all, [ref])) - len(sparse_all)
-            if enc.file_saving_bytes > 0:
-                enc.kept_sparse = True
-                enc.reason = f"{cost}: the file is {_fmt(enc.file_saving_bytes)} smaller with it sparse"
-            else:
-                enc.reason = (f"{cost}, but the DENSIFY op and tensor it needs cost more: the file is "
-                              f"{_fmt(-enc.file_saving_bytes)} larger with it sparse")
-        encodings.append(enc)
-    drop = [t.index for t, e in zip(report, encodings) if not e.kept_sparse]
+            continue
+        # The encoded bytes leave out the DENSIFY op, its output tensor (with its own copy of
+        # per-channel scales) and padding: densify this one tensor and measure the file.
+        enc.file_saving_bytes = len(tflite_edit.densify_tensors(sparse_all, [t.index])) - len(sparse_all)
+        enc.kept_sparse = enc.file_saving_bytes > 0
+        enc.reason = (f"{cost}: the file is {_fmt(enc.file_saving_bytes)} smaller with it sparse"
+                      if enc.kept_sparse else
+                      f"{cost}, but the DENSIFY op and tensor it needs cost more: the file is "
+                      f"{_fmt(-enc.file_saving_bytes)} larger with it sparse")
     kept = [e for e in encodings if e.kept_sparse]
-    notes = []
     if not kept:
         if encodings:
             notes.append(f"No sparse-encoded tensor made the file smaller ({len(encodings)} measured): "
                          "the artifact is the dense flatbuffer")
         return dense_same, encodings, notes
-    chosen = tflite_edit.densify_tensors(sparse_all, drop) if drop else sparse_all
+    drop = [t.index for t, e in zip(report, encodings) if not e.kept_sparse and t.index not in replace]
+    chosen = tflite_edit.densify_tensors(sparse_all, drop, values=replace) if drop or replace else sparse_all
+    if not _same_weights(chosen, dense_same):
+        for e in kept:
+            e.kept_sparse = False
+        notes.append("Internal check failed: the edited file's weights differ from the dense conversion; "
+                     "the artifact is the dense flatbuffer")
+        return dense_same, encodings, notes
     if len(chosen) >= len(dense_same):
         for e in kept:
             e.kept_sparse = False

@@ -22,7 +22,7 @@ PUBLIC API:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -351,7 +351,8 @@ _WEIGHT_OPS = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CON
 def weight_tensors(model_bytes: bytes) -> list[tuple[str, int, str]]:
     """(op name, tensor index, tensor name) of each FC/conv weight in subgraph 0, in op order.
 
-    A weight behind DENSIFY is reported as the sparse constant itself. Tensor
+    A weight behind DENSIFY and/or DEQUANTIZE (float16) is reported as the stored
+    constant itself. Tensor
     names differ between a dense and a sparse conversion of the same model, so
     this is how the two are matched: by op order.
     """
@@ -365,8 +366,9 @@ def weight_tensors(model_bytes: bytes) -> list[tuple[str, int, str]]:
             continue
         w = int(op.inputs[1])
         src = producer.get(w)
-        if src is not None and opcode_name(model, src.opcodeIndex) == "DENSIFY":
+        while src is not None and opcode_name(model, src.opcodeIndex) in ("DENSIFY", "DEQUANTIZE"):
             w = int(src.inputs[0])
+            src = producer.get(w)
         out.append((name, w, _name(sg.tensors[w])))
     return out
 
@@ -462,7 +464,8 @@ def tensor_quantization(model_bytes: bytes, tensor: int | str) -> tuple[np.ndarr
 
 # ----------------------------------------------------------------------------- densify
 
-def densify_tensors(model_bytes: bytes, tensors: Iterable[int | str]) -> bytes:
+def densify_tensors(model_bytes: bytes, tensors: Iterable[int | str], *,
+                    values: Mapping[int | str, np.ndarray] | None = None) -> bytes:
     """Store the given sparse constants densely; remove the DENSIFY ops that expanded them.
 
     For each target the sparse constant itself becomes a plain constant (same
@@ -473,9 +476,13 @@ def densify_tensors(model_bytes: bytes, tensors: Iterable[int | str]) -> bytes:
     metadata) is renumbered. Kernels that read the sparse tensor directly
     (block-sparse FULLY_CONNECTED) get the dense tensor instead. Nothing else
     in the file changes.
+
+    `values` (same keys as `tensors`) supplies the dense data instead of
+    decoding it: for tensors the converter encoded wrongly (see convert.py).
     """
     model = load_model(model_bytes)
-    targets = {_find(model, t) for t in tensors}
+    supplied = {_find(model, k): np.asarray(v) for k, v in (values or {}).items()}
+    targets = {_find(model, t) for t in tensors} | set(supplied)
     densify_code = _schema().BuiltinOperator.DENSIFY
     for s, i in sorted(targets):
         sg = model.subgraphs[s]
@@ -484,8 +491,19 @@ def densify_tensors(model_bytes: bytes, tensors: Iterable[int | str]) -> bytes:
             raise ModelError("Tensor is not sparse-encoded", where=_name(t),
                              expected="a tensor with SparsityParameters", received="a dense tensor",
                              fix="Pass only names from sparse_encoding_report()")
-        dense = _decode_tensor(model, s, i)
-        model.buffers[t.buffer].data = np.frombuffer(dense.tobytes(), np.uint8).copy()
+        dense = supplied.get((s, i))
+        if dense is None:
+            dense = _decode_tensor(model, s, i)
+        shape, dtype = tuple(int(d) for d in t.shape), numpy_dtype(t.type)
+        if dense.shape != shape or dense.dtype != dtype:
+            raise ModelError("Replacement values do not fit the tensor", where=_name(t),
+                             expected=f"{dtype.name} array of shape {shape}",
+                             received=f"{dense.dtype.name} array of shape {dense.shape}")
+        data = np.frombuffer(np.ascontiguousarray(dense).tobytes(), np.uint8).copy()
+        if sum(x.buffer == t.buffer for x in sg.tensors) > 1:  # deduplicated buffer: do not touch the other user
+            model.buffers.append(_schema().BufferT())
+            t.buffer = len(model.buffers) - 1
+        model.buffers[t.buffer].data = data
         t.sparsity = None
     dropped_tensors: dict[int, set[int]] = {}
     dropped_buffers: set[int] = set()

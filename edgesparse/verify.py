@@ -247,7 +247,8 @@ def _litert_once(model_bytes: bytes, x, resolver):
         except DataError:
             raise
         except (RuntimeError, ValueError) as exc:
-            return None, f"{exc}".strip() or _first_lines(err.text)
+            text = re.sub(r"(#\d+)(Node number)", r"\1; \2", f"{exc}".strip())  # LiteRT joins two lines
+            return None, text or _first_lines(err.text)
     return (np.concatenate(outs), in_sig, out_sig, ops), None
 
 
