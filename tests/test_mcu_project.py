@@ -1,0 +1,221 @@
+"""The generated TFLite Micro project: model bytes in flash, ops, arena, test vector, per-core compiles.
+
+No TFLM source tree is available here, so main.cc is only syntax-checked against
+small stand-in headers declaring the TFLM API it uses (names and signatures
+taken from tflite-micro's micro_interpreter.h / micro_mutable_op_resolver.h).
+model_data.cc is really compiled with arm-none-eabi-g++ for each profile's core.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgesparse import deploy, verify
+from edgesparse.deploy import DeployError
+from test_deploy import kws_build, tiny_models  # noqa: F401 - fixtures
+
+needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None,
+                               reason="needs gcc-arm-none-eabi and binutils-arm-none-eabi (make system-deps)")
+
+ARM_PROFILES = {"nrf52840": "cortex-m4", "stm32l4r5": "cortex-m4", "ek_ra6m4": "cortex-m33",
+                "stm32h7a3": "cortex-m7", "rp2040": "cortex-m0plus"}
+# What the object's build attributes say for each core (arm-none-eabi-readelf -A).
+ARCH = {"cortex-m4": ("v7E-M", "VFPv4-D16"), "cortex-m7": ("v7E-M", "FPv5/FP-D16"),
+        "cortex-m33": ("v8-M.mainline", "FPv5/FP-D16"), "cortex-m0plus": ("v6S-M", None)}
+
+
+@pytest.fixture()
+def mcu_bundle(kws_build, tmp_path):
+    build, _ = kws_build
+    return deploy.make_bundle(build, "mcu", tmp_path / "kws-mcu"), build
+
+
+@needs_arm
+def test_compiled_model_bytes_equal_the_tflite_and_are_16_byte_aligned(mcu_bundle, tmp_path):
+    bundle, build = mcu_bundle
+    obj = bundle.path / bundle.mcu.object_file
+    blob = tmp_path / "g_model.bin"
+    subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", "-j", ".rodata.g_model", str(obj), str(blob)],
+                   check=True)
+    assert blob.read_bytes() == (build / "model.tflite").read_bytes()
+    sections = subprocess.run(["arm-none-eabi-readelf", "-S", "-W", str(obj)], capture_output=True, text=True,
+                              check=True).stdout
+    line = next(ln for ln in sections.splitlines() if ".rodata.g_model" in ln.split())
+    assert line.split()[-1] == "16"                              # Al column
+    assert bundle.mcu.alignment == 16
+    symbols = subprocess.run(["arm-none-eabi-nm", "-S", str(obj)], capture_output=True, text=True, check=True).stdout
+    size_hex = next(ln.split()[1] for ln in symbols.splitlines() if ln.endswith(" g_model"))
+    assert int(size_hex, 16) == len((build / "model.tflite").read_bytes())
+    assert "alignas(16) const unsigned char g_model[]" in (bundle.path / "model_data.cc").read_text()
+
+
+@needs_arm
+@pytest.mark.parametrize("profile,core", sorted(ARM_PROFILES.items()))
+def test_model_data_compiles_for_each_profiles_core(kws_build, tmp_path, profile, core):
+    build, _ = kws_build
+    bundle = deploy.make_bundle(build, "mcu", tmp_path / profile, profile=profile)
+    model_size = len((build / "model.tflite").read_bytes())
+    assert bundle.mcu.core == core
+    assert f"-mcpu={core}" in bundle.mcu.flags
+    assert bundle.mcu.flash_bytes == model_size + 4                 # g_model + g_model_len, from arm-none-eabi-size
+    attributes = subprocess.run(["arm-none-eabi-readelf", "-A", str(bundle.path / bundle.mcu.object_file)],
+                                capture_output=True, text=True, check=True).stdout
+    arch, fpu = ARCH[core]
+    assert f"Tag_CPU_arch: {arch}\n" in attributes
+    if fpu:
+        assert f"Tag_FP_arch: {fpu}" in attributes
+        assert "Tag_ABI_VFP_args: VFP registers" in attributes      # -mfloat-abi=hard
+    else:
+        assert "Tag_FP_arch" not in attributes                      # M0+: no FPU, soft float
+    readme = (bundle.path / "README.md").read_text()
+    assert f"{bundle.mcu.flash_bytes:,} bytes (arm-none-eabi-size" in readme
+
+
+def test_esp32s3_is_xtensa_and_says_so(kws_build, tmp_path):
+    build, _ = kws_build
+    bundle = deploy.make_bundle(build, "esp32s3", tmp_path / "esp")     # a profile name as the target
+    assert bundle.mcu.flash_bytes is None and bundle.mcu.compiler is None
+    assert "Xtensa" in bundle.mcu.skipped and "not arm-none-eabi" in bundle.mcu.skipped
+    assert (bundle.path / "model_data.cc").is_file()
+    assert "Xtensa" in (bundle.path / "README.md").read_text()
+
+
+def test_resolver_registers_exactly_the_models_ops(mcu_bundle):
+    bundle, build = mcu_bundle
+    main_cc = (bundle.path / "main.cc").read_text()
+    ops = deploy.model_ops((build / "model.tflite").read_bytes())
+    assert ops == ["CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
+    registered = re.findall(r"resolver\.(Add\w+)\(\)", main_cc)
+    assert registered == [deploy.resolver_method(op) for op in ops]
+    assert f"MicroMutableOpResolver<{len(ops)}>" in main_cc
+
+
+def test_resolver_method_names():
+    cases = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "FULLY_CONNECTED":
+             "AddFullyConnected", "AVERAGE_POOL_2D": "AddAveragePool2D", "MAX_POOL_2D": "AddMaxPool2D",
+             "RESHAPE": "AddReshape", "SOFTMAX": "AddSoftmax", "QUANTIZE": "AddQuantize", "RELU6": "AddRelu6",
+             "L2_NORMALIZATION": "AddL2Normalization", "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd",
+             "PADV2": "AddPadV2", "ADD_N": "AddAddN", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+             "HARD_SWISH": "AddHardSwish", "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor"}
+    for op, method in cases.items():
+        assert deploy.resolver_method(op) == method
+
+
+def _c_values(text: str, name: str) -> np.ndarray:
+    body = re.search(name + r"\[\d+\] = \{(.*?)\};", text, re.S).group(1)
+    return np.array([int(v) for v in re.findall(r"-?\d+", body)])
+
+
+def test_test_vector_is_quantized_validation_data_and_gives_the_expected_label(mcu_bundle, tiny_models):
+    bundle, build = mcu_bundle
+    _, x, y = tiny_models["kws"]
+    model = (build / "model.tflite").read_bytes()
+    io = deploy._io_quantization(model)["input"]
+    vector = _c_values((bundle.path / "test_vector.cc").read_text(), "g_test_vector").astype(np.int8)
+    assert np.array_equal(vector, deploy.quantize_input(x[0], io).reshape(-1))    # x_val[0]
+    run = verify.run_tflite(model, vector.reshape((1,) + x.shape[1:]), runtime="tflm")
+    best = int(np.argmax(np.asarray(run.outputs).reshape(-1)))
+    expected = json.loads((bundle.path / "expected.json").read_text())
+    assert expected["index"] == best
+    assert f"kExpectedIndex = {best};" in (bundle.path / "main.cc").read_text()
+    labels = (bundle.path / "labels.txt").read_text().split()
+    assert f'"{labels[best]}"' in (bundle.path / "main.cc").read_text()
+
+
+def test_arena_comes_from_the_plan_plus_margin(mcu_bundle):
+    from edgesparse import estimate
+
+    bundle, build = mcu_bundle
+    model = (build / "model.tflite").read_bytes()
+    ram = estimate.check_model(model, "nrf52840").ram
+    planned = ram.total_bytes - ram.breakdown.get("runtime_persistent_ram", 0)
+    used = verify.run_tflite(model, np.zeros((1, 49, 10, 1), np.int8), runtime="tflm").arena_bytes
+    main_cc = (bundle.path / "main.cc").read_text()
+    size = int(re.search(r"kTensorArenaSize = (\d+);", main_cc).group(1))
+    assert size == bundle.arena_bytes and size % 16 == 0
+    base = max(planned, used)
+    assert size >= base + deploy.ARENA_MARGIN_MIN_BYTES
+    assert size <= base + max(deploy.ARENA_MARGIN_MIN_BYTES, base * deploy.ARENA_MARGIN_FRACTION) + 16
+    assert "estimator's TFLM plan" in main_cc and "alignas(16) uint8_t g_tensor_arena" in main_cc
+
+
+# Stand-ins for the TFLM headers main.cc includes: the declarations it uses, nothing more.
+_STUBS = {
+    "tensorflow/lite/schema/schema_generated.h": """#pragma once
+#include <stdint.h>
+#define TFLITE_SCHEMA_VERSION 3
+namespace tflite { struct Model { uint32_t version() const; }; const Model* GetModel(const void* buf); }
+""",
+    "tensorflow/lite/micro/micro_log.h": "#pragma once\nvoid MicroPrintf(const char* format, ...);\n",
+    "tensorflow/lite/micro/system_setup.h": "#pragma once\nnamespace tflite { void InitializeTarget(); }\n",
+    "tensorflow/lite/micro/micro_interpreter.h": """#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include "tensorflow/lite/schema/schema_generated.h"
+typedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
+typedef union { int8_t* int8; uint8_t* uint8; float* f; void* raw; } TfLitePtrUnion;
+typedef struct { TfLitePtrUnion data; size_t bytes; } TfLiteTensor;
+namespace tflite {
+class MicroOpResolver {};
+class MicroInterpreter {
+ public:
+  MicroInterpreter(const Model* model, const MicroOpResolver& op_resolver, uint8_t* tensor_arena,
+                   size_t tensor_arena_size);
+  TfLiteStatus AllocateTensors();
+  TfLiteStatus Invoke();
+  TfLiteTensor* input(size_t index);
+  TfLiteTensor* output(size_t index);
+  size_t arena_used_bytes() const;
+};
+}  // namespace tflite
+""",
+    "tensorflow/lite/micro/micro_mutable_op_resolver.h": """#pragma once
+#include "tensorflow/lite/micro/micro_interpreter.h"
+namespace tflite {
+template <unsigned int tOpCount>
+class MicroMutableOpResolver : public MicroOpResolver {
+ public:
+  TfLiteStatus AddAveragePool2D(); TfLiteStatus AddConv2D(); TfLiteStatus AddDepthwiseConv2D();
+  TfLiteStatus AddFullyConnected(); TfLiteStatus AddMaxPool2D(); TfLiteStatus AddReshape();
+  TfLiteStatus AddSoftmax(); TfLiteStatus AddQuantize(); TfLiteStatus AddDequantize(); TfLiteStatus AddRelu();
+};
+}  // namespace tflite
+""",
+}
+
+
+@needs_arm
+def test_main_cc_is_well_formed_against_the_tflm_api(mcu_bundle, tmp_path):
+    bundle, _ = mcu_bundle
+    for rel, text in _STUBS.items():
+        path = tmp_path / "stubs" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for source in ("main.cc", "test_vector.cc", "model_data.cc"):
+        proc = subprocess.run(["arm-none-eabi-g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
+                               "-mcpu=cortex-m4", "-mthumb", f"-I{tmp_path / 'stubs'}", f"-I{bundle.path}",
+                               str(bundle.path / source)], capture_output=True, text=True)
+        assert proc.returncode == 0, source + ": " + proc.stderr
+
+
+def test_sparse_model_is_refused_with_the_fix(mcu_bundle, kws_build, tmp_path, monkeypatch):
+    build, _ = kws_build
+    monkeypatch.setattr(deploy, "model_ops", lambda data: ["DENSIFY", "FULLY_CONNECTED"])
+    with pytest.raises(DeployError) as info:
+        deploy.make_bundle(build, "mcu", tmp_path / "sparse")
+    assert "DENSIFY" in str(info.value) and "--profile nrf52840" in str(info.value)
+    assert not (tmp_path / "sparse").exists()
+
+
+def test_mcu_target_needs_a_microcontroller_profile(kws_build, tmp_path):
+    build, _ = kws_build
+    with pytest.raises(DeployError) as info:
+        deploy.make_bundle(build, "mcu", tmp_path / "x", profile="rpi4")
+    assert "microcontroller profile" in str(info.value) and "rpi4 (sbc)" in str(info.value)
