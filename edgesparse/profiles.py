@@ -140,6 +140,8 @@ SCHEMA: dict[str, Table] = {
         "code_bytes": Key("int", "The runtime's own code (flash/storage).", required=True, minimum=0),
         "persistent_ram_bytes": Key("int", "Runtime RAM beyond the tensor arena.", required=True,
                                     minimum=0),
+        "kernel_code_bytes": Key("number_map", "Per-op kernel code added to code_bytes for the op "
+                                 "types a model uses (builtin op name or 'default').", minimum=0),
     }),
     "budget": Table("What a model may use on this device (a policy, not a fact).", {
         "flash_bytes": Key("int", "Model + runtime code.", required=True, positive=True),
@@ -168,6 +170,8 @@ SCHEMA: dict[str, Table] = {
         "fit_rows": Key("str_list", "The measurement rows used for the fit."),
         "macs_per_cycle": Key("number_map", "Per dtype/op class, e.g. conv_int8, fc_int8.",
                               positive=True),
+        "clock_mhz": Key("number", "Clock the coefficients assume (default: device.clock_mhz).",
+                         positive=True),
         "bytes_per_cycle": Key("number", "Memory traffic per cycle.", positive=True),
         "elementwise_per_cycle": Key("number", "Elementwise/pooling/reduction element ops per cycle.",
                                      positive=True),
