@@ -244,6 +244,9 @@ BAD = [
      ["name: expected lower-case letters, digits and '_', received 'Tiny Board'"]),
     ("schema_version", [("schema_version = 1", "schema_version = 2")],
      ["schema_version: expected one of 1, received 2"]),
+    ("table_is_not_a_table", [("[budget]\nflash_bytes = 524288\nram_bytes = 131072\nlatency_ms = 1000\n", ""),
+                              ('description = "test board"\n', 'description = "test board"\nbudget = 5\n')],
+     ["budget: expected a table, received 5"]),
     ("not_toml", [("cores = 1", "cores = ")],
      ["tiny.toml: not valid TOML"]),
     ("several_at_once", [("clock_mhz = 64", "clock_mhz = -5"), ("cores = 1", "coers = 1"),
@@ -325,6 +328,13 @@ def test_schema_is_extendable(tmp_path, monkeypatch):
     assert any("latency.cycles_per_byte: no source" in p for p in _problems(tmp_path, text))
     text += '"latency.cycles_per_byte" = "assumption: test"\n'
     assert load_profile(str(_write(tmp_path, text))).get("latency.cycles_per_byte") == 3.0
+
+
+def test_docs_list_every_schema_key():
+    """docs/profiles.md documents the format: a key added to SCHEMA needs a row there."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "profiles.md").read_text()
+    missing = [k for k in profiles.schema_keys() if f"| `{k.rsplit('.', 1)[-1]}` |" not in docs]
+    assert not missing, f"add rows for {missing} to the key tables in docs/profiles.md"
 
 
 def test_validate_is_pure():
