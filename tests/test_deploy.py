@@ -321,3 +321,114 @@ def test_refused_key_is_one_clear_error(sshd, kws_build, tmp_path):
     assert "Permission denied (publickey)" in proc.stderr
     assert "Traceback" not in proc.stderr
     _assert_no_secrets(sshd, proc.stdout + proc.stderr)
+
+
+# ----------------------------------------------------------------------------- bundles (no network)
+
+def test_rpi_bundle_is_self_contained_and_tensorflow_free(kws_build, tmp_path):
+    from edgesparse import deploy
+
+    build, wav = kws_build
+    bundle = deploy.make_bundle(build, "rpi", tmp_path / "b", sample=wav)
+    names = set(bundle.files)
+    for name in ("model.tflite", "labels.txt", "kws_app.py", "edgesparse_app.py", "config.json",
+                 "requirements.txt", "run.sh", "test_input.wav", "expected.json", "README.md",
+                 "edgesparse-kws.service", "lib/edgesparse/audio.py", "lib/edgesparse/errors.py", "bundle.json"):
+        assert name in names or name == "bundle.json" and (bundle.path / name).is_file(), name
+    assert (bundle.path / "model.tflite").read_bytes() == (build / "model.tflite").read_bytes()
+    assert (bundle.path / "labels.txt").read_text().split() == KWS_LABELS
+    requirements = (bundle.path / "requirements.txt").read_text()
+    assert 'tflite-runtime==2.14.0; python_version < "3.12"' in requirements
+    assert "numpy>=1.23,<2" in requirements and "ai-edge-litert" in requirements
+    assert "tensorflow" not in requirements.replace("# The on-device runtime: no TensorFlow", "").lower()
+    assert os.access(bundle.path / "run.sh", os.X_OK)
+    unit = (bundle.path / "edgesparse-kws.service").read_text()
+    assert "ExecStart=/bin/sh /home/pi/edgesparse-kws/run.sh --mic" in unit and "[Install]" in unit
+    manifest = json.loads((bundle.path / "bundle.json").read_text())
+    assert manifest["model_sha256"] == hashlib.sha256((build / "model.tflite").read_bytes()).hexdigest()
+    assert manifest["expected"]["label"] == bundle.expected["label"]
+    # No staging directories are left beside the bundle.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "build", "clip.wav", "kws_data.npz"]
+
+
+def test_existing_bundle_is_never_overwritten_without_force(kws_build, tmp_path):
+    from edgesparse import deploy
+    from edgesparse.errors import OutputExistsError
+
+    build, wav = kws_build
+    first = deploy.make_bundle(build, "android", tmp_path / "b", sample=wav)
+    marker = first.path / "assets" / "model.tflite"
+    before = marker.stat().st_mtime_ns
+    with pytest.raises(OutputExistsError):
+        deploy.make_bundle(build, "android", tmp_path / "b", sample=wav)
+    assert marker.stat().st_mtime_ns == before
+    deploy.make_bundle(build, "android", tmp_path / "b", sample=wav, force=True)
+    assert (tmp_path / "b" / "README.md").is_file()
+
+
+def test_failed_build_is_refused_unless_forced(tiny_models, tmp_path):
+    data, _, _ = tiny_models["digits"]
+    build = make_build_dir(tmp_path / "failed", data, name="digits", input_shape=(8, 8, 1), num_classes=10,
+                           passed=False)
+    sample = tmp_path / "x.npy"
+    np.save(sample, np.zeros((8, 8, 1), np.float32))
+    proc = _cli(str(build), "--target", "android", "--sample", str(sample), "--out", str(tmp_path / "a"))
+    assert proc.returncode == 2
+    assert "did not pass its checks" in proc.stderr and "accuracy drop 9.00 points" in proc.stderr
+    assert "--force" in proc.stderr and not (tmp_path / "a").exists()
+    proc = _cli(str(build), "--target", "android", "--sample", str(sample), "--out", str(tmp_path / "a"), "--force")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_tampered_model_is_refused(digits_build, tmp_path):
+    (digits_build / "model.tflite").write_bytes((digits_build / "model.tflite").read_bytes() + b"\0")
+    proc = _cli(str(digits_build), "--target", "rpi", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "not the file report.json describes" in proc.stderr
+
+
+def test_android_bundle_documents_quantization_and_says_it_is_untested(digits_build, tmp_path):
+    from edgesparse import deploy
+
+    bundle = deploy.make_bundle(digits_build, "pixel4", tmp_path / "android")     # a phone profile picks android
+    assert bundle.target == "android"
+    readme = (bundle.path / "README.md").read_text()
+    assert "**Not tested on a phone.**" in readme
+    assert 'implementation("com.google.ai.edge.litert:litert:' in readme
+    assert 'context.assets.openFd(name)' in readme and "import org.tensorflow.lite.Interpreter" in readme
+    io = deploy._io_quantization((digits_build / "model.tflite").read_bytes())
+    assert f"| input 0 (1x8x8x1) | int8 | {io['input']['scale']!r} | {io['input']['zero_point']} |" in readme
+    assert f"| output 0 | int8 | {io['output']['scale']!r} | {io['output']['zero_point']} |" in readme
+    assert (bundle.path / "assets" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    expected = json.loads((bundle.path / "expected.json").read_text())
+    assert len(expected["scores"]) == 10
+
+
+def test_cli_errors_are_one_message_exit_2(digits_build, tmp_path):
+    cases = [
+        (["--target", "toaster"], "Unknown deploy target"),
+        (["--target", "rpi", "--host", "pi@@x"], "Bad --host"),
+        (["--target", "rpi", "--host", "pi@localhost:~"], "must be a directory of its own"),
+        (["--target", "mcu", "--host", "pi@localhost"], "--host deploys only the rpi target"),
+        (["--target", "mcu"], "needs a microcontroller profile"),
+        (["--target", "rpi", "--labels", str(tmp_path / "nope.txt")], "Labels file not found"),
+    ]
+    for args, message in cases:
+        proc = _cli(str(digits_build), *args, "--out", str(tmp_path / "o"))
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    proc = _cli(str(tmp_path / "missing"), "--target", "rpi")
+    assert proc.returncode == 2 and "Build directory not found" in proc.stderr
+
+
+def test_default_kws_test_input_is_a_spoken_keyword(kws_build, tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make system-deps installs it)")
+    from edgesparse import deploy
+
+    build, _ = kws_build
+    bundle = deploy.make_bundle(build, "rpi", tmp_path / "b")
+    assert bundle.test_input == "test_input.wav"
+    manifest = json.loads((bundle.path / "bundle.json").read_text())
+    assert "'yes' spoken by espeak-ng" in manifest["test_input_source"]
+    assert manifest["test_input_label"] == KWS_LABELS.index("yes")
