@@ -265,7 +265,8 @@ def _read_h5(path: Path) -> _Stored:
         with h5py.File(path, "r") as handle:
             raw = handle.attrs.get("model_config")
             version = handle.attrs.get("keras_version")
-            weights_only = "layer_names" in handle.attrs or "model_weights" in handle
+            # save_weights: legacy files carry layer_names; .weights.h5 files hold layers/ and vars/
+            weights_only = "layer_names" in handle.attrs or {"layers", "vars"} <= set(handle.keys())
     except OSError as exc:
         raise _not_a_model(path, f"an unreadable HDF5 file ({exc})", expected) from None
     if raw is None:
