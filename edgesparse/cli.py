@@ -251,6 +251,8 @@ def profiles_show(name: str) -> None:
                 continue
             shown = f"{value} ({_size(value)})" if dotted.endswith("_bytes") else str(value)
             source = p.source(dotted) or ""
+            if source.startswith("fitted: ") and not dotted.endswith(".fit_source"):
+                source = "fitted (see fit_source)"
             style = "yellow" if dotted in assumed else ""
             table.add_row(dotted.split(".", 1)[1], escape(shown),
                           f"[{style}]{escape(source)}[/]" if style else escape(source))
