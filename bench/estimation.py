@@ -138,6 +138,18 @@ def fit_model_specs():
         "elem_a": ((64, 64, 32), lambda: [L.MaxPooling2D(2), L.ReLU(), L.AveragePooling2D(2)]),
         "elem_b": ((32, 32, 64), lambda: [L.ReLU(6.0), L.GlobalAveragePooling2D(), L.Softmax()]),
         "elem_c": ((16, 16, 16), lambda: [L.ReLU(), L.MaxPooling2D(2), L.ReLU(), L.Flatten()]),
+        "elem_d": ((32, 32, 32), lambda: [L.Activation("sigmoid"), L.ReLU(6.0), L.Activation("tanh")]),
+        # many ops with little work each: identify the per-op overhead
+        "many_conv": ((4, 4, 8), lambda: [L.Conv2D(8, 1, activation="relu") for _ in range(30)]),
+        "many_dw": ((4, 4, 8), lambda: [L.DepthwiseConv2D(3, padding="same") for _ in range(30)]),
+        "many_fc": ((16,), lambda: [L.Dense(16, activation="relu") for _ in range(30)]),
+        # MobileNet-like separable blocks (stride-2 depthwise + pointwise) of two widths
+        "sep_a": ((64, 64, 16), lambda: [L.DepthwiseConv2D(3, strides=2, padding="same"), L.Conv2D(32, 1),
+                                         L.DepthwiseConv2D(3, padding="same"), L.Conv2D(64, 1),
+                                         L.DepthwiseConv2D(3, strides=2, padding="same"), L.Conv2D(64, 1)]),
+        "sep_b": ((16, 16, 64), lambda: [L.DepthwiseConv2D(3, padding="same"), L.Conv2D(128, 1),
+                                         L.DepthwiseConv2D(3, strides=2, padding="same"), L.Conv2D(256, 1),
+                                         L.DepthwiseConv2D(3, padding="same"), L.Conv2D(256, 1)]),
     }
     sparse = {
         "fc_sparse_a": ((512,), lambda: [L.Dense(512, activation="relu") for _ in range(3)], 0.8, 1),
@@ -275,7 +287,7 @@ def host_fit(threads: int, quick: bool = False):
     test_ms = measure_models(test_models, threads, budget)
     samples = [Sample(name, model_features(load_graph(path), host), fit_ms[name], threads)
                for name, path in fit_models.items()]
-    keys = sorted({k for s in samples for k in s.features if k not in ("elementwise", "bytes", "ops", "fixed")})
+    keys = sorted({k for s in samples for k in s.features if k not in ("bytes", "ops", "fixed")})
     fit = fit_latency(samples, keys, clock)
     table = dict(fit.table)
     coefs = LatencyCoefficients(fitted=True, fit_source="", fit_rows=[], clock_mhz=clock,
@@ -324,11 +336,18 @@ def published_features() -> list[dict]:
             mobilenet = mobilenet or mobilenet_v1_224()
             path = mobilenet["int8" if row["precision"].lower() == "int8" else "float32"]
         feats = model_features(load_graph(path), profile)
-        macs_int8 = sum(v for k, v in feats.items() if k.endswith("int8") or k.endswith("int8_sparse"))
-        macs_float = sum(v for k, v in feats.items() if "float32" in k)
+        macs = {k: v for k, v in feats.items()
+                if k not in ("bytes", "ops", "fixed") and not k.startswith("elementwise")}
+        # the shared-ratio class: depthwise for TFLM (CMSIS-NN depthwise does fewer MACs per cycle),
+        # int8 for LiteRT (int8 vs float32 kernels)
+        if profile.runtime == "tflm":
+            weighted = sum(v for k, v in macs.items() if k.startswith("dwconv"))
+        else:
+            weighted = sum(v for k, v in macs.items() if "int8" in k)
         out.append({"line": i, "device": row["device"], "profile": profile.name, "family": profile.runtime,
-                    "clock_mhz": float(profile.raw["device"]["clock_mhz"]), "macs_int8": macs_int8,
-                    "macs_float": macs_float, "ops": feats.get("ops", 0.0), "ms": float(row["latency_ms"]),
+                    "clock_mhz": float(profile.raw["device"]["clock_mhz"]), "macs": sum(macs.values()),
+                    "macs_weighted": weighted, "macs_base": sum(macs.values()) - weighted,
+                    "ops": feats.get("ops", 0.0), "ms": float(row["latency_ms"]),
                     "label": f"{row['device']} {row['benchmark']}"})
     return out
 
@@ -345,55 +364,44 @@ def _nnls_rel(a, y):
 
 
 def fit_family(rows: list[dict]):
-    """The published-device cost model for one runtime family; returns (params per device, shared, predict).
+    """The published-device cost model for one runtime family: (cycles/MAC per device, shared ratio, predict).
 
-    TFLM (MCU) rows: t = (MACs x cycles_per_MAC[device] + ops x overhead_cycles[shared]) / clock.
-    LiteRT rows: t = cycles_per_MAC[device] x (MACs_float + r x MACs_int8) / clock, r shared (int8/float cost).
+    t = cycles_per_MAC[device] x (MACs_base + r x MACs_weighted) / clock, where the weighted class is
+    depthwise conv for TFLM + CMSIS-NN (MCU) rows and int8 ops for LiteRT/XNNPACK rows, and r is one
+    number shared by the family: one parameter per device plus one per family.
     """
     import numpy as np
 
     devices = sorted({r["profile"] for r in rows})
     y = np.array([r["ms"] * 1000.0 for r in rows])
-    if rows[0]["family"] == "tflm":
-        a = np.zeros((len(rows), len(devices) + 1))
-        for i, r in enumerate(rows):
-            a[i, devices.index(r["profile"])] = (r["macs_int8"] + r["macs_float"]) / r["clock_mhz"]
-            a[i, -1] = r["ops"] / r["clock_mhz"]
-        x = _nnls_rel(a, y)
-        params = {d: {"cycles_per_mac": x[j]} for j, d in enumerate(devices)}
-        shared = {"overhead_cycles_per_op": x[-1]}
-
-        def predict(r):
-            return ((r["macs_int8"] + r["macs_float"]) * params[r["profile"]]["cycles_per_mac"]
-                    + r["ops"] * shared["overhead_cycles_per_op"]) / r["clock_mhz"] / 1000.0
-        return params, shared, predict
     best = None
-    for ratio in np.linspace(0.05, 1.5, 291):
+    for ratio in np.linspace(0.05, 6.0, 1191):
         a = np.zeros((len(rows), len(devices)))
         for i, r in enumerate(rows):
-            a[i, devices.index(r["profile"])] = (r["macs_float"] + ratio * r["macs_int8"]) / r["clock_mhz"]
+            a[i, devices.index(r["profile"])] = (r["macs_base"] + ratio * r["macs_weighted"]) / r["clock_mhz"]
         x = _nnls_rel(a, y)
         err = np.sum((a @ x / y - 1.0) ** 2)
-        if best is None or err < best[0]:
-            best = (err, ratio, x)
+        if best is None or err < best[0] - 1e-12:
+            best = (err, float(ratio), x)
     _, ratio, x = best
-    params = {d: {"cycles_per_mac": x[j]} for j, d in enumerate(devices)}
-    shared = {"int8_cost_ratio": float(ratio)}
+    if not any(r["macs_weighted"] for r in rows):
+        ratio = 1.0
+    params = {d: {"cycles_per_mac": float(x[j])} for j, d in enumerate(devices)}
 
     def predict(r):
         cpm = params[r["profile"]]["cycles_per_mac"]
-        return cpm * (r["macs_float"] + ratio * r["macs_int8"]) / r["clock_mhz"] / 1000.0
-    return params, shared, predict
+        return cpm * (r["macs_base"] + ratio * r["macs_weighted"]) / r["clock_mhz"] / 1000.0
+    return params, {"ratio": ratio}, predict
 
 
 def fit_baseline(rows: list[dict]):
     """Naive baseline: t = c x MACs / clock with one c for the family."""
     import numpy as np
 
-    a = np.array([[(r["macs_int8"] + r["macs_float"]) / r["clock_mhz"]] for r in rows])
+    a = np.array([[r["macs"] / r["clock_mhz"]] for r in rows])
     y = np.array([r["ms"] * 1000.0 for r in rows])
     c = float(_nnls_rel(a, y)[0])
-    return lambda r: c * (r["macs_int8"] + r["macs_float"]) / r["clock_mhz"] / 1000.0
+    return lambda r: c * r["macs"] / r["clock_mhz"] / 1000.0
 
 
 def leave_one_out(rows: list[dict]) -> list[dict]:
@@ -438,22 +446,21 @@ def published_fit_tables(rows: list[dict]) -> dict[str, dict]:
         for device, p in params.items():
             own = [r for r in fam if r["profile"] == device]
             clock = own[0]["clock_mhz"]
+            cpm, ratio = p["cycles_per_mac"], shared["ratio"]
             if family == "tflm":
-                mpc = {"int8": 1.0 / p["cycles_per_mac"]}
-                overhead = shared["overhead_cycles_per_op"] / clock
+                mpc = {"int8": 1.0 / cpm, "dwconv_int8": 1.0 / (cpm * ratio)}
                 how = (f"{len(params) + 1} parameters over {len(fam)} MCU rows: cycles/MAC per device "
-                       f"({p['cycles_per_mac']:.3g} here), per-op overhead {shared['overhead_cycles_per_op']:.0f} "
-                       "cycles shared by the TFLM+CMSIS-NN family")
+                       f"({cpm:.3g} here) and a depthwise/conv cost ratio {ratio:.3g} shared by the "
+                       "TFLM+CMSIS-NN family; elementwise ops and per-op overhead not identifiable (not priced)")
                 threads = 1
             else:
-                mpc = {"float32": 1.0 / p["cycles_per_mac"],
-                       "int8": 1.0 / (p["cycles_per_mac"] * shared["int8_cost_ratio"])}
-                overhead = 0.0
+                mpc = {"float32": 1.0 / cpm, "int8": 1.0 / (cpm * ratio)}
                 how = (f"{len(params) + 1} parameters over {len(fam)} LiteRT/XNNPACK rows: cycles/MAC per device "
-                       f"(float32 {p['cycles_per_mac']:.3g} here, all threads together), int8/float32 cost ratio "
-                       f"{shared['int8_cost_ratio']:.3g} shared; elementwise ops and per-op overhead not identifiable "
+                       f"(float32 {cpm:.3g} here, all threads together) and an int8/float32 cost ratio "
+                       f"{ratio:.3g} shared by the family; elementwise ops and per-op overhead not identifiable "
                        "from one model (not priced)")
                 threads = 4
+            overhead = 0.0
             tables[device] = {
                 "fitted": True,
                 "fit_source": "fit to ../shared/calibration/published_latency.csv rows " + lines,
@@ -548,6 +555,8 @@ def main(argv=None) -> int:
             "threads": threads}
     body = render(ram, host, loo, meta)
     print(body)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / "estimation_figures.md").write_text(body, encoding="utf-8")
     if not args.no_write:
         fit, table, _, _, fit_names = host
         write_latency_table("host", {

@@ -679,6 +679,13 @@ class LatencyCoefficients:
     fit_threads: int
     notes: str = ""
 
+    def elementwise_rate(self, dtype: str) -> float:
+        """Element ops per cycle of elementwise/pooling/reduction ops: macs_per_cycle['elementwise_<dtype>']
+        if fitted per dtype (int8 ones often run in builtin kernels, float ones in XNNPACK), else
+        elementwise_per_cycle."""
+        rate = self.macs_per_cycle.get(f"elementwise_{dtype}", 0.0)
+        return rate if rate > 0 else self.elementwise_per_cycle
+
     def macs_rate(self, key: str) -> tuple[float, str]:
         """MACs per cycle for a class key like 'conv_int8' (falls back: kind_dtype -> dtype -> default)."""
         parts = key.split("_")
@@ -771,8 +778,10 @@ def predict_ops_us(features: Sequence[OpCost], coefs: LatencyCoefficients,
             rate, used = coefs.macs_rate(f.coef_key)
             if rate > 0:
                 cycles += f.macs_used / rate
-        if f.elementwise_ops and coefs.elementwise_per_cycle > 0:
-            cycles += f.elementwise_ops / coefs.elementwise_per_cycle
+        if f.elementwise_ops:
+            rate = coefs.elementwise_rate(f.dtype)
+            if rate > 0:
+                cycles += f.elementwise_ops / rate
         if f.bytes_moved and coefs.bytes_per_cycle > 0:
             cycles += f.bytes_moved / coefs.bytes_per_cycle
         us = cycles / coefs.clock_mhz / speedup
@@ -1133,10 +1142,14 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Any, *, rate: 
     if unanalyzed:
         assumptions.append("latency: MACs unknown for " + ", ".join(sorted(set(unanalyzed))) +
                            " (priced by bytes moved and per-op overhead only)")
+    warnings = list(latency.warnings)
+    if _runtime_name(prof) == "tflm" and any(op_type(op) == "DENSIFY" for op in graph.ops):
+        warnings.append("TFLM cannot run DENSIFY (sparse weights): this file will not load on the device; "
+                        "build a dense int8 flatbuffer for TFLM targets")
     return CheckResult(profile=prof.name, profile_path=str(prof.path), profile_sha256=prof.sha256,
                        runtime=_runtime_name(prof), model=path, model_size=len(data), flash=flash, ram=ram,
                        latency=latency, energy=energy, budgets=budgets, assumptions=assumptions,
-                       warnings=list(latency.warnings))
+                       warnings=warnings)
 
 
 # --------------------------------------------------------------------------- profile access
