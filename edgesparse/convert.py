@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import tflite_edit
-from .errors import ConversionError, DataError, EdgesparseError
+from .errors import ConversionError, EdgesparseError
 from .tf_env import import_tf
 
 QUANTIZE_MODES = ("int8", "dynamic", "float16", "none")
@@ -68,30 +68,13 @@ class ConversionResult:
 # ----------------------------------------------------------------------------- convert_keras
 
 def _representative(representative) -> Callable:
-    """Accept the data module's generator factory, or an array sampled here."""
+    """Accept a generator factory, or an array sampled by data.representative_dataset."""
     if callable(representative):
         return representative
-    x = np.asarray(representative, dtype=np.float32)
-    if x.ndim < 2 or len(x) == 0:
-        raise DataError("Representative data must be a non-empty batch of samples",
-                        where="representative_dataset", expected="array shaped (N, *input_shape)",
-                        received=f"shape {x.shape}")
-    rng = np.random.default_rng(0)
-    pick = rng.choice(len(x), size=min(len(x), _REPRESENTATIVE_SAMPLES), replace=False)
+    from .data import representative_dataset
 
-    def gen():
-        for i in pick:
-            yield [x[i:i + 1]]
-
-    return gen
-
-
-def _dataset_representative(dataset) -> Callable:
-    try:
-        from .data import representative_dataset
-    except ImportError:
-        return _representative(dataset.x_train)
-    return representative_dataset(dataset.x_train, max_samples=_REPRESENTATIVE_SAMPLES, seed=0)
+    return representative_dataset(np.asarray(representative, np.float32), max_samples=_REPRESENTATIVE_SAMPLES,
+                                  seed=0)
 
 
 _FLEX = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
@@ -298,7 +281,7 @@ def build_artifact(model, dataset, *, quantize: str, profile) -> ConversionResul
             f"TFLite Micro cannot run {quantize} models", where=f"profile {profile.name}",
             expected="quantize int8 (or none for float32 reference kernels)", received=quantize,
             fix="TFLM has no hybrid (dynamic-range) kernels and no float16 DEQUANTIZE: use --quantize int8")
-    representative = _dataset_representative(dataset)
+    representative = _representative(dataset.x_train)
     notes: list[str] = []
     dense_float32 = convert_keras(model, quantize="none")
     try:

@@ -287,6 +287,7 @@ def _run_litert(model, model_bytes: bytes, x) -> RunResult:
 # ----------------------------------------------------------------------------- TFLite Micro
 
 _TFLM_MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
+_ARENA_TOO_SMALL = re.compile(r"missing: \d+|too small|Failed to allocate (?:tail|temp|head|memory)", re.I)
 
 
 def _tflm_error(name: str, text: str, exc: Exception) -> VerificationError:
@@ -318,7 +319,7 @@ def _run_tflm(model, model_bytes: bytes, x) -> RunResult:
                 failure = exc
         if failure is None:
             break
-        if "allocate" in err.text.lower() and "missing" in err.text and arena < _MAX_TFLM_ARENA:
+        if _ARENA_TOO_SMALL.search(err.text) and arena < _MAX_TFLM_ARENA:
             arena *= 4  # arena too small: TFLM says how much is missing, grow and retry
             continue
         raise _tflm_error(name, err.text, failure)
