@@ -601,9 +601,9 @@ def _m_by_n_policy(layer, weights, m_by_n, profile, base, dense) -> LayerPolicy:
         if channels % n:
             return dense(f"{m}:{n} groups run along the input channels, and {channels} is not a "
                          f"multiple of {n}")
-    runtime = ""
-    if profile is not None and (profile.runtime == "tflm" or not profile.sparse_weights):
-        runtime = f"; {profile.name}'s runtime has no {m}:{n} kernels, so only compressed size gains"
+    where = f"{profile.name}'s runtime" if profile is not None else "LiteRT/TFLM"
+    runtime = (f"; {where} has no {m}:{n} kernel (TFLite encodes only 1x4/1x16 blocks or CSR), "
+               "so the gain there is compressed size; the structure is for m:n hardware")
     return LayerPolicy(prune=True, target_sparsity=m / n, block_size=(1, 1), pattern=f"{m}:{n}",
                        reason=f"{m}:{n} structured: {m} zeros in every {n} consecutive input "
                               f"channels (TFMOT sparsity_m_by_n){runtime}", m_by_n=m_by_n, **base)
