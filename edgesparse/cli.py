@@ -22,7 +22,9 @@ def _console(stderr: bool = False):
 
 
 def _fail(exc: EdgesparseError) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
     sys.exit(exc.exit_code)
 
 
@@ -109,17 +111,17 @@ def _print_summary(console, rows, title: str) -> None:
 
 
 class _BuildProgress:
-    """Renders pipeline progress events: one line per stage, a bar for fine-tuning."""
+    """Renders pipeline progress events: a line per stage, a bar for training and fine-tuning."""
 
     def __init__(self, console) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                   TimeElapsedColumn)
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                  console=console, transient=False)
-        self._stage = None
-        self._train = None
-        self._demo = None
+        self._progress = Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"),
+                                  BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  TextColumn("{task.fields[info]}"), console=console, transient=False)
+        self._stages: dict[str, int] = {}
+        self._bars: dict[str, int] = {}
 
     def __enter__(self):
         self._progress.__enter__()
@@ -131,27 +133,27 @@ class _BuildProgress:
     def __call__(self, event: str, fields: dict) -> None:
         p = self._progress
         if event == "stage":
-            if self._stage is not None:
-                p.update(self._stage, completed=1)
-            self._stage = p.add_task(fields["description"], total=1, info="")
-        elif event == "demo_train_begin":
-            self._demo = p.add_task("  training the dense demo model (cached after this)",
-                                    total=fields.get("epochs"), info="")
-        elif event == "demo_epoch_end" and self._demo is not None:
-            p.update(self._demo, advance=1, info=_metrics(fields))
-        elif event == "train_begin":
-            total = fields.get("epochs", 1) * fields.get("steps_per_epoch", 1)
-            self._train = p.add_task("  fine-tuning with UpdatePruningStep", total=total, info="")
-        elif event == "batch_end" and self._train is not None:
-            p.update(self._train, advance=1, info=_metrics(fields))
-        elif event == "epoch_end" and self._train is not None:
-            p.update(self._train, info=_metrics(fields))
+            self._stages[fields["name"]] = p.add_task(fields["description"], total=1, info="")
+        elif event == "stage_done" and fields["name"] in self._stages:
+            p.update(self._stages[fields["name"]], completed=1)
+        elif event in ("demo_train_begin", "train_begin"):
+            label = ("  training the dense demo model (cached afterwards)" if event == "demo_train_begin"
+                     else "  fine-tuning with UpdatePruningStep")
+            total = fields.get("epochs", 1) * (fields.get("steps_per_epoch", 1) if event == "train_begin" else 1)
+            self._bars[event] = p.add_task(label, total=total, info="")
+        elif event == "demo_epoch_end" and "demo_train_begin" in self._bars:
+            p.update(self._bars["demo_train_begin"], advance=1,
+                     info=_metrics(dict(fields, epoch=fields["epoch"] + 1)))  # demo counts from 0
+        elif event == "batch_end" and "train_begin" in self._bars:
+            p.update(self._bars["train_begin"], advance=1, info=_metrics(fields))
+        elif event == "epoch_end" and "train_begin" in self._bars:
+            p.update(self._bars["train_begin"], info=_metrics(fields))
 
 
 def _metrics(fields: dict) -> str:
     parts = []
     if "epoch" in fields:
-        parts.append(f"epoch {int(fields['epoch']) + 1}")
+        parts.append(f"epoch {int(fields['epoch'])}")
     for key, label in (("loss", "loss"), ("accuracy", "acc"), ("val_accuracy", "val_acc"), ("sparsity", "sparsity")):
         if fields.get(key) is not None:
             parts.append(f"{label} {fields[key]:.3f}")

@@ -138,13 +138,15 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     progress = progress or _noop
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    starts: dict[str, float] = {}
 
     def stage(name: str, description: str) -> None:
-        timings[name] = time.perf_counter()
+        starts[name] = time.perf_counter()
         progress("stage", {"name": name, "description": description})
 
     def done(name: str) -> None:
-        timings[name] = round(time.perf_counter() - timings[name], 3)
+        timings[name] = round(time.perf_counter() - starts[name], 3)
+        progress("stage_done", {"name": name, "seconds": timings[name]})
 
     profile = load_profile(options.profile)
     structured = parse_structured(options.structured)
@@ -169,7 +171,8 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
         kind=options.schedule, initial_sparsity=options.initial_sparsity,
         final_sparsity=options.final_sparsity, begin_step=options.begin_step, end_step=options.end_step,
         power=options.power, frequency=options.frequency, structured=structured)
-    policies = prune.plan_policy(model, profile, schedule, skip_layers=frozenset(options.skip_layers))
+    policies = prune.plan_policy(model, profile, schedule, skip_layers=frozenset(options.skip_layers),
+                                 quantize=options.quantize)
     pruned = prune.prune_and_finetune(
         model, dataset, policies, schedule, epochs=options.epochs, batch_size=options.batch_size,
         tensorboard_dir=options.tensorboard, progress=progress)

@@ -58,8 +58,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalars and arrays
+        return value.tolist()
     return value
 
 
@@ -102,7 +102,7 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
             "unit": "fraction of the validation set; drop_points in percentage points",
         },
         "verification": _plain({k: v for k, v in dataclasses.asdict(verification).items()
-                                if k not in ("accuracy", "agreement")}),
+                                if k not in ("accuracy", "agreement", "predictions")}),
         "check": check,
         "passed": not failures,
         "failures": list(failures),

@@ -18,7 +18,7 @@ _INSTALL_HINT = "Install the build half: pip install 'edgesparse[build]'"
 def import_tf() -> tuple[ModuleType, ModuleType]:
     """Return (tensorflow, tf_keras), configured for TFMOT. Raises MissingDependency."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/ERROR lines are noise here
     try:
         import tensorflow as tf
         import tf_keras
