@@ -400,3 +400,21 @@ def test_bad_inputs_to_finetune(rpi4):
         prune_and_finetune(model, bad_labels, plan, schedule, epochs=1, batch_size=16)
     with pytest.raises(PruningError, match="No layer would be pruned"):
         prune_and_finetune(model, make_data(), dense_only, schedule, epochs=1, batch_size=16)
+
+
+def test_shortfall_is_reported_per_layer_with_the_schedule():
+    """The safety net after strip_pruning: a layer short of its target names itself and why."""
+    from edgesparse.prune import _measure
+
+    k = keras()
+    model = k.Sequential([k.layers.Dense(64, input_shape=(32,), name="h1")])
+    kernel, bias = model.get_weights()
+    kernel[:, :32] = 0.0  # 50 % zeros, but the plan says 80 %
+    model.set_weights([kernel, bias])
+    policy = LayerPolicy(name="h1", layer_type="Dense", params=kernel.size, prune=True,
+                         target_sparsity=0.8, block_size=(1, 1), pattern="element-wise",
+                         reason="test", weights=("h1/kernel:0",), weight_indices=(0,))
+    resolved = resolve_schedule(ScheduleOptions(), num_train=64, batch_size=16, epochs=5)
+    with pytest.raises(PruningError) as err:
+        _measure(model, [policy], resolved)
+    assert "h1: 50.0% of target 80.0%" in str(err.value) and "end_step" in str(err.value)
