@@ -67,6 +67,7 @@ def _split_names(ctx, param, value):
 @click.option("--model", type=click.Path(path_type=Path), help="Keras model: .keras, .h5 or a SavedModel directory. Omit for the built-in demo.")
 @click.option("--data", type=click.Path(path_type=Path), help=".npz with x_train, y_train, x_val, y_val (integer labels); see docs/data.md.")
 @click.option("--profile", "profile", default="rpi4", show_default=True, help="Device profile name or path to a .toml.")
+@click.option("--demo", type=click.Choice(["digits", "kws"]), default="digits", show_default=True, help="Built-in demo used when --model is omitted: digits (vision) or kws (keyword spotting).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output directory [default: build/<model>-<profile>].")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--trust-model", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the model file).")

@@ -33,6 +33,7 @@ class BuildOptions:
     profile: str = "rpi4"
     model: Path | None = None
     data: Path | None = None
+    demo: str = "digits"
     out: Path | None = None
     force: bool = False
     trust_model: bool = False
@@ -98,43 +99,85 @@ def _keras_predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
 
 
-def _load_inputs(options: BuildOptions, progress: Progress):
-    """The model and data set: the user's files, or the built-in demo."""
+@dataclass
+class PreparedInputs:
+    """The dense model and data, loaded and checked once; a sweep reuses them for every point."""
+
+    model: Any
+    dataset: Any
+    model_info: dict[str, Any]
+    dense_accuracy: float
+    test: tuple[np.ndarray, np.ndarray] | None = None   # held-out split, when the data set has one
+    dense_test_accuracy: float | None = None
+
+
+DEMOS = ("digits", "kws")
+
+
+def _load_demo(name: str, progress: Progress):
+    if name == "kws":
+        from . import kws
+
+        model, dataset = kws.demo_model(progress=progress)
+        return model, dataset, kws.test_split()
+    from . import demo
+
+    model, dataset = demo.demo_model(progress=progress)
+    return model, dataset, None
+
+
+def prepare_inputs(options: BuildOptions, progress: Progress | None = None) -> PreparedInputs:
+    """Load the model and data set (the user's files, or a built-in demo) and check they match."""
     from . import data as data_mod
     from . import models
 
+    progress = progress or _noop
+    test = None
     if options.model is None:
         if options.data is not None:
-            raise DataError("--data was given without --model", expected="both --model and --data, or neither (the built-in demo)",
+            raise DataError("--data was given without --model",
+                            expected="both --model and --data, or neither (a built-in demo)",
                             received=f"--data {options.data}", fix="Add --model PATH, or drop --data to build the demo")
-        from . import demo
+        model, dataset, test = _load_demo(options.demo, progress)
+        info = {"source": f"demo:{options.demo}", "format": "demo", "name": options.demo, "rebuilt_from_keras3": False}
+    else:
+        if options.data is None:
+            raise DataError("--model needs --data", where=str(options.model),
+                            expected="an .npz with x_train, y_train, x_val, y_val (see docs/data.md)",
+                            received="no --data", fix="Pass --data PATH.npz")
+        loaded = models.load_model(options.model, trust_model=options.trust_model)
+        model, dataset = loaded.model, data_mod.load_npz(options.data)
+        info = {"source": str(options.model), "format": loaded.format, "name": loaded.name,
+                "rebuilt_from_keras3": loaded.rebuilt_from_keras3,
+                "rebuild_max_abs_error": loaded.rebuild_max_abs_error}
+    input_shape = tuple(int(d) if d is not None else -1 for d in model.input_shape[1:])
+    num_classes = int(np.prod([d for d in model.output_shape[1:] if d is not None]))
+    data_mod.check_compatible(dataset, input_shape, num_classes,
+                              source=str(options.data) if options.data else info["source"])
+    info.update(input_shape=list(input_shape), num_classes=num_classes, params=int(model.count_params()),
+                labels=list(dataset.labels) if getattr(dataset, "labels", None) else None)
+    dense_accuracy = _accuracy(model, dataset.x_val, dataset.y_val, options.batch_size)
+    dense_test = _accuracy(model, *test, options.batch_size) if test is not None else None
+    return PreparedInputs(model, dataset, info, dense_accuracy, test, dense_test)
 
-        model, dataset = demo.demo_model(progress=progress)
-        return model, dataset, {"source": f"demo:{demo.DEMO_NAME}", "format": "demo", "name": demo.DEMO_NAME,
-                                "rebuilt_from_keras3": False}
-    if options.data is None:
-        raise DataError("--model needs --data", where=str(options.model),
-                        expected="an .npz with x_train, y_train, x_val, y_val (see docs/data.md)",
-                        received="no --data", fix="Pass --data PATH.npz")
-    loaded = models.load_model(options.model, trust_model=options.trust_model)
-    dataset = data_mod.load_npz(options.data)
-    info = {"source": str(options.model), "format": loaded.format, "name": loaded.name,
-            "rebuilt_from_keras3": loaded.rebuilt_from_keras3,
-            "rebuild_max_abs_error": loaded.rebuild_max_abs_error}
-    return loaded.model, dataset, info
+
+def _accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+    return float(np.mean(_top1(_keras_predict(model, x, batch_size)) == np.asarray(y)))
 
 
 def _model_name(options: BuildOptions) -> str:
     if options.model is None:
-        from .demo import DEMO_NAME
-
-        return DEMO_NAME
+        return options.demo
     path = Path(options.model)
     return (path.stem if path.suffix else path.name) or "model"
 
 
-def build(options: BuildOptions, progress: Progress | None = None) -> BuildResult:
-    """Run the whole pipeline and publish `out_dir` atomically. Raises EdgesparseError."""
+def build(options: BuildOptions, progress: Progress | None = None,
+          prepared: PreparedInputs | None = None) -> BuildResult:
+    """Run the whole pipeline and publish `out_dir` atomically. Raises EdgesparseError.
+
+    `prepared` lets a sweep pass the dense model and data it loaded once.
+    """
     progress = progress or _noop
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -153,17 +196,15 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     out_dir = Path(options.out) if options.out else default_out_dir(_model_name(options), profile)
     check_output_free(out_dir, options.force)
 
-    from . import convert, data as data_mod, prune, report, verify
+    if options.demo not in DEMOS:
+        raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
+    from . import convert, prune, report, verify
 
     stage("load", "Loading model and data")
-    model, dataset, model_info = _load_inputs(options, progress)
-    input_shape = tuple(int(d) if d is not None else -1 for d in model.input_shape[1:])
-    num_classes = int(np.prod([d for d in model.output_shape[1:] if d is not None]))
-    data_mod.check_compatible(dataset, input_shape, num_classes,
-                              source=str(options.data) if options.data else model_info["source"])
-    model_info.update(input_shape=list(input_shape), num_classes=num_classes, params=int(model.count_params()))
-    dense_pred = _top1(_keras_predict(model, dataset.x_val, options.batch_size))
-    acc_dense = float(np.mean(dense_pred == dataset.y_val))
+    if prepared is None:
+        prepared = prepare_inputs(options, progress)
+    model, dataset, model_info = prepared.model, prepared.dataset, dict(prepared.model_info)
+    acc_dense = prepared.dense_accuracy
     done("load")
 
     stage("prune", "Pruning and fine-tuning")
@@ -194,6 +235,15 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     check = _device_check(conversion.artifact, profile)
     done("estimate")
 
+    test_accuracy = None
+    if prepared.test is not None:
+        x_test, y_test = prepared.test
+        tflite_test = verify.verify_artifact(conversion.artifact, x_test, y_test, runtime=profile.runtime,
+                                             reference_predictions=_top1(_keras_predict(pruned.model, x_test, options.batch_size)))
+        test_accuracy = {"dense_float": prepared.dense_test_accuracy, "tflite": float(tflite_test.accuracy),
+                         "drop_points": round((prepared.dense_test_accuracy - tflite_test.accuracy) * 100.0, 3),
+                         "n_samples": int(len(y_test))}
+
     drop_points = round((acc_dense - verification.accuracy) * 100.0, 3)
     failures: list[str] = []
     if drop_points > options.max_accuracy_drop:
@@ -208,7 +258,8 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     document = report.build_report(
         options=options.to_dict(), profile=profile, model_info=model_info, dataset=dataset,
         policies=policies, pruned=pruned, conversion=conversion, verification=verification,
-        accuracies={"dense_float": acc_dense, "pruned_keras": acc_pruned}, drop_points=drop_points,
+        accuracies={"dense_float": acc_dense, "pruned_keras": acc_pruned, "test": test_accuracy},
+        drop_points=drop_points,
         check=check, failures=failures, timings=timings)
 
     stage("write", f"Writing {out_dir}")

@@ -99,6 +99,7 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
             "agreement_pruned_keras_vs_tflite": float(verification.agreement),
             "max_drop_points": options["max_accuracy_drop"],
             "n_samples": int(len(dataset.x_val)),
+            "test": accuracies.get("test"),
             "unit": "fraction of the validation set; drop_points in percentage points",
         },
         "verification": _plain({k: v for k, v in dataclasses.asdict(verification).items()
