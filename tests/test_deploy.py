@@ -44,12 +44,12 @@ def kws_wav_bytes(seed: int) -> bytes:
     return audio.wav_bytes(_tone_clip(seed))
 
 
-def _convert_int8(model, representative: np.ndarray) -> bytes:
+def _convert_int8(model, representative: np.ndarray, sparse: bool = False) -> bytes:
     from edgesparse.tf_env import import_tf
 
     tf, _ = import_tf()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT] + ([tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else [])
     converter.representative_dataset = lambda: ([representative[i:i + 1]] for i in range(len(representative)))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
@@ -58,8 +58,13 @@ def _convert_int8(model, representative: np.ndarray) -> bytes:
 
 
 def build_tiny_models(cache: Path) -> dict[str, tuple[bytes, np.ndarray, np.ndarray]]:
-    """{'kws': (tflite, x_val, y_val), 'digits': (...)}; built once per session, cached as files."""
-    files = {name: (cache / f"{name}.tflite", cache / f"{name}.npz") for name in ("kws", "digits")}
+    """{'kws' | 'digits' | 'sparse_fc': (tflite, x_val, y_val)}; built once per session, cached as files.
+
+    'sparse_fc' is an 8x8 MLP whose hidden Dense kernels are 80% zero in 1x4 blocks,
+    converted with EXPERIMENTAL_SPARSITY: DENSIFY + sparse int8 FULLY_CONNECTED.
+    """
+    names = ("kws", "digits", "sparse_fc")
+    files = {name: (cache / f"{name}.tflite", cache / f"{name}.npz") for name in names}
     if all(a.is_file() and b.is_file() for a, b in files.values()):
         out = {}
         for name, (model_path, npz_path) in files.items():
@@ -101,10 +106,22 @@ def build_tiny_models(cache: Path) -> dict[str, tuple[bytes, np.ndarray, np.ndar
     digits_x = rng.integers(0, 17, size=(24, 8, 8, 1)).astype(np.float32)
     digits_y = np.arange(24) % 10
 
+    inputs = keras.Input((8, 8, 1))
+    x = layers.Flatten()(inputs)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dense(128, activation="relu")(x)
+    sparse_model = keras.Model(inputs, layers.Softmax()(layers.Dense(10)(x)))
+    for layer in sparse_model.layers:
+        if isinstance(layer, layers.Dense) and layer.units > 10:
+            kernel, bias = layer.get_weights()
+            keep = rng.random((kernel.shape[0], kernel.shape[1] // 4)) < 0.2
+            layer.set_weights([kernel * np.repeat(keep, 4, axis=1), bias])
+
     cache.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, model, xs, ys in (("kws", kws_model, kws_x, kws_y), ("digits", digits_model, digits_x, digits_y)):
-        data = _convert_int8(model, xs)
+    for name, model, xs, ys in (("kws", kws_model, kws_x, kws_y), ("digits", digits_model, digits_x, digits_y),
+                                ("sparse_fc", sparse_model, digits_x, digits_y)):
+        data = _convert_int8(model, xs, sparse=name == "sparse_fc")
         files[name][0].write_bytes(data)
         np.savez(files[name][1], x_train=xs, y_train=ys, x_val=xs, y_val=ys)
         out[name] = (data, xs, ys)
@@ -432,3 +449,35 @@ def test_default_kws_test_input_is_a_spoken_keyword(kws_build, tmp_path):
     manifest = json.loads((bundle.path / "bundle.json").read_text())
     assert "'yes' spoken by espeak-ng" in manifest["test_input_source"]
     assert manifest["test_input_label"] == KWS_LABELS.index("yes")
+
+
+@needs_sshd
+def test_sparse_int8_fully_connected_runs_in_tflite_runtime_and_the_venv_is_reused(sshd, tiny_models, tmp_path):
+    """DESIGN.md: tflite-runtime 2.14 (numpy<2) runs the DENSIFY + sparse int8 FULLY_CONNECTED build."""
+    from edgesparse import deploy, verify
+
+    data, x, _ = tiny_models["sparse_fc"]
+    assert {"DENSIFY", "FULLY_CONNECTED"} <= set(deploy.model_ops(data))
+    build = make_build_dir(tmp_path / "build" / "mlp-rpi4", data, name="mlp", input_shape=(8, 8, 1),
+                           num_classes=10, labels=[f"digit {i}" for i in range(10)])
+    sample = tmp_path / "x.npy"
+    np.save(sample, x[3])
+    remote_dir = tmp_path / "device" / "mlp"
+    args = [str(build), "--target", "rpi4", "--sample", str(sample), "--out", str(tmp_path / "bundle"),
+            "--host", f"root@127.0.0.1:{remote_dir}", "--port", str(sshd.port), "--identity", str(sshd.user_key),
+            "--remote-python", "/usr/bin/python3", "--json"]
+    first = _cli(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    result = json.loads(first.stdout)["remote"]["result"]
+    assert result["runtime"].startswith("tflite_runtime 2.14.0")
+    local = verify.run_tflite(data, x[3:4], runtime="litert")
+    assert "XNNPACK refused the sparse int8 FULLY_CONNECTED" in " ".join(local.kernels)
+    assert result["scores"] == [float(v) for v in np.asarray(local.outputs).reshape(-1)]
+
+    # Again, into the same (now existing) venv without pip: the quick re-deploy path.
+    marker = remote_dir / "venv" / "pyvenv.cfg"
+    created = marker.stat().st_mtime_ns
+    second = _cli(*args, "--force", "--skip-install")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert json.loads(second.stdout)["remote"]["matches_local"] is True
+    assert marker.stat().st_mtime_ns == created
