@@ -73,7 +73,7 @@ def _split_names(ctx, param, value):
 @click.option("--trust-model", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the model file).")
 @click.option("--schedule", type=click.Choice(["polynomial", "constant"]), default="polynomial", show_default=True, help="TFMOT PolynomialDecay or ConstantSparsity.")
 @click.option("--initial-sparsity", type=float, default=0.0, show_default=True)
-@click.option("--final-sparsity", type=float, default=0.8, show_default=True)
+@click.option("--final-sparsity", type=float, default=None, help="Target sparsity of pruned layers [default: 0.8; M/N with --structured].")
 @click.option("--begin-step", type=int, default=0, show_default=True)
 @click.option("--end-step", type=int, default=None, help="Step at which the final sparsity is reached [default: derived from --epochs and the data size].")
 @click.option("--power", type=int, default=3, show_default=True, help="PolynomialDecay exponent.")

@@ -8,6 +8,7 @@ error or Ctrl-C leaves no half-written build and never clobbers an earlier one.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ class BuildOptions:
     trust_model: bool = False
     schedule: str = "polynomial"
     initial_sparsity: float = 0.0
-    final_sparsity: float = 0.8
+    final_sparsity: float | None = None   # None: 0.8, or M/N with --structured
     begin_step: int = 0
     end_step: int | None = None
     power: int = 3
@@ -81,6 +82,13 @@ def parse_structured(text: str | None) -> tuple[int, int] | None:
         raise DataError("Bad --structured value", expected="M:N with 0 < M < N, e.g. 2:4",
                         received=repr(text))
     return m, n
+
+
+def _final_sparsity(requested: float | None, structured: tuple[int, int] | None) -> float:
+    """M:N structure fixes the sparsity at M/N; otherwise the TFMOT-style default of 0.8."""
+    if requested is not None:
+        return requested
+    return structured[0] / structured[1] if structured else 0.8
 
 
 def default_out_dir(model_name: str, profile: Profile) -> Path:
@@ -193,6 +201,7 @@ def build(options: BuildOptions, progress: Progress | None = None,
 
     profile = load_profile(options.profile)
     structured = parse_structured(options.structured)
+    options = dataclasses.replace(options, final_sparsity=_final_sparsity(options.final_sparsity, structured))
     out_dir = Path(options.out) if options.out else default_out_dir(_model_name(options), profile)
     check_output_free(out_dir, options.force)
 
@@ -210,7 +219,7 @@ def build(options: BuildOptions, progress: Progress | None = None,
     stage("prune", "Pruning and fine-tuning")
     schedule = prune.ScheduleOptions(
         kind=options.schedule, initial_sparsity=options.initial_sparsity,
-        final_sparsity=options.final_sparsity, begin_step=options.begin_step, end_step=options.end_step,
+        final_sparsity=_final_sparsity(options.final_sparsity, structured), begin_step=options.begin_step, end_step=options.end_step,
         power=options.power, frequency=options.frequency, structured=structured)
     policies = prune.plan_policy(model, profile, schedule, skip_layers=frozenset(options.skip_layers),
                                  quantize=options.quantize)
