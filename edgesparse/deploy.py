@@ -179,9 +179,10 @@ def _noop(event: str, fields: dict) -> None:
 
 
 def demos_dir() -> Path:
-    """demos/ of a source checkout (the templates are not inside the package)."""
-    if (DEMOS_DIR / "rpi").is_dir():
-        return DEMOS_DIR
+    """demos/ of a source checkout; in a wheel, the same files mapped to the package `edgesparse._demos`."""
+    for candidate in (DEMOS_DIR, PACKAGE_DIR / "_demos"):
+        if (candidate / "rpi").is_dir():
+            return candidate
     raise DeployError("The demo app templates are missing", where=str(DEMOS_DIR),
                       expected="demos/rpi, demos/mcu, demos/android beside the edgesparse package",
                       received="no such directory",

@@ -337,6 +337,7 @@ def test_refused_key_is_one_clear_error(sshd, kws_build, tmp_path):
     assert "The host refused the ssh key" in proc.stderr
     assert "Permission denied (publickey)" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "b").exists()                           # checked before any bundle was written
     _assert_no_secrets(sshd, proc.stdout + proc.stderr)
 
 
