@@ -102,6 +102,7 @@ class Fit:
     names: list[str]
     mode: str                        # "full" | "scale+fixed" | "scale"
     parameters: int
+    dropped: list[str] = field(default_factory=list)  # rows left out of the final fit as outliers
 
     @property
     def median_abs_error(self) -> float:
@@ -132,11 +133,12 @@ def _table_from_coefs(coef_us: Mapping[str, float], clock_mhz: float, keys: Sequ
 
 
 def fit_latency(samples: Sequence[Sample], keys: Sequence[str], clock_mhz: float, *,
-                columns: Sequence[str] = (ELEMENTWISE, BYTES, OPS, FIXED)) -> Fit:
+                columns: Sequence[str] = (ELEMENTWISE, BYTES, OPS, FIXED), robust: bool = False) -> Fit:
     """Non-negative least squares of latency on features, each row weighted by 1/latency (relative error).
 
     `keys` are the MAC classes to fit (those absent from every sample are dropped);
-    `columns` the other terms. Returns the coefficients and the in-sample errors.
+    `columns` the other terms. `robust` refits once without gross outliers (listed in
+    `Fit.dropped`). Returns the coefficients and the in-sample errors.
     """
     if not samples:
         raise DataError("Nothing to fit", expected="at least one measured model", received="0 rows")
@@ -146,12 +148,23 @@ def fit_latency(samples: Sequence[Sample], keys: Sequence[str], clock_mhz: float
     y = np.array([s.latency_ms * 1000.0 for s in samples], dtype=float)  # µs
     weight = 1.0 / y
     scale = np.maximum(np.abs(a * weight[:, None]).max(axis=0), 1e-30)
+    keep = np.ones(len(y), dtype=bool)
     x = nnls(a * weight[:, None] / scale, np.ones_like(y)) / scale
+    if robust and len(y) >= 10:
+        # Refit once without gross outliers (a timing disturbed by other processes), at most 10% of rows.
+        rel = np.abs(a @ x / y - 1.0)
+        limit = max(3.0 * float(np.median(rel)), 0.5)
+        worst = np.argsort(-rel)[: max(1, len(y) // 10)]
+        drop = [i for i in worst if rel[i] > limit]
+        if drop:
+            keep[drop] = False
+            x = nnls((a * weight[:, None] / scale)[keep], np.ones(int(keep.sum()))) / scale
     coef = dict(zip(cols, x))
     pred = a @ x / 1000.0
     errors = [float(p / s.latency_ms - 1.0) for p, s in zip(pred, samples)]
     return Fit(coef_us=coef, table=_table_from_coefs(coef, clock_mhz, keys), predictions_ms=list(pred),
-               errors=errors, names=[s.name for s in samples], mode="full", parameters=len(cols))
+               errors=errors, names=[s.name for s in samples], mode="full", parameters=len(cols),
+               dropped=[samples[i].name for i in np.flatnonzero(~keep)])
 
 
 def fit_scale(samples: Sequence[Sample], coefs: estimate.LatencyCoefficients, graphs_features: Sequence[

@@ -141,18 +141,15 @@ def measure(model: bytes | str | Path, *, threads: int = 1, runs: int = 50, warm
     elif runtime == "tflm":
         interp, arena = make_tflm_interpreter(data)
         name, kernels = "tflite-micro (Python, reference kernels)", ["TFLM reference kernels"]
-        index = 0
-        while True:
-            try:
-                detail = interp.get_input_details(index)
-            except (IndexError, RuntimeError, ValueError):
-                break
-            if not detail:
-                break
+        try:
+            from .graph import load_graph
+
+            n_inputs = max(len(load_graph(data).inputs), 1)
+        except Exception:  # noqa: BLE001 - TFLM loaded it; assume the usual single input
+            n_inputs = 1
+        for index in range(n_inputs):
+            detail = interp.get_input_details(index)
             interp.set_input(random_input(detail["shape"], detail["dtype"], rng), index)
-            index += 1
-            if index >= 64:
-                break
         invoke = interp.invoke
         threads = 1
     else:
