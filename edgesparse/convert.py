@@ -12,7 +12,8 @@ CONTRACT:
     build_artifact(model, dataset, *, quantize, profile) -> ConversionResult
     ConversionResult: artifact (bytes), dense_float32 (bytes), dense_int8 (bytes),
                       tensors (list[TensorEncoding]), has_densify (bool), notes (list[str]),
-                      quantize, runtime, sizes (dict[str, int])
+                      quantize, runtime, sizes (dict[str, int]: dense_float32, dense_int8,
+                      dense_<mode>, sparse_all, [sparse_converter], artifact)
     TensorEncoding: name, shape, dense_bytes, sparse_bytes, kept_sparse, reason,
                     dtype, values_bytes, index_bytes, block_size, file_saving_bytes, read_by
 """
@@ -266,6 +267,43 @@ def _decide(sparse_all: bytes, dense_same: bytes) -> tuple[bytes, list[TensorEnc
     return chosen, encodings, notes
 
 
+# Ops whose LiteRT kernels read sparse constants directly and correctly (float 1x4, int8 1x16).
+_SPARSE_READERS = {"FULLY_CONNECTED", "DENSIFY"}
+
+
+def _guard_direct_readers(sparse_all: bytes) -> tuple[bytes, list[str]]:
+    """DENSIFY in front of any other op the converter let read a sparse constant directly.
+
+    With float16 + EXPERIMENTAL_SPARSITY the converter feeds a 1x4 block-sparse
+    float16 FC weight straight into DEQUANTIZE; LiteRT 2.3 then computes NaN.
+    Expanding it with DENSIFY first (as the converter does for convolutions)
+    keeps the file small and the outputs right.
+    """
+    notes, bytes_out = [], sparse_all
+    for t in tflite_edit.sparse_encoding_report(sparse_all):
+        readers = sorted(set(t.consumers) - _SPARSE_READERS)
+        if readers and t.subgraph == 0:
+            bytes_out = tflite_edit.insert_densify(bytes_out, [t.index], before=readers)
+            notes.append(f"{'/'.join(readers)} read {t.name} sparse directly, which LiteRT does not compute "
+                         "correctly (NaN for float16): a DENSIFY op now expands it first")
+    return bytes_out, notes
+
+
+def _output_mismatch(candidate: bytes, dense_same: bytes, x: np.ndarray) -> str | None:
+    """Last check before shipping an edited file: same outputs as the dense build on a few samples."""
+    from .verify import run_tflite
+
+    got = run_tflite(candidate, x, runtime="litert").outputs
+    want = run_tflite(dense_same, x, runtime="litert").outputs
+    if not np.isfinite(got).all():
+        return "non-finite outputs"
+    spread = float(np.ptp(want)) if want.size else 0.0
+    worst = float(np.abs(got - want).max()) if want.size else 0.0
+    if worst > 0.1 * spread + 1e-6:
+        return f"max difference {worst:.3g} for an output range of {spread:.3g}"
+    return None
+
+
 def build_artifact(model, dataset, *, quantize: str, profile) -> ConversionResult:
     """The deployable flatbuffer for `profile`, plus dense float32/int8 builds to compare sizes.
 
@@ -306,12 +344,24 @@ def build_artifact(model, dataset, *, quantize: str, profile) -> ConversionResul
         artifact = dense_same
         notes.append(f"Profile {profile.name} does not exploit sparse weights: dense {quantize} flatbuffer")
     else:
-        sparse_all = convert_keras(model, quantize=quantize, representative=representative, sparse=True)
+        converted = convert_keras(model, quantize=quantize, representative=representative, sparse=True)
+        sparse_all, fixed = _guard_direct_readers(converted)
+        notes += fixed
+        if fixed:
+            sizes["sparse_converter"] = len(converted)
         sizes["sparse_all"] = len(sparse_all)
         artifact, tensors, decided = _decide(sparse_all, dense_same)
         notes += decided
         if not tensors:
             notes.append("No weight tensor was >= 30 % zero, so the converter stored every tensor dense")
+        elif artifact is not dense_same:
+            mismatch = _output_mismatch(artifact, dense_same, np.asarray(dataset.x_train)[:8])
+            if mismatch:
+                for t in tensors:
+                    t.kept_sparse = False
+                notes.append(f"The sparse file's outputs differ from the dense build's ({mismatch}): "
+                             "the artifact is the dense flatbuffer")
+                artifact = dense_same
     has_densify = "DENSIFY" in tflite_edit.op_names(artifact)
     if runtime == "tflm" and has_densify:
         raise ConversionError("Internal: the TFLM artifact contains DENSIFY", where="build_artifact",

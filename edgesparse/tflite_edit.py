@@ -16,7 +16,9 @@ PUBLIC API:
     decode_sparse(model_bytes, tensor) -> np.ndarray       # dense values of a sparse constant
     constant_tensor(model_bytes, tensor) -> np.ndarray     # any constant, sparse or dense
     tensor_quantization(model_bytes, tensor) -> (scales, zero_points, quantized_dimension)
-    densify_tensors(model_bytes, tensors) -> bytes        # `tensors`: names or subgraph-0 indices
+    densify_tensors(model_bytes, tensors, *, values=None) -> bytes   # `tensors`: names or subgraph-0 indices
+    insert_densify(model_bytes, tensors, *, before) -> bytes        # DENSIFY in front of direct readers
+    weight_tensors(model_bytes) -> list[(op name, tensor index, tensor name)]
 """
 
 from __future__ import annotations
@@ -530,6 +532,48 @@ def densify_tensors(model_bytes: bytes, tensors: Iterable[int | str], *,
     used |= {m.buffer for m in model.metadata or []} | set(model.metadataBuffer or [])
     _remove_buffers(model, {b for b in dropped_buffers if b not in used and b != 0})
     _remove_unused_opcodes(model, {densify_code})
+    return save_model(model)
+
+
+def insert_densify(model_bytes: bytes, tensors: Iterable[int | str], *, before: Iterable[str]) -> bytes:
+    """Put a DENSIFY op between a sparse constant and the ops in `before` that read it directly.
+
+    The inverse of what densify_tensors removes: the weight stays sparse in the
+    file, but the named consumers (e.g. DEQUANTIZE, which LiteRT 2.3 cannot
+    read a sparse float16 constant with) get a dense tensor, as the converter
+    does for convolutions. The new op goes right before the first consumer.
+    """
+    schema = _schema()
+    model = load_model(model_bytes)
+    wanted = set(before)
+    code = schema.BuiltinOperator.DENSIFY
+    opcode = next((j for j, oc in enumerate(model.operatorCodes) if _builtin_code(oc) == code), None)
+    if opcode is None:
+        oc = schema.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, code, 1
+        model.operatorCodes.append(oc)
+        opcode = len(model.operatorCodes) - 1
+    for s, i in sorted({_find(model, t) for t in tensors}):
+        sg = model.subgraphs[s]
+        src = sg.tensors[i]
+        readers = [k for k, op in enumerate(sg.operators or []) if op.inputs is not None
+                   and i in list(op.inputs) and opcode_name(model, op.opcodeIndex) in wanted]
+        if src.sparsity is None or not readers:
+            continue
+        out = schema.TensorT()
+        out.shape, out.type, out.name = list(src.shape), src.type, _name(src) + "/densified"
+        out.quantization = src.quantization
+        model.buffers.append(schema.BufferT())
+        out.buffer = len(model.buffers) - 1
+        sg.tensors.append(out)
+        new_index = len(sg.tensors) - 1
+        for k in readers:
+            sg.operators[k].inputs = [new_index if int(x) == i else int(x) for x in sg.operators[k].inputs]
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = opcode, [i], [new_index]
+        op.builtinOptionsType = schema.BuiltinOptions.DensifyOptions
+        op.builtinOptions = schema.DensifyOptionsT()
+        sg.operators.insert(readers[0], op)
     return save_model(model)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgesparse import tflite_edit
-from edgesparse.convert import QUANTIZE_MODES, build_artifact, convert_keras, summary
+from edgesparse.convert import QUANTIZE_MODES, _output_mismatch, build_artifact, convert_keras, summary
 from edgesparse.errors import ConversionError
 from edgesparse.profiles import Profile
 from edgesparse.tf_env import import_tf
@@ -207,3 +207,22 @@ def test_wrongly_encoded_int8_fc_is_caught_and_stored_dense():
                                       tflite_edit.constant_tensor(result.dense_int8, b))
     fixed = run_tflite(result.artifact, x, runtime="litert").outputs
     assert np.abs(fixed - keras_out).max() < 0.1
+
+
+@pytest.mark.parametrize("quantize", ["dynamic", "float16"])
+def test_sparse_build_in_float_io_modes_checks_out_and_runs(mixed, quantize):
+    model, data = mixed
+    result = build_artifact(model, data, quantize=quantize, profile=make_profile("litert", True))
+    assert result.sizes["artifact"] <= result.sizes["sparse_all"] < result.sizes[f"dense_{quantize}"]
+    assert not any("outputs differ" in n for n in result.notes)
+    assert all("wrongly" not in t.reason for t in result.tensors)
+    if quantize == "float16":  # the converter feeds the 1x4 block-sparse FC weight straight into DEQUANTIZE
+        assert any("DENSIFY op now expands it first" in n for n in result.notes)
+        raw = convert_keras(model, quantize=quantize, sparse=True)
+        assert np.isnan(run_tflite(raw, data.x_val[:2], runtime="litert").outputs).all()  # LiteRT 2.3's answer
+        dense = convert_keras(model, quantize=quantize)
+        assert _output_mismatch(raw, dense, data.x_val[:2]) == "non-finite outputs"  # the last-line check
+        assert result.sizes["artifact"] < result.sizes["dense_float16"] / 3
+    run = run_tflite(result.artifact, data.x_val, runtime="litert")
+    assert run.input_dtype == "float32"
+    np.testing.assert_allclose(run.outputs, model.predict(data.x_val, verbose=0), atol=0.05)
