@@ -8,10 +8,24 @@ tensors the converter's EXPERIMENTAL_SPARSITY encoded.
 
 CONTRACT:
     load_graph(source: bytes | str | Path) -> Graph   # ModelError on missing / truncated / non-flatbuffer input
-    Graph: file_bytes, subgraphs, ops, tensors, inputs, outputs, op_types, size (SizeBreakdown)
-    SizeBreakdown: weight_bytes, sparse_index_bytes, overhead_bytes, total_bytes
-    Op: index, opcode, inputs, outputs, options, macs, bytes_moved
-    Tensor: index, name, shape, dtype, buffer_bytes, is_constant, quantization, sparsity
+    Graph: file_bytes, subgraphs, ops, tensors, inputs, outputs, op_types, size (SizeBreakdown),
+           schema_version, min_runtime_version, metadata, signatures, description, path, data,
+           all_ops, all_tensors, sparse_tensors, total_macs, total_effective_macs,
+           total_elementwise_ops, total_bytes_moved, param_count, stored_param_count,
+           fully_analyzed, unanalyzed_ops, op_type_stats(), summary(), tensor_values(t)
+    SizeBreakdown: weight_bytes, sparse_index_bytes, overhead_bytes, total_bytes, external_weight_bytes
+    Subgraph: index, name, tensors, ops, inputs, outputs
+    Op: index, opcode, inputs, outputs, options, macs, bytes_moved, effective_macs, elementwise_ops,
+        weight_bytes, activation_bytes_in, activation_bytes_out, dtype, weight_dtype, weight_tensor,
+        weight_source, sparse_weights, weights_densified, weight_density, one_time, analyzed, note,
+        builtin, version, subgraph, kind
+    Tensor: index, name, shape, dtype, buffer_bytes, is_constant, quantization, sparsity,
+        shape_signature, buffer, buffer_offset, is_variable, external, num_elements, nbytes, stored_bytes
+    Quantization: scales, zero_points, quantized_dimension, min, max, details, per_channel
+    Sparsity: traversal_order, block_map, dim_metadata, dense_shape, block_shape, nnz, density,
+        sparsity, value_bytes, index_bytes
+    DimensionMetadata: format, dense_size, array_segments, array_indices, segments_type, indices_type
+    Signature: key, subgraph, inputs, outputs (name -> tensor index)
 
 Counting conventions (docs/graph.md has the full table):
     macs              multiply-accumulates of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
@@ -68,6 +82,11 @@ _INDEX_VECTORS = {1: ("Int32Vector", "int32", 4), 2: ("Uint16Vector", "uint16", 
                   3: ("Uint8Vector", "uint8", 1)}
 
 # --------------------------------------------------------------------------- IR
+
+
+def _extent(dim: int) -> int:
+    """A dimension's size for counting: unknown (-1, a dynamic batch) counts as 1."""
+    return 1 if dim < 0 else int(dim)
 
 
 @dataclass(frozen=True)
@@ -154,7 +173,7 @@ class Tensor:
     @property
     def num_elements(self) -> int:
         """Dense element count, unknown (-1) dimensions counted as 1."""
-        return math.prod(max(int(d), 1) for d in self.shape)
+        return math.prod(_extent(d) for d in self.shape)
 
     @property
     def bits(self) -> int:
@@ -362,7 +381,7 @@ class Graph:
         values = np.frombuffer(self.data, dtype=dtype, count=t.buffer_bytes // dtype.itemsize,
                                offset=t.buffer_offset)
         if t.sparsity is None and values.size == t.num_elements:
-            return values.reshape([max(int(d), 1) for d in t.shape])
+            return values.reshape([_extent(d) for d in t.shape])
         return values
 
     def summary(self) -> dict[str, Any]:
@@ -831,7 +850,7 @@ def _parse_sparsity(sp: Any, tensor: Tensor, size: int) -> Sparsity:
                 raise _Corrupt(f"{where}: sparse dimension {k} has malformed segment/index arrays")
             stored = len(dm.array_indices)
     if len(tensor.shape) == n:
-        dense_shape = tuple(max(int(d), 1) for d in tensor.shape)
+        dense_shape = tuple(_extent(d) for d in tensor.shape)
     else:  # no usable shape: rebuild it from the metadata (sparse dims from their largest index)
         sizes = []
         for d in range(n):
@@ -946,7 +965,7 @@ def _trace_constant(t: int, tensors: list[Tensor], producer: dict[int, Op]) -> i
 
 
 def _dims(tensor: Tensor) -> tuple[int, ...]:
-    return tuple(max(int(d), 1) for d in tensor.shape)
+    return tuple(_extent(d) for d in tensor.shape)
 
 
 def _analyze_subgraph(sg: Subgraph) -> None:

@@ -255,6 +255,32 @@ def test_demo_shaped_cnn(tfk, precision):
     assert_bytes_consistent(graph)
 
 
+def test_float16_and_dynamic_range_weights(tfk):
+    """fp16 weights reach the kernel through DEQUANTIZE; dynamic range keeps float activations."""
+    tf, keras = tfk
+    L = keras.layers
+    model = randomize(seeded(keras, lambda: keras.Sequential([L.Input((64,)), L.Dense(64)])))
+    for mode in ("float16", "dynamic"):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        graph = load_graph(converter.convert())
+        (fc,) = ops_named(graph, "FULLY_CONNECTED")
+        assert fc.macs == 64 * 64 and fc.dtype == "float32" and graph.fully_analyzed
+        assert graph.param_count == model.count_params()
+        if mode == "float16":
+            dequantize = next(op for op in graph.ops if fc.weight_tensor in op.outputs)
+            assert dequantize.opcode == "DEQUANTIZE" and dequantize.one_time
+            assert fc.weight_dtype == "float16" and graph.tensors[fc.weight_source].dtype == "float16"
+            assert fc.weight_bytes == 64 * 64 * 4 + 64 * 4  # the kernel reads dequantized float32
+            assert graph.size.weight_bytes == (64 * 64 + 64) * 2
+        else:
+            assert fc.weight_dtype == "int8" and fc.weight_tensor == fc.weight_source
+            assert fc.weight_bytes == 64 * 64 + 64 * 4
+        assert_size_adds_up(graph)
+
+
 @pytest.mark.slow
 def test_unidirectional_lstm_macs(tfk):
     tf, keras = tfk
