@@ -566,6 +566,20 @@ def deploy(build_dir: Path, as_json: bool, **kwargs) -> None:
                                 fix="Compare the interpreter versions; run ./run.sh --kernels builtin on the device")
 
 
+
+# --------------------------------------------------------------------------- report
+
+@main.command("report")
+@click.argument("build_dir", type=click.Path(path_type=Path))
+def report_cmd(build_dir: Path) -> None:
+    """Regenerate BUILD_DIR/report.html from BUILD_DIR/report.json alone (atomic write)."""
+    from rich.markup import escape
+
+    from .html_report import write_report_html
+
+    path = write_report_html(build_dir)
+    _console().print(f"[green]ok[/] wrote {escape(str(path))} ({path.stat().st_size:,} B, self-contained)")
+
 def main_entry() -> None:  # pragma: no cover - console script alias
     main()
 

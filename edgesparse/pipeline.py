@@ -276,6 +276,7 @@ def build(options: BuildOptions, progress: Progress | None = None,
         atomic_write_bytes(staging / ARTIFACT_NAME, conversion.artifact)
         pruned.model.save(staging / PRUNED_MODEL_NAME)
         report.write_report(staging, document)
+        report.write_html(staging, document)
     done("write")
 
     result = BuildResult(out_dir=out_dir, report=document, failures=failures)

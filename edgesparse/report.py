@@ -63,6 +63,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def size_breakdowns(conversion) -> dict[str, dict[str, int] | None]:
+    """Weight values / sparse indices / graph overhead of each build: where pruning saved bytes."""
+    from .graph import load_graph
+
+    return {name: load_graph(data).size.as_dict() if data else None
+            for name, data in (("dense_float32", conversion.dense_float32),
+                               ("dense_int8", conversion.dense_int8), ("artifact", conversion.artifact))}
+
+
 def build_report(*, options, profile, model_info, dataset, policies, pruned, conversion,
                  verification, accuracies, drop_points, check, failures, timings) -> dict[str, Any]:
     f32, f32_gz = size_entry(conversion.dense_float32)
@@ -76,7 +85,8 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "options": options,
         "profile": {"name": profile.name, "path": str(profile.path), "sha256": profile.sha256,
-                    "class": profile.device_class, "runtime": profile.runtime},
+                    "class": profile.device_class, "runtime": profile.runtime,
+                    "assumptions": {key: profile.source(key) for key in profile.assumptions()}},
         "model": _plain(model_info),
         "data": {"source": dataset.source, "n_train": int(len(dataset.x_train)),
                  "n_val": int(len(dataset.x_val)), "num_classes": int(dataset.num_classes)},
@@ -92,6 +102,7 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
             "artifact_bytes": art, "artifact_gzip_bytes": art_gz,
             "ratio_dense_float32_to_artifact": round(f32 / art, 3) if f32 and art else None,
             "ratio_dense_int8_to_artifact": round(i8 / art, 3) if i8 and art else None,
+            "breakdown": size_breakdowns(conversion),
         },
         "accuracy": {
             "dense_float": accuracies["dense_float"],
@@ -118,6 +129,13 @@ def write_report(out_dir: Path, document: dict[str, Any]) -> Path:
     path = Path(out_dir) / "report.json"
     atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def write_html(out_dir: Path, document: dict[str, Any]) -> Path:
+    """report.html beside report.json, for people (rendered by html_report.py)."""
+    from .html_report import write_report_html
+
+    return write_report_html(out_dir, document)
 
 
 def load_report(build_dir: Path) -> dict[str, Any]:

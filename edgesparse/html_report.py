@@ -1,0 +1,509 @@
+"""report.html: one self-contained page that lets a person trust (or distrust) a build.
+
+report.json is for scripts; this page is for the engineer deciding whether to
+ship. It is rendered from report.json alone (so `edgesparse report BUILD_DIR`
+can regenerate it years later) and it is ONE file: CSS inline, plots inline
+SVG from matplotlib's SVG backend, no scripts, fonts or images fetched, so it
+opens offline, from a CI artifact store or an e-mail attachment.
+
+Public API:
+    render_report(document) -> str                 # report.json dict -> HTML
+    write_report_html(build_dir, document=None) -> Path   # atomic write of report.html
+    battery_curve(check, rates_per_s) -> list[float | None]   # hours, via estimate.energy_and_battery
+    svg(fig, name) -> str, template_env(), fmt_* helpers (shared with sweep.py)
+
+Imports no TensorFlow (the runtime half must render reports on a Pi).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import EdgesparseError
+from .fsutil import atomic_write_text
+
+REPORT_HTML = "report.html"
+
+# One palette for every page: colour-blind-safe (Okabe-Ito) hues.
+BLUE, ORANGE, GREEN, RED, GREY, SKY, PURPLE, YELLOW = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#8c8c8c", "#56B4E9", "#CC79A7", "#F0E442")
+SERIES = (BLUE, ORANGE, GREEN, PURPLE, SKY, RED, YELLOW, GREY)
+
+
+# --------------------------------------------------------------------------- formatting
+
+def fmt_bytes(n: Any) -> str:
+    """1234567 -> '1.18 MiB'; None -> 'unknown'."""
+    if n is None:
+        return "unknown"
+    n = float(n)
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= factor:
+            return f"{n / factor:,.2f} {unit}"
+    return f"{n:,.0f} B"
+
+
+def fmt_num(x: Any, digits: int = 4, unit: str = "") -> str:
+    """Significant digits, thousands separators, unknown for None."""
+    if x is None:
+        return "unknown"
+    x = float(x)
+    if x != 0 and (abs(x) >= 10 ** digits or abs(x) < 10 ** -3):
+        text = f"{x:.{digits - 1}e}" if abs(x) < 10 ** -3 else f"{x:,.0f}"
+    else:
+        text = f"{x:,.{digits}g}"
+    return f"{text} {unit}".strip()
+
+
+def fmt_pct(x: Any, digits: int = 2) -> str:
+    return "unknown" if x is None else f"{float(x) * 100:.{digits}f} %"
+
+
+def fmt_hours(h: Any) -> str:
+    """Battery life in the unit a person thinks in."""
+    if h is None:
+        return "unknown"
+    h = float(h)
+    if h >= 24 * 365 * 2:
+        return f"{h / (24 * 365):,.1f} years"
+    if h >= 48:
+        return f"{h / 24:,.1f} days"
+    if h >= 1:
+        return f"{h:,.1f} h"
+    return f"{h * 60:,.1f} min"
+
+
+def fmt_budget(value: Any, unit: str) -> str:
+    if value is None:
+        return "unknown"
+    if unit == "B":
+        return fmt_bytes(value)
+    if unit == "h":
+        return fmt_hours(value)
+    return fmt_num(value, 4, unit)
+
+
+def fmt_rate(per_second: float | None) -> str:
+    if per_second is None:
+        return "unknown"
+    from .estimate import format_rate
+
+    return format_rate(per_second)
+
+
+# --------------------------------------------------------------------------- SVG plots
+
+_SVG_HEAD = re.compile(r"^.*?(<svg\b)", re.S)
+
+
+def _rc(name: str) -> dict[str, Any]:
+    return {"svg.fonttype": "none", "svg.hashsalt": f"edgesparse-{name}",
+            "font.family": "sans-serif", "font.size": 9.5, "axes.titlesize": 10.5,
+            "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+            "grid.color": "#e4e4e4", "grid.linewidth": 0.7, "axes.axisbelow": True,
+            "axes.edgecolor": "#888888", "legend.frameon": False}
+
+
+def new_figure(name: str, width: float, height: float):
+    """A matplotlib Figure not tied to pyplot (no global state, no GUI backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(_rc(name)):
+        fig = Figure(figsize=(width, height), layout="constrained")
+    fig._edgesparse_name = name  # the salt that keeps ids unique across the page's SVGs
+    return fig
+
+
+def svg(fig, name: str | None = None) -> str:
+    """Figure -> inline <svg> (no XML prolog, no date): several can share one page."""
+    import matplotlib
+
+    name = name or getattr(fig, "_edgesparse_name", "figure")
+    buf = io.StringIO()
+    with matplotlib.rc_context(_rc(name)):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches=None)
+    text = _SVG_HEAD.sub(r"\1", buf.getvalue(), count=1)
+    # matplotlib numbers its ids per figure (figure_1, patch_1, ...): prefix them so several
+    # SVGs can share one page, and rewrite the internal references to match.
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", name)
+    text = re.sub(r'(\sid=")([^"]+)"', rf'\1{prefix}-\2"', text)
+    text = re.sub(r'(href="#|url\(#)([^")]+)', rf'\1{prefix}-\2', text)
+    # Scale with the page: keep the viewBox, drop the fixed pt size.
+    text = re.sub(r'<svg\b([^>]*?)\swidth="[^"]*"\s+height="[^"]*"',
+                  rf'<svg\1 class="plot" role="img" aria-label="{name}"', text, count=1)
+    return text
+
+
+def _subplot(fig, **kw):
+    import matplotlib
+
+    with matplotlib.rc_context(_rc(getattr(fig, "_edgesparse_name", "figure"))):
+        return fig.add_subplot(**kw)
+
+
+def sparsity_figure(layers: Sequence[dict]) -> str | None:
+    if not layers:
+        return None
+    fig = new_figure("sparsity-per-layer", 7.2, 0.55 + 0.42 * len(layers))
+    ax = _subplot(fig)
+    names = [str(layer.get("name")) for layer in layers][::-1]
+    target = [float(layer.get("target") or 0.0) * 100 for layer in layers][::-1]
+    achieved = [float(layer.get("achieved") or 0.0) * 100 for layer in layers][::-1]
+    ys = range(len(names))
+    ax.barh([y + 0.19 for y in ys], target, height=0.36, color=SKY, label="target")
+    ax.barh([y - 0.19 for y in ys], achieved, height=0.36, color=BLUE, label="achieved")
+    for y, layer in zip(ys, layers[::-1]):
+        ax.text(101.5, y, str(layer.get("pattern") or ""), va="center", fontsize=8.5, color="#444444")
+    ax.set_yticks(list(ys), names)
+    ax.set_xlim(0, 130)
+    ax.set_xticks([0, 20, 40, 60, 80, 100])
+    ax.set_xlabel("zero weights (%)")
+    ax.grid(axis="y", visible=False)
+    ax.legend(loc="lower right", ncols=2, fontsize=8.5)
+    return svg(fig)
+
+
+SIZE_PARTS = (("weight_bytes", "weight values", BLUE), ("sparse_index_bytes", "sparse indices", ORANGE),
+              ("overhead_bytes", "graph overhead", GREY))
+BUILD_LABELS = (("dense_float32", "dense float32"), ("dense_int8", "dense int8"), ("artifact", "artifact"))
+
+
+def size_rows(sizes: dict) -> list[dict]:
+    """One row per build with its breakdown (None parts when report.json predates breakdowns)."""
+    breakdown = sizes.get("breakdown") or {}
+    rows = []
+    for key, label in BUILD_LABELS:
+        total = sizes.get(f"{key}_bytes")
+        if not total:
+            continue
+        parts = breakdown.get(key) or {}
+        rows.append({"key": key, "label": label, "total": total, "gzip": sizes.get(f"{key}_gzip_bytes"),
+                     **{p: parts.get(p) for p, _, _ in SIZE_PARTS}})
+    return rows
+
+
+def size_figure(rows: Sequence[dict]) -> str | None:
+    if not rows:
+        return None
+    fig = new_figure("size-breakdown", 7.2, 0.7 + 0.5 * len(rows))
+    ax = _subplot(fig)
+    ys = list(range(len(rows)))[::-1]
+    biggest = max(r["total"] for r in rows) / 1024
+    for part, label, colour in SIZE_PARTS:
+        lefts = [sum((r.get(p) or 0) for p, _, _ in SIZE_PARTS[:[x[0] for x in SIZE_PARTS].index(part)]) / 1024
+                 for r in rows]
+        widths = [(r.get(part) or 0) / 1024 for r in rows]
+        ax.barh(ys, widths, left=lefts, height=0.55, color=colour, label=label)
+    for y, r in zip(ys, rows):
+        known = r.get("weight_bytes") is not None
+        if not known:  # an old report.json without breakdowns: the total alone
+            ax.barh([y], [r["total"] / 1024], height=0.55, color="none", edgecolor=GREY, hatch="//")
+        gz = f", gzip {fmt_bytes(r['gzip'])}" if r.get("gzip") else ""
+        ax.text(r["total"] / 1024 + biggest * 0.01, y, f"{fmt_bytes(r['total'])}{gz}", va="center", fontsize=8.5)
+    ax.set_yticks(ys, [r["label"] for r in rows])
+    ax.set_xlim(0, biggest * 1.42)
+    ax.set_xlabel("KiB in the .tflite file")
+    ax.grid(axis="y", visible=False)
+    ax.legend(loc="lower right", fontsize=8.5)
+    return svg(fig)
+
+
+def accuracy_figure(acc: dict) -> str | None:
+    stages = [("dense float (Keras)", acc.get("dense_float")), ("pruned (Keras)", acc.get("pruned_keras")),
+              (".tflite (interpreter)", acc.get("tflite"))]
+    stages = [(label, float(v) * 100) for label, v in stages if v is not None]
+    if not stages:
+        return None
+    fig = new_figure("accuracy", 7.2, 1.9)
+    ax = _subplot(fig)
+    ys = list(range(len(stages)))[::-1]
+    values = [v for _, v in stages]
+    ax.hlines(ys, 0, values, color="#d0d0d0", linewidth=2)
+    ax.plot(values, ys, "o", color=BLUE, markersize=8, label="validation")
+    test = acc.get("test") or {}
+    if test.get("dense_float") is not None and test.get("tflite") is not None:
+        ax.plot([float(test["dense_float"]) * 100, float(test["tflite"]) * 100], [ys[0], ys[-1]], "D",
+                color=ORANGE, markersize=6, label="held-out test")
+        values += [float(test["dense_float"]) * 100, float(test["tflite"]) * 100]
+    floor = None
+    if acc.get("dense_float") is not None and acc.get("max_drop_points") is not None:
+        floor = float(acc["dense_float"]) * 100 - float(acc["max_drop_points"])
+        ax.axvline(floor, color=RED, linestyle="--", linewidth=1)
+        ax.text(floor, ys[0] + 0.45, f" lowest allowed (drop ≤ {float(acc['max_drop_points']):g} points)",
+                color=RED, fontsize=8, va="bottom")
+    for y, v in zip(ys, [v for _, v in stages]):
+        ax.text(v, y - 0.32, f"{v:.2f} %", ha="center", va="top", fontsize=8.5)
+    lo = min(values + ([floor] if floor is not None else []))
+    hi = max(values)
+    pad = max(0.6, (hi - lo) * 0.25)
+    ax.set_xlim(max(0.0, lo - pad), min(100.0, hi + pad) if hi + pad <= 100 else hi + pad * 0.3)
+    ax.set_ylim(-0.8, len(stages) - 0.2)
+    ax.set_yticks(ys, [label for label, _ in stages])
+    ax.set_xlabel("top-1 accuracy (%)")
+    ax.grid(axis="y", visible=False)
+    if test:
+        ax.legend(loc="lower left", fontsize=8.5)
+    return svg(fig)
+
+
+def op_is_assumed(op: dict) -> bool:
+    return bool(op.get("flag"))
+
+
+def latency_figure(ops: Sequence[dict], limit: int = 30) -> str | None:
+    """Per-op predicted time; ops priced with assumed or borrowed coefficients are hatched orange."""
+    priced = [o for o in ops if (o.get("predicted_us") or 0) > 0]
+    if not priced:
+        return None
+    shown = sorted(priced, key=lambda o: -o["predicted_us"])[:limit]
+    shown.sort(key=lambda o: o.get("index", 0))
+    fig = new_figure("latency-per-op", 7.2, 0.6 + 0.3 * len(shown))
+    ax = _subplot(fig)
+    ys = list(range(len(shown)))[::-1]
+    colours = [ORANGE if op_is_assumed(o) else BLUE for o in shown]
+    bars = ax.barh(ys, [o["predicted_us"] for o in shown], height=0.62, color=colours)
+    for bar, o in zip(bars, shown):
+        if op_is_assumed(o):
+            bar.set_hatch("///")
+            bar.set_edgecolor("white")
+    top = max(o["predicted_us"] for o in shown)
+    for y, o in zip(ys, shown):
+        ax.text(o["predicted_us"] + top * 0.01, y, f"{o['predicted_us']:.3g} µs  ({o.get('share', 0) * 100:.1f} %)",
+                va="center", fontsize=8)
+    ax.set_yticks(ys, [f"#{o.get('index')} {o.get('op')} {o.get('dtype', '')}" for o in shown], fontsize=8.5)
+    ax.set_xlim(0, top * 1.3)
+    ax.set_xlabel("predicted time per inference (µs)")
+    ax.grid(axis="y", visible=False)
+    from matplotlib.patches import Patch
+
+    handles = []
+    if not all(op_is_assumed(o) for o in shown):
+        handles.append(Patch(color=BLUE, label="own fitted coefficient"))
+    if any(op_is_assumed(o) for o in shown):
+        handles.append(Patch(facecolor=ORANGE, hatch="///", edgecolor="white", label="flagged (see table)"))
+    unpriced = len(ops) - len(priced)
+    if unpriced:
+        handles.append(Patch(color="none", label=f"+{unpriced} op(s) at 0 µs not shown"))
+    ax.legend(handles=handles, loc="lower right", fontsize=8.5)
+    return svg(fig)
+
+
+def battery_curve(check: dict, rates_per_s: Iterable[float]) -> list[float | None]:
+    """Battery hours at each rate, by the estimator's own formula (estimate.energy_and_battery)."""
+    from .estimate import energy_and_battery
+
+    energy = check.get("energy") or {}
+    out = []
+    for rate in rates_per_s:
+        _, _, hours, _, _ = energy_and_battery(
+            check.get("latency_ms"), active_mw=energy.get("active_mw"), sleep_mw=energy.get("sleep_mw"),
+            rate_per_s=rate, battery_mah=energy.get("battery_mah"), voltage_v=energy.get("voltage_v"))
+        out.append(hours)
+    return out
+
+
+def battery_figure(check: dict) -> tuple[str | None, str]:
+    """(svg or None, a sentence saying what the curve shows or why there is none)."""
+    energy = check.get("energy") or {}
+    latency_ms = check.get("latency_ms")
+    missing = [label for label, v in (("a latency estimate", latency_ms), ("[power] active_mw", energy.get("active_mw")),
+                                      ("[battery] capacity_mah", energy.get("battery_mah")),
+                                      ("[battery] voltage_v", energy.get("voltage_v"))) if v is None]
+    if missing:
+        return None, "No battery curve: the check has no " + ", ".join(missing) + "."
+    default = energy.get("rate_per_s")
+    saturate = 1000.0 / latency_ms if latency_ms > 0 else 1e6
+    lo = 1.0 / 86400.0 / 7.0                         # once a week
+    hi = max(10.0 * (default or 1.0), min(saturate * 3.0, 1e5), 10.0)
+    n = 240
+    rates = [10 ** (math.log10(lo) + (math.log10(hi) - math.log10(lo)) * i / (n - 1)) for i in range(n)]
+    hours = battery_curve(check, rates)
+    pts = [(r, h) for r, h in zip(rates, hours) if h]
+    if not pts:
+        return None, "No battery curve: the estimator returned no battery life at any rate."
+    fig = new_figure("battery-vs-rate", 7.2, 3.3)
+    ax = _subplot(fig)
+    ax.loglog([p[0] * 3600 for p in pts], [p[1] for p in pts], color=BLUE, linewidth=2, label="battery life")
+    budget = next((b for b in check.get("budgets", []) if b.get("name") == "battery_hours"), None)
+    if budget is None:
+        days = next((b for b in check.get("budgets", []) if b.get("name") == "battery_days"), None)
+        if days is not None:
+            budget = dict(days, limit=days["limit"] * 24)
+    if budget is not None:
+        ax.axhline(budget["limit"], color=RED, linestyle="--", linewidth=1,
+                   label=f"budget ≥ {fmt_hours(budget['limit'])}")
+    if saturate * 3600 <= hi * 3600:
+        ax.axvline(saturate * 3600, color=GREY, linestyle=":", linewidth=1,
+                   label=f"100 % busy ({fmt_rate(saturate)})")
+    if default:
+        h = battery_curve(check, [default])[0]
+        if h:
+            ax.plot([default * 3600], [h], "o", color=RED, markersize=7, zorder=5,
+                    label=f"profile default {fmt_rate(default)}: {fmt_hours(h)}")
+            ax.annotate(f"{fmt_rate(default)}\n{fmt_hours(h)}", (default * 3600, h), textcoords="offset points",
+                        xytext=(8, 8), fontsize=8.5, color=RED)
+    ax.set_xlabel("inferences per hour")
+    ax.set_ylabel("battery life (hours)")
+    ax.grid(True, which="major")
+    ax.legend(loc="lower left", fontsize=8.5)
+    sleep = energy.get("sleep_mw")
+    text = (f"{energy.get('battery_mah'):g} mAh × {energy.get('voltage_v'):g} V; {energy.get('active_mw'):g} mW "
+            f"for {fmt_num(latency_ms, 3, 'ms')} per inference, {sleep if sleep is not None else 0:g} mW between "
+            "inferences (estimate.energy_and_battery). At low rates the rest-state power sets the life; "
+            "at high rates the inferences do.")
+    return svg(fig), text
+
+
+# --------------------------------------------------------------------------- page
+
+def template_env():
+    """The Jinja environment for edgesparse's pages (autoescaped; formatting filters)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    def known(fmt):  # a key missing from an older report.json renders as "unknown"
+        return lambda x, *a: fmt(None if isinstance(x, jinja2.Undefined) else x, *a)
+
+    env.filters.update({name: known(f) for name, f in (("bytes", fmt_bytes), ("num", fmt_num), ("pct", fmt_pct),
+                                                       ("hours", fmt_hours), ("budget", fmt_budget),
+                                                       ("rate", fmt_rate))})
+    return env
+
+
+BUDGET_LABELS = {"flash_bytes": "flash", "ram_bytes": "RAM", "latency_ms": "latency", "energy_mj": "energy",
+                 "battery_hours": "battery life", "battery_days": "battery life"}
+
+
+def gauge(budget: dict) -> dict:
+    """Geometry and wording of one budget gauge; an unknown value is neither pass nor fail."""
+    limit, value, kind = float(budget["limit"]), budget.get("value"), budget.get("kind", "max")
+    status = "unknown" if value is None else ("pass" if budget.get("ok") else "fail")
+    scale = max(limit, float(value or 0.0)) * 1.25 or 1.0
+    frac = 0.0 if value is None else min(1.0, float(value) / scale)
+    tick = limit / scale
+
+    def point(f: float, r: float) -> tuple[float, float]:
+        a = math.pi * (1.0 - f)
+        return 60 + r * math.cos(a), 60 - r * math.sin(a)
+
+    def arc(f: float) -> str:
+        x0, y0 = point(0.0, 48)
+        x1, y1 = point(max(f, 1e-4), 48)
+        return f"M {x0:.2f} {y0:.2f} A 48 48 0 0 1 {x1:.2f} {y1:.2f}"
+
+    tx0, ty0 = point(tick, 38)
+    tx1, ty1 = point(tick, 58)
+    used = None if value is None else (float(value) / limit if limit else None)
+    if value is None:
+        headroom = "no estimate: cannot be checked"
+    elif kind == "max":
+        headroom = f"{used * 100:.3g} % of the limit used" if used is not None else ""
+    else:
+        headroom = f"{used:.3g}× the minimum" if used is not None else ""
+    return {"name": budget["name"], "label": BUDGET_LABELS.get(budget["name"], budget["name"].replace("_", " ")),
+            "status": status,
+            "limit": budget["limit"], "value": value, "unit": budget.get("unit", ""), "kind": kind,
+            "margin": budget.get("margin"), "track": arc(1.0), "fill": arc(frac) if value is not None else "",
+            "tick": (round(tx0, 2), round(ty0, 2), round(tx1, 2), round(ty1, 2)), "headroom": headroom,
+            "relation": "≤" if kind == "max" else "≥"}
+
+
+def _policy_by_layer(document: dict) -> dict[str, dict]:
+    return {p.get("name"): p for p in (document.get("pruning") or {}).get("policy") or []}
+
+
+def _profile_assumptions(document: dict) -> list[tuple[str, str]]:
+    """The profile's assumed values with their sources: from report.json, or the profile file if unchanged."""
+    profile = document.get("profile") or {}
+    recorded = profile.get("assumptions")
+    if isinstance(recorded, dict):
+        return sorted((k, str(v or "")) for k, v in recorded.items())
+    try:  # an older report.json: read the profile if it is still the same file
+        from .profiles import load_profile
+
+        p = load_profile(str(profile.get("path")))
+        if p.sha256 == profile.get("sha256"):
+            return [(k, p.source(k) or "") for k in p.assumptions()]
+    except (EdgesparseError, OSError, TypeError):
+        pass
+    return []
+
+
+def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        out = []
+        for k, v in value.items():
+            out += _flatten(f"{prefix}.{k}" if prefix else str(k), v)
+        return out
+    return [(prefix, value)]
+
+
+def report_context(document: dict) -> dict[str, Any]:
+    """Everything the template shows, computed once; missing sections are None, not errors."""
+    check = document.get("check") or {}
+    latency = check.get("latency") or {}
+    ops = latency.get("ops") or check.get("ops") or []
+    sizes = document.get("sizes") or {}
+    acc = document.get("accuracy") or {}
+    sparsity = document.get("sparsity") or {}
+    layers = sparsity.get("layers") or []
+    policy = _policy_by_layer(document)
+    layer_rows = [dict(layer, layer_type=(policy.get(layer.get("name")) or {}).get("layer_type", ""),
+                       block=(policy.get(layer.get("name")) or {}).get("block_size")) for layer in layers]
+    rows = size_rows(sizes)
+    battery_svg, battery_text = battery_figure(check) if check else (None, "No device check in this report.")
+    basis = check.get("basis") or {}
+    assumed_ops = [o for o in ops if op_is_assumed(o)]
+    model = document.get("model") or {}
+    options = document.get("options") or {}
+    schedule = (document.get("pruning") or {}).get("schedule") or {}
+    return {
+        "doc": document, "check": check, "latency": latency, "ops": ops, "assumed_ops": assumed_ops,
+        "title": f"{model.get('name') or 'model'} on {(document.get('profile') or {}).get('name', '?')}",
+        "model": model, "profile": document.get("profile") or {}, "acc": acc, "sparsity": sparsity,
+        "layers": layer_rows, "sizes": sizes, "size_rows": rows, "basis": basis,
+        "gauges": [gauge(b) for b in check.get("budgets") or []],
+        "figures": {"sparsity": sparsity_figure(layers), "size": size_figure(rows), "accuracy": accuracy_figure(acc),
+                    "latency": latency_figure(ops), "battery": battery_svg},
+        "battery_text": battery_text,
+        "energy": check.get("energy") or {}, "flash": check.get("flash") or {}, "ram": check.get("ram") or {},
+        "profile_assumptions": _profile_assumptions(document),
+        "options": sorted(options.items()), "schedule": schedule,
+        "versions": sorted((document.get("versions") or {}).items()),
+        "timings": list((document.get("timings_s") or {}).items()),
+        "model_items": [(k, v) for k, v in _flatten("", model) if k not in ("labels",)],
+        "conversion": document.get("conversion") or {}, "verification": document.get("verification") or {},
+        "failures": document.get("failures") or [], "passed": document.get("passed"),
+        "files": document.get("files") or {},
+    }
+
+
+def render_report(document: dict) -> str:
+    """report.json (as a dict) -> the complete HTML page."""
+    if not isinstance(document, dict) or "schema_version" not in document:
+        raise EdgesparseError("Not an edgesparse report", where="report.json",
+                              expected="the JSON object `edgesparse build` writes (with schema_version)",
+                              received=type(document).__name__ if not isinstance(document, dict) else
+                              "an object without schema_version", fix="Rebuild with `edgesparse build`")
+    return template_env().get_template("report.html.j2").render(**report_context(document))
+
+
+def write_report_html(build_dir: Path | str, document: dict | None = None) -> Path:
+    """Write BUILD_DIR/report.html atomically, from `document` or BUILD_DIR/report.json."""
+    from .report import load_report
+
+    build_dir = Path(build_dir)
+    if document is None:
+        document = load_report(build_dir)
+    path = build_dir / REPORT_HTML
+    atomic_write_text(path, render_report(document))
+    return path
