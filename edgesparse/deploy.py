@@ -66,7 +66,7 @@ REQUIREMENTS = {
              'ai-edge-litert==2.3.0; python_version >= "3.12"\n'
              'numpy>=1.26; python_version >= "3.12"\n'),
     "tflite-runtime": "tflite-runtime==2.14.0\nnumpy>=1.23,<2\n",
-    "ai-edge-litert": "ai-edge-litert==2.3.0\nnumpy>=1.26\n",
+    "ai-edge-litert": "ai-edge-litert==2.3.0\nnumpy>=1.23.2\n",
 }
 
 # Arm cores by profile name; ESP32-S3 is Xtensa (no arm-none-eabi build).
@@ -276,6 +276,8 @@ def _labels(build_dir: Path, report: dict, name: str, kind: str, num_classes: in
             raise DataError("Labels file not found", where=str(labels_file), expected="one class name per line",
                             received="no such file")
     if found is None:
+        found = _npz_labels(report)
+    if found is None:
         for table in ("data", "model"):
             value = (report.get(table) or {}).get("labels")
             if value:
@@ -292,6 +294,17 @@ def _labels(build_dir: Path, report: dict, name: str, kind: str, num_classes: in
                         expected=f"{num_classes} labels", received=f"{len(found)}",
                         fix="Pass --labels FILE with one class name per line, in output order")
     return found
+
+
+def _npz_labels(report: dict) -> list[str] | None:
+    """The `labels` array of the build's .npz data set, when it has one."""
+    for value in ((report.get("data") or {}).get("source"), (report.get("options") or {}).get("data")):
+        path = Path(str(value)) if value else None
+        if path is not None and path.suffix == ".npz" and path.is_file():
+            with np.load(path, allow_pickle=False) as npz:
+                if "labels" in npz.files:
+                    return [str(v) for v in npz["labels"].reshape(-1)]
+    return None
 
 
 def _kws_labels() -> list[str] | None:
@@ -488,12 +501,16 @@ def make_bundle(build_dir: Path, target: str, out: Path | None = None, *, force:
     from .fsutil import check_output_free
 
     check_output_free(out, force)
+    runtime_notes: list[str] = []
+    if target == "rpi":
+        runtime, runtime_notes = pick_runtime(info.model_bytes, runtime, force=force)
     progress("stage", {"name": "sample", "description": "Choosing the test input"})
     smp = resolve_sample(info, sample, prefer_validation=(target == "mcu"))
     with staged_output_dir(out, force) as staging:
         progress("stage", {"name": "bundle", "description": f"Writing the {target} bundle"})
         if target == "rpi":
             bundle = _write_rpi(staging, info, smp, runtime=runtime, remote=remote)
+            bundle.notes += runtime_notes
         elif target == "android":
             bundle = _write_android(staging, info, smp)
         else:
@@ -502,6 +519,38 @@ def make_bundle(build_dir: Path, target: str, out: Path | None = None, *, force:
         atomic_write_text(staging / "bundle.json", json.dumps(_bundle_manifest(bundle, info, smp), indent=2) + "\n")
     bundle.path = out
     return bundle
+
+
+def tflite_runtime_hazards(model_bytes: bytes) -> list[str]:
+    """Weights tflite-runtime 2.14 computes wrongly: int8 block-sparse tensors FULLY_CONNECTED reads itself.
+
+    Checked on this machine: for such a model (TF 2.21 converter, 1x16 blocks)
+    tflite-runtime 2.14 returns the same output for every input, without an
+    error, with and without XNNPACK; LiteRT 2.3 runs it correctly. DENSIFY'd
+    sparse weights (any op) run correctly in both.
+    """
+    from . import tflite_edit
+
+    return [t.name for t in tflite_edit.sparse_encoding_report(model_bytes)
+            if t.block_size and str(t.dtype).upper() == "INT8" and "FULLY_CONNECTED" in (t.consumers or [])]
+
+
+def pick_runtime(model_bytes: bytes, runtime: str, *, force: bool = False) -> tuple[str, list[str]]:
+    """The requirements.txt variant for a Linux board: avoid tflite-runtime where it is known to be wrong."""
+    hazards = tflite_runtime_hazards(model_bytes)
+    if not hazards or runtime == "ai-edge-litert":
+        return runtime, []
+    why = (f"tflite-runtime 2.14 computes the block-sparse int8 FULLY_CONNECTED weights of this model "
+           f"({len(hazards)} tensor(s), e.g. {hazards[0]}) wrongly: the same output for every input")
+    if runtime == "auto":
+        return "ai-edge-litert", [f"{why}; requirements.txt installs ai-edge-litert instead"]
+    if not force:
+        raise DeployError("This model does not run correctly in tflite-runtime 2.14", where="--runtime tflite-runtime",
+                          expected="a runtime that reads block-sparse int8 FULLY_CONNECTED weights",
+                          received=why,
+                          fix="Use --runtime ai-edge-litert (or auto), or rebuild for a profile without "
+                              "sparse_weights; --force deploys it anyway")
+    return runtime, [f"{why}; deployed with tflite-runtime because of --force"]
 
 
 def _bundle_manifest(bundle: Bundle, info: BuildInfo, smp: Sample) -> dict[str, Any]:
@@ -625,8 +674,12 @@ def _slug(text: str) -> str:
 
 
 def _image_mapping(info: BuildInfo, smp: Sample) -> dict[str, Any]:
-    """How a 0..255 picture maps to the training scale (digits: 0..16, else 0..1)."""
-    peak = 16.0 if info.name == "digits" else (255.0 if float(np.max(smp.features)) > 1.5 else 1.0)
+    """How a 0..255 picture maps to the training scale (0..1, 0..16 like sklearn digits, or 0..255).
+
+    Digits are ink-is-high, so a dark-on-white picture is inverted first.
+    """
+    top = float(np.max(smp.features))
+    peak = 1.0 if top <= 1.0 + 1e-6 else 16.0 if top <= 16.0 + 1e-6 else 255.0
     return {"scale": peak / 255.0, "offset": 0.0, "invert": info.name == "digits",
             "note": "pixel p (0..255, after `invert` maps dark ink to high values) -> p * scale + offset"}
 
