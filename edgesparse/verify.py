@@ -274,6 +274,8 @@ def _run_litert(model, model_bytes: bytes, x) -> RunResult:
     taken, builtin = _delegate_partition(ops)
     delegated = [ops[k]["op_name"] for k in taken]
     builtin_names = [ops[k]["op_name"] for k in builtin]
+    if not delegated and fallback is None:
+        kernels.append(f"XNNPACK (the default delegate) took none of the {len(builtin_names)} ops")
     if delegated:
         kernels.append(f"XNNPACK delegate ran {len(delegated)} of {len(taken) + len(builtin)} ops: "
                        f"{_count(delegated)}")
