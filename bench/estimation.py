@@ -344,8 +344,7 @@ def published_features() -> list[dict]:
             mobilenet = mobilenet or mobilenet_v1_224()
             path = mobilenet["int8" if row["precision"].lower() == "int8" else "float32"]
         feats = model_features(load_graph(path), profile)
-        macs = {k: v for k, v in feats.items()
-                if k not in ("bytes", "ops", "fixed") and not k.startswith("elementwise")}
+        macs = {k: v for k, v in feats.items() if k.split("_")[0] in ("conv", "dwconv", "fc")}
         # the shared-ratio class: depthwise for TFLM (CMSIS-NN depthwise does fewer MACs per cycle),
         # int8 for LiteRT (int8 vs float32 kernels)
         if profile.runtime == "tflm":

@@ -81,9 +81,8 @@ def model_features(graph: Any, profile: Any) -> dict[str, float]:
     for f in estimate.op_features(graph, profile):
         if f.macs_used:
             out[f.coef_key] = out.get(f.coef_key, 0.0) + f.macs_used
-        if f.elementwise_ops:
-            key = f"{ELEMENTWISE}_{f.dtype}"
-            out[key] = out.get(key, 0.0) + f.elementwise_ops
+        if f.elementwise_ops and f.coef_key != "once":
+            out[f.coef_key] = out.get(f.coef_key, 0.0) + f.elementwise_ops
         out[BYTES] = out.get(BYTES, 0.0) + f.bytes_moved
         if f.coef_key != "once":
             out[OPS] = out.get(OPS, 0.0) + 1

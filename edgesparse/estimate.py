@@ -609,6 +609,13 @@ def _kind(op: Any) -> str:
     return "elementwise"
 
 
+def _element_class(op: Any) -> str:
+    """Cost class of an op without MACs: 'elementwise' (arithmetic, activations, pooling, reductions, data
+    movement), priced per dtype. Splitting off LUT/transcendental ops, pooling and reductions was tried;
+    with the host's synthetic fit set it over-fitted (worse error on unseen models), so one class it is."""
+    return "elementwise"
+
+
 def op_features(graph: Any, profile: Any) -> list[OpCost]:
     """Per-op cost features for this profile's runtime: which kernel runs it, what it exploits.
 
@@ -638,7 +645,7 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
             moved = sum(tensor_nbytes(tensors[t]) for t in list(op.inputs) + list(op.outputs) if t >= 0)
         used = macs
         kernel = f"{runtime} {kernels or 'default'}"
-        key = f"{kind}_{dtype}" if kind in ("conv", "dwconv", "fc") else kind
+        key = f"{kind}_{dtype}" if kind in ("conv", "dwconv", "fc") else f"{_element_class(op)}_{dtype}"
         sparse = bool(getattr(op, "sparse_weights", False))
         densified = bool(getattr(op, "weights_densified", False))
         if refused:
@@ -679,12 +686,15 @@ class LatencyCoefficients:
     fit_threads: int
     notes: str = ""
 
-    def elementwise_rate(self, dtype: str) -> float:
-        """Element ops per cycle of elementwise/pooling/reduction ops: macs_per_cycle['elementwise_<dtype>']
-        if fitted per dtype (int8 ones often run in builtin kernels, float ones in XNNPACK), else
-        elementwise_per_cycle."""
-        rate = self.macs_per_cycle.get(f"elementwise_{dtype}", 0.0)
-        return rate if rate > 0 else self.elementwise_per_cycle
+    def elementwise_rate(self, dtype: str, key: str = "") -> float:
+        """Element ops per cycle of an op without MACs: macs_per_cycle[key] ('pool_int8', 'nonlinear_float32'...)
+        if fitted, else macs_per_cycle['elementwise_<dtype>'], else elementwise_per_cycle. (int8 ones often
+        run in LiteRT's builtin kernels, float ones in XNNPACK: their costs differ a lot.)"""
+        for cand in (key, f"elementwise_{dtype}"):
+            rate = self.macs_per_cycle.get(cand, 0.0) if cand else 0.0
+            if rate > 0:
+                return rate
+        return self.elementwise_per_cycle
 
     def macs_rate(self, key: str) -> tuple[float, str]:
         """MACs per cycle for a class key like 'conv_int8' (falls back: kind_dtype -> dtype -> default)."""
@@ -779,7 +789,7 @@ def predict_ops_us(features: Sequence[OpCost], coefs: LatencyCoefficients,
             if rate > 0:
                 cycles += f.macs_used / rate
         if f.elementwise_ops:
-            rate = coefs.elementwise_rate(f.dtype)
+            rate = coefs.elementwise_rate(f.dtype, f.coef_key)
             if rate > 0:
                 cycles += f.elementwise_ops / rate
         if f.bytes_moved and coefs.bytes_per_cycle > 0:
