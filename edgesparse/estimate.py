@@ -827,7 +827,7 @@ def estimate_latency(graph: Any, profile: Any, *, threads: int | None = None) ->
         if f.macs_used and not used:
             flag = "no coefficient for this op class"
             unpriced.add(f.coef_key)
-        elif used and used != f.coef_key and f.kind in ("conv", "dwconv", "fc"):
+        elif used and used not in (f.coef_key, f.dtype) and f.kind in ("conv", "dwconv", "fc"):
             flag = f"priced with '{used}' (no own coefficient)"
         if not coefs.fitted:
             flag = ("assumption; " + flag) if flag else "assumption"
