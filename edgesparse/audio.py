@@ -19,6 +19,8 @@ summation order beyond the last float32 bit across machines.
 
 from __future__ import annotations
 
+import functools
+import math
 import struct
 import wave
 from pathlib import Path
@@ -152,25 +154,40 @@ def resample(samples: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) -> 
     x = np.asarray(samples, np.float64).ravel()
     if rate == target_rate or x.size == 0:
         return x.copy()
-    if rate <= 0:
+    if rate <= 0 or target_rate <= 0:
         raise DataError("Bad sample rate", expected="a positive rate in Hz", received=rate)
-    step = rate / target_rate                        # input samples per output sample
-    cutoff = min(1.0, target_rate / rate)            # fraction of the input Nyquist frequency
-    half = int(np.ceil(_RESAMPLE_ZERO_CROSSINGS / cutoff))
-    n_out = int(np.floor(x.size / step))
+    up, down, taps = _resampling_kernel(int(rate), int(target_rate))
+    half = taps.shape[1] // 2
+    n_out = (x.size * up) // down
     padded = np.concatenate([np.zeros(half), x, np.zeros(half + 1)])
     offsets = np.arange(-half + 1, half + 1)
     out = np.empty(n_out)
-    norm = np.i0(_RESAMPLE_BETA)
     for start in range(0, n_out, _RESAMPLE_BLOCK):
-        t = np.arange(start, min(n_out, start + _RESAMPLE_BLOCK)) * step
-        base = np.floor(t).astype(np.int64)
-        idx = base[:, None] + offsets[None, :]
-        d = t[:, None] - idx
-        taper = np.i0(_RESAMPLE_BETA * np.sqrt(np.clip(1.0 - (d / half) ** 2, 0.0, None))) / norm
-        weights = cutoff * np.sinc(cutoff * d) * taper
-        out[start:start + len(t)] = np.sum(weights * padded[idx + half], axis=1)
+        n = np.arange(start, min(n_out, start + _RESAMPLE_BLOCK))
+        base = (n * down) // up                        # input sample at or before each output
+        idx = base[:, None] + offsets[None, :] + half
+        out[start:start + n.size] = np.einsum("ij,ij->i", taps[n % up], padded[idx])
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _resampling_kernel(rate: int, target_rate: int) -> tuple[int, int, np.ndarray]:
+    """(up, down, taps[up, 2*half]): the filter for each of the `up` output phases.
+
+    The rates are integers, so output n sits at input position n*down/up and
+    its fractional part repeats every `up` outputs: the (slow) Kaiser-sinc
+    weights are computed once per phase.
+    """
+    g = math.gcd(rate, target_rate)
+    up, down = target_rate // g, rate // g
+    cutoff = min(1.0, target_rate / rate)            # fraction of the input Nyquist frequency
+    half = int(np.ceil(_RESAMPLE_ZERO_CROSSINGS / cutoff))
+    phase = (np.arange(up) * down % up) / up         # fractional input position of each phase
+    d = phase[:, None] - np.arange(-half + 1, half + 1)[None, :]
+    taper = np.i0(_RESAMPLE_BETA * np.sqrt(np.clip(1.0 - (d / half) ** 2, 0.0, None))) / np.i0(_RESAMPLE_BETA)
+    taps = cutoff * np.sinc(cutoff * d) * taper
+    taps.setflags(write=False)
+    return up, down, taps
 
 
 def fit_length(samples: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
