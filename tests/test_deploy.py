@@ -188,6 +188,15 @@ needs_sshd = pytest.mark.skipif(SSHD is None or shutil.which("ssh") is None or o
                                        "(make system-deps installs them)")
 
 
+def _device_python() -> str:
+    """The interpreter the 'device' makes its venv with: Debian's python3 (as on Raspberry Pi OS) when it
+    can (python3-venv), else the base interpreter of this test run."""
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import ensurepip, venv"], capture_output=True)
+    if probe.returncode == 0:
+        return "/usr/bin/python3"
+    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -281,7 +290,7 @@ def test_kws_bundle_runs_remotely_in_a_fresh_tflite_runtime_venv(sshd, kws_build
     out = tmp_path / "bundle"
     proc = _cli(str(build), "--target", "rpi", "--sample", str(wav), "--out", str(out),
                 "--host", f"root@127.0.0.1:{remote_dir}", "--port", str(sshd.port),
-                "--identity", str(sshd.user_key), "--runtime", "tflite-runtime", "--remote-python", "/usr/bin/python3",
+                "--identity", str(sshd.user_key), "--runtime", "tflite-runtime", "--remote-python", _device_python(),
                 "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _assert_no_secrets(sshd, proc.stdout + proc.stderr)
@@ -479,7 +488,7 @@ def test_block_sparse_int8_fully_connected_needs_ai_edge_litert_on_the_device(ss
     def run(name: str, *extra: str) -> subprocess.CompletedProcess:
         return _cli(str(build), "--target", "rpi4", "--sample", str(sample), "--out", str(tmp_path / name),
                     "--host", f"root@127.0.0.1:{tmp_path / 'device' / name}", "--port", str(sshd.port),
-                    "--identity", str(sshd.user_key), "--remote-python", "/usr/bin/python3", *extra)
+                    "--identity", str(sshd.user_key), "--remote-python", _device_python(), *extra)
 
     refused = run("trt", "--runtime", "tflite-runtime")
     assert refused.returncode == 2 and "does not run correctly in tflite-runtime 2.14" in refused.stderr
