@@ -378,6 +378,63 @@ def _print_check(console, result, *, all_ops: bool) -> None:
         console.print(f"[yellow]assumption:[/] {escape(a)}", soft_wrap=True)
 
 
+def _print_check_matrix(console, results, *, all_ops: bool) -> None:
+    """Several profiles at once: profiles as columns, budgets and estimates as rows."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .estimate import format_rate, iter_budget_keys
+
+    table = Table(title="check: profiles x budgets and estimates", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_lines=False)
+    table.add_column("", style="bold", no_wrap=True)
+    for r in results:
+        table.add_column(escape(r.profile), justify="right", overflow="fold")
+
+    def short(value, unit: str) -> str:  # a matrix cell must stay narrow: 25.2 MiB, not 26,388,336 B
+        return _size(value) if unit == "B" and value is not None else _fmt_value(value, unit)
+
+    def row(label, cells, end_section=False):
+        table.add_row(label, *cells, end_section=end_section)
+
+    row("runtime", [escape(r.runtime) for r in results])
+    row("verdict", ["[green]fits[/]" if r.fits else "[bold red]does NOT fit[/]" for r in results], end_section=True)
+    names = [k for k in iter_budget_keys() if any(b.name == k for r in results for b in r.budgets)]
+    for name in names:
+        cells = []
+        for r in results:
+            b = next((b for b in r.budgets if b.name == name), None)
+            if b is None:
+                cells.append("[dim]no budget[/]")
+            elif b.value is None:
+                cells.append(f"? / {short(b.limit, b.unit)}\n[yellow]unknown[/]")
+            else:
+                verdict = "[green]pass[/]" if b.ok else "[bold red]FAIL[/]"
+                cells.append(f"{short(b.value, b.unit)} / {short(b.limit, b.unit)}\n{verdict}")
+        row(f"budget {name}", cells, end_section=name == names[-1])
+    row("model file", [_size(r.model_size) for r in results])
+    row("flash", [f"{_size(r.flash.total_bytes)}\n{_basis(r.flash.basis)}" for r in results])
+    row("RAM", [f"{_size(r.ram.total_bytes)}\n{_basis(r.ram.basis)}" for r in results])
+    row("latency", [f"{_fmt_value(r.latency.latency_ms, 'ms')}\n{_basis(r.latency.basis)}" for r in results])
+    row("energy / inference", [f"{_fmt_value(r.energy.energy_mj, 'mJ')}\n{_basis(r.energy.basis)}" for r in results])
+    row("battery life", ["-" if r.energy.battery_hours is None else
+                         f"{r.energy.battery_hours:,.1f} h at {format_rate(r.energy.rate_per_s)}" for r in results])
+    row("threads", [str(r.latency.threads) for r in results], end_section=True)
+    row("warnings", [str(len(r.warnings)) for r in results])
+    row("assumptions", [str(len(r.assumptions)) for r in results])
+    console.print(table)
+    if all_ops:
+        for r in results:
+            _print_check(console, r, all_ops=True)
+        return
+    for r in results:
+        for w in r.warnings:
+            console.print(f"[bold yellow]warning ({escape(r.profile)}):[/] {escape(w)}", soft_wrap=True)
+    console.print("[dim]Assumptions and the per-op latency of each profile: --all-ops, or one --profile at a time; "
+                  "--json for everything.[/]")
+
+
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--profile", "profiles", multiple=True, required=True,
@@ -416,8 +473,10 @@ def check(model: Path, profiles, as_json: bool, rate, battery_mah, sleep_mw, thr
         console = _console()
         console.width = max(console.width, 120)
         console.print(f"[bold]{model}[/] ({len(data):,} B)")
-        for r in results:
-            _print_check(console, r, all_ops=all_ops)
+        if len(results) > 1:
+            _print_check_matrix(console, results, all_ops=all_ops)
+        else:
+            _print_check(console, results[0], all_ops=all_ops)
     if not all(r.fits for r in results):
         sys.exit(EXIT_BUDGET)
 
@@ -579,6 +638,143 @@ def report_cmd(build_dir: Path) -> None:
 
     path = write_report_html(build_dir)
     _console().print(f"[green]ok[/] wrote {escape(str(path))} ({path.stat().st_size:,} B, self-contained)")
+
+
+# --------------------------------------------------------------------------- sweep
+
+@main.command()
+@click.option("--model", type=click.Path(path_type=Path), help="Keras model (.keras, .h5, SavedModel). Omit for a built-in demo.")
+@click.option("--data", type=click.Path(path_type=Path), help=".npz with x_train, y_train, x_val, y_val.")
+@click.option("--demo", type=click.Choice(["digits", "kws"]), default="digits", show_default=True, help="Built-in demo used when --model is omitted.")
+@click.option("--profile", "profiles", multiple=True, required=True, help="Device profile; repeat for several. Points are built for the first profile of each runtime family.")
+@click.option("--sparsities", default="0.5,0.7,0.8,0.9,0.95", show_default=True, help="Comma-separated target sparsities.")
+@click.option("--quantize", default="int8", show_default=True, help="Comma-separated quantization modes: int8, float16, dynamic, none.")
+@click.option("--max-accuracy-drop", type=float, default=None, help="Pick the sparsest point within this many accuracy points of the dense model that fits every budget, and copy it to --out.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Sweep directory: points/ (the cache), sweep.json/.csv/.html, the chosen build [default: build/sweep-<model>].")
+@click.option("--epochs", type=int, default=8, show_default=True, help="Fine-tuning epochs per point.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--trust-model", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the model file).")
+@click.option("--fresh", is_flag=True, help="Delete the cached points and rebuild every one.")
+def sweep(profiles, sparsities, quantize, max_accuracy_drop, out, fresh, **base) -> None:
+    """Build every sparsity x quantization point once, check it on every profile, chart the trade-off.
+
+    An interrupted sweep resumes: rerun the same command and finished points come from the cache.
+    Exit 1 when --max-accuracy-drop is given and no point qualifies.
+    """
+    from rich.markup import escape
+
+    from .errors import BudgetExceeded, Interrupted
+    from .pipeline import BuildOptions
+    from .sweep import SweepOptions, run_sweep
+
+    options = SweepOptions(base=BuildOptions(**base), profiles=tuple(profiles), sparsities=sparsities,
+                           quantize=quantize, max_accuracy_drop=max_accuracy_drop, out=out, fresh=fresh)
+    console = _console()
+    try:
+        with _SweepProgress(console) as progress:
+            result = run_sweep(options, progress=progress)
+    except KeyboardInterrupt:
+        raise Interrupted("The sweep was stopped by Ctrl-C", where=str(out or "the sweep directory"),
+                          received="an interrupt; finished points are cached, the point in progress was discarded",
+                          fix="Run the same command again to resume where it stopped") from None
+    _print_sweep(console, result.document)
+    doc = result.document
+    console.print(f"[green]ok[/] {doc['built']} point(s) built, {doc['cached']} from the cache; wrote "
+                  f"{escape(str(result.out_dir))}/sweep.json, sweep.csv, sweep.html")
+    choice = doc.get("choice")
+    if choice:
+        style = "green" if choice["point"] else "bold red"
+        console.print(f"[{style}]{'chosen' if choice['point'] else 'no choice'}:[/] {escape(choice['explanation'])}",
+                      soft_wrap=True)
+        for r in choice["rejected"]:
+            console.print(f"  [dim]rejected {escape(r['point'])}: {escape('; '.join(r['why']))}[/]", soft_wrap=True)
+    if result.failed_choice:
+        raise BudgetExceeded("No sweep point meets --max-accuracy-drop and every budget", where=str(result.out_dir),
+                             received=f"{len(doc['points'])} points on {', '.join(p['name'] for p in doc['profiles'])}",
+                             fix="See sweep.html; lower the sparsities, train longer or relax the budget")
+
+
+def _print_sweep(console, doc: dict) -> None:
+    """Points as rows; per profile PASS/FAIL with the failed budgets and the latency."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    names = [p["name"] for p in doc["profiles"]]
+    chosen = (doc.get("choice") or {}).get("point")
+    table = Table(title="sweep", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("point", "sparsity", ".tflite acc", "drop", "model"):
+        table.add_column(col, justify="left" if col == "point" else "right")
+    for name in names:
+        table.add_column(name, justify="left")
+    for p in doc["points"]:
+        first = next((b for b in p["builds"].values() if not b.get("error")), {})
+        cells = []
+        for name in names:
+            c = p["checks"].get(name) or {}
+            if c.get("error"):
+                cells.append("[dim]n/a[/]")
+                continue
+            failed = [b["name"] for b in c["budgets"] if not b["ok"] and b["value"] is not None]
+            unknown = [b["name"] for b in c["budgets"] if b["value"] is None]
+            lat = "-" if c.get("latency_ms") is None else f"{c['latency_ms']:.3g} ms"
+            verdict = ("[bold red]FAIL[/] " + escape(",".join(failed)) if failed else
+                       "[yellow]unknown[/] " + escape(",".join(unknown)) if unknown else "[green]pass[/]")
+            cells.append(f"{verdict} {lat}")
+        mark = " [bold green]*[/]" if p["label"] == chosen else ""
+        table.add_row(escape(p["label"]) + mark,
+                      "-" if not first else f"{first['achieved_sparsity']:.1%}",
+                      "-" if not first else f"{first['accuracy']:.2%}",
+                      "-" if not first else f"{first['drop_points']:+.2f}",
+                      "-" if not first else f"{first['artifact_bytes'] / 1024:,.1f} KiB", *cells)
+    console.print(table)
+
+
+class _SweepProgress(_BuildProgress):
+    """Points as an overall bar; the current point's stage and fine-tuning bar below it."""
+
+    def __init__(self, console) -> None:
+        super().__init__(console)
+        self._points = self._stage = self._train = None
+
+    def __call__(self, event: str, fields: dict) -> None:
+        from rich.markup import escape
+
+        p = self._progress
+        if event == "sweep_begin":
+            self._points = p.add_task(f"sweep: {fields['points']} point(s) x {len(fields['families'])} runtime "
+                                      f"famil{'y' if len(fields['families']) == 1 else 'ies'}", total=fields["jobs"],
+                                      info=f"{fields['cached']} cached")
+        elif event == "point_begin":
+            label = f"  {fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
+            self._stage = p.add_task(escape(label), total=None, info="")
+        elif event == "prepare_begin" and self._stage is not None:
+            p.update(self._stage, info="loading the dense model and data (once)")
+        elif event == "stage" and self._stage is not None:
+            p.update(self._stage, info=escape(fields["description"]))
+        elif event == "train_begin":
+            total = fields.get("epochs", 1) * fields.get("steps_per_epoch", 1)
+            self._train = p.add_task("    fine-tuning", total=total, info="")
+        elif event == "batch_end" and self._train is not None:
+            p.update(self._train, advance=1, info=_metrics(fields))
+        elif event == "stage_done" and fields.get("name") == "prune" and self._train is not None:
+            p.remove_task(self._train)
+            self._train = None
+        elif event in ("point_done", "point_skipped"):
+            if self._stage is not None:
+                p.remove_task(self._stage)
+                self._stage = None
+            if self._points is not None:
+                p.update(self._points, advance=1)
+            label = f"{fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
+            if event == "point_skipped":
+                p.console.print(f"  [yellow]skipped[/] {escape(label)}: {escape(fields['reason'])}", soft_wrap=True)
+            else:
+                how = "[dim]cached[/]" if fields["cached"] else f"{fields['seconds']:.1f} s"
+                acc = "" if fields.get("accuracy") is None else f"acc {fields['accuracy']:.2%} (drop {fields['drop_points']:+.2f})"
+                size = "" if not fields.get("artifact_bytes") else f"{fields['artifact_bytes'] / 1024:,.1f} KiB"
+                p.console.print(f"  [green]✓[/] {escape(label)}  {acc}  {size}  {how}")
 
 def main_entry() -> None:  # pragma: no cover - console script alias
     main()

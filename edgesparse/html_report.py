@@ -309,6 +309,32 @@ def battery_curve(check: dict, rates_per_s: Iterable[float]) -> list[float | Non
     return out
 
 
+_RATE_TICKS = ((1 / 86400, "1/day"), (1 / 3600, "1/h"), (1 / 60, "1/min"), (1.0, "1/s"),
+               (10.0, "10/s"), (100.0, "100/s"), (1e3, "1k/s"), (1e4, "10k/s"), (1e5, "100k/s"), (1e6, "1M/s"))
+_HOUR_TICKS = ((1 / 60, "1 min"), (10 / 60, "10 min"), (1, "1 h"), (3, "3 h"), (6, "6 h"), (12, "12 h"), (24, "1 day"),
+               (72, "3 days"), (168, "1 week"), (720, "1 month"), (2190, "3 months"), (8760, "1 year"),
+               (43800, "5 years"), (87600, "10 years"), (876000, "100 years"))
+
+
+def _human_log_axes(ax, rates: Sequence[float], hours: Sequence[float]) -> None:
+    """Log-log axes labelled in rates and durations a person reads at a glance (1/min, 3 days)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    lo, hi = min(hours), max(hours)
+    if hi / lo < 4:  # a nearly flat curve: give it room rather than magnify noise
+        mid = math.sqrt(lo * hi)
+        lo, hi = min(lo, mid / 2.2), max(hi, mid * 2.2)
+    ax.set_ylim(lo / 1.15, hi * 1.3)
+    ticks = [(v, t) for v, t in _HOUR_TICKS if lo / 1.15 <= v <= hi * 1.3]
+    if len(ticks) >= 2:
+        ax.set_yticks([v for v, _ in ticks], [t for _, t in ticks])
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    xt = [(v * 3600, t) for v, t in _RATE_TICKS if min(rates) <= v <= max(rates)]
+    ax.set_xticks([v for v, _ in xt], [t for _, t in xt])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def battery_figure(check: dict) -> tuple[str | None, str]:
     """(svg or None, a sentence saying what the curve shows or why there is none)."""
     energy = check.get("energy") or {}
@@ -341,7 +367,7 @@ def battery_figure(check: dict) -> tuple[str | None, str]:
                    label=f"budget ≥ {fmt_hours(budget['limit'])}")
     if saturate * 3600 <= hi * 3600:
         ax.axvline(saturate * 3600, color=GREY, linestyle=":", linewidth=1,
-                   label=f"100 % busy ({fmt_rate(saturate)})")
+                   label=f"100 % busy ({fmt_num(saturate, 3)}/s)")
     if default:
         h = battery_curve(check, [default])[0]
         if h:
@@ -349,8 +375,9 @@ def battery_figure(check: dict) -> tuple[str | None, str]:
                     label=f"profile default {fmt_rate(default)}: {fmt_hours(h)}")
             ax.annotate(f"{fmt_rate(default)}\n{fmt_hours(h)}", (default * 3600, h), textcoords="offset points",
                         xytext=(8, 8), fontsize=8.5, color=RED)
-    ax.set_xlabel("inferences per hour")
-    ax.set_ylabel("battery life (hours)")
+    _human_log_axes(ax, [p[0] for p in pts], [p[1] for p in pts] + ([budget["limit"]] if budget else []))
+    ax.set_xlabel("inference rate")
+    ax.set_ylabel("battery life")
     ax.grid(True, which="major")
     ax.legend(loc="lower left", fontsize=8.5)
     sleep = energy.get("sleep_mw")
@@ -507,3 +534,98 @@ def write_report_html(build_dir: Path | str, document: dict | None = None) -> Pa
     path = build_dir / REPORT_HTML
     atomic_write_text(path, render_report(document))
     return path
+
+
+# --------------------------------------------------------------------------- sweep.html
+
+_QUANT_MARKERS = {"int8": "o", "float16": "s", "dynamic": "^", "none": "D"}
+
+
+def sweep_figure(document: dict, metric: str, xlabel: str) -> str | None:
+    """Accuracy against one cost for every point and profile; a Pareto front (step line) per profile."""
+    profiles = [p["name"] for p in document.get("profiles", [])]
+    points = document.get("points", [])
+    if not any((p["checks"].get(n) or {}).get(metric) is not None for p in points for n in profiles):
+        return None
+    from matplotlib.lines import Line2D
+
+    fig = new_figure(f"sweep-{metric}", 7.4, 3.9)
+    ax = _subplot(fig)
+    chosen = (document.get("choice") or {}).get("point")
+    handles = []
+    for k, name in enumerate(profiles):
+        colour = SERIES[k % len(SERIES)]
+        xs_all = []
+        for p in points:
+            c = p["checks"].get(name) or {}
+            x, acc = c.get(metric), c.get("accuracy")
+            if x is None or acc is None:
+                continue
+            xs_all.append(x)
+            marker = _QUANT_MARKERS.get(p["quantize"], "o")
+            fits = c.get("fits")
+            ax.plot([x], [acc * 100], marker=marker, markersize=7, linestyle="none", markeredgecolor=colour,
+                    markerfacecolor=colour if fits else "white", markeredgewidth=1.6, zorder=3)
+            ax.annotate(f"{p['sparsity']:g}", (x, acc * 100), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7.5, color=colour)
+            if p["label"] == chosen:
+                ax.plot([x], [acc * 100], marker="*", markersize=17, linestyle="none", markerfacecolor="none",
+                        markeredgecolor="black", markeredgewidth=1.2, zorder=4)
+        front = [(p["checks"][name][metric], p["checks"][name]["accuracy"] * 100) for label in
+                 (document.get("pareto", {}).get(name, {}).get(metric) or [])
+                 for p in points if p["label"] == label]
+        if front:
+            front.sort()
+            ax.step([f[0] for f in front], [f[1] for f in front], where="post", color=colour, alpha=0.55,
+                    linewidth=1.5, zorder=2)
+        if xs_all:
+            handles.append(Line2D([], [], color=colour, marker="o", label=name))
+    dense = document.get("dense_accuracy")
+    if dense is not None:
+        ax.axhline(dense * 100, color=GREY, linestyle=":", linewidth=1)
+        handles.append(Line2D([], [], color=GREY, linestyle=":", label="dense float model"))
+        drop = (document.get("choice") or {}).get("max_accuracy_drop")
+        if drop is not None:
+            ax.axhline(dense * 100 - drop, color=RED, linestyle="--", linewidth=1)
+            handles.append(Line2D([], [], color=RED, linestyle="--", label=f"max drop {drop:g} points"))
+    quants = sorted({p["quantize"] for p in points})
+    for q in quants:
+        handles.append(Line2D([], [], color="#444444", marker=_QUANT_MARKERS.get(q, "o"), linestyle="none", label=q))
+    handles.append(Line2D([], [], color="#444444", marker="o", markerfacecolor="white", linestyle="none",
+                          label="misses a budget (or unknown)"))
+    if chosen:
+        handles.append(Line2D([], [], color="black", marker="*", markerfacecolor="none", markersize=12,
+                              linestyle="none", label=f"chosen {chosen}"))
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        (lambda v, _: fmt_bytes(v).replace(".00", "")) if metric == "model_bytes" else (lambda v, _: f"{v:g}")))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(xlabel + " (log)")
+    ax.set_ylabel("top-1 accuracy of the .tflite (%)")
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    return svg(fig)
+
+
+def _cell(c: dict | None) -> dict:
+    if not c or c.get("error"):
+        return {"status": "na", "text": (c or {}).get("error", "no build")}
+    failed = [b["name"] for b in c.get("budgets", []) if b.get("ok") is False and b.get("value") is not None]
+    unknown = [b["name"] for b in c.get("budgets", []) if b.get("value") is None]
+    status = "fail" if failed else ("unknown" if unknown else "pass")
+    return {"status": status, "failed": failed, "unknown": unknown, **c}
+
+
+def render_sweep(document: dict) -> str:
+    """sweep.json (as a dict) -> sweep.html: Pareto plots, the pass/fail matrix, the choice."""
+    profiles = [p["name"] for p in document.get("profiles", [])]
+    matrix = [{"point": p, "cells": [_cell(p["checks"].get(n)) for n in profiles]} for p in document.get("points", [])]
+    figures = [(label, sweep_figure(document, metric, label)) for metric, label in
+               (("latency_ms", "latency per inference (ms)"), ("model_bytes", "model file (bytes)"),
+                ("energy_mj", "energy per inference (mJ)"))]
+    return template_env().get_template("sweep.html.j2").render(
+        doc=document, profiles=document.get("profiles", []), names=profiles, matrix=matrix,
+        figures=[(label, f) for label, f in figures], choice=document.get("choice"),
+        options=document.get("options", {}), families=document.get("families", []))

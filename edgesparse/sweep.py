@@ -1,0 +1,557 @@
+"""edgesparse sweep: accuracy against latency, size and energy over sparsity x quantization.
+
+Why: one build answers "does 80 % sparsity fit this device"; a sweep answers "how
+sparse can I go, and what does each step buy on each device". The dense model is
+loaded or trained once (pipeline.prepare_inputs) and reused for every point.
+
+Runtime families. An artifact is specific to the runtime that will load it: LiteRT
+with sparse kernels gets a sparse (DENSIFY / block-sparse FULLY_CONNECTED) file,
+TFLite Micro a dense int8 file with no DENSIFY, and the pruning policy itself
+(block shapes) follows the runtime. So profiles are grouped into families by
+(runtime, sparse_weights, block_sparsity, block_sparsity_int8); each point is built
+once per family, for the family's first profile, and that artifact is checked with
+estimate.check_model against every profile of the family. A point a family cannot
+run (float16 or dynamic on TFLM) is recorded as not buildable there.
+
+Resume. Every finished build is published atomically under OUT/points/ and listed
+in OUT/points/index.json, keyed by a hash of the model and data (file contents, or
+the demo's name), the build profile (sha256) and every build option. A sweep that
+was interrupted (Ctrl-C) and run again rebuilds only what is missing.
+
+Outputs: OUT/sweep.json, sweep.csv, sweep.html; with max_accuracy_drop, the
+chosen point's build (model.tflite, report.json, report.html) copied to OUT
+(other families' builds of that point to OUT/for-<profile>/).
+
+Public API:
+    SweepOptions, run_sweep(options, progress=None) -> SweepResult
+    families(profiles) -> list[Family]; pareto(rows, metric) -> indices on the front
+    choose(points, profiles, max_drop) -> (chosen point or None, explanation, rejected)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import ConversionError, DataError, EdgesparseError
+from .fsutil import atomic_write_bytes, atomic_write_text, staged_output_dir
+
+Progress = Callable[[str, dict], None]
+
+SCHEMA_VERSION = 1
+POINTS_DIR = "points"
+INDEX_NAME = "index.json"
+CHOSEN_FILES = ("model.tflite", "report.json", "report.html", "pruned_model.keras")
+METRICS = (("latency_ms", "latency (ms)"), ("model_bytes", "model size (bytes)"), ("energy_mj", "energy per inference (mJ)"))
+# Options that change a build's artifact or accuracy; they key the cache.
+_KEYED_OPTIONS = ("schedule", "initial_sparsity", "begin_step", "end_step", "power", "frequency", "structured",
+                  "skip_layers", "epochs", "batch_size", "seed", "trust_model", "demo")
+
+
+_PER_POINT = ("profile", "final_sparsity", "quantize", "out", "force", "max_accuracy_drop")  # set by the sweep
+
+
+@dataclass
+class SweepOptions:
+    """What to sweep; `base` carries the model, data and training options shared by every point."""
+
+    base: Any                                   # pipeline.BuildOptions
+    profiles: tuple[str, ...] = ("rpi4",)
+    sparsities: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
+    quantize: tuple[str, ...] = ("int8",)
+    max_accuracy_drop: float | None = None
+    out: Path | None = None
+    fresh: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"profiles": list(self.profiles), "sparsities": list(self.sparsities), "quantize": list(self.quantize),
+                "max_accuracy_drop": self.max_accuracy_drop, "out": None if self.out is None else str(self.out),
+                "fresh": self.fresh,
+                "build": {k: v for k, v in self.base.to_dict().items() if k not in _PER_POINT}}
+
+
+@dataclass
+class Family:
+    """Profiles that load the same artifact; built once, for `build_profile`."""
+
+    key: str
+    runtime: str
+    profiles: list[Any]
+
+    @property
+    def build_profile(self):
+        return self.profiles[0]
+
+    @property
+    def name(self) -> str:
+        return self.build_profile.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "runtime": self.runtime, "build_profile": self.name,
+                "profiles": [p.name for p in self.profiles]}
+
+
+@dataclass
+class SweepResult:
+    out_dir: Path
+    document: dict[str, Any]
+    chosen: dict[str, Any] | None
+    built: int
+    cached: int
+
+    @property
+    def failed_choice(self) -> bool:
+        """A --max-accuracy-drop was given and no point met it."""
+        return self.document["options"]["max_accuracy_drop"] is not None and self.chosen is None
+
+
+def _noop(event: str, fields: dict) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------- planning
+
+def families(profiles: Sequence[Any]) -> list[Family]:
+    """Group profiles by what decides the artifact: runtime and the sparse layouts its kernels read."""
+    out: dict[str, Family] = {}
+    for p in profiles:
+        key = json.dumps([p.runtime, bool(p.sparse_weights), p.block_sparsity, p.block_sparsity_int8])
+        out.setdefault(key, Family(key, p.runtime, [])).profiles.append(p)
+    return list(out.values())
+
+
+def parse_sparsities(text: str | Sequence[float]) -> tuple[float, ...]:
+    """'0.5,0.8,0.9' -> (0.5, 0.8, 0.9); each strictly between 0 and 1, no repeats."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        values = tuple(float(str(v).strip()) for v in items if str(v).strip())
+    except ValueError:
+        values = ()
+    if not values or any(not 0.0 < v < 1.0 for v in values) or len(set(values)) != len(values):
+        raise DataError("Bad --sparsities", expected="comma-separated distinct fractions in (0, 1), e.g. 0.5,0.8,0.9",
+                        received=repr(text), fix="Write target sparsities as fractions: 0.9 means 90 % zeros")
+    return values
+
+
+def parse_quantize(text: str | Sequence[str]) -> tuple[str, ...]:
+    from .convert import QUANTIZE_MODES
+
+    items = [q.strip() for q in (text.split(",") if isinstance(text, str) else text) if q.strip()]
+    bad = [q for q in items if q not in QUANTIZE_MODES]
+    if not items or bad or len(set(items)) != len(items):
+        raise DataError("Bad --quantize", expected="comma-separated distinct modes from " + ", ".join(QUANTIZE_MODES),
+                        received=repr(text), fix="e.g. --quantize int8,float16")
+    return tuple(items)
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file, or of every file under a directory (SavedModel), by relative path."""
+    digest = hashlib.sha256()
+    path = Path(path)
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(f.relative_to(path)).encode() + b"\0")
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
+    elif path.is_file():
+        digest.update(path.read_bytes())
+    else:
+        raise DataError("Input not found", where=str(path), expected="an existing file or directory",
+                        received="nothing there", fix="Check the --model / --data path")
+    return digest.hexdigest()
+
+
+def inputs_key(base) -> dict[str, Any]:
+    """What the dense model and data are, by content: a changed file invalidates the cache."""
+    if base.model is None:
+        return {"demo": base.demo, "edgesparse": __version__}
+    return {"model_sha256": _file_digest(base.model), "data_sha256": _file_digest(base.data) if base.data else None,
+            "edgesparse": __version__}
+
+
+def point_key(inputs: dict, base, profile, sparsity: float, quantize: str) -> str:
+    opts = base.to_dict()
+    keyed = {k: opts.get(k) for k in _KEYED_OPTIONS}
+    blob = json.dumps({"inputs": inputs, "options": keyed, "profile": [profile.name, profile.sha256],
+                       "final_sparsity": sparsity, "quantize": quantize}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _buildable(family: Family, quantize: str) -> str | None:
+    """Why `family` cannot run a `quantize` artifact, or None."""
+    if family.runtime == "tflm" and quantize in ("dynamic", "float16"):
+        return f"TFLite Micro has no {quantize} kernels (int8 or float32 only)"
+    return None
+
+
+# --------------------------------------------------------------------------- cache
+
+def _read_index(points_dir: Path) -> dict[str, Any]:
+    path = points_dir / INDEX_NAME
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        return data if isinstance(data, dict) and isinstance(data.get("points"), dict) else {"points": {}}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {"points": {}}
+
+
+def _write_index(points_dir: Path, index: dict[str, Any]) -> None:
+    atomic_write_text(points_dir / INDEX_NAME, json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def _cached_report(point_dir: Path) -> dict[str, Any] | None:
+    """The point's report.json if the build is complete and its artifact is the one reported."""
+    try:
+        report = json.loads((point_dir / "report.json").read_text("utf-8"))
+        artifact = (point_dir / "model.tflite").read_bytes()
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    expected = ((report.get("files") or {}).get("model.tflite") or {}).get("sha256")
+    return report if expected == hashlib.sha256(artifact).hexdigest() else None
+
+
+# --------------------------------------------------------------------------- analysis
+
+def pareto(rows: Sequence[dict], metric: str, accuracy: str = "accuracy") -> list[int]:
+    """Indices of rows no other row beats: higher or equal accuracy at lower or equal metric, one strictly."""
+    valid = [i for i, r in enumerate(rows) if r.get(metric) is not None and r.get(accuracy) is not None]
+    front = []
+    for i in valid:
+        a, m = rows[i][accuracy], rows[i][metric]
+        dominated = any(rows[j][accuracy] >= a and rows[j][metric] <= m and
+                        (rows[j][accuracy] > a or rows[j][metric] < m) for j in valid if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: rows[i][metric])
+
+
+def _efficiency(point: dict, first: str) -> tuple:
+    c = point["checks"].get(first) or {}
+    inf = math.inf
+    return (c.get("model_bytes") if c.get("model_bytes") is not None else inf,
+            c.get("latency_ms") if c.get("latency_ms") is not None else inf,
+            c.get("energy_mj") if c.get("energy_mj") is not None else inf)
+
+
+def _problems(point: dict, profiles: Sequence[str], max_drop: float) -> list[str]:
+    """Why a point cannot be chosen; [] when it keeps accuracy and fits every budget everywhere."""
+    out = []
+    for name in profiles:
+        c = point["checks"].get(name)
+        if c is None or c.get("error"):
+            out.append(f"not buildable for {name}: {c.get('error') if c else 'no build'}")
+            continue
+        if c.get("drop_points") is None:
+            out.append(f"no accuracy for {name}'s build")
+        elif c["drop_points"] > max_drop:
+            out.append(f"accuracy drop {c['drop_points']:.2f} points > {max_drop:g} on {name}'s build")
+        failed = [b["name"] for b in c["budgets"] if b.get("ok") is False and b.get("value") is not None]
+        unknown = [b["name"] for b in c["budgets"] if b.get("value") is None]
+        if failed:
+            out.append(f"does not fit {name}: " + ", ".join(failed))
+        if unknown:
+            out.append(f"{name}: " + ", ".join(unknown) + " unknown (no estimate), so not shown to fit")
+    return list(dict.fromkeys(out))
+
+
+def choose(points: Sequence[dict], profiles: Sequence[str], max_drop: float) -> tuple[dict | None, str, list[dict]]:
+    """The sparsest point that keeps accuracy within `max_drop` and fits every budget; then the most efficient.
+
+    Efficiency, for points of equal sparsity, is judged on the first profile: the
+    smallest artifact, then the lowest latency, then the lowest energy.
+    """
+    ranked = sorted(points, key=lambda p: (-p["sparsity"], _efficiency(p, profiles[0])))
+    rejected = []
+    for p in ranked:
+        problems = _problems(p, profiles, max_drop)
+        if not problems:
+            same = [q for q in ranked if q["sparsity"] == p["sparsity"] and q is not p and not _problems(q, profiles, max_drop)]
+            c = p["checks"][profiles[0]]
+            why = (f"{p['label']} is the sparsest of the {len(points)} points whose .tflite stays within "
+                   f"{max_drop:g} accuracy points of the dense model and fits every budget on "
+                   f"{', '.join(profiles)}: accuracy {c['accuracy']:.2%} (drop {c['drop_points']:.2f} points), "
+                   f"{c['model_bytes']:,} B model, latency "
+                   + ("unknown" if c.get("latency_ms") is None else f"{c['latency_ms']:.4g} ms") + f" on {profiles[0]}")
+            if same:
+                why += (f"; of the {len(same) + 1} qualifying points at sparsity {p['sparsity']:g} it has the smallest "
+                        f"model on {profiles[0]} (then latency, then energy)")
+            sparser = [r for r in rejected if r["sparsity"] > p["sparsity"]]
+            if sparser:
+                why += "; sparser points were rejected (see rejected)"
+            return p, why + ".", rejected
+        rejected.append({"point": p["label"], "sparsity": p["sparsity"], "quantize": p["quantize"], "why": problems})
+    return None, (f"No point keeps the .tflite within {max_drop:g} accuracy points of the dense model and fits "
+                  f"every budget on {', '.join(profiles)}: lower the sparsity, train longer (--epochs) or "
+                  "relax --max-accuracy-drop or the budgets."), rejected
+
+
+# --------------------------------------------------------------------------- the sweep
+
+def _default_out(base) -> Path:
+    from .pipeline import _model_name
+
+    return Path("build") / f"sweep-{_model_name(base)}"
+
+
+def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepResult:
+    """Build and check every point (resuming from the cache), analyse, write sweep.json/csv/html.
+
+    Raises EdgesparseError for bad input; KeyboardInterrupt leaves finished points cached.
+    """
+    from . import estimate, pipeline
+    from .profiles import load_profile
+
+    progress = progress or _noop
+    started = time.perf_counter()
+    if not options.profiles:
+        raise DataError("No profile to sweep for", expected="at least one --profile", received="none")
+    sparsities = parse_sparsities(options.sparsities)
+    quantizes = parse_quantize(options.quantize)
+    if options.max_accuracy_drop is not None and options.max_accuracy_drop < 0:
+        raise DataError("Bad --max-accuracy-drop", expected="percentage points >= 0", received=options.max_accuracy_drop)
+    base = options.base
+    if base.demo not in pipeline.DEMOS:
+        raise DataError("Unknown demo", expected=" or ".join(pipeline.DEMOS), received=repr(base.demo))
+    loaded = [load_profile(p) for p in options.profiles]
+    names = [p.name for p in loaded]
+    if len(set(names)) != len(names):
+        raise DataError("A profile was given twice", where="--profile", received=", ".join(names))
+    by_name = dict(zip(names, options.profiles))
+    fams = families(loaded)
+    out_dir = Path(options.out) if options.out else _default_out(base)
+    points_dir = out_dir / POINTS_DIR
+    if options.fresh and points_dir.exists():
+        shutil.rmtree(points_dir)
+    points_dir.mkdir(parents=True, exist_ok=True)
+    index = _read_index(points_dir)
+    inputs = inputs_key(base)
+
+    jobs = []
+    for s in sparsities:
+        for q in quantizes:
+            for fam in fams:
+                key = point_key(inputs, base, fam.build_profile, s, q)
+                dir_name = f"{fam.name}-s{s:g}-{q}-{key}"
+                jobs.append({"sparsity": s, "quantize": q, "family": fam, "key": key,
+                             "dir": points_dir / dir_name, "skip": _buildable(fam, q)})
+    cached = {j["key"]: rep for j in jobs if not j["skip"] and j["key"] in index["points"]
+              for rep in [_cached_report(j["dir"])] if rep is not None}
+    todo = [j for j in jobs if not j["skip"] and j["key"] not in cached]
+    progress("sweep_begin", {"points": len(sparsities) * len(quantizes), "jobs": len(jobs),
+                             "cached": len(cached), "to_build": len(todo), "profiles": names,
+                             "families": [f.to_dict() for f in fams], "out": str(out_dir)})
+
+    prepared = None
+    built = 0
+    for n, job in enumerate(jobs, 1):
+        fam = job["family"]
+        fields = {"index": n, "jobs": len(jobs), "sparsity": job["sparsity"], "quantize": job["quantize"],
+                  "profile": fam.name, "key": job["key"]}
+        if job["skip"]:
+            job["report"] = None
+            progress("point_skipped", dict(fields, reason=job["skip"]))
+            continue
+        if job["key"] in cached:
+            job["report"] = cached[job["key"]]
+            progress("point_done", dict(fields, cached=True, seconds=0.0, **_headline(job["report"])))
+            continue
+        progress("point_begin", fields)
+        t0 = time.perf_counter()
+        if prepared is None:
+            progress("prepare_begin", {})
+            prepared = pipeline.prepare_inputs(base, progress)
+            progress("prepare_done", {"seconds": round(time.perf_counter() - t0, 3)})
+        build_options = dataclasses.replace(
+            base, profile=by_name[fam.name], final_sparsity=job["sparsity"], quantize=job["quantize"],
+            out=job["dir"], force=True,
+            max_accuracy_drop=options.max_accuracy_drop if options.max_accuracy_drop is not None else 100.0)
+        try:
+            result = pipeline.build(build_options, progress=progress, prepared=prepared)
+        except ConversionError as exc:  # e.g. the converter cannot quantize this model this way
+            job["skip"] = exc.message
+            job["report"] = None
+            progress("point_skipped", dict(fields, reason=exc.message))
+            continue
+        job["report"] = result.report
+        built += 1
+        seconds = round(time.perf_counter() - t0, 3)
+        index["points"][job["key"]] = {"dir": job["dir"].name, "sparsity": job["sparsity"], "quantize": job["quantize"],
+                                       "profile": fam.name, "seconds": seconds,
+                                       "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        _write_index(points_dir, index)
+        progress("point_done", dict(fields, cached=False, seconds=seconds, **_headline(result.report)))
+
+    points = _assemble(jobs, fams, sparsities, quantizes, estimate, out_dir)
+    rows = [dict(r, point=p["label"]) for p in points for r in _rows_of(p, names)]
+    fronts = {name: {metric: [rows[i]["point"] for i in
+                              pareto([r if r["profile"] == name else {} for r in rows], metric)]
+                     for metric, _ in METRICS} for name in names}
+    chosen = None
+    explanation = None
+    rejected: list[dict] = []
+    if options.max_accuracy_drop is not None:
+        chosen, explanation, rejected = choose(points, names, options.max_accuracy_drop)
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "edgesparse", "version": __version__},
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "options": options.to_dict(),
+        "inputs": inputs,
+        "dense_accuracy": _dense_accuracy(points, names),
+        "profiles": [{"name": p.name, "path": str(p.path), "sha256": p.sha256, "runtime": p.runtime,
+                      "class": p.device_class, "family": next(f.name for f in fams if p in f.profiles),
+                      "budgets": dict(p.table("budget"))} for p in loaded],
+        "families": [f.to_dict() for f in fams],
+        "family_rule": ("each point is built once per runtime family (runtime, sparse_weights, block_sparsity, "
+                        "block_sparsity_int8) for the family's first profile and checked with "
+                        "estimate.check_model on every profile of that family"),
+        "points": points,
+        "pareto": fronts,
+        "choice": None if options.max_accuracy_drop is None else {
+            "max_accuracy_drop": options.max_accuracy_drop, "point": chosen["label"] if chosen else None,
+            "sparsity": chosen["sparsity"] if chosen else None, "quantize": chosen["quantize"] if chosen else None,
+            "explanation": explanation, "rejected": rejected,
+            "copied_to": str(out_dir) if chosen else None},
+        "built": built, "cached": len(cached),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    _publish_choice(out_dir, chosen, fams)
+    write_outputs(out_dir, document)
+    progress("sweep_done", {"out": str(out_dir), "built": built, "cached": len(cached),
+                            "chosen": chosen["label"] if chosen else None})
+    return SweepResult(out_dir, document, chosen, built, len(cached))
+
+
+def _headline(report: dict) -> dict[str, Any]:
+    acc = report.get("accuracy") or {}
+    return {"accuracy": acc.get("tflite"), "drop_points": acc.get("drop_points"),
+            "artifact_bytes": (report.get("sizes") or {}).get("artifact_bytes"),
+            "achieved": (report.get("sparsity") or {}).get("overall")}
+
+
+def _point_label(s: float, q: str) -> str:
+    return f"{s:g}/{q}"
+
+
+def _assemble(jobs, fams, sparsities, quantizes, estimate, out_dir: Path) -> list[dict]:
+    """One entry per (sparsity, quantize): each family's build, each profile's check."""
+    points = []
+    for s in sparsities:
+        for q in quantizes:
+            point = {"label": _point_label(s, q), "sparsity": s, "quantize": q, "builds": {}, "checks": {}}
+            for job in (j for j in jobs if j["sparsity"] == s and j["quantize"] == q):
+                fam, report = job["family"], job.get("report")
+                if report is None:
+                    point["builds"][fam.name] = {"error": job["skip"]}
+                    for p in fam.profiles:
+                        point["checks"][p.name] = {"profile": p.name, "error": job["skip"], "budgets": []}
+                    continue
+                artifact = (job["dir"] / "model.tflite").read_bytes()
+                acc = report["accuracy"]
+                point["builds"][fam.name] = {
+                    "dir": str(job["dir"].relative_to(out_dir)), "key": job["key"],
+                    "achieved_sparsity": report["sparsity"]["overall"], "accuracy_dense": acc["dense_float"],
+                    "accuracy_pruned": acc["pruned_keras"], "accuracy": acc["tflite"],
+                    "drop_points": acc["drop_points"], "test": acc.get("test"),
+                    "artifact_bytes": report["sizes"]["artifact_bytes"],
+                    "artifact_gzip_bytes": report["sizes"]["artifact_gzip_bytes"],
+                    "has_densify": report["conversion"]["has_densify"]}
+                for p in fam.profiles:
+                    c = estimate.check_model(artifact, p).to_dict()
+                    point["checks"][p.name] = {
+                        "profile": p.name, "build": fam.name, "accuracy": acc["tflite"],
+                        "drop_points": acc["drop_points"], "model_bytes": len(artifact),
+                        "flash_bytes": c["flash_bytes"], "ram_bytes": c["ram_bytes"], "latency_ms": c["latency_ms"],
+                        "energy_mj": c["energy_mj"], "battery_hours": c["battery_hours"], "fits": c["fits"],
+                        "basis": c["basis"], "budgets": c["budgets"], "warnings": c["warnings"]}
+            points.append(point)
+    return points
+
+
+def _rows_of(point: dict, profiles: Sequence[str]) -> list[dict]:
+    return [dict(point["checks"].get(name) or {"profile": name, "error": "no build"}, sparsity=point["sparsity"],
+                 quantize=point["quantize"]) for name in profiles]
+
+
+def _dense_accuracy(points: Sequence[dict], profiles: Sequence[str]) -> float | None:
+    for p in points:
+        for b in p["builds"].values():
+            if b.get("accuracy_dense") is not None:
+                return b["accuracy_dense"]
+    return None
+
+
+def _publish_choice(out_dir: Path, chosen: dict | None, fams: Sequence[Family]) -> None:
+    """Copy the chosen point's builds beside sweep.json; remove an earlier sweep's choice first."""
+    for name in CHOSEN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    for old in out_dir.glob("for-*"):
+        if old.is_dir():
+            shutil.rmtree(old)
+    if chosen is None:
+        return
+    for i, fam in enumerate(fams):
+        build = chosen["builds"].get(fam.name) or {}
+        if not build.get("dir"):
+            continue
+        src = out_dir / build["dir"]
+        if i == 0:
+            for name in CHOSEN_FILES:
+                if (src / name).is_file():
+                    atomic_write_bytes(out_dir / name, (src / name).read_bytes())
+        else:
+            with staged_output_dir(out_dir / f"for-{fam.name}", force=True) as staging:
+                for name in CHOSEN_FILES:
+                    if (src / name).is_file():
+                        atomic_write_bytes(staging / name, (src / name).read_bytes())
+
+
+# --------------------------------------------------------------------------- outputs
+
+CSV_COLUMNS = ("point", "sparsity", "quantize", "profile", "build", "achieved_sparsity", "accuracy", "drop_points",
+               "model_bytes", "flash_bytes", "ram_bytes", "latency_ms", "energy_mj", "battery_hours", "fits",
+               "failed_budgets", "unknown_budgets", "pareto_latency", "pareto_size", "pareto_energy", "chosen", "error")
+
+
+def csv_text(document: dict) -> str:
+    """One row per (point, profile): what a spreadsheet or pandas wants."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    chosen = (document.get("choice") or {}).get("point")
+    for p in document["points"]:
+        for name, c in p["checks"].items():
+            build = p["builds"].get(c.get("build") or "", {})
+            front = document["pareto"].get(name, {})
+            writer.writerow({
+                "point": p["label"], "sparsity": p["sparsity"], "quantize": p["quantize"], "profile": name,
+                "build": c.get("build", ""), "achieved_sparsity": build.get("achieved_sparsity"),
+                "accuracy": c.get("accuracy"), "drop_points": c.get("drop_points"), "model_bytes": c.get("model_bytes"),
+                "flash_bytes": c.get("flash_bytes"), "ram_bytes": c.get("ram_bytes"), "latency_ms": c.get("latency_ms"),
+                "energy_mj": c.get("energy_mj"), "battery_hours": c.get("battery_hours"), "fits": c.get("fits"),
+                "failed_budgets": ";".join(b["name"] for b in c.get("budgets", [])
+                                           if b.get("ok") is False and b.get("value") is not None),
+                "unknown_budgets": ";".join(b["name"] for b in c.get("budgets", []) if b.get("value") is None),
+                "pareto_latency": p["label"] in front.get("latency_ms", []),
+                "pareto_size": p["label"] in front.get("model_bytes", []),
+                "pareto_energy": p["label"] in front.get("energy_mj", []),
+                "chosen": p["label"] == chosen, "error": c.get("error", "")})
+    return buf.getvalue()
+
+
+def write_outputs(out_dir: Path, document: dict) -> None:
+    from .html_report import render_sweep
+
+    atomic_write_text(out_dir / "sweep.json", json.dumps(document, indent=2) + "\n")
+    atomic_write_text(out_dir / "sweep.csv", csv_text(document))
+    atomic_write_text(out_dir / "sweep.html", render_sweep(document))

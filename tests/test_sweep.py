@@ -1,0 +1,200 @@
+"""edgesparse sweep: planning, Pareto fronts, the choice, and a real interrupted-then-resumed sweep."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgesparse import sweep as sweep_mod
+from edgesparse.cli import main
+from edgesparse.errors import DataError
+from edgesparse.profiles import load_profile
+
+
+# --------------------------------------------------------------------------- planning (no TensorFlow)
+
+def test_profiles_are_built_once_per_runtime_family():
+    fams = sweep_mod.families([load_profile(n) for n in ("rpi4", "nrf52840", "pixel4", "stm32l4r5")])
+    assert [(f.name, f.runtime, [p.name for p in f.profiles]) for f in fams] == [
+        ("rpi4", "litert", ["rpi4", "pixel4"]), ("nrf52840", "tflm", ["nrf52840", "stm32l4r5"])]
+    tflm = fams[1]
+    assert sweep_mod._buildable(tflm, "float16") and sweep_mod._buildable(tflm, "int8") is None
+    assert sweep_mod._buildable(fams[0], "float16") is None
+
+
+@pytest.mark.parametrize("text", ["", "0.5,1.0", "0,0.5", "a,b", "0.5,0.5", "1.5"])
+def test_bad_sparsities(text):
+    with pytest.raises(DataError, match="--sparsities"):
+        sweep_mod.parse_sparsities(text)
+
+
+def test_bad_quantize():
+    assert sweep_mod.parse_quantize("int8, float16") == ("int8", "float16")
+    with pytest.raises(DataError, match="int8, dynamic, float16, none"):
+        sweep_mod.parse_quantize("int4")
+
+
+def test_cache_key_follows_inputs_and_options(tmp_path):
+    from edgesparse.pipeline import BuildOptions
+
+    model, data = tmp_path / "m.keras", tmp_path / "d.npz"
+    model.write_bytes(b"model-v1")
+    data.write_bytes(b"data")
+    base = BuildOptions(model=model, data=data)
+    rpi4 = load_profile("rpi4")
+    key = sweep_mod.point_key(sweep_mod.inputs_key(base), base, rpi4, 0.8, "int8")
+    assert key == sweep_mod.point_key(sweep_mod.inputs_key(base), base, rpi4, 0.8, "int8")
+    assert key != sweep_mod.point_key(sweep_mod.inputs_key(base), base, rpi4, 0.9, "int8")
+    assert key != sweep_mod.point_key(sweep_mod.inputs_key(base), BuildOptions(model=model, data=data, epochs=2),
+                                      rpi4, 0.8, "int8")
+    assert key != sweep_mod.point_key(sweep_mod.inputs_key(base), base, load_profile("pixel4"), 0.8, "int8")
+    model.write_bytes(b"model-v2")  # same path, new contents: the cache must not be reused
+    assert key != sweep_mod.point_key(sweep_mod.inputs_key(base), base, rpi4, 0.8, "int8")
+
+
+def test_pareto_front():
+    rows = [{"accuracy": 0.99, "latency_ms": 5.0}, {"accuracy": 0.98, "latency_ms": 2.0},
+            {"accuracy": 0.97, "latency_ms": 3.0},   # dominated by the 0.98 @ 2 ms row
+            {"accuracy": 0.90, "latency_ms": 1.0}, {"accuracy": 0.99, "latency_ms": 6.0},  # dominated (same acc, slower)
+            {"accuracy": 0.95, "latency_ms": None}]  # no estimate: not on any front
+    assert sweep_mod.pareto(rows, "latency_ms") == [3, 1, 0]
+
+
+def _point(s, q, **checks):
+    def check(acc_drop=0.5, fits=True, size=1000, latency=1.0, unknown=False, error=None):
+        if error:
+            return {"error": error, "budgets": []}
+        budgets = [{"name": "ram_bytes", "ok": fits, "value": 1.0},
+                   {"name": "latency_ms", "ok": not unknown, "value": None if unknown else latency}]
+        return {"accuracy": 0.9, "drop_points": acc_drop, "model_bytes": size, "latency_ms": latency,
+                "energy_mj": 1.0, "fits": fits and not unknown, "budgets": budgets}
+    return {"label": f"{s:g}/{q}", "sparsity": s, "quantize": q, "builds": {},
+            "checks": {name: check(**kw) for name, kw in checks.items()}}
+
+
+def test_choice_is_the_sparsest_point_that_keeps_accuracy_and_fits_everywhere():
+    points = [
+        _point(0.5, "int8", a={}, b={}),
+        _point(0.8, "int8", a={"size": 900}, b={}),
+        _point(0.8, "float16", a={"size": 1800}, b={}),
+        _point(0.9, "int8", a={"acc_drop": 3.0}, b={}),              # too much accuracy lost
+        _point(0.95, "int8", a={}, b={"fits": False}),               # misses b's RAM budget
+        _point(0.97, "int8", a={}, b={"unknown": True}),             # b's latency unknown: not shown to fit
+        _point(0.99, "float16", a={}, b={"error": "TFLite Micro has no float16 kernels"}),
+    ]
+    chosen, why, rejected = sweep_mod.choose(points, ["a", "b"], 2.0)
+    assert chosen["label"] == "0.8/int8"   # sparsest qualifying; smaller than 0.8/float16 on a
+    assert "sparsest" in why and "smallest model on a" in why
+    assert [r["point"] for r in rejected] == ["0.99/float16", "0.97/int8", "0.95/int8", "0.9/int8"]
+    reasons = {r["point"]: " ".join(r["why"]) for r in rejected}
+    assert "not buildable for b" in reasons["0.99/float16"]
+    assert "latency_ms unknown" in reasons["0.97/int8"]
+    assert "does not fit b: ram_bytes" in reasons["0.95/int8"]
+    assert "accuracy drop 3.00 points > 2" in reasons["0.9/int8"]
+    nothing, why, rejected = sweep_mod.choose(points[3:], ["a", "b"], 2.0)
+    assert nothing is None and "No point" in why and len(rejected) == 4
+
+
+# --------------------------------------------------------------------------- a real sweep, interrupted and resumed
+
+SPARSITIES = "0.5,0.8,0.95"
+MAX_DROP = 3.0
+
+
+def _cli(out: Path, *extra):
+    return CliRunner().invoke(main, ["sweep", "--profile", "rpi4", "--profile", "pixel4", "--sparsities", SPARSITIES,
+                                     "--epochs", "1", "--max-accuracy-drop", str(MAX_DROP), "--out", str(out), *extra])
+
+
+@pytest.mark.slow
+def test_sweep_interrupted_then_resumed(tmp_path, monkeypatch):
+    from edgesparse import pipeline
+
+    out = tmp_path / "sweep"
+    real_build, real_prepare = pipeline.build, pipeline.prepare_inputs
+    calls = {"build": 0, "prepare": 0}
+
+    def build(options, progress=None, prepared=None):
+        calls["build"] += 1
+        if calls["build"] == 2 and interrupt:  # Ctrl-C in the middle of the second point's conversion
+            def progress_then_ctrl_c(event, fields, inner=progress):
+                inner(event, fields)
+                if event == "stage" and fields["name"] == "convert":
+                    raise KeyboardInterrupt
+            return real_build(options, progress_then_ctrl_c, prepared)
+        return real_build(options, progress, prepared)
+
+    def prepare(options, progress=None):
+        calls["prepare"] += 1
+        return real_prepare(options, progress)
+
+    monkeypatch.setattr(pipeline, "build", build)
+    monkeypatch.setattr(pipeline, "prepare_inputs", prepare)
+
+    # 1. Interrupted after the first point: exit 130, the finished point cached, nothing half-written.
+    interrupt = True
+    result = _cli(out)
+    assert result.exit_code == 130, result.output
+    assert "Run the same command again to resume" in result.output
+    index = json.loads((out / "points" / "index.json").read_text())["points"]
+    assert len(index) == 1
+    (first_key, first), = index.items()
+    first_dir = out / "points" / first["dir"]
+    assert first["sparsity"] == 0.5 and (first_dir / "report.html").is_file()
+    assert sorted(p.name for p in (out / "points").iterdir()) == sorted(["index.json", first["dir"]])  # no staging
+    assert not (out / "sweep.json").exists()
+    first_mtime = (first_dir / "model.tflite").stat().st_mtime_ns
+
+    # 2. The same command again: the cached point is not rebuilt, the dense model is loaded once.
+    interrupt = False
+    calls.update(build=0, prepare=0)
+    result = _cli(out)
+    assert result.exit_code in (0, 1), result.output
+    assert calls == {"build": 2, "prepare": 1}
+    assert (first_dir / "model.tflite").stat().st_mtime_ns == first_mtime
+    assert "cached" in result.output and "sweep.html" in result.output
+    doc = json.loads((out / "sweep.json").read_text())
+    assert (doc["built"], doc["cached"]) == (2, 1)
+    assert [p["label"] for p in doc["points"]] == ["0.5/int8", "0.8/int8", "0.95/int8"]
+
+    # Every point was checked on both profiles, from the one rpi4 build (same runtime family).
+    for p in doc["points"]:
+        assert set(p["checks"]) == {"rpi4", "pixel4"} and set(p["builds"]) == {"rpi4"}
+        assert (out / p["builds"]["rpi4"]["dir"] / "report.html").is_file()
+        assert p["checks"]["pixel4"]["model_bytes"] == p["checks"]["rpi4"]["model_bytes"]
+
+    # The choice, recomputed here from sweep.json: the sparsest point within MAX_DROP that fits everywhere.
+    def qualifies(p):
+        return all(c["drop_points"] <= MAX_DROP and all(b["ok"] and b["value"] is not None for b in c["budgets"])
+                   for c in p["checks"].values())
+    expected = max((p for p in doc["points"] if qualifies(p)), key=lambda p: p["sparsity"], default=None)
+    assert expected is not None, "0.5 sparsity should keep the digits demo within 3 points"
+    assert doc["choice"]["point"] == expected["label"]
+    assert expected["label"] in result.output and "sparsest" in doc["choice"]["explanation"]
+    chosen_dir = out / expected["builds"]["rpi4"]["dir"]
+    assert (out / "model.tflite").read_bytes() == (chosen_dir / "model.tflite").read_bytes()
+    assert json.loads((out / "report.json").read_text()) == json.loads((chosen_dir / "report.json").read_text())
+    for r in doc["choice"]["rejected"]:
+        assert r["sparsity"] > expected["sparsity"] and r["why"]
+
+    rows = list(csv.DictReader(io.StringIO((out / "sweep.csv").read_text())))
+    assert len(rows) == 6 and {r["profile"] for r in rows} == {"rpi4", "pixel4"}
+    assert [r["chosen"] for r in rows].count("True") == 2
+    for name in ("rpi4", "pixel4"):
+        assert doc["pareto"][name]["latency_ms"], name
+
+    # 3. Everything cached: no build and no training at all.
+    calls.update(build=0, prepare=0)
+    result = _cli(out)
+    assert result.exit_code in (0, 1) and calls == {"build": 0, "prepare": 0}, result.output
+
+    # sweep.html renders in a real browser: every plot drawn, no errors, no fetches.
+    from test_html_report import CHROMIUM, assert_renders_cleanly, render_in_chromium
+
+    if Path(CHROMIUM).exists():
+        assert_renders_cleanly(render_in_chromium(out / "sweep.html"), expected_svgs=3)
