@@ -17,10 +17,15 @@ gives for it here; on a device the same app must print the same result.
 Public API:
     TARGETS, deploy(DeployOptions, progress=None) -> DeployResult
     make_bundle(build_dir, target, out=None, *, force=False, sample=None, ...) -> Bundle
-    parse_host("user@host[:path]") -> Remote
-    push_and_run(bundle_dir, remote, ...) -> RemoteRun
+    load_build(build_dir, *, force=False, labels=None) -> BuildInfo
+    resolve_target("rpi4") -> ("rpi", None) | ("mcu", "nrf52840")
+    parse_host("user@host[:path]", default_dir) -> Remote
+    push_and_run(bundle, remote, *, port, identity, remote_python, remote_venv, ...) -> RemoteRun
     model_ops(model_bytes) -> list[str];  resolver_method(op) -> "AddConv2D"
+    arena_size(model_bytes, profile, tflm_used) -> (bytes, why, short why)
     compile_model_data(project_dir, core) -> McuCompile
+    tflite_runtime_hazards(model_bytes), pick_runtime(model_bytes, runtime, force=...)
+    DeployError (exit 2)
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import DataError, EdgesparseError, ModelError
-from .fsutil import atomic_write_bytes, atomic_write_text, staged_output_dir
+from .fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir
 
 Progress = Callable[[str, dict], None]
 
@@ -333,15 +338,13 @@ def resolve_sample(info: BuildInfo, sample: Path | None, *, prefer_validation: b
         return _sample_from_file(info, Path(sample))
     if info.kind == "kws" and not prefer_validation:
         wav = _kws_wav(info)
-        if wav is not None:
-            return wav
+        if wav is None:
+            raise DataError("No test recording for the keyword-spotting bundle", where=str(info.path),
+                            expected="a .wav to ship as the test input", received="none found",
+                            fix="Pass --sample CLIP.wav")
+        return wav
     x, y, source = _validation_sample(info)
-    if info.kind == "kws" and not prefer_validation:
-        raise DataError("No test recording for the keyword-spotting bundle", where=str(info.path),
-                        expected="a .wav to ship as the test input", received="none found",
-                        fix="Pass --sample CLIP.wav")
-    buffer = _npy_bytes(x)
-    return Sample("test_input.npy", buffer, x, y, source)
+    return Sample("test_input.npy", _npy_bytes(x), x, y, source)
 
 
 def _npy_bytes(x: np.ndarray) -> bytes:
@@ -498,8 +501,6 @@ def make_bundle(build_dir: Path, target: str, out: Path | None = None, *, force:
     if runtime not in REQUIREMENTS:
         raise DeployError("Unknown runtime for the bundle", where="--runtime",
                           expected=" | ".join(REQUIREMENTS), received=repr(runtime))
-    from .fsutil import check_output_free
-
     check_output_free(out, force)
     runtime_notes: list[str] = []
     if target == "rpi":
@@ -650,7 +651,7 @@ def _write_rpi(staging: Path, info: BuildInfo, smp: Sample, *, runtime: str, rem
     unit = f"edgesparse-{_slug(info.name)}.service"
     user = (remote.user if remote else "") or "pi"
     home = "/root" if user == "root" else f"/home/{user}"
-    path = remote.path if remote else staging_name(info)
+    path = remote.path if remote else device_dir_name(info)
     directory = path if path.startswith("/") else f"{home}/{path.removeprefix('~/')}"
     atomic_write_text(staging / unit, _fill(_template("rpi", "edgesparse-app.service"), {
         "NAME": info.name, "UNIT": unit, "APP": app, "USER": user, "DIR": directory,
@@ -665,7 +666,7 @@ def _write_rpi(staging: Path, info: BuildInfo, smp: Sample, *, runtime: str, rem
     return Bundle(path=staging, target="rpi", kind=info.kind, files=[], test_input=smp.file_name, expected=expected)
 
 
-def staging_name(info: BuildInfo) -> str:
+def device_dir_name(info: BuildInfo) -> str:
     return f"edgesparse-{_slug(info.name)}"
 
 
@@ -1156,9 +1157,7 @@ def deploy(options: DeployOptions, progress: Progress | None = None) -> DeployRe
     out = Path(options.out) if options.out else default_out(Path(options.build_dir), target)
     if options.host:
         info = load_build(options.build_dir, force=options.force, labels=options.labels)
-        remote = parse_host(options.host, staging_name(info))
-        from .fsutil import check_output_free
-
+        remote = parse_host(options.host, device_dir_name(info))
         check_output_free(out, options.force)
         # Reach the host before any work: an unreachable host or a refused key fails in seconds.
         pinned = Path(tempfile.mkdtemp(prefix="edgesparse-ssh-")) / _KNOWN_HOSTS
