@@ -111,9 +111,7 @@ def _rc(name: str) -> dict[str, Any]:
 def new_figure(name: str, width: float, height: float):
     """A matplotlib Figure not tied to pyplot (no global state, no GUI backend)."""
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: no backend switch in the caller's process
 
     with matplotlib.rc_context(_rc(name)):
         fig = Figure(figsize=(width, height), layout="constrained")

@@ -198,3 +198,28 @@ def test_sweep_interrupted_then_resumed(tmp_path, monkeypatch):
 
     if Path(CHROMIUM).exists():
         assert_renders_cleanly(render_in_chromium(out / "sweep.html"), expected_svgs=3)
+
+
+# --------------------------------------------------------------------------- edgesparse check, several profiles
+
+def test_check_prints_one_matrix_for_several_profiles(mlperf_dir):
+    import re
+
+    model = mlperf_dir / "keyword_spotting" / "kws_ref_model.tflite"
+    args = ["check", str(model), "--profile", "rpi4", "--profile", "nrf52840", "--profile", "stm32l4r5"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output   # nrf52840 has no latency fit: its budget cannot be shown to hold
+    out = result.output
+    header = next(line for line in out.splitlines() if "rpi4" in line and "nrf52840" in line)
+    assert header.index("rpi4") < header.index("nrf52840") < header.index("stm32l4r5")
+    for row in ("budget flash_bytes", "budget ram_bytes", "budget latency_ms", "flash", "RAM", "latency",
+                "energy / inference", "battery life", "verdict"):
+        assert re.search(rf"^\s*{re.escape(row)}\s", out, re.M), row
+    latency_row = out[out.index("budget latency_ms"):].splitlines()[:2]
+    assert "? / 1000 ms" in latency_row[0] and "unknown" in latency_row[1]
+    assert "latency per op" not in out                      # the per-profile detail is behind --all-ops
+    assert not re.search(r"^\s*budgets\s*$", out, re.M) and "does NOT fit" in out  # no per-profile tables
+    detailed = CliRunner().invoke(main, args + ["--all-ops"]).output
+    assert detailed.count("latency per op") == 2          # rpi4 and stm32l4r5 (nrf52840 has no latency)
+    as_json = json.loads(CliRunner().invoke(main, args + ["--json"]).output)
+    assert [d["profile"] for d in as_json] == ["rpi4", "nrf52840", "stm32l4r5"]
