@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEBIAN_PACKAGES := espeak-ng openssh-server openssh-client rsync gcc-arm-none-eabi binutils-arm-none-eabi libnewlib-arm-none-eabi chromium
+DEBIAN_PACKAGES := python3-venv espeak-ng openssh-server openssh-client rsync gcc-arm-none-eabi binutils-arm-none-eabi libnewlib-arm-none-eabi chromium
 
 .PHONY: install system-deps demo test bench lint clean
 
