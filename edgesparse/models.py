@@ -66,6 +66,13 @@ _BASE_LAYER_KWARGS = frozenset(
 )
 # Keras 3 options that choose an implementation, not the maths: dropped whatever their value.
 _K3_IMPLEMENTATION_KEYS = frozenset({"use_cudnn"})
+# Keras 3 option names that tf_keras spells differently.
+_K3_RENAMES = {"LeakyReLU": {"negative_slope": "alpha"}}
+# Options tf_keras layers take through **kwargs (so no signature shows them), by base class.
+_POPPED_KWARGS = {"RNN": frozenset({"zero_output_for_mask"}),
+                  "MultiHeadAttention": frozenset({"query_shape", "key_shape", "value_shape"})}
+# Keys tf_keras's from_config requires that Keras 3 does not write; None means "build on first call".
+_FROM_CONFIG_DEFAULTS = {"MultiHeadAttention": {"query_shape": None, "key_shape": None, "value_shape": None}}
 
 
 @dataclass
@@ -122,6 +129,9 @@ def load_model(
         _refuse_unsafe(stored, path, set(custom_objects or ()))
     notes: list[str] = []
     max_err = None
+    if not stored.keras3:  # a Keras 3 config is checked after translation
+        for config in stored.configs:
+            _check_graph(config, path)
     if stored.keras3:
         model, max_err = _rebuild_keras3(path, stored, trust_model, custom_objects, notes)
     else:
@@ -535,6 +545,7 @@ def _rebuild_keras3(
     translator = _Keras3Translator(path, notes)
     translated = translator.model(stored.configs[0])  # fails fast, before Keras 3 loads anything
     translator.finish_notes()
+    _check_graph(translated, path)
     try:
         original = keras.saving.load_model(str(path), compile=False, safe_mode=not trust,
                                            custom_objects=custom_objects)
@@ -651,6 +662,7 @@ class _Keras3Translator:
                 "input_layers": self.endpoints(config.get("input_layers")),
                 "output_layers": self.endpoints(config.get("output_layers")),
             }
+            _shift_nested_model_nodes(out)
         else:
             raise self.fail("The Keras 3 model is not Sequential or Functional", f"class '{cls}'")
         if "trainable" in config:
@@ -677,22 +689,33 @@ class _Keras3Translator:
             target = getattr(self.tfk.layers, cls, None) if isinstance(cls, str) else None
             if not isinstance(target, type):
                 raise self.fail(f"Keras 3 layer '{name}' has no tf_keras equivalent", f"class '{cls}'")
-            body = {k: self.value(v, key=k) for k, v in config.items()}
-            if cls == "InputLayer":
-                if "batch_shape" in body:
-                    body["batch_input_shape"] = body.pop("batch_shape")
-                if "shape" in body:
-                    body["batch_input_shape"] = [body.pop("batch_size", None)] + list(body.pop("shape"))
-            if cls == "Lambda":
-                body.pop("function", None)
-            out = {"class_name": cls, "config": self.filter_kwargs(target, body, f"layer '{name}' ({cls})")}
-            if cls == "Lambda":  # from_config-only keys, so added after filtering
-                out["config"].update(self.lambda_function(config, name))
+            out = {"class_name": cls, "config": self.layer_config(target, config, f"layer '{name}' ({cls})")}
         if "name" in obj:
             out["name"] = obj["name"]
         if "inbound_nodes" in obj:
             out["inbound_nodes"] = [self.node(n, name, target) for n in obj["inbound_nodes"]]
         return out
+
+    def layer_config(self, target: type, config: dict, where: str) -> dict:
+        """A layer's config in tf_keras terms: renamed, filtered, with from_config-only keys."""
+        cls = target.__name__
+        body = {k: self.value(v, key=k) for k, v in (config or {}).items()}
+        for old, new in _K3_RENAMES.get(cls, {}).items():
+            if old in body:
+                body[new] = body.pop(old)
+        if cls == "InputLayer":
+            if "batch_shape" in body:
+                body["batch_input_shape"] = body.pop("batch_shape")
+            if "shape" in body:
+                body["batch_input_shape"] = [body.pop("batch_size", None)] + list(body.pop("shape"))
+        if cls == "Lambda":
+            body.pop("function", None)
+        kept = self.filter_kwargs(target, body, where)
+        for key, default in _FROM_CONFIG_DEFAULTS.get(cls, {}).items():
+            kept.setdefault(key, default)
+        if cls == "Lambda":  # from_config-only keys, so added after filtering
+            kept.update(self.lambda_function(config, config.get("name", "?")))
+        return kept
 
     def lambda_function(self, config: dict, name: str) -> dict:
         """A Keras 3 `__lambda__` (marshalled code) in the legacy [code, defaults, closure] form."""
@@ -783,9 +806,10 @@ class _Keras3Translator:
                 break
         if not isinstance(target, type):
             raise self.fail("A Keras 3 object has no tf_keras equivalent", f"'{cls}' in '{key}'")
+        if issubclass(target, self.tfk.layers.Layer):  # wrapped layers (Bidirectional, TimeDistributed)
+            return {"class_name": cls, "config": self.layer_config(target, inner, f"{cls} in '{key}'")}
         body = {k: self.value(v) for k, v in (inner or {}).items()}
-        is_layer = issubclass(target, self.tfk.layers.Layer)
-        return {"class_name": cls, "config": self.filter_kwargs(target, body, f"{cls} in '{key}'", strict=is_layer)}
+        return {"class_name": cls, "config": self.filter_kwargs(target, body, f"{cls} in '{key}'", strict=False)}
 
     def finish_notes(self) -> None:
         for cls, options in self.dropped.items():
@@ -796,6 +820,8 @@ class _Keras3Translator:
         accepted = _init_params(target)
         if issubclass(target, self.tfk.layers.Layer):
             accepted |= _BASE_LAYER_KWARGS
+        for klass in target.__mro__:
+            accepted |= _POPPED_KWARGS.get(klass.__name__, frozenset())
         kept, dropped, lost = {}, [], []
         for key, val in body.items():
             if key in accepted:
@@ -829,3 +855,104 @@ def _init_params(cls: type) -> set[str]:
             break
     names.discard("self")
     return names
+
+
+def _shift_nested_model_nodes(config: dict) -> None:
+    """Renumber calls of nested models: tf_keras counts their internal Input node as node 0."""
+    nested = {
+        layer["name"] for layer in config["layers"]
+        if layer["class_name"] == "Functional"
+        or (layer["class_name"] == "Sequential" and layer["config"]["layers"][:1]
+            and layer["config"]["layers"][0]["class_name"] == "InputLayer")
+    }
+    if not nested:
+        return
+
+    def shift(value: Any) -> Any:
+        if _is_node_ref(value) and value[0] in nested:
+            return [value[0], value[1] + 1, *value[2:]]
+        if isinstance(value, list):
+            return [shift(v) for v in value]
+        if isinstance(value, dict):
+            return {k: shift(v) for k, v in value.items()}
+        return value
+
+    for layer in config["layers"]:
+        layer["inbound_nodes"] = shift(layer.get("inbound_nodes", []))
+    config["output_layers"] = shift(config["output_layers"])
+
+
+def _is_node_ref(value: Any) -> bool:
+    """[layer_name, node_index, tensor_index] or the same with a kwargs dict."""
+    return (isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str)
+            and isinstance(value[1], int) and isinstance(value[2], int)
+            and (len(value) == 3 or isinstance(value[3], dict)))
+
+
+def _check_graph(config: dict, path: Path) -> None:
+    """Refuse a Functional config tf_keras would loop on forever (dangling or cyclic node refs).
+
+    tf_keras re-queues a node whose inputs do not exist yet, with no limit, so a
+    malformed or hostile file would hang the build instead of failing.
+    """
+    for model in _walk(config):
+        inner = model.get("config")
+        if model.get("class_name") not in ("Functional", "Model") or not isinstance(inner, dict):
+            continue
+        layers = inner.get("layers")
+        if not isinstance(layers, list):
+            continue
+        valid: dict[str, range] = {}
+        for layer in layers:
+            if not isinstance(layer, dict) or not isinstance(layer.get("name"), str):
+                continue
+            sub = layer.get("config") if isinstance(layer.get("config"), dict) else {}
+            first = sub.get("layers") if isinstance(sub.get("layers"), list) else []
+            skip = layer.get("class_name") in ("Functional", "Model") or (
+                layer.get("class_name") == "Sequential" and first[:1]
+                and isinstance(first[0], dict) and first[0].get("class_name") == "InputLayer")
+            count = len(layer.get("inbound_nodes") or []) or (1 if layer.get("class_name") == "InputLayer" else 0)
+            valid[layer["name"]] = range(int(bool(skip)), int(bool(skip)) + count)
+        deps: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        for layer in layers:
+            if not isinstance(layer, dict) or layer.get("name") not in valid:
+                continue
+            for k, node in enumerate(layer.get("inbound_nodes") or []):
+                key = (layer["name"], valid[layer["name"]].start + k)
+                refs = [v for v in _walk_lists(node) if _is_node_ref(v) and v[0] != "_CONSTANT_VALUE"]
+                for ref in refs:
+                    if ref[0] not in valid or ref[1] not in valid[ref[0]]:
+                        raise _not_a_model(path, f"layer '{layer['name']}' takes an input from node "
+                                           f"{ref[1]} of '{ref[0]}', which does not exist",
+                                           "a model config whose layers are connected")
+                deps[key] = [(r[0], r[1]) for r in refs]
+        state: dict[tuple[str, int], int] = {}
+        for start in deps:
+            if state.get(start):
+                continue
+            stack = [(start, iter(deps[start]))]
+            state[start] = 1
+            while stack:
+                node, children = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    state[node] = 2
+                    stack.pop()
+                elif state.get(child) == 1:
+                    raise _not_a_model(path, f"a cycle through layer '{child[0]}'",
+                                       "a model config whose layers form a graph without cycles")
+                elif not state.get(child):
+                    state[child] = 1
+                    stack.append((child, iter(deps.get(child, ()))))
+
+
+def _walk_lists(value: Any) -> Iterator[Any]:
+    """Every list nested in a JSON value (node references are lists)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            yield item
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())

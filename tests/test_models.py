@@ -221,13 +221,11 @@ def test_tf_op_layers_allowed_only_for_pure_tensor_ops(tmp_path):
     path = tmp_path / "op.h5"
     tfk.Model(inp, out).save(path)
     assert load_model(path).output_shape == (4,)
-    import h5py
 
-    with h5py.File(path, "r+") as handle:
-        config = json.loads(handle.attrs["model_config"])
-        op = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "TFOpLambda")
-        op["config"]["function"] = "io.write_file"
-        handle.attrs["model_config"] = json.dumps(config)
+    def edit(layers):
+        next(layer for layer in layers if layer["class_name"] == "TFOpLambda")["config"]["function"] = "io.write_file"
+
+    _edit_h5_config(path, edit)
     with pytest.raises(ModelError, match=r"calls tf\.io\.write_file"):
         load_model(path)
 
@@ -340,3 +338,45 @@ def test_mlperf_tiny_models_load_in_place(mlperf_dir, rel, in_shape, out_shape):
     assert loaded.path == mlperf_dir / rel and loaded.name == Path(rel).stem
     y = loaded.model(np.zeros((1, *in_shape), np.float32), training=False).numpy()
     assert y.shape == (1, *out_shape) and np.all(np.isfinite(y))
+
+
+def test_keras3_wider_layer_set_is_rebuilt(tmp_path):
+    """Renamed options (LeakyReLU), wrappers, RNNs, attention and a nested Sequential."""
+    L = keras.layers
+    seq_in = keras.Input((10, 4), name="seq")
+    x = L.Bidirectional(L.LSTM(4, return_sequences=True), name="bilstm")(seq_in)
+    x = L.TimeDistributed(L.Dense(6), name="td")(x)
+    x = L.MultiHeadAttention(2, 3, name="mha")(x, x)
+    x = L.LeakyReLU(0.2, name="leaky")(x)
+    x = keras.Sequential([L.Dense(5), L.BatchNormalization()], name="inner")(L.Flatten(name="flat")(x))
+    model = keras.Model(seq_in, L.Dense(3, activation="softmax", name="out")(x), name="zoo")
+    _randomize(model)
+    path = tmp_path / "zoo.keras"
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.rebuild_max_abs_error < 1e-5
+    assert abs(float(loaded.model.get_layer("leaky").alpha) - 0.2) < 1e-7
+
+
+def _edit_h5_config(path: Path, edit) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        edit(config["config"]["layers"])
+        handle.attrs["model_config"] = json.dumps(config)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda layers: layers[2]["inbound_nodes"][0][0].__setitem__(0, "ghost"), "from node 0 of 'ghost'"),
+    (lambda layers: layers[1]["inbound_nodes"][0][0].__setitem__(0, layers[2]["name"]), "a cycle through layer"),
+])
+def test_malformed_graph_fails_instead_of_hanging(tmp_path, edit, match):
+    """tf_keras re-queues unresolvable nodes forever; such files must fail fast."""
+    inp = tfk.Input((4,), name="x")
+    out = tfk.layers.Dense(2, name="b")(tfk.layers.Dense(3, name="a")(inp))
+    path = tmp_path / "graph.h5"
+    tfk.Model(inp, out).save(path)
+    _edit_h5_config(path, edit)
+    with pytest.raises(ModelError, match=match):
+        load_model(path)
