@@ -352,13 +352,14 @@ def _looks_keras3(config: Any) -> bool:
     return False
 
 
-def _walk(value: Any) -> Iterator[dict]:
-    """Every dict nested anywhere in a JSON value."""
+def _walk(value: Any, kind: type = dict) -> Iterator[Any]:
+    """Every dict (or, with kind=list, every list) nested anywhere in a JSON value."""
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
+        if isinstance(item, kind):
             yield item
+        if isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
@@ -919,7 +920,7 @@ def _check_graph(config: dict, path: Path) -> None:
                 continue
             for k, node in enumerate(layer.get("inbound_nodes") or []):
                 key = (layer["name"], valid[layer["name"]].start + k)
-                refs = [v for v in _walk_lists(node) if _is_node_ref(v) and v[0] != "_CONSTANT_VALUE"]
+                refs = [v for v in _walk(node, list) if _is_node_ref(v) and v[0] != "_CONSTANT_VALUE"]
                 for ref in refs:
                     if ref[0] not in valid or ref[1] not in valid[ref[0]]:
                         raise _not_a_model(path, f"layer '{layer['name']}' takes an input from node "
@@ -944,15 +945,3 @@ def _check_graph(config: dict, path: Path) -> None:
                 elif not state.get(child):
                     state[child] = 1
                     stack.append((child, iter(deps.get(child, ()))))
-
-
-def _walk_lists(value: Any) -> Iterator[Any]:
-    """Every list nested in a JSON value (node references are lists)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            yield item
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
