@@ -54,6 +54,9 @@ _SAFE_TF_OPS = frozenset(
 _TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
 _TENSOR_METHOD_LAYERS = frozenset({"ClassMethod", "InstanceMethod", "InstanceProperty"})
 _LAMBDA_CLASSES = frozenset({"Lambda", "__lambda__"})
+# Built-in Keras 3 layers that wrap code from elsewhere: a SavedModel graph named by a path
+# (TFSMLayer), a pickled torch module (TorchModuleWrapper), JAX/Flax functions.
+_WRAPS_FOREIGN_CODE = frozenset({"TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer"})
 # Serialization markers (not classes) both Keras generations write.
 _SERIALIZATION_MARKERS = frozenset(
     "__tuple__ __keras_tensor__ __tensor__ __numpy__ __bytes__ __typespec__ __ellipsis__ "
@@ -383,8 +386,7 @@ def _builtin_class_names(keras3: bool) -> frozenset[str]:
     for module in modules:
         names.update(n for n in dir(module) if isinstance(getattr(module, n, None), type))
     names.update(("Policy", "InputLayer"))
-    # TFSMLayer runs a SavedModel graph named by a path in the config: not a plain layer.
-    return frozenset(names - _LAMBDA_CLASSES - {"TFSMLayer"})
+    return frozenset(names - _LAMBDA_CLASSES - _WRAPS_FOREIGN_CODE)
 
 
 def _safe_module(module: Any, class_name: str) -> bool:
@@ -421,7 +423,7 @@ def _unsafe_findings(config: dict, builtins: frozenset[str], allowed: set[str]) 
         cls = value.get("class_name")
         inner = value.get("config")
         here = layer
-        if isinstance(cls, str) and (isinstance(inner, dict) or "module" in value or cls in builtins):
+        if isinstance(cls, str) and ("config" in value or "module" in value or cls in builtins):
             name = inner.get("name") if isinstance(inner, dict) else None
             is_layer = isinstance(name, str) and ("trainable" in inner or "dtype" in inner or "layers" in inner)
             here = name if is_layer else layer
@@ -437,6 +439,8 @@ def _unsafe_findings(config: dict, builtins: frozenset[str], allowed: set[str]) 
                 findings.append(f"a Python lambda in {where}")
             elif cls in _TF_OP_LAYERS and isinstance(inner, dict) and not _safe_tf_op(inner.get("function")):
                 findings.append(f"layer '{here}' calls tf.{inner.get('function')} (not a pure tensor op)")
+            elif cls in _WRAPS_FOREIGN_CODE:
+                findings.append(f"layer '{here}' ({cls}) wraps code from outside Keras")
             elif cls in _TENSOR_METHOD_LAYERS:
                 findings.append(f"layer '{here}' ({cls}) calls a tensor method by name")
             elif not _safe_module(value.get("module"), cls):
