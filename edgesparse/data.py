@@ -133,13 +133,13 @@ def check_compatible(
     """Check the data fits the model: per-sample shape, numeric dtypes, label range, no NaN.
 
     `input_shape` is the model's per-sample input shape (no batch dimension; None
-    matches any size). `num_classes` is the number of output classes (None skips
+    or a negative size such as -1 matches any size). `num_classes` is the number of output classes (None skips
     the label range check, e.g. for an autoencoder).
     """
     source = source or dataset.source
     arrays = {k: getattr(dataset, k) for k in ARRAYS}
     _check_arrays(arrays, source)
-    want = tuple(input_shape)
+    want = tuple(None if d is None or int(d) < 0 else int(d) for d in input_shape)
     for key in ("x_train", "x_val"):
         got = tuple(arrays[key].shape[1:])
         if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):

@@ -114,8 +114,9 @@ def test_missing_channel_axis_gets_a_hint():
         check_compatible(ds, SHAPE, 4)
 
 
-def test_none_dimensions_match_any_size():
+def test_none_or_negative_dimensions_match_any_size():
     check_compatible(_dataset(), (None, 8, 1), 4)
+    check_compatible(_dataset(), (-1, 8, 1), 4)
 
 
 def test_x_val_shape_differs_from_x_train():
