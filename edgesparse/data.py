@@ -93,7 +93,7 @@ def load_npz(path: Path | str) -> Dataset:
                 expected="a 1-D array of strings, one per class id", received=f"{names.dtype} array of shape {names.shape}",
                 fix="Save them as numpy.array(['yes', 'no', ...])",
             )
-        labels = [str(n) for n in names]
+        labels = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names.tolist()]
     for key in ("y_train", "y_val"):
         y = arrays[key]
         if y.ndim == 2 and y.shape[1] == 1:

@@ -46,6 +46,11 @@ def test_load_npz_round_trip_with_class_names(tmp_path):
     check_compatible(ds, SHAPE, 4, source=ds.source)
 
 
+def test_byte_string_class_names_are_decoded(tmp_path):
+    ds = load_npz(_write(tmp_path, **_arrays(), labels=np.array([b"a", b"b", b"c", b"d"])))
+    assert ds.labels == ["a", "b", "c", "d"]
+
+
 def test_load_npz_accepts_column_labels_and_counts_classes(tmp_path):
     arrays = _arrays(classes=3)
     arrays["y_train"] = arrays["y_train"][:, None]
