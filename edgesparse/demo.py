@@ -9,7 +9,7 @@ CONTRACT:
         trains once, deterministically, and caches the dense model; later calls load it.
     progress(event, fields) events: "demo_train_begin" {epochs, steps_per_epoch, samples},
         "demo_epoch_end" {epoch (0-based), loss, accuracy, val_accuracy},
-        "demo_train_end" {val_accuracy, seconds, path}, "demo_cache_hit" {path}
+        "demo_train_end" {val_accuracy, seconds, path, cache_error}, "demo_cache_hit" {path}
 
 Why digits: scikit-learn ships them (no download, so `edgesparse build` works
 offline), and they train to ~98% in seconds on two cores. The model's weights
@@ -154,10 +154,15 @@ def _train(dataset: Dataset, seed: int, progress: Progress, path: Path | None) -
                         callbacks=[_Report()], verbose=0, shuffle=False)
     trained = build_digits_model(seed)  # uncompiled, like a cache hit; no optimizer state in the file
     trained.set_weights(model.get_weights())
+    cache_error = None
     if path is not None:
-        _save_atomically(trained, path)
+        try:
+            _save_atomically(trained, path)
+        except OSError as exc:  # an unwritable cache costs a retrain next time, not this build
+            cache_error, path = f"{type(exc).__name__}: {exc}", None
     progress("demo_train_end", {"val_accuracy": history.history["val_accuracy"][-1],
-                                "seconds": time.monotonic() - started, "path": str(path) if path else None})
+                                "seconds": time.monotonic() - started, "path": str(path) if path else None,
+                                "cache_error": cache_error})
     return trained
 
 

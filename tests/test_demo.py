@@ -79,3 +79,12 @@ def test_corrupt_cache_is_replaced_by_retraining(tmp_path):
     assert "demo_train_begin" in events and "demo_cache_hit" not in events
     assert cached.stat().st_size > 100_000
     assert demo._load_cached(cached) is not None  # noqa: SLF001 - the rewritten cache loads
+
+
+@pytest.mark.slow
+def test_unwritable_cache_does_not_fail_the_build(tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache directory should be")
+    ends: list[dict] = []
+    model, _ = demo.demo_model(cache=blocker, progress=lambda e, f: ends.append(f) if e == "demo_train_end" else None)
+    assert model is not None and ends[0]["path"] is None and "Error" in ends[0]["cache_error"]
