@@ -319,6 +319,9 @@ def host_fit(threads: int, quick: bool = False):
 # --------------------------------------------------------------------------- (3) published devices
 
 
+EXTRA_NAME = "edgesparse/calibration_extra.csv"
+
+
 def published_rows() -> list[dict]:
     with PUBLISHED.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
@@ -328,34 +331,80 @@ _DEVICE_PROFILE = {"Nucleo-L4R5ZI": "stm32l4r5", "EK-RA6M4": "ek_ra6m4", "RPi 4 
                    "RPi 4 (BCM2711, ARM64)": "rpi4", "Pixel 3": "pixel3", "Pixel 4": "pixel4"}
 
 
-def published_features() -> list[dict]:
-    """One dict per published row: device/profile, family, clock, MACs (int8, float), op count, measured ms."""
+def bench_models() -> dict[str, object]:
+    """Models the extra calibration rows name as `bench:<name>`, built (random weights) and cached here."""
+    _, keras = _tf()
+    L = keras.layers
+    apps = keras.applications
+
+    def digits():
+        from edgesparse import demo
+
+        return _convert(demo.build_digits_model(0), "int8", demo.INPUT_SHAPE)
+
+    return {
+        "mobilenet_v1_1.0_224_float32": lambda: mobilenet_v1_224()["float32"],
+        "mobilenet_v1_1.0_224_int8": lambda: mobilenet_v1_224()["int8"],
+        "mobilenet_v2_1.0_224_float32": lambda: _cached("pub_mobilenet_v2_1.0_224_float32", lambda: _convert(
+            apps.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None), "float32", (224, 224, 3))),
+        "mobilenet_v2_1.0_224_int8": lambda: _cached("pub_mobilenet_v2_1.0_224_int8", lambda: _convert(
+            apps.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None), "int8", (224, 224, 3))),
+        # The TFLM person_detection model: MobileNet v1 0.25 on 96x96 grayscale, 2 classes.
+        "person_detect_int8": lambda: _cached("pub_person_detect_int8", lambda: _convert(
+            apps.MobileNet(input_shape=(96, 96, 1), alpha=0.25, weights=None, classes=2), "int8", (96, 96, 1))),
+        # The TFLM hello_world model: Dense 16 (relu) - Dense 16 (relu) - Dense 1 on one float, int8 in/out.
+        "hello_world_int8": lambda: _cached("pub_hello_world_int8", lambda: _convert(
+            _seq((1,), [L.Dense(16, activation="relu"), L.Dense(16, activation="relu"), L.Dense(1)]), "int8", (1,))),
+        "digits_int8": lambda: _cached("demo_digits_int8", digits),
+    }
+
+
+def resolve_model(model_file: str) -> Path:
+    if model_file.startswith("bench:"):
+        made = bench_models()[model_file[len("bench:"):]]()
+        return Path(made)
+    return SHARED / model_file
+
+
+def _features_row(label: str, profile_name: str, path: Path, ms: float, line: str, use: str = "fit") -> dict:
+    """Cost features of one measured row under its profile: MACs split into the family's two classes."""
     from edgesparse.calibrate import model_features
     from edgesparse.graph import load_graph
     from edgesparse.profiles import load_profile
 
-    mobilenet = None
+    profile = load_profile(profile_name)
+    feats = model_features(load_graph(path), profile)
+    macs = {k: v for k, v in feats.items() if k.split("_")[0] in ("conv", "dwconv", "fc")}
+    # the shared-ratio class: depthwise for TFLM (CMSIS-NN depthwise does fewer MACs per cycle),
+    # int8 for LiteRT (int8 vs float32 kernels)
+    if profile.runtime == "tflm":
+        weighted = sum(v for k, v in macs.items() if k.startswith("dwconv"))
+    else:
+        weighted = sum(v for k, v in macs.items() if "int8" in k)
+    return {"line": line, "profile": profile.name, "family": profile.runtime, "kernels": profile.kernels,
+            "clock_mhz": float(profile.raw["device"]["clock_mhz"]), "macs": sum(macs.values()),
+            "macs_weighted": weighted, "macs_base": sum(macs.values()) - weighted,
+            "ops": feats.get("ops", 0.0), "ms": float(ms), "label": label, "use": use, "offset_us": 0.0,
+            "path": str(path)}
+
+
+def published_features() -> list[dict]:
+    """One dict per fitted row: ../shared/calibration/published_latency.csv and the 'fit' rows of the extra CSV."""
+    from edgesparse.calibrate import read_extra_rows
+
     out = []
     for i, row in enumerate(published_rows(), start=2):
-        profile = load_profile(_DEVICE_PROFILE[row["device"]])
         if row["model_file"]:
             path = SHARED / row["model_file"]
         else:
-            mobilenet = mobilenet or mobilenet_v1_224()
-            path = mobilenet["int8" if row["precision"].lower() == "int8" else "float32"]
-        feats = model_features(load_graph(path), profile)
-        macs = {k: v for k, v in feats.items() if k.split("_")[0] in ("conv", "dwconv", "fc")}
-        # the shared-ratio class: depthwise for TFLM (CMSIS-NN depthwise does fewer MACs per cycle),
-        # int8 for LiteRT (int8 vs float32 kernels)
-        if profile.runtime == "tflm":
-            weighted = sum(v for k, v in macs.items() if k.startswith("dwconv"))
-        else:
-            weighted = sum(v for k, v in macs.items() if "int8" in k)
-        out.append({"line": i, "device": row["device"], "profile": profile.name, "family": profile.runtime,
-                    "clock_mhz": float(profile.raw["device"]["clock_mhz"]), "macs": sum(macs.values()),
-                    "macs_weighted": weighted, "macs_base": sum(macs.values()) - weighted,
-                    "ops": feats.get("ops", 0.0), "ms": float(row["latency_ms"]),
-                    "label": f"{row['device']} {row['benchmark']}"})
+            path = mobilenet_v1_224()["int8" if row["precision"].lower() == "int8" else "float32"]
+        out.append(_features_row(f"{row['device']} {row['benchmark']}", _DEVICE_PROFILE[row["device"]], path,
+                                 float(row["latency_ms"]), f"published_latency.csv line {i}"))
+    for row in read_extra_rows():
+        if row["use"] in ("fit", "test") and row["profile"]:
+            out.append(_features_row(f"{row['device']} {row['benchmark']}", row["profile"],
+                                     resolve_model(row["model_file"]), float(row["latency_ms"]),
+                                     f"calibration_extra.csv line {row['line']}", use=row["use"]))
     return out
 
 
@@ -373,14 +422,15 @@ def _nnls_rel(a, y):
 def fit_family(rows: list[dict]):
     """The published-device cost model for one runtime family: (cycles/MAC per device, shared ratio, predict).
 
-    t = cycles_per_MAC[device] x (MACs_base + r x MACs_weighted) / clock, where the weighted class is
-    depthwise conv for TFLM + CMSIS-NN (MCU) rows and int8 ops for LiteRT/XNNPACK rows, and r is one
-    number shared by the family: one parameter per device plus one per family.
+    t = cycles_per_MAC[device] x (MACs_base + r x MACs_weighted) / clock + offset, where the weighted class is
+    depthwise conv for TFLM + CMSIS-NN (MCU) rows and int8 ops for LiteRT/XNNPACK rows, r is one number shared
+    by the family (one parameter per device plus one per family), and `offset_us` is the row's per-op
+    overhead, priced beforehand (it is not identifiable from these rows).
     """
     import numpy as np
 
     devices = sorted({r["profile"] for r in rows})
-    y = np.array([r["ms"] * 1000.0 for r in rows])
+    y = np.array([r["ms"] * 1000.0 - r.get("offset_us", 0.0) for r in rows])
     best = None
     for ratio in np.linspace(0.05, 6.0, 1191):
         a = np.zeros((len(rows), len(devices)))
@@ -397,7 +447,7 @@ def fit_family(rows: list[dict]):
 
     def predict(r):
         cpm = params[r["profile"]]["cycles_per_mac"]
-        return cpm * (r["macs_base"] + ratio * r["macs_weighted"]) / r["clock_mhz"] / 1000.0
+        return (cpm * (r["macs_base"] + ratio * r["macs_weighted"]) / r["clock_mhz"] + r.get("offset_us", 0.0)) / 1000.0
     return params, {"ratio": ratio}, predict
 
 
@@ -411,31 +461,40 @@ def fit_baseline(rows: list[dict]):
     return lambda r: c * r["macs"] / r["clock_mhz"] / 1000.0
 
 
+def _family_rows(rows: list[dict], family: str) -> list[dict]:
+    """Rows fitted together: LiteRT/XNNPACK rows; TFLM rows with CMSIS-NN kernels (ESP-NN is fitted alone)."""
+    return [r for r in rows if r["use"] == "fit" and r["family"] == family
+            and (family != "tflm" or r["kernels"] == "cmsis-nn")]
+
+
 def leave_one_out(rows: list[dict]) -> list[dict]:
     out = []
-    for i, r in enumerate(rows):
-        train = rows[:i] + rows[i + 1:]
-        family = [t for t in train if t["family"] == r["family"]]
-        if not any(t["profile"] == r["profile"] for t in family):
-            out.append({**r, "model_ms": None, "baseline_ms": None})
-            continue
-        _, _, predict = fit_family(family)
-        base = fit_baseline(family)
-        out.append({**r, "model_ms": predict(r), "baseline_ms": base(r)})
+    for family in ("tflm", "litert"):
+        fam = _family_rows(rows, family)
+        for i, r in enumerate(fam):
+            train = fam[:i] + fam[i + 1:]
+            if not any(t["profile"] == r["profile"] for t in train):
+                out.append({**r, "model_ms": None, "baseline_ms": None})
+                continue
+            _, _, predict = fit_family(train)
+            base = fit_baseline(train)
+            out.append({**r, "model_ms": predict(r), "baseline_ms": base(r)})
     return out
 
 
-def write_latency_table(profile_name: str, values: dict) -> None:
-    """Replace a shipped profile's [latency] table (re-read right before writing; validated; atomic)."""
+def write_latency_table(profile_name: str, values: dict, sources: dict | None = None) -> None:
+    """Replace a shipped profile's [latency] table and its [sources] "latency.*" entries (re-read right before
+    writing; validated; atomic)."""
     import tomllib
 
-    from edgesparse.calibrate import _ordered_latency, render_table, replace_table
+    from edgesparse.calibrate import _ordered_latency, render_table, replace_table, set_latency_sources
     from edgesparse.fsutil import atomic_write_text
     from edgesparse.profiles import PROFILE_DIR, ProfileValidationError, validate
 
     path = PROFILE_DIR / f"{profile_name}.toml"
     text = path.read_text(encoding="utf-8")
     new = replace_table(text, "latency", render_table("latency", _ordered_latency(values)))
+    new = set_latency_sources(new, sources or {})
     problems = validate(tomllib.loads(new), str(path))
     if problems:
         raise ProfileValidationError(problems)
@@ -443,39 +502,354 @@ def write_latency_table(profile_name: str, values: dict) -> None:
         atomic_write_text(path, new)
 
 
-def published_fit_tables(rows: list[dict]) -> dict[str, dict]:
-    """The [latency] tables of the published devices, fitted on all their family's rows."""
-    tables = {}
-    for family in ("tflm", "litert"):
-        fam = [r for r in rows if r["family"] == family]
-        params, shared, _ = fit_family(fam)
-        lines = "; ".join(f"line {r['line']} ({r['label']}, {r['ms']:g} ms)" for r in fam)
-        for device, p in params.items():
-            own = [r for r in fam if r["profile"] == device]
-            clock = own[0]["clock_mhz"]
-            cpm, ratio = p["cycles_per_mac"], shared["ratio"]
-            if family == "tflm":
-                mpc = {"int8": 1.0 / cpm, "dwconv_int8": 1.0 / (cpm * ratio)}
-                how = (f"{len(params) + 1} parameters over {len(fam)} MCU rows: cycles/MAC per device "
-                       f"({cpm:.3g} here) and a depthwise/conv cost ratio {ratio:.3g} shared by the "
-                       "TFLM+CMSIS-NN family; elementwise ops and per-op overhead not identifiable (not priced)")
-                threads = 1
-            else:
-                mpc = {"float32": 1.0 / cpm, "int8": 1.0 / (cpm * ratio)}
-                how = (f"{len(params) + 1} parameters over {len(fam)} LiteRT/XNNPACK rows: cycles/MAC per device "
-                       f"(float32 {cpm:.3g} here, all threads together) and an int8/float32 cost ratio "
-                       f"{ratio:.3g} shared by the family; elementwise ops and per-op overhead not identifiable "
-                       "from one model (not priced)")
-                threads = 4
-            overhead = 0.0
-            tables[device] = {
-                "fitted": True,
-                "fit_source": "fit to ../shared/calibration/published_latency.csv rows " + lines,
-                "fit_rows": [f"published_latency.csv line {r['line']}: {r['label']}" for r in own],
-                "fit_threads": threads, "macs_per_cycle": mpc, "overhead_us_per_op": overhead,
-                "fixed_overhead_us": 0.0, "notes": how + "; leave-one-out errors in docs/estimation.md",
-            }
+# ----------------------------------------------------------------- ratios from the extra rows (transfer factors)
+
+
+def _geomean(values) -> float:
+    import math
+
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def transfer_factors() -> dict:
+    """Every transfer factor with the rows it is computed from (calibration_extra.csv)."""
+    from edgesparse.calibrate import read_extra_rows
+
+    extra = read_extra_rows()
+
+    def cycles(row):  # cycles per inference (or per event)
+        return float(row["latency_ms"]) * 1000.0 * float(row["clock_mhz"])
+
+    def find(device_part, bench_part="", runtime_part=""):
+        hits = [r for r in extra if device_part in r["device"] and bench_part in r["benchmark"]
+                and runtime_part in r["runtime"]]
+        if len(hits) != 1:
+            raise SystemExit(f"calibration_extra.csv: expected one row for {device_part!r} {bench_part!r} "
+                             f"{runtime_part!r}, found {len(hits)}")
+        return hits[0]
+
+    out: dict = {}
+    # Cortex-M7 vs Cortex-M4 MAC work, same runtime on both (Bosch HALE 1.0; ST X-CUBE-AI 7.1)
+    m7 = []
+    for runtime in ("Bosch HALE", "X-CUBE-AI"):
+        for bench in ("kws", "ic"):
+            h7 = find("H7A3", bench, runtime)
+            l4 = find("L4R5", bench, runtime)
+            m7.append((cycles(h7) / cycles(l4), h7, l4))
+    out["m7_vs_m4"] = {"factor": _geomean(r for r, _, _ in m7),
+                       "parts": [(f"{h['runtime']} {h['benchmark']}", r, h["line"], l["line"]) for r, h, l in m7]}
+    # Cortex-M0+ vs Cortex-M4, same runtime (Bosch HALE 1.0, STM32G0B1 vs STM32L4R5)
+    m0 = []
+    for bench in ("kws", "ic"):
+        g0 = find("G0B1RE", bench, "Bosch")
+        l4 = find("L4R5", bench, "Bosch")
+        m0.append((cycles(g0) / cycles(l4), g0, l4))
+    out["m0p_vs_m4"] = {"factor": _geomean(r for r, _, _ in m0),
+                        "parts": [(f"Bosch HALE {g['benchmark']}", r, g["line"], l["line"]) for r, g, l in m0]}
+    # TFLM per-invoke cycles of the same tiny model (hello_world), relative to the nRF52840 DK
+    nrf = find("nRF52840 DK", "hello_world")
+    for key, dev in (("m0p_overhead", "Raspberry Pi Pico"), ("m7_overhead", "SAMV71"), ("lx6_overhead", "ESP32-S (ESP32)"),
+                     ("m4_f429_check", "F429ZI"), ("m0p_samd21_check", "SAMD21")):
+        row = find(dev, "hello_world")
+        out[key] = {"factor": cycles(row) / cycles(nrf), "parts": [(row["device"], cycles(row) / cycles(nrf),
+                                                                     row["line"], nrf["line"])]}
+    out["nrf_hello_world"] = nrf
+    # single-thread scalar speed (sysbench cpu), time per event relative to the host
+    host = find("edgesparse development VM", "sysbench")
+    for key, dev in (("pi3", "Raspberry Pi 3+"), ("pi4", "Raspberry Pi 4"), ("pi5", "Raspberry Pi 5")):
+        row = find(dev, "sysbench")
+        out[f"sysbench_{key}"] = {"factor": float(row["latency_ms"]) / float(host["latency_ms"]),
+                                  "parts": [(row["device"], float(row["latency_ms"]) / float(host["latency_ms"]),
+                                             row["line"], host["line"])], "clock_mhz": float(row["clock_mhz"])}
+    # XNNPACK thread scaling: speed-up of MobileNet v1 at 2 and at 4 threads over 1 thread
+    speed = {}
+    for dev in ("Pixel (Snapdragon 821)", "Pixel 2 (Snapdragon 835)", "Pixel 3a (Snapdragon 670)"):
+        rows = [r for r in extra if r["device"] == dev and r["use"] == "threads"]
+        single = next(float(r["latency_ms"]) for r in rows if r["threads"] == "1")
+        multi = next(r for r in rows if r["threads"] != "1")
+        speed.setdefault(int(multi["threads"]), []).append((single / float(multi["latency_ms"]), multi["line"]))
+    out["xnnpack_speedup"] = {t: (_geomean(v for v, _ in vals), [line for _, line in vals]) for t, vals in speed.items()}
+    return out
+
+
+# ----------------------------------------------------------------- the [latency] tables of every shipped profile
+
+
+EXTRA_REF = "edgesparse/calibration_extra.csv"
+
+
+def _line_list(factor_entry) -> str:
+    return ", ".join(f"{name} {ratio:.3g} (lines {a}/{b})" for name, ratio, a, b in factor_entry["parts"])
+
+
+def published_fit_tables(rows: list[dict], host_table: dict | None = None) -> dict[str, tuple[dict, dict]]:
+    """(values, [sources] latency entries) for every shipped profile except host.
+
+    Fitted: the MAC rates of devices with published rows (LiteRT/XNNPACK family and TFLM + CMSIS-NN family, as
+    before; plus the Raspberry Pi 3B+ and the ESP32-S3 from calibration_extra.csv). Transferred: MAC rates of
+    devices without rows, from a fitted device of the same core family and runtime, and every device's per-op
+    and per-inference overhead (host: LiteRT, nRF52840 hello_world row: TFLM). Every factor names its rows.
+    """
+    import tomllib
+
+    from edgesparse.calibrate import transfer_macs_per_cycle, transfer_overhead_us
+    from edgesparse.profiles import PROFILE_DIR, load_profile
+
+    f = transfer_factors()
+    tables: dict[str, tuple[dict, dict]] = {}
+    clock = {n: float(load_profile(n).raw["device"]["clock_mhz"]) for n in
+             ("stm32l4r5", "ek_ra6m4", "nrf52840", "stm32h7a3", "rp2040", "esp32s3", "rpi4", "rpi3bplus",
+              "rpizero2w", "rpi5", "pixel3", "pixel4", "midrange_a76", "host")}
+    if host_table is None:
+        host_table = tomllib.loads((PROFILE_DIR / "host.toml").read_text())["latency"]
+
+    # --- TFLM: per-op overhead from the nRF52840 hello_world row; MAC rates from the CMSIS-NN family rows
+    nrf = f["nrf_hello_world"]
+    hello = _features_row("nRF52840 DK hello_world", "nrf52840", resolve_model(nrf["model_file"]),
+                          float(nrf["latency_ms"]), f"calibration_extra.csv line {nrf['line']}")
+    tflm = _family_rows(rows, "tflm")
+    ovh_cycles = 0.0
+    for _ in range(5):  # the overhead needs the M4's MAC rate and the MAC fit needs the overhead: iterate
+        for r in tflm:
+            r["offset_us"] = r["ops"] * ovh_cycles / r["clock_mhz"]
+        params, shared, _ = fit_family(tflm)
+        cpm_m4 = params["stm32l4r5"]["cycles_per_mac"]
+        mac_cycles = cpm_m4 * (hello["macs_base"] + shared["ratio"] * hello["macs_weighted"])
+        ovh_cycles = max(hello["ms"] * 1000.0 * hello["clock_mhz"] - mac_cycles, 0.0) / hello["ops"]
+    ratio = shared["ratio"]
+    lines = "; ".join(f"line {r['line'].split()[-1]} ({r['label']}, {r['ms']:g} ms)" for r in tflm)
+    nrf_ovh_us = ovh_cycles / clock["nrf52840"]
+    hello_src = (f"{EXTRA_REF} line {nrf['line']}: nRF52840 DK, TFLM hello_world (3 FULLY_CONNECTED, "
+                 f"{hello['macs']:.0f} MACs) {float(nrf['latency_ms']) * 1000:g} us per invoke ({nrf['source']})")
+    ovh_note = (f"{ovh_cycles:.0f} cycles per op: the nRF52840 DK hello_world invoke ({hello_src}) less its MACs at "
+                f"the STM32L4R5's fitted rate, over its 3 ops (all non-MAC time, timer and input quantisation "
+                "included, is attributed to per-op overhead; fixed per-inference overhead is not separated)")
+    tflm_sources_m4 = "fit to ../shared/calibration/published_latency.csv rows " + lines
+    mcu_overhead = {  # device -> (cycle factor vs the nRF52840, why)
+        "stm32l4r5": (1.0, "same Cortex-M4F core as the nRF52840; the second M4 of the same benchmark, an STM32F429ZI "
+                           f"(Arduino), needs {f['m4_f429_check']['factor']:.2f}x the nRF52840's cycles per invoke ({EXTRA_REF} "
+                           f"lines {f['m4_f429_check']['parts'][0][2]}/{f['m4_f429_check']['parts'][0][3]})"),
+        "ek_ra6m4": (1.0, "Cortex-M33 assumed to need the Cortex-M4's cycles per op (no published comparison found)"),
+        "stm32h7a3": (f["m7_overhead"]["factor"], "Cortex-M7 vs Cortex-M4 cycles per invoke of the same TFLM "
+                      f"hello_world benchmark: ATSAMV71 (M7, Zephyr) vs nRF52840 (M4F, Zephyr), {_line_list(f['m7_overhead'])}"),
+        "rp2040": (f["m0p_overhead"]["factor"], "Cortex-M0+ vs Cortex-M4 cycles per invoke of the same TFLM hello_world "
+                   f"benchmark: Raspberry Pi Pico vs nRF52840, {_line_list(f['m0p_overhead'])} (SAMD21, the other M0+: "
+                   f"{f['m0p_samd21_check']['factor']:.2f}x)"),
+        "esp32s3": (f["lx6_overhead"]["factor"], "Xtensa vs Cortex-M4 cycles per invoke of the same TFLM hello_world "
+                    f"benchmark: ESP32 (LX6, Arduino) vs nRF52840, {_line_list(f['lx6_overhead'])}; the ESP32-S3's LX7 "
+                    "is assumed to need the LX6's cycles"),
+    }
+
+    def mcu_overhead_entry(name):
+        factor, why = mcu_overhead[name]
+        time_factor = factor * clock["nrf52840"] / clock[name]
+        us = transfer_overhead_us(nrf_ovh_us, time_factor)
+        src = (f"assumption: transferred from nrf52840 ({nrf_ovh_us:.4g} us per op at 64 MHz) x overhead_factor "
+               f"{time_factor:.4g} = {factor:.3g} x the nRF52840's cycles ({why}) x 64/{clock[name]:g} MHz")
+        return us, time_factor, src
+
+    for name, p in params.items():
+        cpm = p["cycles_per_mac"]
+        us, time_factor, src = mcu_overhead_entry(name)
+        tables[name] = ({
+            "fitted": True, "basis": "fitted+transferred", "fit_source": tflm_sources_m4,
+            "fit_rows": [f"{r['line']}: {r['label']}" for r in tflm if r["profile"] == name], "fit_threads": 1,
+            "overhead_from": "nrf52840", "overhead_factor": time_factor,
+            "macs_per_cycle": {"int8": 1.0 / cpm, "dwconv_int8": 1.0 / (cpm * ratio)},
+            "overhead_us_per_op": us, "fixed_overhead_us": 0.0,
+            "notes": (f"{len(params) + 1} parameters over {len(tflm)} MCU rows: cycles/MAC per device ({cpm:.3g} here) "
+                      f"and a depthwise/conv cost ratio {ratio:.3g} shared by the TFLM+CMSIS-NN family, fitted after "
+                      f"subtracting the per-op overhead; per-op overhead transferred ({ovh_note}); elementwise ops not "
+                      "priced; leave-one-out errors in docs/estimation.md"),
+        }, {"overhead_us_per_op": src, "overhead_factor": src})
+    l4 = tables["stm32l4r5"][0]["macs_per_cycle"]
+    l4_src = f"stm32l4r5 (fitted: {tflm_sources_m4})"
+
+    def mcu_transfer(name, factor, why, basis_note):
+        us, time_factor, ovh_src = mcu_overhead_entry(name) if name != "nrf52840" else (
+            nrf_ovh_us, None, f"fitted: {ovh_note}")
+        values = {"fitted": False, "basis": "transferred", "fit_source": "", "fit_threads": 1,
+                  "transferred_from": "stm32l4r5", "transfer_factor": factor}
+        if time_factor is not None:
+            values.update({"overhead_from": "nrf52840", "overhead_factor": time_factor})
+        values.update({"macs_per_cycle": transfer_macs_per_cycle(l4, factor), "overhead_us_per_op": us,
+                       "fixed_overhead_us": 0.0, "notes": basis_note})
+        mac_src = (f"assumption: transferred from {l4_src}: macs_per_cycle / transfer_factor {factor:.4g} ({why})")
+        sources = {"fit_threads": "TFLM runs one invoke on one core", "transfer_factor": mac_src,
+                   "macs_per_cycle": mac_src, "overhead_us_per_op": ovh_src,
+                   "fixed_overhead_us": "assumption: 0 - per-invoke time beyond MACs is priced as per-op overhead"}
+        if time_factor is not None:
+            sources["overhead_factor"] = ovh_src
+        tables[name] = (values, sources)
+
+    mcu_transfer("nrf52840", 1.0, "same Cortex-M4F core and TFLM + CMSIS-NN; cycles per MAC assumed equal, so the "
+                 "time scales with the clock (64 vs 120 MHz); flash wait states and caches differ and are not modelled",
+                 "MAC rates transferred from stm32l4r5 (same core); per-op overhead fitted to the nRF52840 DK hello_world "
+                 "row of calibration_extra.csv")
+    m7 = f["m7_vs_m4"]
+    mcu_transfer("stm32h7a3", m7["factor"], "Cortex-M7 vs Cortex-M4 cycles per inference with the same runtime on "
+                 f"the NUCLEO-H7A3ZI(-Q) and NUCLEO-L4R5ZI, geometric mean of {_line_list(m7)} in {EXTRA_REF} "
+                 "(MLPerf Tiny: Bosch HALE 1.0 and ST X-CUBE-AI 7.1); assumed to hold for TFLM + CMSIS-NN",
+                 "MAC rates transferred from stm32l4r5 with the published M7/M4 cycle ratio; per-op overhead from nrf52840")
+    m0 = f["m0p_vs_m4"]
+    mcu_transfer("rp2040", m0["factor"], "Cortex-M0+ (no DSP/SIMD) vs Cortex-M4 (DSP) cycles per inference with the "
+                 f"same runtime: STM32G0B1 vs STM32L4R5, geometric mean of {_line_list(m0)} in {EXTRA_REF} (MLPerf "
+                 "Tiny v1.1, Bosch HALE 1.0); the RP2040 runs TFLM reference kernels from XIP flash with a cache, "
+                 "which may be slower still",
+                 "MAC rates transferred from stm32l4r5 with the published M0+/M4 cycle ratio; per-op overhead from nrf52840")
+
+    # ESP32-S3: one published row (person detection, ESP-NN) fits its int8 MAC rate; depthwise ratio transferred
+    esp = [r for r in rows if r["profile"] == "esp32s3" and r["use"] == "fit"]
+    us_esp, tf_esp, src_esp = mcu_overhead_entry("esp32s3")
+    if esp:
+        r = esp[0]
+        mac_us = r["ms"] * 1000.0 - r["ops"] * us_esp
+        cpm = mac_us * r["clock_mhz"] / (r["macs_base"] + ratio * r["macs_weighted"])
+        tables["esp32s3"] = ({
+            "fitted": True, "basis": "fitted+transferred",
+            "fit_source": f"fit to {EXTRA_REF} line {r['line'].split()[-1]} ({r['label']}, {r['ms']:g} ms)",
+            "fit_rows": [f"{r['line']}: {r['label']}"], "fit_threads": 1,
+            "transferred_from": "stm32l4r5", "transfer_factor": 1.0,
+            "overhead_from": "nrf52840", "overhead_factor": tf_esp,
+            "macs_per_cycle": {"int8": 1.0 / cpm, "dwconv_int8": 1.0 / (cpm * ratio)},
+            "overhead_us_per_op": us_esp, "fixed_overhead_us": 0.0,
+            "notes": (f"one published row: cycles/MAC {cpm:.3g} fitted to it with the depthwise/conv ratio {ratio:.3g} "
+                      "of the TFLM+CMSIS-NN family (transferred: ESP-NN's own ratio is not identifiable from one "
+                      "model); per-op overhead from nrf52840"),
+        }, {"macs_per_cycle.dwconv_int8": ("assumption: transferred from the TFLM+CMSIS-NN family fit (stm32l4r5, "
+                                            f"ek_ra6m4): depthwise costs {ratio:.3g}x a conv MAC, assumed for ESP-NN; "
+                                            "transfer_factor 1.0 applies to this ratio only"),
+            "transfer_factor": "assumption: 1.0 - only the depthwise/conv ratio is transferred, not a MAC rate",
+            "overhead_us_per_op": src_esp, "overhead_factor": src_esp})
+
+    # --- LiteRT/XNNPACK: MAC rates from the family fit; per-op and per-inference overhead from the host
+    lit = _family_rows(rows, "litert")
+    params, shared, _ = fit_family(lit)
+    ratio = shared["ratio"]
+    lines = "; ".join(f"{r['line']} ({r['label']}, {r['ms']:g} ms)" for r in lit)
+    host_ovh = float(host_table.get("overhead_us_per_op", 0.0))
+    host_fixed = float(host_table.get("fixed_overhead_us", 0.0))
+    host_threads = int(host_table.get("fit_threads", 2))
+    pi3, pi4, pi5 = f["sysbench_pi3"], f["sysbench_pi4"], f["sysbench_pi5"]
+    overhead_factor = {  # device -> (time factor vs the host, why)
+        "rpi4": (pi4["factor"], f"sysbench cpu single-thread time per event, Raspberry Pi 4 vs this host: {_line_list(pi4)}"),
+        "rpi3bplus": (pi3["factor"], f"sysbench cpu single-thread time per event, Raspberry Pi 3+ vs this host: {_line_list(pi3)}"),
+        "rpizero2w": (pi3["factor"] * pi3["clock_mhz"] / clock["rpizero2w"],
+                      f"the Raspberry Pi 3+'s sysbench ratio ({_line_list(pi3)}) x {pi3['clock_mhz']:g}/{clock['rpizero2w']:g} MHz "
+                      "(same Cortex-A53 at a lower clock)"),
+        "rpi5": (pi5["factor"], f"sysbench cpu single-thread time per event, Raspberry Pi 5 vs this host: {_line_list(pi5)}"),
+        "pixel4": (pi5["factor"] * pi5["clock_mhz"] / clock["pixel4"],
+                   f"the Raspberry Pi 5's (Cortex-A76) sysbench ratio ({_line_list(pi5)}) x {pi5['clock_mhz']:g}/{clock['pixel4']:g} MHz"),
+        "pixel3": (pi5["factor"] * pi5["clock_mhz"] / clock["pixel3"],
+                   f"the Raspberry Pi 5's (Cortex-A76) sysbench ratio ({_line_list(pi5)}) x {pi5['clock_mhz']:g}/{clock['pixel3']:g} MHz; "
+                   "the Cortex-A75 assumed as fast per clock as the A76"),
+        "midrange_a76": (pi5["factor"] * pi5["clock_mhz"] / clock["midrange_a76"],
+                         f"the Raspberry Pi 5's (Cortex-A76) sysbench ratio ({_line_list(pi5)}) x {pi5['clock_mhz']:g}/{clock['midrange_a76']:g} MHz"),
+    }
+
+    def litert_overhead(name):
+        factor, why = overhead_factor[name]
+        src = (f"assumption: transferred from host (fitted by timing: {host_ovh:.4g} us per op, {host_fixed:.4g} us per "
+               f"inference at {host_threads} threads) x overhead_factor {factor:.4g} ({why}); a scalar integer benchmark "
+               "stands in for the interpreter's dispatch code, and the host was timed at its own thread count")
+        return (transfer_overhead_us(host_ovh, factor), transfer_overhead_us(host_fixed, factor), factor, src)
+
+    for name, p in params.items():
+        cpm = p["cycles_per_mac"]
+        ovh, fixed, factor, src = litert_overhead(name)
+        tables[name] = ({
+            "fitted": True, "basis": "fitted+transferred",
+            "fit_source": "fit to ../shared/calibration/published_latency.csv and edgesparse/calibration_extra.csv rows " + lines,
+            "fit_rows": [f"{r['line']}: {r['label']}" for r in lit if r["profile"] == name], "fit_threads": 4,
+            "overhead_from": "host", "overhead_factor": factor,
+            "macs_per_cycle": {"float32": 1.0 / cpm, "int8": 1.0 / (cpm * ratio)},
+            "overhead_us_per_op": ovh, "fixed_overhead_us": fixed,
+            "notes": (f"{len(params) + 1} parameters over {len(lit)} LiteRT/XNNPACK rows: cycles/MAC per device "
+                      f"(float32 {cpm:.3g} here, all threads together) and an int8/float32 cost ratio {ratio:.3g} shared "
+                      "by the family; the rows are XNNPACK/benchmark_model timings of large models, so per-op and "
+                      "per-inference overhead are transferred from the host; elementwise ops not priced; "
+                      "leave-one-out errors in docs/estimation.md"),
+        }, {"overhead_us_per_op": src, "fixed_overhead_us": src, "overhead_factor": src})
+
+    def litert_transfer(name, source, factor, why, threads):
+        ovh, fixed, ofactor, src = litert_overhead(name)
+        mac_src = (f"assumption: transferred from {source} (fitted: {tables[source][0]['fit_source'][:120]}...): "
+                   f"macs_per_cycle / transfer_factor {factor:.4g} ({why})")
+        tables[name] = ({
+            "fitted": False, "basis": "transferred", "fit_source": "", "fit_threads": threads,
+            "transferred_from": source, "transfer_factor": factor, "overhead_from": "host", "overhead_factor": ofactor,
+            "macs_per_cycle": transfer_macs_per_cycle(tables[source][0]["macs_per_cycle"], factor),
+            "overhead_us_per_op": ovh, "fixed_overhead_us": fixed,
+            "notes": f"MAC rates transferred from {source}; per-op and per-inference overhead from host",
+        }, {"fit_threads": f"the profile's [runtime] threads ({threads})", "transfer_factor": mac_src,
+            "macs_per_cycle": mac_src, "overhead_us_per_op": src, "fixed_overhead_us": src, "overhead_factor": src})
+
+    litert_transfer("rpizero2w", "rpi3bplus", 1.0, "same 4x Cortex-A53 and XNNPACK (RP3A0 = BCM2710A1, the Pi 3's SoC "
+                    "family): cycles per MAC assumed equal, time scales with the clock (1000 vs 1400 MHz); 512 MB vs 1 GB "
+                    "LPDDR2", 4)
+    p4_clock_sum = 2840 + 3 * 2420  # Pixel 4: 1x A76 @ 2.84 + 3x A76 @ 2.42 GHz (profile core_layout), 4 threads
+    # The Pixel 4's rates are per cycle of its 2840 MHz prime core while its 4 threads run on cores summing
+    # p4_clock_sum MHz. With equal work per core-cycle, the target's throughput is the Pixel 4's x (its cores'
+    # summed MHz / p4_clock_sum) x (per-thread efficiency ratio), so its per-cycle rate (own clock) is the Pixel
+    # 4's / factor with factor = clock_target x p4_clock_sum / (2840 x summed_target x efficiency).
+    rpi5_factor = clock["rpi5"] * p4_clock_sum / (clock["pixel4"] * 4 * clock["rpi5"])
+    litert_transfer("rpi5", "pixel4", rpi5_factor, "same Cortex-A76 and XNNPACK at 4 threads: equal work per core-cycle "
+                    f"assumed; the Pixel 4's rates are per cycle of its 2840 MHz prime core while its 4 threads run on "
+                    f"cores summing {p4_clock_sum} MHz, the Pi 5's on 4x {clock['rpi5']:g} MHz, so the factor is "
+                    f"{p4_clock_sum} / (4 x 2840); memory systems differ (not modelled)", 4)
+    s2, s2_lines = f["xnnpack_speedup"][2]
+    s4, s4_lines = f["xnnpack_speedup"][4]
+    efficiency = (s2 / 2) / (s4 / 4)  # per-thread speed at 2 threads relative to 4 threads
+    mid_factor = clock["midrange_a76"] * p4_clock_sum / (clock["pixel4"] * 2 * clock["midrange_a76"] * efficiency)
+    litert_transfer("midrange_a76", "pixel4", mid_factor, "same Cortex-A76 and XNNPACK: 2 threads on 2x "
+                    f"{clock['midrange_a76']:g} MHz vs the Pixel 4's 4 threads on cores summing {p4_clock_sum} MHz, with "
+                    f"XNNPACK's per-thread efficiency at 2 vs 4 threads ({s2:.3g}x vs {s4:.3g}x speed-up over one thread, "
+                    f"MobileNet v1 on Pixel phones, {EXTRA_REF} lines {', '.join(s2_lines + s4_lines)}); equal work per "
+                    "core-cycle assumed", 2)
     return tables
+
+
+def held_out_rows(rows: list[dict], tables: dict) -> list[dict]:
+    """Published rows not used to fit ('test' rows: a second model), predicted with the final tables."""
+    out = []
+    for r in rows:
+        if r["use"] != "test":
+            continue
+        values = tables[r["profile"]][0]
+        mpc = values["macs_per_cycle"]
+        key_base, key_w = ("float32", "int8")
+        us = (r["macs_base"] / mpc[key_base] + r["macs_weighted"] / mpc[key_w]) / r["clock_mhz"]
+        us += r["ops"] * values.get("overhead_us_per_op", 0.0) + values.get("fixed_overhead_us", 0.0)
+        out.append({**r, "predicted_ms": us / 1000.0, "error": us / 1000.0 / r["ms"] - 1.0})
+    return out
+
+
+def profile_predictions() -> tuple[list[dict], list[dict], dict]:
+    """The latency basis of every shipped profile and its predicted latency for the digits demo and MLPerf KWS."""
+    from edgesparse.estimate import check_model
+    from edgesparse.graph import load_graph
+    from edgesparse.profiles import available_profiles, load_profile
+
+    digits = resolve_model("bench:digits_int8")
+    kws = MLPERF / "keyword_spotting" / "kws_ref_model.tflite"
+    dg, kg = load_graph(digits), load_graph(kws)
+    basis_rows, pred_rows = [], []
+    for name in available_profiles():
+        prof = load_profile(name)
+        lat = prof.raw.get("latency", {})
+        d = check_model(digits, prof)
+        k = check_model(kws, prof)
+        basis_rows.append({"profile": name, "basis": lat.get("basis") or ("fitted" if lat.get("fitted") else "assumption"),
+                           "fit_rows": lat.get("fit_rows") or [], "transferred_from": lat.get("transferred_from", ""),
+                           "transfer_factor": lat.get("transfer_factor"), "overhead_from": lat.get("overhead_from", ""),
+                           "overhead_factor": lat.get("overhead_factor")})
+        pred_rows.append({"profile": name, "digits_ms": d.latency_ms, "digits_basis": d.latency.basis,
+                          "kws_ms": k.latency_ms, "kws_basis": k.latency.basis,
+                          "digits_overhead_share": sum(c.share for c in d.latency.coefficients
+                                                       if c.coefficient in ("overhead_us_per_op", "fixed_overhead_us"))})
+    meta = {"digits_ops": len(dg.ops), "digits_macs": dg.total_macs, "kws_ops": len(kg.ops), "kws_macs": kg.total_macs}
+    return basis_rows, pred_rows, meta
 
 
 # --------------------------------------------------------------------------- report
@@ -485,9 +859,7 @@ def _pct(x) -> str:
     return "-" if x is None else f"{x * 100:+.1f}%"
 
 
-def render(ram, host, loo, meta) -> str:
-    import numpy as np
-
+def render_ram_only(ram, meta) -> str:
     lines = [f"Generated by `python bench/estimation.py` on {meta['date']} ({meta['machine']}).", ""]
     lines += ["### 1. RAM: planned TFLM arena vs the TFLM interpreter's arena", "",
               "| model | planned (head + tail) | TFLM interpreter (head + tail) | error |", "|---|---|---|---|"]
@@ -496,29 +868,43 @@ def render(ram, host, loo, meta) -> str:
                      f"{r['tflm_bytes']:,} B ({r['tflm_head']:,} + {r['tflm_tail']:,}) | {_pct(r['error'])} |")
     worst = max(abs(r["error"]) for r in ram)
     lines += ["", f"Worst absolute error: {worst * 100:.2f}% (goal: within 5% on every model).", ""]
+    return "\n".join(lines) + "\n"
+
+
+def render_host(host, meta) -> str:
+    import numpy as np
+
     fit, table, fit_rows, test_rows, fit_names = host
     errs = np.abs([r["error"] for r in test_rows])
-    lines += ["### 2. Host latency (LiteRT, this machine): predicted vs measured on models not used to fit", "",
-              f"Fitted on {len(fit_names)} synthetic models (one op family each; in-sample median |error| "
-              f"{fit.median_abs_error * 100:.1f}%, worst {fit.worst_abs_error * 100:.1f}%), "
-              f"{fit.parameters} parameters, at {meta['threads']} thread(s); timings are the {STAT} of up to 200 "
-              "timed invokes after warm-up"
-              + (f"; left out of the final fit as outliers: {', '.join(fit.dropped)}" if fit.dropped else "")
-              + ". Test set:", "",
-              "| model | measured ms | predicted ms | error |", "|---|---|---|---|"]
+    lines = ["### 2. Host latency (LiteRT, this machine): predicted vs measured on models not used to fit", "",
+             f"Fitted on {len(fit_names)} synthetic models (one op family each; in-sample median |error| "
+             f"{fit.median_abs_error * 100:.1f}%, worst {fit.worst_abs_error * 100:.1f}%), "
+             f"{fit.parameters} parameters, at {meta['threads']} thread(s); timings are the {STAT} of up to 200 "
+             "timed invokes after warm-up"
+             + (f"; left out of the final fit as outliers: {', '.join(fit.dropped)}" if fit.dropped else "")
+             + ". Test set:", "",
+             "| model | measured ms | predicted ms | error |", "|---|---|---|---|"]
     for r in test_rows:
         lines.append(f"| {r['model']} | {r['measured_ms']:.4g} | {r['predicted_ms']:.4g} | {_pct(r['error'])} |")
     lines += ["", f"**{len(test_rows)} test models: median absolute error {np.median(errs) * 100:.1f}%, "
                   f"worst {np.max(errs) * 100:.1f}%** (goal: median <= 20%).", "",
               "Fitted host coefficients (device_profiles/host.toml [latency]):", "", "```",
               json.dumps(table, indent=1, sort_keys=True, default=float), "```", ""]
-    lines += ["### 3. Published devices: leave-one-out error, cost model vs naive MACs/clock baseline", "",
-              "| row (published_latency.csv) | measured ms | cost model (LOO) | error | baseline (LOO) | error |",
-              "|---|---|---|---|---|---|"]
+    return "\n".join(lines) + "\n"
+
+
+def render_published(loo) -> str:
+    import numpy as np
+
+    lines = ["### 3. Published devices: leave-one-out error, cost model vs naive MACs/clock baseline", "",
+             "TFLM rows are priced with their per-op overhead (the nRF52840 hello_world figure, section 5) before the MAC terms are fitted; the ESP32-S3 "
+             "has one row (nothing to leave out).", "",
+             "| row | measured ms | cost model (LOO) | error | baseline (LOO) | error |",
+             "|---|---|---|---|---|---|"]
     for r in loo:
         m = "-" if r["model_ms"] is None else f"{r['model_ms']:.4g}"
         b = "-" if r["baseline_ms"] is None else f"{r['baseline_ms']:.4g}"
-        lines.append(f"| line {r['line']}: {r['label']} | {r['ms']:g} | {m} | "
+        lines.append(f"| {r['line']}: {r['label']} | {r['ms']:g} | {m} | "
                      f"{_pct(None if r['model_ms'] is None else r['model_ms'] / r['ms'] - 1)} | {b} | "
                      f"{_pct(None if r['baseline_ms'] is None else r['baseline_ms'] / r['ms'] - 1)} |")
     for family in ("tflm", "litert"):
@@ -530,7 +916,85 @@ def render(ram, host, loo, meta) -> str:
         lines.append(f"- {family}: cost model median |LOO error| {np.median(me) * 100:.1f}% (worst {np.max(me) * 100:.1f}%)"
                      f" vs baseline {np.median(be) * 100:.1f}% (worst {np.max(be) * 100:.1f}%): the cost model {verdict} the baseline.")
     lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
+
+
+def render(ram, host, loo, meta, extra=None) -> str:
+    body = render_ram_only(ram, meta) + render_host(host, meta) + render_published(loo)
+    if extra:
+        body += "\n".join(render_extra(extra))
+    return body
+
+
+def _fmt_ms(x) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3g}" if x >= 0.01 else f"{x:.2g}"
+
+
+def render_extra(extra: dict) -> list[str]:
+    """Sections 4-6: held-out published rows, transfer factors, every profile's latency basis and predictions."""
+    lines = ["### 4. Published rows not used to fit (a second model, MobileNet v2 1.0)", "",
+             "| row (calibration_extra.csv) | measured ms | predicted ms | error |", "|---|---|---|---|"]
+    for r in extra["held_out"]:
+        lines.append(f"| {r['line']}: {r['label']} | {r['ms']:g} | {r['predicted_ms']:.4g} | {_pct(r['error'])} |")
+    lines += ["", "### 5. Transfer factors (edgesparse/calibration_extra.csv; each a ratio of published rows)", "",
+              "| factor | value | from |", "|---|---|---|"]
+    f = extra["factors"]
+    labels = {"m7_vs_m4": "Cortex-M7 / Cortex-M4 cycles per inference, same runtime (stm32h7a3 MACs)",
+              "m0p_vs_m4": "Cortex-M0+ / Cortex-M4 cycles per inference, same runtime (rp2040 MACs)",
+              "m7_overhead": "Cortex-M7 / M4 cycles per TFLM hello_world invoke (stm32h7a3 overhead)",
+              "m0p_overhead": "Cortex-M0+ / M4 cycles per TFLM hello_world invoke (rp2040 overhead)",
+              "lx6_overhead": "Xtensa LX6 / M4 cycles per TFLM hello_world invoke (esp32s3 overhead)",
+              "m4_f429_check": "check: STM32F429 (M4) / nRF52840 (M4F) cycles per hello_world invoke (1 expected)",
+              "m0p_samd21_check": "check: SAMD21 (M0+) / nRF52840 cycles per hello_world invoke",
+              "sysbench_pi3": "sysbench time per event, Pi 3+ / host (rpi3bplus, rpizero2w overhead)",
+              "sysbench_pi4": "sysbench time per event, Pi 4 / host (rpi4 overhead)",
+              "sysbench_pi5": "sysbench time per event, Pi 5 / host (rpi5, pixel, midrange overhead)"}
+    for key, label in labels.items():
+        e = f[key]
+        lines.append(f"| {label} | {e['factor']:.3g} | " + "; ".join(
+            f"{n} {v:.3g} (lines {a}/{b})" for n, v, a, b in e["parts"]) + " |")
+    for t, (s, rows) in sorted(f["xnnpack_speedup"].items()):
+        lines.append(f"| XNNPACK MobileNet v1 speed-up at {t} threads over 1 (thread scaling, midrange_a76) | {s:.3g} | "
+                     f"lines {', '.join(rows)} |")
+    lines += ["", "### 6. Latency basis of every profile", "",
+              "| profile | basis | MAC rates | per-op / per-inference overhead |", "|---|---|---|---|"]
+    for b in extra["basis"]:
+        if b["profile"] == "host":
+            macs = f"fitted by timing {len(b['fit_rows'])} synthetic models on this machine (section 2)"
+        elif b["basis"] in ("fitted", "fitted+transferred") and b["fit_rows"]:
+            macs = "fitted to " + "; ".join(b["fit_rows"])
+            if b["profile"] == "esp32s3":
+                macs += " (depthwise/conv ratio transferred from the CMSIS-NN family)"
+        elif b["transferred_from"]:
+            macs = f"transferred from {b['transferred_from']}, transfer_factor {b['transfer_factor']:.3g} (assumption)"
+        else:
+            macs = b["basis"]
+        if b["overhead_from"]:
+            ovh = f"transferred from {b['overhead_from']}, overhead_factor {b['overhead_factor']:.3g} (assumption)"
+        elif b["profile"] == "nrf52840":
+            ovh = "fitted to its hello_world row (given the transferred MAC rate)"
+        elif b["profile"] == "host":
+            ovh = "fitted (timing, this machine)"
+        else:
+            ovh = "-"
+        if b["profile"] == "nrf52840":
+            ovh = "fitted to its hello_world row (given the transferred MAC rate)"
+        lines.append(f"| {b['profile']} | {b['basis']} | {macs} | {ovh} |")
+    m = extra["meta"]
+    lines += ["", f"### 7. Predicted latency of the digits demo and MLPerf Tiny KWS on every profile", "",
+              f"digits demo: the built-in demo CNN (`edgesparse.demo.build_digits_model`, dense int8, random weights: "
+              f"{m['digits_ops']} ops, {m['digits_macs'] / 1e6:.2f} M MACs); KWS: "
+              f"`mlperf_tiny/keyword_spotting/kws_ref_model.tflite` ({m['kws_ops']} ops, {m['kws_macs'] / 1e6:.2f} M MACs). "
+              "The basis is the one `check` reports for that model (fitted+transferred: mostly fitted, transferred "
+              "part named in the output).", "",
+              "| profile | digits ms | basis | overhead share | KWS int8 ms | basis |", "|---|---|---|---|---|---|"]
+    for p in extra["predictions"]:
+        lines.append(f"| {p['profile']} | {_fmt_ms(p['digits_ms'])} | {p['digits_basis']} | "
+                     f"{p['digits_overhead_share']:.0%} | {_fmt_ms(p['kws_ms'])} | {p['kws_basis']} |")
+    lines.append("")
+    return lines
 
 
 def update_doc(body: str) -> None:
@@ -544,47 +1008,75 @@ def update_doc(body: str) -> None:
     atomic_write_text(DOC, head + BEGIN + "\n" + body + "\n" + END + tail)
 
 
-def run(quick: bool = False, write: bool = True) -> str:
-    """All three parts; prints progress, writes the fitted profiles and docs/estimation.md; returns Markdown."""
-    import platform
+def run(quick: bool = False, write: bool = True, host_timing: bool = True) -> str:
+    """All parts; prints progress, writes the fitted profiles and docs/estimation.md; returns Markdown.
 
-    from edgesparse.profiles import load_profile
+    host_timing=False reuses device_profiles/host.toml (and the last run's host section) instead of timing.
+    """
+    import platform
+    import tomllib
+
+    from edgesparse.profiles import PROFILE_DIR, load_profile
 
     threads = int(load_profile("host").raw["runtime"]["threads"])
     print("(1) RAM plan vs TFLM", flush=True)
     ram = ram_rows()
     print("(3) published devices", flush=True)
     pub = published_features()
+    host = None
+    host_table = None
+    if host_timing:
+        print("(2) host latency", flush=True)
+        host = host_fit(threads, quick=quick)
+        fit, table, _, _, fit_names = host
+        host_table = {**table, "fit_threads": threads}
+    tables = published_fit_tables(pub, host_table)  # also prices the TFLM rows' per-op overhead for the LOO
     loo = leave_one_out(pub)
-    print("(2) host latency", flush=True)
-    host = host_fit(threads, quick=quick)
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "threads": threads}
-    body = render(ram, host, loo, meta)
+    if write:
+        if host is not None:
+            fit, table, _, _, fit_names = host
+            write_latency_table("host", {
+                "fitted": True, "basis": "fitted",
+                "fit_source": (f"edgesparse bench/estimation.py: LiteRT {STAT} latency on this machine of the "
+                               "synthetic models listed in fit_rows (built by bench/estimation.py)"),
+                "fit_rows": fit_names, "fit_threads": threads, **table,
+                "notes": (f"NNLS on relative error, {fit.parameters} parameters, {len(fit_names)} models; "
+                          "errors on unseen models in docs/estimation.md"),
+            })
+        for device, (values, sources) in tables.items():
+            write_latency_table(device, values, sources)
+    print("(4) held-out rows, basis and predictions per profile", flush=True)
+    basis, preds, pmeta = profile_predictions()
+    extra = {"held_out": held_out_rows(pub, tables), "factors": transfer_factors(), "basis": basis,
+             "predictions": preds, "meta": pmeta}
+    if host is not None:
+        body = render(ram, host, loo, meta, extra)
+    else:
+        body = render_without_host(ram, loo, meta, extra)
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "estimation_figures.md").write_text(body, encoding="utf-8")
     if write:
-        fit, table, _, _, fit_names = host
-        write_latency_table("host", {
-            "fitted": True,
-            "fit_source": (f"edgesparse bench/estimation.py: LiteRT {STAT} latency on this machine of the "
-                           "synthetic models listed in fit_rows (built by bench/estimation.py)"),
-            "fit_rows": fit_names, "fit_threads": threads, **table,
-            "notes": (f"NNLS on relative error, {fit.parameters} parameters, {len(fit_names)} models; "
-                      "errors on unseen models in docs/estimation.md"),
-        })
-        for device, values in published_fit_tables(pub).items():
-            write_latency_table(device, values)
         update_doc(body)
     return "## Estimation (bench/estimation.py)\n\n" + body
+
+
+def render_without_host(ram, loo, meta, extra) -> str:
+    """Like render(), keeping the host section (2) of the current docs/estimation.md (host not re-timed)."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("### 2. Host latency"):text.index("### 3. Published devices")]
+    return render_ram_only(ram, meta) + section + render_published(loo) + "\n".join(render_extra(extra))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing loops")
     parser.add_argument("--no-write", action="store_true", help="print only; leave profiles and docs alone")
+    parser.add_argument("--no-host-timing", action="store_true",
+                        help="reuse device_profiles/host.toml instead of timing the host (published fits only)")
     args = parser.parse_args(argv)
-    print(run(quick=args.quick, write=not args.no_write))
+    print(run(quick=args.quick, write=not args.no_write, host_timing=not args.no_host_timing))
     return 0
 
 

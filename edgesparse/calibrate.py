@@ -11,6 +11,17 @@ support: with few rows it rescales the existing coefficients instead.
     fit_latency(samples, keys, clock_mhz) -> Fit
     calibrate_profile(profile, measurements_csv, out=None, force=False) -> Calibration
     nnls(A, b) -> x >= 0 minimising |Ax - b|
+    transfer_macs_per_cycle(source_mpc, transfer_factor) -> the target's macs_per_cycle
+    transfer_overhead_us(source_us, overhead_factor) -> the target's overhead (µs)
+    read_extra_rows() -> rows of calibration_extra.csv (published rows shipped with the package)
+    set_latency_sources(toml_text, entries) -> toml_text with [sources] "latency.*" entries replaced
+
+A device with no measurement of its own gets coefficients TRANSFERRED from a fitted device of
+the same core family and runtime: its MAC rates are the source's divided by a stated
+`transfer_factor` (cycles per source cycle) and its overheads the source's times an
+`overhead_factor` (a time ratio). The profile then says `basis = "transferred"`,
+`transferred_from`, the factors and, per coefficient, a [sources] entry starting
+"assumption: transferred from ...", and `check` never reports such a latency as fitted.
 """
 
 from __future__ import annotations
@@ -384,8 +395,8 @@ def calibrate_profile(profile: Any, measurements: Path | str, *, out: Path | str
     row_report = [{"model_file": s.name, "measured_ms": s.latency_ms, "predicted_ms": round(p, 5),
                    "error": round(e, 4)} for s, p, e in zip(samples, preds, errors)]
     new_lat = {k: v for k, v in lat.items()
-               if k not in table and k not in ("elementwise_per_cycle", "bytes_per_cycle")}
-    new_lat.update({"fitted": True, "fit_source": f"edgesparse calibrate: fit to {measurements.name} rows "
+               if k not in table and k not in ("elementwise_per_cycle", "bytes_per_cycle") + _TRANSFER_KEYS}
+    new_lat.update({"fitted": True, "basis": "fitted", "fit_source": f"edgesparse calibrate: fit to {measurements.name} rows "
                                                   + ", ".join(s.name for s in samples),
                     "fit_rows": [s.name for s in samples], "fit_threads": fit_threads})
     new_lat.update(table)
@@ -393,6 +404,7 @@ def calibrate_profile(profile: Any, measurements: Path | str, *, out: Path | str
                         f"{np.median(np.abs(errors)):.1%}, worst {np.max(np.abs(errors)):.1%}")
     text = prof.path.read_text(encoding="utf-8")
     text = replace_table(text, "latency", render_table("latency", _ordered_latency(new_lat)))
+    text = set_latency_sources(text, {})  # every coefficient is now fitted to the user's rows
     _validate_written(text, out_path)
     atomic_write_text(out_path, text)
     return Calibration(profile=prof.name, out=out_path, rows=row_report, mode=mode, parameters=params,
@@ -400,9 +412,11 @@ def calibrate_profile(profile: Any, measurements: Path | str, *, out: Path | str
                        worst_abs_error=float(np.max(np.abs(errors))), table=new_lat, notes=notes)
 
 
-_LATENCY_ORDER = ("fitted", "fit_source", "fit_rows", "fit_threads", "clock_mhz", "macs_per_cycle",
+_LATENCY_ORDER = ("fitted", "basis", "fit_source", "fit_rows", "fit_threads", "clock_mhz", "transferred_from",
+                  "transfer_factor", "overhead_from", "overhead_factor", "macs_per_cycle",
                   "elementwise_per_cycle", "bytes_per_cycle", "overhead_us_per_op", "fixed_overhead_us",
                   "parallel_efficiency", "notes")
+_TRANSFER_KEYS = ("basis", "transferred_from", "transfer_factor", "overhead_from", "overhead_factor")
 
 
 def _ordered_latency(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -427,3 +441,56 @@ def _validate_written(text: str, out_path: Path) -> None:
     problems = validate(raw, str(out_path))
     if problems:
         raise ProfileValidationError(problems)
+
+
+# --------------------------------------------------------------------------- transfers, extra rows
+
+EXTRA_CSV = Path(__file__).resolve().with_name("calibration_extra.csv")
+
+
+def read_extra_rows(path: Path | str | None = None) -> list[dict[str, str]]:
+    """Rows of calibration_extra.csv: published measurements beyond ../shared/calibration, each with its
+    source, the profile it calibrates ('' for none) and its use (fit, test, overhead, ratio, threads, cpu,
+    check). `line` is the CSV line number (header = line 1)."""
+    path = Path(path) if path is not None else EXTRA_CSV
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [{**row, "line": str(n)} for n, row in enumerate(csv.DictReader(handle), start=2)]
+
+
+def transfer_macs_per_cycle(source_mpc: Mapping[str, float], transfer_factor: float) -> dict[str, float]:
+    """The target's macs_per_cycle: the source's divided by `transfer_factor` (target cycles per source cycle).
+
+    Time then scales with the target's own clock: latency = MACs / macs_per_cycle / clock.
+    """
+    if not transfer_factor > 0:
+        raise ValueError(f"transfer_factor must be > 0, received {transfer_factor!r}")
+    return {k: float(v) / float(transfer_factor) for k, v in source_mpc.items()}
+
+
+def transfer_overhead_us(source_us: float, overhead_factor: float) -> float:
+    """The target's per-op or per-inference overhead in µs: the source's times `overhead_factor` (time ratio)."""
+    if not overhead_factor > 0:
+        raise ValueError(f"overhead_factor must be > 0, received {overhead_factor!r}")
+    return float(source_us) * float(overhead_factor)
+
+
+def set_latency_sources(text: str, entries: Mapping[str, str]) -> str:
+    """Replace every `"latency.*"` entry of the [sources] table with `entries` (keys without the 'latency.')."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip() == "[sources]"), None)
+    new_lines = [f"{_toml_value('latency.' + k)} = {_toml_value(v)}\n" for k, v in entries.items()]
+    if start is None:
+        if not new_lines:
+            return text
+        sep = "" if text.endswith("\n") else "\n"
+        return text + sep + "\n[sources]\n" + "".join(new_lines)
+    end = len(lines)
+    for j in range(start + 1, len(lines)):
+        if lines[j].strip().startswith("["):
+            end = j
+            break
+    body = [line for line in lines[start + 1:end] if not line.lstrip().startswith('"latency.')]
+    while body and not body[-1].strip():
+        body.pop()
+    tail_blank = ["\n"] if end < len(lines) else []
+    return "".join(lines[:start + 1] + body + new_lines + tail_blank + lines[end:])

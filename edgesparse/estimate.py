@@ -648,6 +648,7 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
         key = f"{kind}_{dtype}" if kind in ("conv", "dwconv", "fc") else f"{_element_class(op)}_{dtype}"
         sparse = bool(getattr(op, "sparse_weights", False))
         densified = bool(getattr(op, "weights_densified", False))
+        filter_sparse = _filter_carries_sparsity(op, tensors)
         if refused:
             kernel = "LiteRT builtin kernels (XNNPACK refuses models with a sparse int8 FULLY_CONNECTED)"
             if kind in ("conv", "dwconv", "fc"):
@@ -655,9 +656,11 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
         if getattr(op, "one_time", False) or name == "DENSIFY":
             kernel = "runs once (all inputs constant): not part of an inference"
             used, elem, moved, key = 0, 0, 0, "once"
-        elif sparse and densified:
+        elif sparse and (densified or not filter_sparse):
+            # The kernel's filter is DENSIFY's (or DEQUANTIZE's) dense output: no sparsity metadata, so
+            # fully_connected.cc takes its dense path (the sparse one needs filter->sparsity != nullptr).
             kernel += " (weights densified by DENSIFY: dense kernel, every MAC)"
-        elif runtime == "litert" and kind == "fc" and sparse:
+        elif runtime == "litert" and name == "FULLY_CONNECTED" and filter_sparse:
             used = effective
             key = f"fc_{dtype}_sparse"
             kernel = ("builtin sparse FULLY_CONNECTED (XNNPACK refuses sparse int8 FC); skips zero blocks"
@@ -669,9 +672,23 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
     return rows
 
 
+def _filter_carries_sparsity(op: Any, tensors: Sequence[Any]) -> bool:
+    """Whether the weight tensor the kernel itself reads has sparsity metadata (not a DENSIFY output).
+
+    LiteRT's FULLY_CONNECTED runs its sparse kernel only when `filter->sparsity != nullptr`
+    (tensorflow/lite/kernels/fully_connected.cc); DENSIFY's output is a plain dense tensor.
+    """
+    index = getattr(op, "weight_tensor", None)
+    if index is None:
+        index = op.inputs[1] if len(op.inputs) > 1 else -1
+    if index is None or index < 0 or index >= len(tensors):
+        return False
+    return getattr(tensors[index], "sparsity", None) is not None
+
+
 @dataclass
 class LatencyCoefficients:
-    """A profile's [latency] table, validated."""
+    """A profile's [latency] table, validated, with where each coefficient comes from."""
 
     fitted: bool
     fit_source: str
@@ -685,16 +702,28 @@ class LatencyCoefficients:
     parallel_efficiency: float
     fit_threads: int
     notes: str = ""
+    basis: str = ""                      # the table's declared basis ([latency] basis), "" if not declared
+    transferred_from: str = ""
+    transfer_factor: float | None = None
+    overhead_from: str = ""
+    overhead_factor: float | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # "macs_per_cycle.int8" -> [sources] text
 
     def elementwise_rate(self, dtype: str, key: str = "") -> float:
         """Element ops per cycle of an op without MACs: macs_per_cycle[key] ('pool_int8', 'nonlinear_float32'...)
         if fitted, else macs_per_cycle['elementwise_<dtype>'], else elementwise_per_cycle. (int8 ones often
         run in LiteRT's builtin kernels, float ones in XNNPACK: their costs differ a lot.)"""
+        return self.elementwise_rate_key(dtype, key)[0]
+
+    def elementwise_rate_key(self, dtype: str, key: str = "") -> tuple[float, str]:
+        """(rate, coefficient path) for an op without MACs; path '' when nothing prices it."""
         for cand in (key, f"elementwise_{dtype}"):
             rate = self.macs_per_cycle.get(cand, 0.0) if cand else 0.0
             if rate > 0:
-                return rate
-        return self.elementwise_per_cycle
+                return rate, f"macs_per_cycle.{cand}"
+        if self.elementwise_per_cycle > 0:
+            return self.elementwise_per_cycle, "elementwise_per_cycle"
+        return 0.0, ""
 
     def macs_rate(self, key: str) -> tuple[float, str]:
         """MACs per cycle for a class key like 'conv_int8' (falls back: kind_dtype -> dtype -> default)."""
@@ -704,6 +733,41 @@ class LatencyCoefficients:
             if cand in self.macs_per_cycle and self.macs_per_cycle[cand] > 0:
                 return self.macs_per_cycle[cand], cand
         return 0.0, ""
+
+    def source_of(self, path: str) -> str:
+        """Where one coefficient ('macs_per_cycle.int8', 'overhead_us_per_op') comes from."""
+        if path in self.sources:
+            return self.sources[path]
+        parent = path.split(".", 1)[0]
+        if parent != path and parent in self.sources:
+            return self.sources[parent]
+        if self.fitted and self.fit_source.strip():
+            return "fitted: " + self.fit_source
+        return ""
+
+    def basis_of(self, path: str) -> str:
+        """fitted | transferred | assumption for one coefficient (its [sources] entry, else the table's fit)."""
+        return coefficient_basis(self.source_of(path), table_fitted=self.fitted and bool(self.fit_source.strip()),
+                                 has_own_source=path in self.sources or path.split(".", 1)[0] in self.sources)
+
+
+def coefficient_basis(source: str, *, table_fitted: bool = False, has_own_source: bool = True) -> str:
+    """Classify a coefficient's source text: 'transferred' (from another device), 'fitted' or 'assumption'.
+
+    A source starting 'assumption: transferred' or 'transferred' is a transfer; 'assumption' anything else
+    is an assumption; 'fitted'/'fit to' is fitted; a coefficient of a fitted table without its own
+    [sources] entry takes the fit. Anything else on an unfitted table is treated as an assumption.
+    """
+    text = str(source or "").strip().lower()
+    if text.startswith("assumption: transferred") or text.startswith("transferred"):
+        return "transferred"
+    if text.startswith("assumption"):
+        return "assumption"
+    if text.startswith("fitted") or text.startswith("fit to"):
+        return "fitted"
+    if table_fitted and not has_own_source:
+        return "fitted"
+    return "fitted" if table_fitted and text else "assumption"
 
 
 def latency_coefficients(profile: Any) -> LatencyCoefficients | None:
@@ -717,6 +781,13 @@ def latency_coefficients(profile: Any) -> LatencyCoefficients | None:
                            expected="a positive clock in MHz", received=clock,
                            fix="Add clock_mhz to [device]")
     mpc = {str(k): float(v) for k, v in (lat.get("macs_per_cycle") or {}).items()}
+    sources = {str(k)[len("latency."):]: str(v) for k, v in _sources(profile).items()
+               if str(k).startswith("latency.")}
+
+    def opt_float(key: str) -> float | None:
+        value = lat.get(key)
+        return None if value is None else float(value)
+
     return LatencyCoefficients(
         fitted=bool(lat.get("fitted", False)), fit_source=str(lat.get("fit_source", "")),
         fit_rows=[str(r) for r in (lat.get("fit_rows") or [])], clock_mhz=clock, macs_per_cycle=mpc,
@@ -726,7 +797,10 @@ def latency_coefficients(profile: Any) -> LatencyCoefficients | None:
         fixed_overhead_us=float(lat.get("fixed_overhead_us", 0) or 0),
         parallel_efficiency=float(lat.get("parallel_efficiency", 0) or 0),
         fit_threads=int(lat.get("fit_threads", 0) or _profile_runtime(profile).get("threads", 1) or 1),
-        notes=str(lat.get("notes", "")))
+        notes=str(lat.get("notes", "")), basis=str(lat.get("basis", "") or ""),
+        transferred_from=str(lat.get("transferred_from", "") or ""), transfer_factor=opt_float("transfer_factor"),
+        overhead_from=str(lat.get("overhead_from", "") or ""), overhead_factor=opt_float("overhead_factor"),
+        sources=sources)
 
 
 @dataclass
@@ -752,19 +826,37 @@ class OpLatency:
 
 
 @dataclass
+class CoefficientUse:
+    """One coefficient's part in a prediction: what it is, where it comes from, how much time it prices."""
+
+    coefficient: str     # 'macs_per_cycle.int8', 'overhead_us_per_op', 'fixed_overhead_us'...
+    basis: str           # fitted | transferred | assumption
+    source: str
+    us: float
+    share: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coefficient": self.coefficient, "basis": self.basis, "source": self.source,
+                "us": round(self.us, 4), "share": round(self.share, 4)}
+
+
+@dataclass
 class LatencyEstimate:
     latency_ms: float | None
-    basis: str                 # "fitted" | "assumption" | "none"
+    basis: str                 # "fitted" | "fitted+transferred" | "transferred" | "assumption" | "none"
     fit_source: str
     threads: int
     ops: list[OpLatency]
     fixed_overhead_us: float
     warnings: list[str] = field(default_factory=list)
+    coefficients: list[CoefficientUse] = field(default_factory=list)
+    summary: str = ""          # one line: which coefficients are fitted to what, which transferred/assumed
 
     def to_dict(self) -> dict[str, Any]:
         return {"latency_ms": None if self.latency_ms is None else round(self.latency_ms, 4),
-                "basis": self.basis, "fit_source": self.fit_source, "threads": self.threads,
-                "fixed_overhead_us": round(self.fixed_overhead_us, 3),
+                "basis": self.basis, "fit_source": self.fit_source, "summary": self.summary,
+                "threads": self.threads, "fixed_overhead_us": round(self.fixed_overhead_us, 3),
+                "coefficients": [c.to_dict() for c in self.coefficients],
                 "ops": [o.to_dict() for o in self.ops], "warnings": list(self.warnings)}
 
 
@@ -776,29 +868,96 @@ def thread_factor(coefs: LatencyCoefficients, threads: int, cores: int | None = 
     return speed(threads) / speed(coefs.fit_threads)
 
 
-def predict_ops_us(features: Sequence[OpCost], coefs: LatencyCoefficients,
-                   threads: int | None = None, cores: int | None = None) -> list[tuple[float, str]]:
-    """Predicted µs and the coefficient used, per op."""
+def price_ops(features: Sequence[OpCost], coefs: LatencyCoefficients, threads: int | None = None,
+              cores: int | None = None) -> list[tuple[float, str, dict[str, float]]]:
+    """Per op: (predicted µs, MAC coefficient used, µs per coefficient path)."""
     speedup = thread_factor(coefs, threads or coefs.fit_threads, cores)
     out = []
     for f in features:
-        cycles = 0.0
+        parts: dict[str, float] = {}
         used = ""
+        scale = 1.0 / coefs.clock_mhz / speedup
         if f.macs_used:
             rate, used = coefs.macs_rate(f.coef_key)
             if rate > 0:
-                cycles += f.macs_used / rate
+                parts[f"macs_per_cycle.{used}"] = f.macs_used / rate * scale
         if f.elementwise_ops:
-            rate = coefs.elementwise_rate(f.dtype, f.coef_key)
+            rate, path = coefs.elementwise_rate_key(f.dtype, f.coef_key)
             if rate > 0:
-                cycles += f.elementwise_ops / rate
+                parts[path] = parts.get(path, 0.0) + f.elementwise_ops / rate * scale
         if f.bytes_moved and coefs.bytes_per_cycle > 0:
-            cycles += f.bytes_moved / coefs.bytes_per_cycle
-        us = cycles / coefs.clock_mhz / speedup
-        if f.coef_key != "once":
-            us += coefs.overhead_us_per_op
-        out.append((us, used))
+            parts["bytes_per_cycle"] = f.bytes_moved / coefs.bytes_per_cycle * scale
+        if f.coef_key != "once" and coefs.overhead_us_per_op > 0:
+            parts["overhead_us_per_op"] = coefs.overhead_us_per_op
+        out.append((sum(parts.values()), used, parts))
     return out
+
+
+def predict_ops_us(features: Sequence[OpCost], coefs: LatencyCoefficients,
+                   threads: int | None = None, cores: int | None = None) -> list[tuple[float, str]]:
+    """Predicted µs and the coefficient used, per op."""
+    return [(us, used) for us, used, _ in price_ops(features, coefs, threads, cores)]
+
+
+def _overall_basis(uses: Sequence[CoefficientUse]) -> str:
+    """The weakest basis among the coefficients that price this model: never 'fitted' if any is not."""
+    priced = [u for u in uses if u.us > 0]
+    if not priced:
+        return "none"
+    if any(u.basis == "assumption" for u in priced):
+        return "assumption"
+    transferred = sum(u.share for u in priced if u.basis == "transferred")
+    if transferred <= 0:
+        return "fitted"
+    return "transferred" if transferred >= 0.5 else "fitted+transferred"
+
+
+def _origin(coefs: LatencyCoefficients, path: str) -> str:
+    """The device a transferred coefficient comes from: MAC rates from transferred_from, overheads from
+    overhead_from (each falling back to the other)."""
+    if path in ("overhead_us_per_op", "fixed_overhead_us"):
+        return coefs.overhead_from or coefs.transferred_from or "another device"
+    return coefs.transferred_from or coefs.overhead_from or "another device"
+
+
+def _basis_summary(coefs: LatencyCoefficients, uses: Sequence[CoefficientUse]) -> str:
+    """'MACs fitted to ...; per-op overhead transferred from host (assumption) ...' in one line."""
+    groups: dict[str, list[CoefficientUse]] = {}
+    for u in uses:
+        if u.us > 0:
+            groups.setdefault(u.basis, []).append(u)
+    parts = []
+    for basis in ("fitted", "transferred", "assumption"):
+        items = groups.get(basis, [])
+        if not items:
+            continue
+        share = sum(u.share for u in items)
+        names = ", ".join(u.coefficient for u in items)
+        if basis == "fitted":
+            wheres = []
+            for u in items:
+                if coefs.fit_source and u.source == "fitted: " + coefs.fit_source:
+                    where = "; ".join(coefs.fit_rows) or coefs.fit_source
+                else:
+                    where = u.source[len("fitted: "):] if u.source.lower().startswith("fitted: ") else u.source
+                if where not in wheres:
+                    wheres.append(where)
+            where = " | ".join(wheres)
+            where = where if len(where) <= 160 else where[:157] + "..."
+            parts.append((share, f"fitted ({share:.0%} of the time: {names}) to {where}"))
+        elif basis == "transferred":
+            by_origin: dict[str, list[CoefficientUse]] = {}
+            for u in items:
+                by_origin.setdefault(_origin(coefs, u.coefficient), []).append(u)
+            for origin, group in by_origin.items():
+                factor = coefs.transfer_factor if origin == coefs.transferred_from else coefs.overhead_factor
+                how = f" x{factor:.3g}" if factor and origin in (coefs.transferred_from, coefs.overhead_from) else ""
+                part_share = sum(u.share for u in group)
+                parts.append((part_share, f"transferred from {origin}{how} (assumption; {part_share:.0%} of the "
+                                          f"time: {', '.join(u.coefficient for u in group)})"))
+        else:
+            parts.append((share, f"assumption ({share:.0%} of the time: {names})"))
+    return "; ".join(text for _, text in sorted(parts, key=lambda p: -p[0]))
 
 
 def estimate_latency(graph: Any, profile: Any, *, threads: int | None = None) -> LatencyEstimate:
@@ -811,26 +970,47 @@ def estimate_latency(graph: Any, profile: Any, *, threads: int | None = None) ->
                           "", f.kernel, "no coefficients") for f in features]
         return LatencyEstimate(None, "none", "", threads, rows, 0.0,
                                [f"profile {_profile_name(profile)} has no [latency] coefficients: "
-                                "no latency estimate"])
+                                "no latency estimate"], summary="no latency coefficients")
     cores = int(_device(profile).get("cores", 0) or 0) or None
-    per_op = predict_ops_us(features, coefs, threads, cores)
-    total_us = sum(us for us, _ in per_op) + coefs.fixed_overhead_us
-    basis = "fitted" if coefs.fitted else "assumption"
+    priced = price_ops(features, coefs, threads, cores)
+    total_us = sum(us for us, _, _ in priced) + coefs.fixed_overhead_us
+    per_path: dict[str, float] = {}
+    for _, _, parts in priced:
+        for path, us in parts.items():
+            per_path[path] = per_path.get(path, 0.0) + us
+    if coefs.fixed_overhead_us > 0:
+        per_path["fixed_overhead_us"] = coefs.fixed_overhead_us
+    uses = [CoefficientUse(path, coefs.basis_of(path), coefs.source_of(path), us,
+                           us / total_us if total_us > 0 else 0.0) for path, us in per_path.items()]
+    basis = _overall_basis(uses)
+    summary = _basis_summary(coefs, uses)
+    name = _profile_name(profile)
     warnings: list[str] = []
-    if not coefs.fitted:
-        warnings.append(f"latency coefficients of {_profile_name(profile)} are NOT fitted to measurements: "
+    if basis == "assumption":
+        warnings.append(f"latency coefficients of {name} are NOT fitted to measurements: "
                         "the latency, energy and battery figures are assumptions")
+    elif basis in ("transferred", "fitted+transferred"):
+        moved = [u for u in uses if u.basis == "transferred" and u.us > 0]
+        share = sum(u.share for u in moved)
+        frm = ", ".join(sorted({_origin(coefs, u.coefficient) for u in moved}))
+        warnings.append(f"latency of {name}: {share:.0%} of the predicted time rests on coefficients transferred "
+                        f"from {frm} (assumption, not measured on this device): "
+                        + ", ".join(u.coefficient for u in moved))
     rows = []
     unpriced = set()
-    for f, (us, used) in zip(features, per_op):
+    for f, (us, used, parts) in zip(features, priced):
         flag = ""
         if f.macs_used and not used:
             flag = "no coefficient for this op class"
             unpriced.add(f.coef_key)
         elif used and used not in (f.coef_key, f.dtype) and f.kind in ("conv", "dwconv", "fc"):
             flag = f"priced with '{used}' (no own coefficient)"
-        if not coefs.fitted:
+        op_bases = {coefs.basis_of(p) for p, v in parts.items() if v > 0}
+        if "assumption" in op_bases or (not parts and not coefs.fitted):
             flag = ("assumption; " + flag) if flag else "assumption"
+        elif used and coefs.basis_of(f"macs_per_cycle.{used}") == "transferred":
+            note = f"transferred from {coefs.transferred_from or 'another device'} (assumption)"
+            flag = (note + "; " + flag) if flag else note
         rows.append(OpLatency(f.index, f.op, f.kind, f.dtype, f.macs, f.macs_used, f.bytes_moved, us,
                               us / total_us if total_us > 0 else 0.0, used, f.kernel, flag))
     if unpriced:
@@ -841,8 +1021,9 @@ def estimate_latency(graph: Any, profile: Any, *, threads: int | None = None) ->
         if coefs.parallel_efficiency <= 0:
             note += " and no parallel efficiency was fitted: thread count ignored"
         warnings.append(note)
-    return LatencyEstimate(total_us / 1000.0, basis, coefs.fit_source, threads, rows,
-                           coefs.fixed_overhead_us, warnings)
+    fit_source = coefs.fit_source if coefs.fitted and coefs.fit_source else summary
+    return LatencyEstimate(total_us / 1000.0, basis, fit_source, threads, rows, coefs.fixed_overhead_us,
+                           warnings, coefficients=uses, summary=summary)
 
 
 # --------------------------------------------------------------------------- energy, battery
@@ -991,12 +1172,20 @@ def estimate_energy(latency_ms: float | None, profile: Any, *, rate: str | float
 
 @dataclass
 class BudgetCheck:
+    """One budget: ok is True (the value is within its limit), False (a known value exceeds it) or None
+    (unknown: the value cannot be estimated on this profile, so the budget is neither passed nor failed)."""
+
     name: str
     limit: float
     value: float | None
-    ok: bool
+    ok: bool | None
     unit: str
     kind: str  # "max" | "min"
+
+    @property
+    def status(self) -> str:
+        """'pass', 'FAIL' or 'unknown'."""
+        return "unknown" if self.ok is None else ("pass" if self.ok else "FAIL")
 
     @property
     def margin(self) -> float | None:
@@ -1006,7 +1195,7 @@ class BudgetCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "limit": self.limit, "value": self.value, "ok": self.ok,
-                "unit": self.unit, "kind": self.kind,
+                "status": self.status, "unit": self.unit, "kind": self.kind,
                 "margin": None if self.margin is None else round(self.margin, 6)}
 
 
@@ -1040,7 +1229,17 @@ class CheckResult:
 
     @property
     def fits(self) -> bool:
-        return all(b.ok for b in self.budgets)
+        """False only when a known value exceeds its budget; unknown budgets do not fail (see `complete`)."""
+        return not any(b.ok is False for b in self.budgets)
+
+    @property
+    def complete(self) -> bool:
+        """True when every budget could be checked (no unknown value)."""
+        return all(b.ok is not None for b in self.budgets)
+
+    @property
+    def unknown_budgets(self) -> list[str]:
+        return [b.name for b in self.budgets if b.ok is None]
 
     @property
     def flash_bytes(self) -> int:
@@ -1071,14 +1270,14 @@ class CheckResult:
             "schema_version": SCHEMA_VERSION,
             "profile": self.profile, "profile_path": self.profile_path, "profile_sha256": self.profile_sha256,
             "runtime": self.runtime, "model": self.model, "model_size": self.model_size,
-            "fits": self.fits,
+            "fits": self.fits, "complete": self.complete, "unknown_budgets": self.unknown_budgets,
             "flash_bytes": self.flash_bytes, "ram_bytes": self.ram_bytes,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 4),
             "energy_mj": None if self.energy_mj is None else round(self.energy_mj, 6),
             "battery_hours": None if self.battery_hours is None else round(self.battery_hours, 3),
             "basis": {"flash": self.flash.basis, "ram": self.ram.basis, "latency": self.latency.basis,
                       "energy": self.energy.basis},
-            "latency_basis": self.latency.basis,
+            "latency_basis": self.latency.basis, "latency_basis_detail": self.latency.summary,
             "budgets": [b.to_dict() for b in self.budgets],
             "flash": self.flash.to_dict(), "ram": self.ram.to_dict(), "latency": self.latency.to_dict(),
             "energy": self.energy.to_dict(),
@@ -1096,7 +1295,7 @@ def _check_budgets(profile: Any, values: Mapping[str, float | None]) -> list[Bud
         attr, unit, kind = _BUDGETS[key]
         value = values.get(attr)
         if value is None:
-            ok = False  # an estimate that cannot be made cannot pass its budget
+            ok = None  # unknown: an estimate that cannot be made neither passes nor fails its budget
         else:
             ok = value <= limit if kind == "max" else value >= limit
         out.append(BudgetCheck(key, float(limit), None if value is None else float(value), ok, unit, kind))
@@ -1138,7 +1337,9 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Any, *, rate: 
               "battery_days": energy.battery_days}
     budgets = _check_budgets(prof, values)
     assumptions: list[str] = []
-    if latency.basis != "fitted":
+    if latency.basis in ("transferred", "fitted+transferred"):
+        assumptions.append(f"latency basis: {latency.basis}: {latency.summary}")
+    elif latency.basis != "fitted":
         assumptions.append(f"latency: {latency.basis} (coefficients not fitted to measurements)")
     if energy.basis in ("assumption", "none"):
         assumptions.append(f"energy: {energy.basis}")
@@ -1153,6 +1354,10 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Any, *, rate: 
         assumptions.append("latency: MACs unknown for " + ", ".join(sorted(set(unanalyzed))) +
                            " (priced by bytes moved and per-op overhead only)")
     warnings = list(latency.warnings)
+    unknown = [b.name for b in budgets if b.ok is None]
+    if unknown:
+        warnings.append("incomplete check: budget(s) " + ", ".join(unknown) + " unknown (no estimate on this "
+                        "profile); they neither pass nor fail, so `fits` covers only the known budgets")
     if _runtime_name(prof) == "tflm" and any(op_type(op) == "DENSIFY" for op in graph.ops):
         warnings.append("TFLM cannot run DENSIFY (sparse weights): this file will not load on the device; "
                         "build a dense int8 flatbuffer for TFLM targets")

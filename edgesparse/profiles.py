@@ -180,6 +180,15 @@ SCHEMA: dict[str, Table] = {
                                    minimum=0),
         "overhead_us_per_op": Key("number", "Per-op dispatch cost.", minimum=0),
         "fixed_overhead_us": Key("number", "Per-inference fixed cost.", minimum=0),
+        "basis": Key("str", "What the table rests on: fitted (to this device's rows), fitted+transferred "
+                     "(some coefficients from another device), transferred, assumption.",
+                     choices=("fitted", "fitted+transferred", "transferred", "assumption")),
+        "transferred_from": Key("str", "Profile the MAC coefficients were transferred from."),
+        "transfer_factor": Key("number", "Cycles this device needs per cycle of the source device for the "
+                               "same MACs: macs_per_cycle = source's / transfer_factor.", positive=True),
+        "overhead_from": Key("str", "Profile the per-op and per-inference overhead were transferred from."),
+        "overhead_factor": Key("number", "Time ratio of the overhead: overhead_us = source's x overhead_factor.",
+                               positive=True),
         "notes": Key("str", "Free text."),
     }, fitted_by="fitted"),
 }
@@ -565,6 +574,18 @@ def _cross_checks(raw: Mapping[str, Any], device_class: str | None) -> list[str]
                        "coefficients were fitted to, received ''")
         if not latency.get("fit_rows"):
             out.append("latency.fit_rows: latency.fitted is true, so expected the rows used for the fit")
+    basis = latency.get("basis")
+    if basis == "transferred" and latency.get("fitted") is True:
+        out.append("latency.fitted: latency.basis is 'transferred', so expected false (a transferred "
+                   "coefficient is never a fitted one), received true")
+    if basis in ("transferred", "fitted+transferred") and not (latency.get("transferred_from")
+                                                                or latency.get("overhead_from")):
+        out.append(f"latency.transferred_from: latency.basis is {basis!r}, so expected the profile the "
+                   "coefficients come from (transferred_from or overhead_from)")
+    if latency.get("transferred_from") and latency.get("transfer_factor") is None:
+        out.append("latency.transfer_factor: latency.transferred_from is set, so expected the stated factor")
+    if latency.get("overhead_from") and latency.get("overhead_factor") is None:
+        out.append("latency.overhead_factor: latency.overhead_from is set, so expected the stated factor")
     return out
 
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgesparse import estimate
-from edgesparse.calibrate import render_table, replace_table
+from edgesparse.calibrate import render_table, replace_table, set_latency_sources
 from edgesparse.cli import main
 from edgesparse.errors import DataError
 from edgesparse.estimate import Buffer, energy_and_battery, parse_rate, plan_greedy
@@ -220,6 +220,7 @@ def _profile_text(name: str = "stm32l4r5", **budget) -> str:
     latency = {"fitted": True, "fit_source": "test: hand-set coefficients", "fit_rows": ["test"],
                "macs_per_cycle": {"int8": 0.5}, "overhead_us_per_op": 10.0, "fixed_overhead_us": 0.0}
     text = replace_table(text, "latency", render_table("latency", latency))
+    text = set_latency_sources(text, {})  # the shipped table's per-coefficient sources go with it
     if budget:
         import tomllib
 
@@ -268,6 +269,7 @@ def test_unfitted_latency_is_flagged_as_assumption(mlperf_dir, tmp_path):
 
     text = replace_table((PROFILE_DIR / "stm32l4r5.toml").read_text(), "latency", render_table("latency", {
         "fitted": False, "fit_source": "", "macs_per_cycle": {"int8": 0.5}}))
+    text = set_latency_sources(text, {})
     text = text.replace("[sources]\n", '[sources]\n"latency.macs_per_cycle" = "assumption: a guess for this test"\n')
     path = tmp_path / "guess.toml"
     path.write_text(text)
@@ -339,14 +341,213 @@ def test_check_imports_no_tensorflow(mlperf_dir, roomy_profile):
 
 
 def test_shipped_profiles_give_a_latency_basis(mlperf_dir):
-    """Every shipped profile can be checked; an unfitted [latency] table is never reported as fitted."""
+    """Every shipped profile gives a latency; 'fitted' only when every coefficient that prices it is fitted."""
     from edgesparse.profiles import available_profiles, load_profile
 
     for name in available_profiles():
         profile = load_profile(name)
         result = estimate.check_model(mlperf_dir / KWS, profile)
-        if not profile.latency_fitted:
-            assert result.latency.basis in ("assumption", "none")
-            assert result.warnings
+        assert result.latency_ms is not None and result.latency_ms > 0, name
+        bases = {c.basis for c in result.latency.coefficients if c.us > 0}
+        if result.latency.basis == "fitted":
+            assert bases == {"fitted"} and profile.latency_fitted, name
         else:
-            assert result.latency.basis == "fitted" and result.latency_ms > 0
+            assert result.latency.basis in ("fitted+transferred", "transferred", "assumption"), name
+            assert result.warnings and any(a.startswith("latency") for a in result.assumptions), name
+        if not profile.latency_fitted:
+            assert result.latency.basis != "fitted", name
+
+
+# --------------------------------------------------------------------------- latency basis, transfers, unknown budgets
+
+PREVIOUSLY_MISSING = ["nrf52840", "esp32s3", "rp2040", "stm32h7a3", "rpi5", "rpizero2w", "midrange_a76", "rpi3bplus"]
+
+
+@pytest.mark.parametrize("name", PREVIOUSLY_MISSING)
+def test_previously_missing_profiles_give_a_flagged_latency(mlperf_dir, name):
+    """Each gets a latency, never called 'fitted', and the output says what it rests on."""
+    result = estimate.check_model(mlperf_dir / KWS, name)
+    assert result.latency_ms is not None and result.latency_ms > 0
+    assert result.latency.basis in ("transferred", "fitted+transferred")
+    assert any(a.startswith(f"latency basis: {result.latency.basis}") and "transferred from" in a
+               for a in result.assumptions), result.assumptions
+    assert any("transferred from" in w for w in result.warnings), result.warnings
+    assert result.energy_mj is not None
+    assert all(b.ok is not None for b in result.budgets if b.name == "latency_ms")
+    d = result.to_dict()
+    assert d["latency_basis"] == result.latency.basis
+    assert {c["basis"] for c in d["latency"]["coefficients"]} <= {"fitted", "transferred"}
+    assert any(c["basis"] == "transferred" for c in d["latency"]["coefficients"])
+
+
+def test_transferred_tables_say_so_and_are_never_fitted():
+    from edgesparse.profiles import load_profile
+
+    for name in ("nrf52840", "rp2040", "stm32h7a3", "rpi5", "rpizero2w", "midrange_a76"):
+        lat = load_profile(name).raw["latency"]
+        assert lat["fitted"] is False and lat["basis"] == "transferred"
+        assert lat["transferred_from"] and lat["transfer_factor"] > 0
+        coefs = estimate.latency_coefficients(load_profile(name))
+        assert coefs.basis_of("macs_per_cycle.int8") == "transferred"
+        assert coefs.source_of("macs_per_cycle.int8").startswith("assumption: transferred from")
+
+
+@pytest.mark.parametrize("target", ["nrf52840", "rp2040", "stm32h7a3", "rpizero2w", "rpi5", "midrange_a76"])
+def test_transferred_coefficient_is_the_source_scaled_by_the_stated_factor(target):
+    from edgesparse.calibrate import transfer_macs_per_cycle, transfer_overhead_us
+    from edgesparse.profiles import load_profile
+
+    lat = load_profile(target).raw["latency"]
+    src = load_profile(lat["transferred_from"]).raw["latency"]
+    expected = transfer_macs_per_cycle(src["macs_per_cycle"], lat["transfer_factor"])
+    assert set(lat["macs_per_cycle"]) == set(expected)
+    for key, value in expected.items():
+        assert lat["macs_per_cycle"][key] == pytest.approx(value, rel=2e-5)  # TOML keeps 6 significant digits
+    if lat.get("overhead_from"):
+        ovh = load_profile(lat["overhead_from"]).raw["latency"]
+        for key in ("overhead_us_per_op", "fixed_overhead_us"):
+            if ovh.get(key):
+                assert lat[key] == pytest.approx(transfer_overhead_us(ovh[key], lat["overhead_factor"]), rel=2e-5)
+
+
+def test_litert_overhead_is_priced_for_a_small_model():
+    """A tiny model on a Pi is not priced by its MACs alone: the host's per-op overhead, scaled, is added."""
+    from edgesparse.profiles import load_profile
+
+    prof = load_profile("rpi4")
+    assert prof.raw["latency"]["overhead_us_per_op"] > 0 and prof.raw["latency"]["overhead_from"] == "host"
+    coefs = estimate.latency_coefficients(prof)
+    assert coefs.basis_of("overhead_us_per_op") == "transferred"
+    assert coefs.basis_of("macs_per_cycle.int8") == "fitted"
+
+
+def _no_latency_profile(tmp_path, **budget) -> Path:
+    from edgesparse.profiles import PROFILE_DIR
+
+    text = replace_table((PROFILE_DIR / "stm32l4r5.toml").read_text(), "latency",
+                         render_table("latency", {"fitted": False, "fit_source": ""}))
+    text = set_latency_sources(text, {})
+    if budget:
+        import tomllib
+
+        values = dict(tomllib.loads(text)["budget"])
+        values.update(budget)
+        text = replace_table(text, "budget", render_table("budget", values))
+    path = tmp_path / "nolat.toml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_budget_is_not_a_failure(mlperf_dir, tmp_path):
+    path = _no_latency_profile(tmp_path, flash_bytes=2_000_000, ram_bytes=600_000)
+    result = estimate.check_model(mlperf_dir / KWS, str(path))
+    assert result.latency_ms is None and result.latency.basis == "none"
+    lat = next(b for b in result.budgets if b.name == "latency_ms")
+    assert lat.ok is None and lat.status == "unknown" and lat.value is None
+    assert result.fits is True and result.complete is False and result.unknown_budgets == ["latency_ms"]
+    assert any(w.startswith("incomplete check") and "latency_ms" in w for w in result.warnings)
+    d = result.to_dict()
+    assert d["fits"] is True and d["complete"] is False
+    assert next(b for b in d["budgets"] if b["name"] == "latency_ms")["ok"] is None
+
+
+def test_a_known_failure_still_fails_next_to_an_unknown(mlperf_dir, tmp_path):
+    path = _no_latency_profile(tmp_path, flash_bytes=90_000, ram_bytes=5_000)
+    result = estimate.check_model(mlperf_dir / KWS, str(path))
+    assert result.fits is False and result.complete is False
+
+
+def test_check_exit_0_with_a_warning_when_only_unknown(mlperf_dir, tmp_path):
+    path = _no_latency_profile(tmp_path, flash_bytes=2_000_000, ram_bytes=600_000)
+    res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)[0]
+    assert data["fits"] is True and data["complete"] is False
+    assert any("incomplete check" in w for w in data["warnings"])
+    for key in ("profile", "flash_bytes", "ram_bytes", "latency_ms", "energy_mj", "battery_hours", "fits", "budgets", "ops"):
+        assert key in data
+    res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "incomplete check" in res.output
+    both = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", str(path), "--profile", "stm32l4r5"])
+    assert both.exit_code == 0, both.output
+    assert "unknown" in both.output
+
+
+# --------------------------------------------------------------------------- which FULLY_CONNECTED kernel runs
+
+
+def _fake_fc_graph(filter_sparse: bool, densify: bool, dtype: str = "float32"):
+    """input -> [DENSIFY(sparse const) ->] FULLY_CONNECTED: 64 x 32 weights, 80% zeros."""
+    from types import SimpleNamespace as NS
+
+    sparsity = NS(density=0.2)
+    tensors = [NS(shape=(1, 64), dtype=dtype, sparsity=None, is_constant=False),                # 0 input
+               NS(shape=(32, 64), dtype=dtype, sparsity=sparsity, is_constant=True),             # 1 sparse const
+               NS(shape=(32, 64), dtype=dtype, sparsity=None, is_constant=False),                # 2 densified
+               NS(shape=(1, 32), dtype=dtype, sparsity=None, is_constant=False)]                 # 3 output
+    ops = []
+    if densify:
+        ops.append(NS(opcode="DENSIFY", inputs=(1,), outputs=(2,), kind="data", one_time=True, dtype=dtype,
+                      macs=0, effective_macs=0, elementwise_ops=0, bytes_moved=0, sparse_weights=False,
+                      weights_densified=False, weight_tensor=None))
+    w = 2 if densify else (1 if filter_sparse else 2)
+    ops.append(NS(opcode="FULLY_CONNECTED", inputs=(0, w), outputs=(3,), kind="fc", one_time=False, dtype=dtype,
+                  macs=2048, effective_macs=410, elementwise_ops=0, bytes_moved=0, sparse_weights=True,
+                  weights_densified=densify, weight_tensor=w))
+    return NS(ops=ops, tensors=tensors, inputs=[0], outputs=[3])
+
+
+def test_densify_fed_fully_connected_is_charged_dense_macs():
+    from edgesparse.profiles import load_profile
+
+    host = load_profile("host")
+    fc = [f for f in estimate.op_features(_fake_fc_graph(filter_sparse=False, densify=True), host)
+          if f.op == "FULLY_CONNECTED"][0]
+    assert fc.macs_used == fc.macs == 2048
+    assert fc.coef_key == "fc_float32" and "densified" in fc.kernel
+
+
+def test_fully_connected_reading_sparse_weights_runs_the_sparse_kernel():
+    from edgesparse.profiles import load_profile
+
+    fc = estimate.op_features(_fake_fc_graph(filter_sparse=True, densify=False), load_profile("host"))[0]
+    assert fc.macs_used == 410 and fc.coef_key == "fc_float32_sparse"
+    tflm = estimate.op_features(_fake_fc_graph(filter_sparse=True, densify=False), load_profile("stm32l4r5"))[0]
+    assert tflm.macs_used == 2048  # TFLM has no sparse kernel
+
+
+def test_densify_fed_fc_in_a_converted_model_is_dense(tmp_path):
+    """A real EXPERIMENTAL_SPARSITY float32 model: DENSIFY -> FULLY_CONNECTED runs the dense kernel."""
+    import numpy as np
+
+    from edgesparse.graph import load_graph
+    from edgesparse.profiles import load_profile
+    from edgesparse.tf_env import import_tf
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((128,)), keras.layers.Dense(64)])
+    w, b = model.layers[0].get_weights()
+    w[np.abs(w) < np.quantile(np.abs(w), 0.8)] = 0.0  # 80 % unstructured zeros: stored CSR + DENSIFY
+    model.layers[0].set_weights([w, b])
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    graph = load_graph(conv.convert())
+    assert "DENSIFY" in [o.opcode for o in graph.ops]
+    fc = [f for f in estimate.op_features(graph, load_profile("host")) if f.op == "FULLY_CONNECTED"][0]
+    assert fc.macs_used == fc.macs and not fc.coef_key.endswith("_sparse")
+
+
+def test_transferred_basis_with_fitted_true_is_rejected():
+    import tomllib
+
+    from edgesparse.profiles import PROFILE_DIR, validate
+
+    raw = tomllib.loads((PROFILE_DIR / "nrf52840.toml").read_text())
+    raw["latency"]["fitted"] = True
+    raw["latency"]["fit_source"] = "x"
+    raw["latency"]["fit_rows"] = ["x"]
+    assert any("latency.fitted" in p and "transferred" in p for p in validate(raw, "x.toml"))
+    del raw["latency"]["transfer_factor"]
+    assert any("latency.transfer_factor" in p for p in validate(raw, "x.toml"))
