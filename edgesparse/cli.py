@@ -776,6 +776,80 @@ class _SweepProgress(_BuildProgress):
                 size = "" if not fields.get("artifact_bytes") else f"{fields['artifact_bytes'] / 1024:,.1f} KiB"
                 p.console.print(f"  [green]✓[/] {escape(label)}  {acc}  {size}  {how}")
 
+@main.command()
+@click.argument("build_dir", type=click.Path(path_type=Path))
+@click.option("--profile", "profiles", multiple=True, help="Device profile(s) [default: the build's profile].")
+@click.option("--rate", default=None, help="Inference rate: N/s, N/min or N/h [default: the profile's].")
+@click.option("--battery-mah", type=float, default=None, help="Battery capacity [default: the profile's battery].")
+@click.option("--sleep-mw", type=float, default=None, help="Power between inferences [default: the profile's rest state].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per profile.")
+def battery(build_dir: Path, profiles, rate, battery_mah, sleep_mw, as_json) -> None:
+    """Energy per inference and battery life of a build, next to its dense float and int8 baselines."""
+    import json as _json
+
+    from .estimate import battery_comparison
+    from .pipeline import ARTIFACT_NAME, BASELINES
+    from .report import load_report
+
+    document = load_report(build_dir)
+    variants = {"pruned artifact": build_dir / ARTIFACT_NAME}
+    variants.update({name.replace("_", " "): build_dir / rel for name, rel in BASELINES.items()
+                     if (build_dir / rel).is_file()})
+    results = []
+    for name in profiles or (document["profile"]["path"],):
+        rows = battery_comparison(variants, name, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
+        results.append({"profile": _profile_label(name), "variants": rows})
+    if as_json:
+        click.echo(_json.dumps(results, indent=2))
+        return
+    console = _console()
+    for result in results:
+        _print_battery(console, result)
+
+
+def _profile_label(name: str) -> str:
+    return Path(name).stem if name.endswith(".toml") else name
+
+
+def _print_battery(console, result: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows = result["variants"]
+    first = rows[0]
+    table = Table(title=f"battery on {result['profile']}: {first['battery_mah']} mAh battery, "
+                        f"{first['rate'] or 'no rate'}, rest {first['sleep_mw']} mW", title_justify="left")
+    for column in ("build", "size", "latency", "energy / inference", "avg power", "battery life", "inference share"):
+        table.add_column(column, justify="left" if column == "build" else "right")
+
+    def fmt(value, pattern, missing="unknown"):
+        return missing if value is None else pattern.format(value)
+
+    for row in rows:
+        life = "unknown" if row["battery_hours"] is None else (
+            f"{row['battery_hours']:,.1f} h" if row["battery_hours"] < 48 else f"{row['battery_days']:,.1f} days")
+        table.add_row(row["variant"], f"{row['model_bytes'] / 1024:,.1f} KiB", fmt(row["latency_ms"], "{:.4g} ms"),
+                      fmt(row["energy_mj"], "{:.4g} mJ"), fmt(row["average_power_mw"], "{:.4g} mW"), life,
+                      fmt(row["model_share"], "{:.1%}"))
+    console.print(table)
+    base = next((r for r in rows if r["variant"] == "dense float32"), None)
+    if base and first["battery_hours"] and base["battery_hours"]:
+        gain = first["battery_hours"] / base["battery_hours"] - 1.0
+        console.print(f"pruned artifact vs dense float32: {gain:+.1%} battery life, "
+                      f"{fmt(first['energy_mj'] and base['energy_mj'] and first['energy_mj'] / base['energy_mj'], '{:.2f}x')} "
+                      "the energy per inference")
+    int8 = next((r for r in rows if r["variant"] == "dense int8"), None)
+    if int8 and int8["model_bytes"] == first["model_bytes"]:
+        console.print("the artifact is the dense int8 flatbuffer (this runtime cannot run sparse weights), "
+                      "so pruning brings no energy gain here; int8 quantization does")
+    basis = {r["latency_basis"] for r in rows} | {r["energy_basis"] for r in rows}
+    notes = sorted({a for r in rows for a in r["assumptions"] if a.startswith(("latency", "energy"))})
+    if basis - {"fitted"} or notes:
+        console.print("[yellow]estimate basis:[/] " + escape(", ".join(sorted(b for b in basis if b))))
+        for note in notes:
+            console.print(f"  [yellow]assumption:[/] {escape(note)}", soft_wrap=True)
+
+
 def main_entry() -> None:  # pragma: no cover - console script alias
     main()
 

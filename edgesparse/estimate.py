@@ -1014,8 +1014,13 @@ def estimate_latency(graph: Any, profile: Any, *, threads: int | None = None) ->
         rows.append(OpLatency(f.index, f.op, f.kind, f.dtype, f.macs, f.macs_used, f.bytes_moved, us,
                               us / total_us if total_us > 0 else 0.0, used, f.kernel, flag))
     if unpriced:
-        warnings.append("no coefficient for op class(es) " + ", ".join(sorted(unpriced)) +
-                        ": their MACs are not priced")
+        # A total that leaves MACs unpriced would understate latency (e.g. float32 on an
+        # MCU profile fitted to int8 only): say "unknown" rather than print a wrong number.
+        warnings.append(f"no latency estimate: {name} has no coefficient for op class(es) "
+                        + ", ".join(sorted(unpriced)) + ", so their MACs cannot be priced")
+        return LatencyEstimate(None, "none", "", threads, rows, coefs.fixed_overhead_us, warnings,
+                               coefficients=uses, summary="incomplete: no coefficient for "
+                               + ", ".join(sorted(unpriced)))
     if threads != coefs.fit_threads:
         note = (f"coefficients were fitted at {coefs.fit_threads} thread(s); {threads} requested")
         if coefs.parallel_efficiency <= 0:
@@ -1397,3 +1402,26 @@ def _sources(profile: Any) -> Mapping[str, str]:
 
 def iter_budget_keys() -> Iterable[str]:
     return iter(_BUDGETS)
+
+
+def battery_comparison(variants: dict[str, bytes | str | Path], profile: Any, *, rate: str | float | None = None,
+                       battery_mah: float | None = None, sleep_mw: float | None = None) -> list[dict[str, Any]]:
+    """Energy per inference and battery life of several builds of one model on one profile.
+
+    `edgesparse battery` passes the pruned artifact and its dense baselines, so the
+    battery gain from pruning and quantization is visible side by side.
+    """
+    rows = []
+    for variant, model in variants.items():
+        result = check_model(model, profile, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
+        energy = result.energy
+        rows.append({
+            "variant": variant, "model_bytes": result.model_size, "latency_ms": result.latency_ms,
+            "latency_basis": result.latency.basis, "energy_mj": result.energy_mj,
+            "average_power_mw": energy.average_power_mw, "battery_hours": result.battery_hours,
+            "battery_days": result.battery_days, "model_share": energy.model_share,
+            "rate": None if energy.rate_per_s is None else format_rate(energy.rate_per_s),
+            "battery_mah": energy.battery_mah, "sleep_mw": energy.sleep_mw, "active_mw": energy.active_mw,
+            "energy_basis": energy.basis, "fits": result.fits, "assumptions": list(result.assumptions),
+        })
+    return rows

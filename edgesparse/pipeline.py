@@ -25,6 +25,8 @@ Progress = Callable[[str, dict], None]
 ARTIFACT_NAME = "model.tflite"
 PRUNED_MODEL_NAME = "pruned_model.keras"
 REPORT_NAME = "report.json"
+# The dense references the artifact is compared against (sizes, battery gain from pruning).
+BASELINES = {"dense_float32": "baselines/dense_float32.tflite", "dense_int8": "baselines/dense_int8.tflite"}
 
 
 @dataclass
@@ -274,6 +276,9 @@ def build(options: BuildOptions, progress: Progress | None = None,
     stage("write", f"Writing {out_dir}")
     with staged_output_dir(out_dir, options.force) as staging:
         atomic_write_bytes(staging / ARTIFACT_NAME, conversion.artifact)
+        for variant, relative in BASELINES.items():
+            if getattr(conversion, variant):
+                atomic_write_bytes(staging / relative, getattr(conversion, variant))
         pruned.model.save(staging / PRUNED_MODEL_NAME)
         report.write_report(staging, document)
         report.write_html(staging, document)

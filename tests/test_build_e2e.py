@@ -125,3 +125,24 @@ def test_mlperf_tiny_resnet_builds_with_generated_data(tmp_path, mlperf_dir):
     assert report["model"]["format"] == "h5"
     assert report["sparsity"]["overall"] > 0.7
     assert report["sizes"]["artifact_bytes"] < report["sizes"]["dense_float32_bytes"] / 4
+
+
+def test_battery_compares_the_artifact_with_its_dense_baselines(litert_build, tflm_build):
+    _, out = litert_build
+    result = CliRunner().invoke(main, ["battery", str(out), "--rate", "1/s", "--json"])
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.output)
+    rows = {row["variant"]: row for row in entry["variants"]}
+    assert set(rows) == {"pruned artifact", "dense float32", "dense int8"}
+    assert rows["pruned artifact"]["model_bytes"] < rows["dense float32"]["model_bytes"]
+    for row in rows.values():
+        assert row["rate"] == "1/s" and row["battery_hours"] > 0 and row["energy_mj"] > 0
+    # int8 work costs less energy than float32 on the same board.
+    assert rows["pruned artifact"]["energy_mj"] < rows["dense float32"]["energy_mj"]
+
+    _, out = tflm_build
+    result = CliRunner().invoke(main, ["battery", str(out), "--rate", "1/s"])
+    assert result.exit_code == 0, result.output
+    assert "dense int8 flatbuffer" in result.output
+    # The nRF52840 profile has int8 coefficients only: float32 is unknown, not a wrong number.
+    assert "unknown" in result.output
