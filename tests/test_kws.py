@@ -79,6 +79,17 @@ def test_generation_is_deterministic_and_cached(tiny_cache, tmp_path, monkeypatc
     assert kws.synthetic_path(kws.GenerationOptions(seed=1)) != kws.synthetic_path(kws.GenerationOptions())
 
 
+@needs_espeak
+def test_a_corrupt_cache_file_is_regenerated(tiny_cache, tmp_path):
+    good = kws.synthetic_path(TINY, tiny_cache).read_bytes()
+    broken = kws.synthetic_path(TINY, tmp_path)
+    broken.write_bytes(good[:1000])                      # a truncated file, as from a full disk
+    regenerated = _arrays(kws.synthetic_splits(TINY, cache=tmp_path))
+    assert broken.stat().st_size > 1000
+    assert all(a.tobytes() == b.tobytes()
+               for a, b in zip(regenerated, _arrays(kws.synthetic_splits(TINY, cache=tiny_cache))))
+
+
 def test_splits_share_no_voice():
     train, val, test = kws._voices_by_split(kws.GenerationOptions())
     assert not (set(train) & set(val)) and not (set(train) & set(test)) and not (set(val) & set(test))
@@ -235,3 +246,28 @@ def test_demo_model_trains_once_then_loads_the_cache(tiny_cache):
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
     x_test, y_test = kws.test_split(cache=tiny_cache, options=TINY)
     assert x_test.shape == (12,) + audio.FEATURE_SHAPE and sorted(y_test.tolist()) == list(range(12))
+
+
+@needs_espeak
+def test_mlperf_reference_model_understands_our_features(mlperf_dir):
+    """MLPerf Tiny's int8 DS-CNN, trained on real Speech Commands, reads our MFCCs of espeak-ng words.
+
+    It gets 13 of 20 here; a grossly wrong front end (mel bands shifted by 1.9 kHz,
+    coefficients or frames reversed) gets 0-2. It shrugs off small differences
+    (orthonormal DCT, power instead of magnitude: 14 of 20), which is why the exact
+    comparison with tf.signal lives in test_audio.py.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(str(mlperf_dir / "keyword_spotting" / "kws_ref_model.tflite"))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    correct = 0
+    for voice in ("en-us", "en-gb"):
+        for label, word in enumerate(kws.KEYWORDS):
+            x = audio.features_for_model(kws.synthesize(word, voice, speed=150))
+            interpreter.set_tensor(inp["index"], np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)[None])
+            interpreter.invoke()
+            correct += int(np.argmax(interpreter.get_tensor(out["index"]))) == label
+    assert correct >= 9, f"{correct} of 20 keywords recognised"
