@@ -137,6 +137,11 @@ class _BuildProgress:
             self._stages[fields["name"]] = p.add_task(fields["description"], total=1, info="")
         elif event == "stage_done" and fields["name"] in self._stages:
             p.update(self._stages[fields["name"]], completed=1)
+        elif event == "demo_data_begin":
+            self._bars[event] = p.add_task(f"  generating the {fields['name']} data set with {fields['source']} "
+                                           "(cached afterwards)", total=fields["clips"], info="")
+        elif event == "demo_data_progress" and "demo_data_begin" in self._bars:
+            p.update(self._bars["demo_data_begin"], completed=fields["done"], info="")
         elif event in ("demo_train_begin", "train_begin"):
             label = ("  training the dense demo model (cached afterwards)" if event == "demo_train_begin"
                      else "  fine-tuning with UpdatePruningStep")
