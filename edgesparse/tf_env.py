@@ -19,9 +19,14 @@ def import_tf() -> tuple[ModuleType, ModuleType]:
     """Return (tensorflow, tf_keras), configured for TFMOT. Raises MissingDependency."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/ERROR lines are noise here
+    from .verify import captured_stderr
+
     try:
-        import tensorflow as tf
-        import tf_keras
+        # TensorFlow's C++ side writes absl INFO lines (oneDNN, CUDA probing) to fd 2
+        # at import, before TF_CPP_MIN_LOG_LEVEL applies; they are noise to a user.
+        with captured_stderr():
+            import tensorflow as tf
+            import tf_keras
     except ImportError as exc:
         raise MissingDependency(
             "TensorFlow is needed for this step and is not installed",
