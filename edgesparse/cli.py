@@ -404,7 +404,13 @@ def _print_check_matrix(console, results, *, all_ops: bool) -> None:
         table.add_row(label, *cells, end_section=end_section)
 
     row("runtime", [escape(r.runtime) for r in results])
-    row("verdict", ["[green]fits[/]" if r.fits else "[bold red]does NOT fit[/]" for r in results], end_section=True)
+    def verdict(r) -> str:
+        unknown = [b.name for b in r.budgets if b.value is None]
+        if not r.fits:
+            return "[bold red]does NOT fit[/]"
+        return f"[yellow]{escape(', '.join(unknown))} unknown[/]" if unknown else "[green]fits[/]"
+
+    row("verdict", [verdict(r) for r in results], end_section=True)
     names = [k for k in iter_budget_keys() if any(b.name == k for r in results for b in r.budgets)]
     for name in names:
         cells = []

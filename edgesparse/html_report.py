@@ -561,7 +561,7 @@ def sweep_figure(document: dict, metric: str, xlabel: str) -> str | None:
                 continue
             xs_all.append(x)
             marker = _QUANT_MARKERS.get(p["quantize"], "o")
-            fits = c.get("fits")
+            fits = c.get("fits") and all(b.get("value") is not None for b in c.get("budgets", []))
             ax.plot([x], [acc * 100], marker=marker, markersize=7, linestyle="none", markeredgecolor=colour,
                     markerfacecolor=colour if fits else "white", markeredgewidth=1.6, zorder=3)
             ax.annotate(f"{p['sparsity']:g}", (x, acc * 100), textcoords="offset points", xytext=(4, 4),

@@ -340,11 +340,22 @@ def assert_renders_cleanly(result: dict, expected_svgs: int) -> None:
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (make system-deps)")
 
 
+def no_latency_model(monkeypatch) -> None:
+    """Make every profile look like one without [latency] coefficients (the estimator's real path)."""
+    from edgesparse import estimate
+
+    monkeypatch.setattr(estimate, "latency_coefficients", lambda profile: None)
+
+
 @needs_chromium
 @pytest.mark.parametrize("profile, figures", [("stm32l4r5", 5), ("nrf52840", 3)])
-def test_report_renders_in_headless_chromium(tmp_path, mlperf_dir, profile, figures):
-    """stm32l4r5: every plot, ops priced with borrowed coefficients; nrf52840: no latency fit, unknown budget."""
+def test_report_renders_in_headless_chromium(tmp_path, mlperf_dir, monkeypatch, profile, figures):
+    """stm32l4r5: every plot; nrf52840 without a latency model: no latency or battery plot, an unknown budget."""
+    if figures == 3:
+        no_latency_model(monkeypatch)
     doc = _document(mlperf_dir, profile)
+    if figures == 3:
+        assert 'data-status="unknown"' in html_report.render_report(doc)
     page = html_report.render_report(doc)
     path = tmp_path / "report.html"
     path.write_text(page)
