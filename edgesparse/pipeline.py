@@ -178,8 +178,9 @@ def _accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
 def _model_name(options: BuildOptions) -> str:
     if options.model is None:
         return options.demo
-    path = Path(options.model)
-    return (path.stem if path.suffix else path.name) or "model"
+    from .models import safe_name
+
+    return safe_name(options.model)
 
 
 def build(options: BuildOptions, progress: Progress | None = None,

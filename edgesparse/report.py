@@ -166,6 +166,12 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
         ("accuracy pruned Keras", f"{acc['pruned_keras']:.2%}"),
         ("accuracy .tflite", f"{acc['tflite']:.2%}  (drop {acc['drop_points']:.2f} points)"),
         ("agreement Keras vs .tflite", f"{acc['agreement_pruned_keras_vs_tflite']:.2%}"),
+    ]
+    if acc.get("test"):
+        test = acc["test"]
+        rows.append(("test accuracy dense -> .tflite", f"{test['dense_float']:.2%} -> {test['tflite']:.2%}  "
+                     f"(drop {test['drop_points']:.2f} points, {test['n_samples']} held-out samples)"))
+    rows += [
         ("interpreter", document["verification"].get("interpreter", "?")),
     ]
     for note in document["verification"].get("kernels", []) or []:

@@ -114,7 +114,7 @@ def test_data_whose_shape_does_not_match(tmp_path):
 def test_mlperf_tiny_resnet_builds_with_generated_data(tmp_path, mlperf_dir):
     from edgesparse.data import generate_for_model
 
-    ds = generate_for_model((32, 32, 3), 10, n_train=256, n_val=64, seed=0)
+    ds = generate_for_model((32, 32, 3), 10, n_train=256, n_val=64, seed=0, value_range=(0, 255))
     npz = tmp_path / "cifar_like.npz"
     np.savez(npz, x_train=ds.x_train, y_train=ds.y_train, x_val=ds.x_val, y_val=ds.y_val)
     out = tmp_path / "resnet"
