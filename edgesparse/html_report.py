@@ -164,7 +164,7 @@ def sparsity_figure(layers: Sequence[dict]) -> str | None:
     ax.set_xticks([0, 20, 40, 60, 80, 100])
     ax.set_xlabel("zero weights (%)")
     ax.grid(axis="y", visible=False)
-    ax.legend(loc="lower right", ncols=2, fontsize=8.5)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2, fontsize=8.5)
     return svg(fig)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -312,8 +313,13 @@ def render_in_chromium(html: Path, *, screenshot: Path | None = None, width: int
             screenshot.write_bytes(base64.b64decode(shot["data"]))
         ws.sock.close()
     finally:
-        proc.kill()
-        proc.wait(timeout=30)
+        # SIGTERM to the browser's own process group (start_new_session): it reaps its children itself.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
         shutil.rmtree(profile_dir, ignore_errors=True)
     requests = [e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"]
     console = [" ".join(str(a.get("value", a.get("description", ""))) for a in e["params"].get("args", []))
