@@ -327,7 +327,10 @@ def _print_check(console, result, *, all_ops: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    unknown = [b.name for b in result.budgets if b.value is None]
     verdict = "[green]fits[/]" if result.fits else "[bold red]does NOT fit[/]"
+    if result.fits and unknown:
+        verdict = "[yellow]fits the budgets it can check[/] (unknown: " + escape(", ".join(unknown)) + ")"
     console.print(f"\n[bold]{escape(result.profile)}[/] ({escape(result.runtime)}): {verdict}")
     budgets = Table(title="budgets", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("budget", "limit", "value", "margin", ""):
@@ -336,7 +339,7 @@ def _print_check(console, result, *, all_ops: bool) -> None:
         margin = b.margin
         budgets.add_row(b.name, _fmt_value(b.limit, b.unit), _fmt_value(b.value, b.unit),
                         "-" if margin is None else _fmt_value(margin, b.unit),
-                        "[green]pass[/]" if b.ok else "[bold red]FAIL[/]")
+                        "[yellow]unknown[/]" if b.value is None else "[green]pass[/]" if b.ok else "[bold red]FAIL[/]")
     console.print(budgets)
     est = Table(title="estimates", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("estimate", "value", "basis", "detail"):
