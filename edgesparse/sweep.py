@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .errors import ConversionError, DataError, EdgesparseError
+from .errors import ConversionError, DataError, PruningError, VerificationError
 from .fsutil import atomic_write_bytes, atomic_write_text, staged_output_dir
 
 Progress = Callable[[str, dict], None]
@@ -236,11 +236,9 @@ def pareto(rows: Sequence[dict], metric: str, accuracy: str = "accuracy") -> lis
 
 
 def _efficiency(point: dict, first: str) -> tuple:
+    """Energy per inference, then latency, then model size on the first profile (unknown last)."""
     c = point["checks"].get(first) or {}
-    inf = math.inf
-    return (c.get("model_bytes") if c.get("model_bytes") is not None else inf,
-            c.get("latency_ms") if c.get("latency_ms") is not None else inf,
-            c.get("energy_mj") if c.get("energy_mj") is not None else inf)
+    return tuple(math.inf if c.get(k) is None else c[k] for k in ("energy_mj", "latency_ms", "model_bytes"))
 
 
 def _problems(point: dict, profiles: Sequence[str], max_drop: float) -> list[str]:
@@ -268,7 +266,9 @@ def choose(points: Sequence[dict], profiles: Sequence[str], max_drop: float) -> 
     """The sparsest point that keeps accuracy within `max_drop` and fits every budget; then the most efficient.
 
     Efficiency, for points of equal sparsity, is judged on the first profile: the
-    smallest artifact, then the lowest latency, then the lowest energy.
+    least energy per inference, then the lowest latency, then the smallest model
+    (every qualifying point already fits the flash budget; energy is what a
+    battery-powered device spends on every inference).
     """
     ranked = sorted(points, key=lambda p: (-p["sparsity"], _efficiency(p, profiles[0])))
     rejected = []
@@ -283,8 +283,8 @@ def choose(points: Sequence[dict], profiles: Sequence[str], max_drop: float) -> 
                    f"{c['model_bytes']:,} B model, latency "
                    + ("unknown" if c.get("latency_ms") is None else f"{c['latency_ms']:.4g} ms") + f" on {profiles[0]}")
             if same:
-                why += (f"; of the {len(same) + 1} qualifying points at sparsity {p['sparsity']:g} it has the smallest "
-                        f"model on {profiles[0]} (then latency, then energy)")
+                why += (f"; of the {len(same) + 1} qualifying points at sparsity {p['sparsity']:g} it needs the least "
+                        f"energy per inference on {profiles[0]} (then latency, then model size)")
             sparser = [r for r in rejected if r["sparsity"] > p["sparsity"]]
             if sparser:
                 why += "; sparser points were rejected (see rejected)"
@@ -377,10 +377,10 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
             max_accuracy_drop=options.max_accuracy_drop if options.max_accuracy_drop is not None else 100.0)
         try:
             result = pipeline.build(build_options, progress=progress, prepared=prepared)
-        except ConversionError as exc:  # e.g. the converter cannot quantize this model this way
-            job["skip"] = exc.message
+        except (ConversionError, PruningError, VerificationError) as exc:  # this point only: record, go on
+            job["skip"] = f"build failed: {exc.message}"
             job["report"] = None
-            progress("point_skipped", dict(fields, reason=exc.message))
+            progress("point_skipped", dict(fields, reason=job["skip"]))
             continue
         job["report"] = result.report
         built += 1

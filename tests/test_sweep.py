@@ -72,7 +72,7 @@ def _point(s, q, **checks):
         budgets = [{"name": "ram_bytes", "ok": fits, "value": 1.0},
                    {"name": "latency_ms", "ok": not unknown, "value": None if unknown else latency}]
         return {"accuracy": 0.9, "drop_points": acc_drop, "model_bytes": size, "latency_ms": latency,
-                "energy_mj": 1.0, "fits": fits and not unknown, "budgets": budgets}
+                "energy_mj": latency * 2.0, "fits": fits and not unknown, "budgets": budgets}
     return {"label": f"{s:g}/{q}", "sparsity": s, "quantize": q, "builds": {},
             "checks": {name: check(**kw) for name, kw in checks.items()}}
 
@@ -80,16 +80,16 @@ def _point(s, q, **checks):
 def test_choice_is_the_sparsest_point_that_keeps_accuracy_and_fits_everywhere():
     points = [
         _point(0.5, "int8", a={}, b={}),
-        _point(0.8, "int8", a={"size": 900}, b={}),
-        _point(0.8, "float16", a={"size": 1800}, b={}),
+        _point(0.8, "int8", a={"size": 900, "latency": 1.0}, b={}),
+        _point(0.8, "float16", a={"size": 700, "latency": 2.5}, b={}),   # smaller but slower: more energy
         _point(0.9, "int8", a={"acc_drop": 3.0}, b={}),              # too much accuracy lost
         _point(0.95, "int8", a={}, b={"fits": False}),               # misses b's RAM budget
         _point(0.97, "int8", a={}, b={"unknown": True}),             # b's latency unknown: not shown to fit
         _point(0.99, "float16", a={}, b={"error": "TFLite Micro has no float16 kernels"}),
     ]
     chosen, why, rejected = sweep_mod.choose(points, ["a", "b"], 2.0)
-    assert chosen["label"] == "0.8/int8"   # sparsest qualifying; smaller than 0.8/float16 on a
-    assert "sparsest" in why and "smallest model on a" in why
+    assert chosen["label"] == "0.8/int8"   # sparsest qualifying; less energy than 0.8/float16 on a
+    assert "sparsest" in why and "least energy per inference on a" in why
     assert [r["point"] for r in rejected] == ["0.99/float16", "0.97/int8", "0.95/int8", "0.9/int8"]
     reasons = {r["point"]: " ".join(r["why"]) for r in rejected}
     assert "not buildable for b" in reasons["0.99/float16"]
