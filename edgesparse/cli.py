@@ -400,6 +400,10 @@ def _print_check_matrix(console, results, *, all_ops: bool) -> None:
     for r in results:
         table.add_column(escape(r.profile), justify="right", overflow="fold")
 
+    def basis(text: str) -> str:  # yellow for anything not measured or fitted on this device
+        shaky = any(w in text for w in ("assumption", "transferred", "none"))
+        return f"[yellow]{escape(text)}[/]" if shaky else escape(text)
+
     def short(value, unit: str) -> str:  # a matrix cell must stay narrow: 25.2 MiB, not 26,388,336 B
         return _size(value) if unit == "B" and value is not None else _fmt_value(value, unit)
 
@@ -428,10 +432,10 @@ def _print_check_matrix(console, results, *, all_ops: bool) -> None:
                 cells.append(f"{short(b.value, b.unit)} / {short(b.limit, b.unit)}\n{verdict}")
         row(f"budget {name}", cells, end_section=name == names[-1])
     row("model file", [_size(r.model_size) for r in results])
-    row("flash", [f"{_size(r.flash.total_bytes)}\n{_basis(r.flash.basis)}" for r in results])
-    row("RAM", [f"{_size(r.ram.total_bytes)}\n{_basis(r.ram.basis)}" for r in results])
-    row("latency", [f"{_fmt_value(r.latency.latency_ms, 'ms')}\n{_basis(r.latency.basis)}" for r in results])
-    row("energy / inference", [f"{_fmt_value(r.energy.energy_mj, 'mJ')}\n{_basis(r.energy.basis)}" for r in results])
+    row("flash", [f"{_size(r.flash.total_bytes)}\n{basis(r.flash.basis)}" for r in results])
+    row("RAM", [f"{_size(r.ram.total_bytes)}\n{basis(r.ram.basis)}" for r in results])
+    row("latency", [f"{_fmt_value(r.latency.latency_ms, 'ms')}\n{basis(r.latency.basis)}" for r in results])
+    row("energy / inference", [f"{_fmt_value(r.energy.energy_mj, 'mJ')}\n{basis(r.energy.basis)}" for r in results])
     row("battery life", ["-" if r.energy.battery_hours is None else
                          f"{r.energy.battery_hours:,.1f} h at {format_rate(r.energy.rate_per_s)}" for r in results])
     row("threads", [str(r.latency.threads) for r in results], end_section=True)

@@ -388,6 +388,11 @@ def battery_figure(check: dict) -> tuple[str | None, str]:
 
 # --------------------------------------------------------------------------- page
 
+def shaky_basis(basis: Any) -> bool:
+    """An estimate resting on something not measured or fitted on this device."""
+    return not isinstance(basis, str) or any(w in basis for w in ("assumption", "transferred", "none"))
+
+
 def template_env():
     """The Jinja environment for edgesparse's pages (autoescaped; formatting filters)."""
     import jinja2
@@ -398,6 +403,7 @@ def template_env():
     def known(fmt):  # a key missing from an older report.json renders as "unknown"
         return lambda x, *a: fmt(None if isinstance(x, jinja2.Undefined) else x, *a)
 
+    env.filters["shaky"] = shaky_basis
     env.filters.update({name: known(f) for name, f in (("bytes", fmt_bytes), ("num", fmt_num), ("pct", fmt_pct),
                                                        ("hours", fmt_hours), ("budget", fmt_budget),
                                                        ("rate", fmt_rate))})
