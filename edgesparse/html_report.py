@@ -554,36 +554,45 @@ def sweep_figure(document: dict, metric: str, xlabel: str) -> str | None:
     from matplotlib.lines import Line2D
 
     fig = new_figure(f"sweep-{metric}", 7.4, 3.9)
+    scale = 1024.0 if metric == "model_bytes" else 1.0  # plot sizes in KiB
     ax = _subplot(fig)
     chosen = (document.get("choice") or {}).get("point")
     handles = []
-    for k, name in enumerate(profiles):
-        colour = SERIES[k % len(SERIES)]
-        xs_all = []
+    # Profiles of one runtime family share the artifact: on the size plot they are one series.
+    series = [(", ".join(f["profiles"]), [n for n in f["profiles"] if n in profiles])
+              for f in document.get("families", [])] if metric == "model_bytes" else []
+    series = [(label, names) for label, names in series if names] or [(n, [n]) for n in profiles]
+    for label, names in series:
+        colour = SERIES[profiles.index(names[0]) % len(SERIES)]
+        labels: dict[tuple, list[str]] = {}
         for p in points:
-            c = p["checks"].get(name) or {}
+            c = p["checks"].get(names[0]) or {}
             x, acc = c.get(metric), c.get("accuracy")
             if x is None or acc is None:
                 continue
-            xs_all.append(x)
-            marker = _QUANT_MARKERS.get(p["quantize"], "o")
-            fits = c.get("fits") and all(b.get("value") is not None for b in c.get("budgets", []))
-            ax.plot([x], [acc * 100], marker=marker, markersize=7, linestyle="none", markeredgecolor=colour,
-                    markerfacecolor=colour if fits else "white", markeredgewidth=1.6, zorder=3)
-            ax.annotate(f"{p['sparsity']:g}", (x, acc * 100), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7.5, color=colour)
+            checks = [p["checks"].get(n) or {} for n in names]
+            fits = all(ch.get("fits") and all(b.get("value") is not None for b in ch.get("budgets", []))
+                       for ch in checks)
+            x = x / scale
+            ax.plot([x], [acc * 100], marker=_QUANT_MARKERS.get(p["quantize"], "o"), markersize=7, linestyle="none",
+                    markeredgecolor=colour, markerfacecolor=colour if fits else "white", markeredgewidth=1.6,
+                    zorder=3)
+            labels.setdefault((x, round(acc * 100, 3)), []).append(f"{p['sparsity']:g}")
             if p["label"] == chosen:
                 ax.plot([x], [acc * 100], marker="*", markersize=17, linestyle="none", markerfacecolor="none",
                         markeredgecolor="black", markeredgewidth=1.2, zorder=4)
-        front = [(p["checks"][name][metric], p["checks"][name]["accuracy"] * 100) for label in
-                 (document.get("pareto", {}).get(name, {}).get(metric) or [])
-                 for p in points if p["label"] == label]
+        for (x, y), text in labels.items():  # coincident points (same file, same accuracy) share one label
+            ax.annotate(", ".join(dict.fromkeys(text)), (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7.5, color=colour)
+        front = [(p["checks"][names[0]][metric] / scale, p["checks"][names[0]]["accuracy"] * 100) for key in
+                 (document.get("pareto", {}).get(names[0], {}).get(metric) or [])
+                 for p in points if p["label"] == key]
         if front:
             front.sort()
             ax.step([f[0] for f in front], [f[1] for f in front], where="post", color=colour, alpha=0.55,
                     linewidth=1.5, zorder=2)
-        if xs_all:
-            handles.append(Line2D([], [], color=colour, marker="o", label=name))
+        if labels:
+            handles.append(Line2D([], [], color=colour, marker="o", label=label))
     dense = document.get("dense_accuracy")
     if dense is not None:
         ax.axhline(dense * 100, color=GREY, linestyle=":", linewidth=1)
@@ -604,8 +613,7 @@ def sweep_figure(document: dict, metric: str, xlabel: str) -> str | None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(
-        (lambda v, _: fmt_bytes(v).replace(".00", "")) if metric == "model_bytes" else (lambda v, _: f"{v:g}")))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel + " (log)")
     ax.set_ylabel("top-1 accuracy of the .tflite (%)")
@@ -627,7 +635,7 @@ def render_sweep(document: dict) -> str:
     profiles = [p["name"] for p in document.get("profiles", [])]
     matrix = [{"point": p, "cells": [_cell(p["checks"].get(n)) for n in profiles]} for p in document.get("points", [])]
     figures = [(label, sweep_figure(document, metric, label)) for metric, label in
-               (("latency_ms", "latency per inference (ms)"), ("model_bytes", "model file (bytes)"),
+               (("latency_ms", "latency per inference (ms)"), ("model_bytes", "model file (KiB)"),
                 ("energy_mj", "energy per inference (mJ)"))]
     return template_env().get_template("sweep.html.j2").render(
         doc=document, profiles=document.get("profiles", []), names=profiles, matrix=matrix,

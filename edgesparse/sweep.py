@@ -327,6 +327,7 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
     if len(set(names)) != len(names):
         raise DataError("A profile was given twice", where="--profile", received=", ".join(names))
     by_name = dict(zip(names, options.profiles))
+    options = dataclasses.replace(options, sparsities=sparsities, quantize=quantizes)  # recorded parsed
     fams = families(loaded)
     out_dir = Path(options.out) if options.out else _default_out(base)
     points_dir = out_dir / POINTS_DIR
