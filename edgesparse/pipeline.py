@@ -136,6 +136,53 @@ def _load_demo(name: str, progress: Progress):
     return model, dataset, None
 
 
+def _load_user_data(path: Path, model, seed: int):
+    """--data: an .npz, a folder of <label>/ images, or <label>/*.wav recordings (Speech Commands layout).
+
+    Returns (dataset, test split or None). A folder is read for this model: images
+    at its input size and channel count; recordings as MLPerf MFCCs, which need a
+    (49, 10, 1) input and the 12 Speech Commands classes (checked before any file is decoded).
+    """
+    from . import data as data_mod
+
+    if not path.expanduser().is_dir():
+        return data_mod.load_npz(path), None
+    input_shape = tuple(model.input_shape[1:])
+    num_outputs = int(np.prod([d for d in model.output_shape[1:] if d is not None]))
+    if data_mod.folder_kind(path) == "images":
+        dataset = data_mod.load_image_folder(path, input_shape=input_shape, seed=seed)
+        if dataset.num_classes != num_outputs:
+            raise DataError("The image folder's classes do not match the model's outputs", where=str(path),
+                            expected=f"one class folder per output ({num_outputs})",
+                            received=f"{dataset.num_classes} class folders ({', '.join(dataset.labels[:10])}"
+                                     f"{', ...' if dataset.num_classes > 10 else ''})",
+                            fix="Add or remove class folders, or give the model one output per class")
+        return dataset, None
+    from . import audio, kws
+
+    want = tuple(audio.FEATURE_SHAPE)
+    fits = len(input_shape) == len(want) and all(d is None or int(d) < 0 or int(d) == w
+                                                  for d, w in zip(input_shape, want))
+    if not fits or num_outputs != len(kws.LABELS):
+        raise DataError("A folder of .wav recordings needs a keyword-spotting model", where=str(path),
+                        expected=f"a model with input {want} (MLPerf Tiny MFCCs) and {len(kws.LABELS)} outputs "
+                                 f"({', '.join(kws.LABELS)})",
+                        received=f"model input {tuple(input_shape)} and {num_outputs} outputs",
+                        fix="Use a DS-CNN such as kws.build_ds_cnn(), or compute your own features and pass "
+                            "an .npz (docs/data.md)")
+    folders = {d.name.lower() for d in path.expanduser().iterdir() if d.is_dir()}
+    if not folders & set(kws.KEYWORDS):
+        raise DataError("No folder of the recordings is a Speech Commands keyword", where=str(path),
+                        expected=f"folders named after the keywords ({', '.join(kws.KEYWORDS)}); "
+                                 "every other folder is read as 'unknown'",
+                        received=f"folders {', '.join(sorted(folders)[:8])}{', ...' if len(folders) > 8 else ''}",
+                        fix="For other words use kws.load_folder(root, keywords=(...)) and kws.save_npz, "
+                            "then pass the .npz (docs/kws.md)")
+    splits = kws.load_folder(path, seed=seed)
+    test = (splits.x_test, splits.y_test) if len(splits.y_test) else None
+    return splits.dataset, test
+
+
 def prepare_inputs(options: BuildOptions, progress: Progress | None = None) -> PreparedInputs:
     """Load the model and data set (the user's files, or a built-in demo) and check they match."""
     from . import data as data_mod
@@ -153,10 +200,12 @@ def prepare_inputs(options: BuildOptions, progress: Progress | None = None) -> P
     else:
         if options.data is None:
             raise DataError("--model needs --data", where=str(options.model),
-                            expected="an .npz with x_train, y_train, x_val, y_val (see docs/data.md)",
-                            received="no --data", fix="Pass --data PATH.npz")
+                            expected="an .npz with x_train, y_train, x_val, y_val, a folder of <label>/ images "
+                                     "or a folder of <label>/*.wav recordings (see docs/data.md)",
+                            received="no --data", fix="Pass --data PATH.npz or --data FOLDER")
         loaded = models.load_model(options.model, trust_model=options.trust_model)
-        model, dataset = loaded.model, data_mod.load_npz(options.data)
+        model = loaded.model
+        dataset, test = _load_user_data(Path(options.data), model, options.seed)
         info = {"source": str(options.model), "format": loaded.format, "name": loaded.name,
                 "rebuilt_from_keras3": loaded.rebuilt_from_keras3,
                 "rebuild_max_abs_error": loaded.rebuild_max_abs_error}
