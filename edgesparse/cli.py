@@ -65,7 +65,7 @@ def _split_names(ctx, param, value):
 
 @main.command()
 @click.option("--model", type=click.Path(path_type=Path), help="Keras model: .keras, .h5 or a SavedModel directory. Omit for the built-in demo.")
-@click.option("--data", type=click.Path(path_type=Path), help=".npz with x_train, y_train, x_val, y_val (integer labels); see docs/data.md.")
+@click.option("--data", type=click.Path(path_type=Path), help=".npz with x_train, y_train, x_val, y_val (integer labels), a folder of <label>/ images, or a Speech Commands folder of <label>/*.wav; see docs/data.md.")
 @click.option("--profile", "profile", default="rpi4", show_default=True, help="Device profile name or path to a .toml.")
 @click.option("--demo", type=click.Choice(["digits", "kws"]), default="digits", show_default=True, help="Built-in demo used when --model is omitted: digits (vision) or kws (keyword spotting).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output directory [default: build/<model>-<profile>].")
@@ -662,7 +662,7 @@ def report_cmd(build_dir: Path) -> None:
 
 @main.command()
 @click.option("--model", type=click.Path(path_type=Path), help="Keras model (.keras, .h5, SavedModel). Omit for a built-in demo.")
-@click.option("--data", type=click.Path(path_type=Path), help=".npz with x_train, y_train, x_val, y_val.")
+@click.option("--data", type=click.Path(path_type=Path), help=".npz, <label>/ image folder or <label>/*.wav folder (as for build).")
 @click.option("--demo", type=click.Choice(["digits", "kws"]), default="digits", show_default=True, help="Built-in demo used when --model is omitted.")
 @click.option("--profile", "profiles", multiple=True, required=True, help="Device profile; repeat for several. Points are built for the first profile of each runtime family.")
 @click.option("--sparsities", default="0.5,0.7,0.8,0.9,0.95", show_default=True, help="Comma-separated target sparsities.")

@@ -491,6 +491,13 @@ def _read_image(image_module, path: Path, shape: tuple[int, ...], mode: str) -> 
     return (pixels * _PIXEL_SCALE).reshape(shape)
 
 
+def read_image(path: Path | str, *, input_shape: Sequence[int | None]) -> np.ndarray:
+    """One picture preprocessed exactly as load_image_folder does, for a test input or a deploy sample."""
+    path = Path(path)
+    shape, mode = _image_shape(path, input_shape)
+    return _read_image(_pillow(), path, shape, mode)
+
+
 def load_image_folder(root: Path | str, *, input_shape: Sequence[int | None], seed: int = 0,
                       val_fraction: float = 0.2, workers: int | None = None) -> Dataset:
     """Read `<root>/<label>/*.png|jpg|jpeg|bmp` as a Dataset for a model with `input_shape`.

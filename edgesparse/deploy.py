@@ -377,7 +377,13 @@ def _sample_from_file(info: BuildInfo, path: Path) -> Sample:
                             received=f"shape {x.shape}")
         x = x.reshape(info.input_shape)
         return Sample("test_input.npy", _npy_bytes(x), x, None, str(path))
-    raise DataError("Unsupported sample file", where=str(path), expected=".wav (KWS) or .npy",
+    from .data import IMAGE_SUFFIXES, read_image
+
+    if suffix in IMAGE_SUFFIXES and info.kind == "vision":
+        x = read_image(path, input_shape=info.input_shape)
+        return Sample(f"test_input{suffix}", data, x, None, str(path))
+    raise DataError("Unsupported sample file", where=str(path),
+                    expected=".wav (KWS), .npy, or a picture (" + ", ".join(IMAGE_SUFFIXES) + ") for a vision model",
                     received=suffix or "no suffix", fix="Save the model input with numpy.save(...)")
 
 
@@ -396,6 +402,19 @@ def _validation_sample(info: BuildInfo, index: int = 0) -> tuple[np.ndarray, int
                 x = np.asarray(npz["x_val"][index], np.float32).reshape(info.input_shape)
                 y = int(np.asarray(npz["y_val"][index]).reshape(-1)[0]) if "y_val" in npz.files else None
             return x, y, f"{path}: x_val[{index}]"
+    folder = Path(str(opts["data"])) if opts.get("data") else None
+    if folder is not None and folder.is_dir():
+        from .data import folder_kind, load_image_folder
+
+        seed = int(opts.get("seed", 0) or 0)
+        if folder_kind(folder) == "images":
+            dataset = load_image_folder(folder, input_shape=info.input_shape, seed=seed)
+        else:
+            from .kws import load_folder
+
+            dataset = load_folder(folder, seed=seed).dataset
+        x = np.asarray(dataset.x_val[index], np.float32).reshape(info.input_shape)
+        return x, int(dataset.y_val[index]), f"{folder}: validation sample {index}"
     if model_source.startswith("demo:") or source.startswith("demo"):
         dataset = _demo_dataset(model_source.split(":", 1)[-1] or info.name)
         if dataset is not None:
@@ -643,8 +662,9 @@ def _write_rpi(staging: Path, info: BuildInfo, smp: Sample, *, runtime: str, rem
         config["image"] = _image_mapping(info, smp)
     atomic_write_text(staging / "config.json", json.dumps(config, indent=2) + "\n")
     atomic_write_text(staging / "requirements.txt",
-                      "# The on-device runtime: no TensorFlow. Pillow is optional (pictures), and so is\n"
-                      "# sounddevice (microphone); install them yourself when needed.\n" + REQUIREMENTS[runtime])
+                      "# The on-device runtime: no TensorFlow. sounddevice (microphone) is optional;\n"
+                      "# install it yourself when needed.\n" + REQUIREMENTS[runtime]
+                      + ("pillow>=9  # reads pictures\n" if info.kind == "vision" else ""))
     run_sh = _fill(_template("rpi", "run.sh"), {"APP": app})
     atomic_write_text(staging / "run.sh", run_sh)
     os.chmod(staging / "run.sh", 0o755)
@@ -675,13 +695,22 @@ def _slug(text: str) -> str:
 
 
 def _image_mapping(info: BuildInfo, smp: Sample) -> dict[str, Any]:
-    """How a 0..255 picture maps to the training scale (0..1, 0..16 like sklearn digits, or 0..255).
+    """How a 0..255 picture maps to the training scale.
 
-    Digits are ink-is-high, so a dark-on-white picture is inverted first.
+    A model trained on an image folder saw pixel / 255 (data.read_image), exactly.
+    The built-in digits demo is ink-is-high on 0..1, so a dark-on-white picture is
+    inverted first. For an .npz the scale is inferred from the test input's range
+    (0..1, 0..16 or 0..255) and the config says it was inferred.
     """
+    options = info.report.get("options") or {}
+    if options.get("data") and Path(str(options["data"])).is_dir():
+        return {"scale": 1.0 / 255.0, "offset": 0.0, "invert": False, "basis": "image folder: pixel / 255",
+                "note": "pixel p (0..255) -> p * scale + offset, as data.read_image did in training"}
+    demo = str((info.report.get("model") or {}).get("source") or "") == "demo:digits"
     top = float(np.max(smp.features))
     peak = 1.0 if top <= 1.0 + 1e-6 else 16.0 if top <= 16.0 + 1e-6 else 255.0
-    return {"scale": peak / 255.0, "offset": 0.0, "invert": info.name == "digits",
+    return {"scale": peak / 255.0, "offset": 0.0, "invert": demo,
+            "basis": "built-in digits demo" if demo else f"inferred from the test input's range (0..{peak:g})",
             "note": "pixel p (0..255, after `invert` maps dark ink to high values) -> p * scale + offset"}
 
 

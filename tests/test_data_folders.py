@@ -150,3 +150,28 @@ def test_folder_errors_are_one_message_exit_2(digits_folder, wav_folder, image_m
                                        "--out", str(tmp_path / "o4")])
     assert result.exit_code == 2 and "keyword" in result.output and "kws.load_folder" in result.output
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))
+
+
+def test_a_folder_build_deploys_with_its_own_preprocessing(digits_folder, image_model, tmp_path):
+    """deploy finds the folder's validation sample, maps pictures as pixel/255 and never inverts them."""
+    out = tmp_path / "build"
+    assert _build("--model", str(image_model), "--data", str(digits_folder), "--profile", "rpi4",
+                  "--epochs", "1", "--max-accuracy-drop", "100", "--out", str(out)).exit_code == 0
+    bundle = tmp_path / "bundle"
+    result = CliRunner().invoke(main, ["deploy", str(out), "--target", "rpi", "--out", str(bundle)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["image"]["invert"] is False and config["image"]["scale"] == pytest.approx(1 / 255)
+    assert "pillow" in (bundle / "requirements.txt").read_text()
+
+    picture = next((digits_folder / "digit_3").glob("*.png"))
+    bundle2 = tmp_path / "bundle_png"
+    result = CliRunner().invoke(main, ["deploy", str(out), "--target", "rpi", "--out", str(bundle2),
+                                       "--sample", str(picture)])
+    assert result.exit_code == 0, result.output
+    expected = json.loads((bundle2 / "expected.json").read_text())
+    from edgesparse.verify import run_tflite
+
+    x = data.read_image(picture, input_shape=(8, 8, 1))
+    local = run_tflite((out / "model.tflite").read_bytes(), x[None], runtime="litert").outputs[0]
+    assert expected["label"] == f"digit_{int(np.argmax(local))}"
