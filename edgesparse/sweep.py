@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .errors import ConversionError, DataError, PruningError, VerificationError
+from .errors import ConversionError, DataError, OutputExistsError, PruningError, VerificationError
 from .fsutil import atomic_write_bytes, atomic_write_text, staged_output_dir
 
 Progress = Callable[[str, dict], None]
@@ -331,6 +331,7 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
     fams = families(loaded)
     out_dir = Path(options.out) if options.out else _default_out(base)
     points_dir = out_dir / POINTS_DIR
+    _check_sweep_dir(out_dir)
     if options.fresh and points_dir.exists():
         shutil.rmtree(points_dir)
     points_dir.mkdir(parents=True, exist_ok=True)
@@ -431,6 +432,19 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
     progress("sweep_done", {"out": str(out_dir), "built": built, "cached": len(cached),
                             "chosen": chosen["label"] if chosen else None})
     return SweepResult(out_dir, document, chosen, built, len(cached))
+
+
+def _check_sweep_dir(out_dir: Path) -> None:
+    """Refuse a directory that holds something else: the sweep replaces the chosen build's files in it."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / POINTS_DIR).is_dir()
+                                and not (out_dir / "sweep.json").is_file()):
+        raise OutputExistsError(
+            "The sweep directory holds something that is not a sweep", where=str(out_dir),
+            expected="a new or empty directory, or one an earlier `edgesparse sweep` wrote (points/, sweep.json)",
+            received="a file" if not out_dir.is_dir() else "other files (an `edgesparse build` output?)",
+            fix="Choose another --out: the sweep copies its chosen build over model.tflite and report.json there")
 
 
 def _headline(report: dict) -> dict[str, Any]:

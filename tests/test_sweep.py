@@ -100,6 +100,18 @@ def test_choice_is_the_sparsest_point_that_keeps_accuracy_and_fits_everywhere():
     assert nothing is None and "No point" in why and len(rejected) == 4
 
 
+def test_sweep_refuses_a_directory_that_is_not_a_sweep(tmp_path):
+    from edgesparse.errors import OutputExistsError
+    from edgesparse.pipeline import BuildOptions
+
+    build = tmp_path / "digits-rpi4"
+    build.mkdir()
+    (build / "report.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match="not a sweep"):
+        sweep_mod.run_sweep(sweep_mod.SweepOptions(base=BuildOptions(), out=build))
+    assert (build / "report.json").read_text() == "{}" and sorted(p.name for p in build.iterdir()) == ["report.json"]
+
+
 # --------------------------------------------------------------------------- a real sweep, interrupted and resumed
 
 SPARSITIES = "0.5,0.8,0.95"
