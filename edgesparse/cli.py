@@ -97,7 +97,7 @@ def build(**kwargs) -> None:
         result = run_build(options, progress=progress)
     _print_summary(console, summary_rows(result.report), f"edgesparse build -> {result.out_dir}")
     raise_for_failures(result)
-    console.print(f"[green]ok[/] wrote {result.out_dir}/model.tflite and report.json")
+    console.print(f"[green]ok[/] wrote {result.out_dir}/: model.tflite, report.json, report.html")
 
 
 def _print_summary(console, rows, title: str) -> None:
