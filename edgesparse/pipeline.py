@@ -339,14 +339,20 @@ def build(options: BuildOptions, progress: Progress | None = None,
 
 
 def raise_for_failures(result: BuildResult) -> None:
-    """Turn a finished build's failed budgets into the exit-code-1 error."""
+    """Turn a finished build's failed budgets into the exit-code-1 error, with a fix for each kind."""
     if not result.failures:
         return
-    error_cls = AccuracyDropExceeded if result.failures[0].startswith("accuracy drop") else BudgetExceeded
+    accuracy = [f for f in result.failures if f.startswith("accuracy drop")]
+    fixes = ["the artifact, report.json and report.html were written for inspection"]
+    if accuracy:
+        fixes.append("for accuracy: lower --final-sparsity, fine-tune longer (--epochs) or skip sensitive layers "
+                     "(--skip-layers)")
+    if len(accuracy) < len(result.failures):
+        fixes.append("for the device: a smaller model, another profile, or your own budget in a copy of the profile "
+                     "(--profile ./my.toml); `edgesparse check` shows each budget's margin")
+    error_cls = AccuracyDropExceeded if accuracy else BudgetExceeded
     raise error_cls("The build did not meet its budget", where=str(result.out_dir),
-                    received="; ".join(result.failures),
-                    fix="The artifact and report.json were written for inspection; "
-                        "lower --final-sparsity, train longer (--epochs) or relax the budget")
+                    received="; ".join(result.failures), fix="; ".join(fixes))
 
 
 def _device_check(artifact: bytes, profile: Profile) -> dict[str, Any] | None:
