@@ -343,7 +343,7 @@ def raise_for_failures(result: BuildResult) -> None:
     if not result.failures:
         return
     accuracy = [f for f in result.failures if f.startswith("accuracy drop")]
-    fixes = ["the artifact, report.json and report.html were written for inspection"]
+    fixes = ["The artifact, report.json and report.html were written for inspection"]
     if accuracy:
         fixes.append("for accuracy: lower --final-sparsity, fine-tune longer (--epochs) or skip sensitive layers "
                      "(--skip-layers)")
