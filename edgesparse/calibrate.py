@@ -95,7 +95,7 @@ def model_features(graph: Any, profile: Any) -> dict[str, float]:
         if f.elementwise_ops and f.coef_key != "once":
             out[f.coef_key] = out.get(f.coef_key, 0.0) + f.elementwise_ops
         out[BYTES] = out.get(BYTES, 0.0) + f.bytes_moved
-        if f.coef_key != "once":
+        if f.coef_key != "once" and f.dispatched:
             out[OPS] = out.get(OPS, 0.0) + 1
     out[FIXED] = 1.0
     return out
@@ -143,23 +143,41 @@ def _table_from_coefs(coef_us: Mapping[str, float], clock_mhz: float, keys: Sequ
 
 
 def fit_latency(samples: Sequence[Sample], keys: Sequence[str], clock_mhz: float, *,
-                columns: Sequence[str] = (ELEMENTWISE, BYTES, OPS, FIXED), robust: bool = False) -> Fit:
-    """Non-negative least squares of latency on features, each row weighted by 1/latency (relative error).
+                columns: Sequence[str] = (ELEMENTWISE, BYTES, OPS, FIXED), robust: bool = False,
+                loss: str = "relative") -> Fit:
+    """Non-negative least squares of latency on features, each row weighted for a relative error.
 
     `keys` are the MAC classes to fit (those absent from every sample are dropped);
-    `columns` the other terms. `robust` refits once without gross outliers (listed in
-    `Fit.dropped`). Returns the coefficients and the in-sample errors.
+    `columns` the other terms. `loss`: "relative" weights each row by 1/measured (least squares of
+    predicted/measured - 1, which favours predicting too fast: an underestimate costs at most 100%);
+    "log" reweights iteratively by 1/sqrt(predicted x measured), which approximates least squares of
+    log(predicted/measured), symmetric in too fast and too slow. `robust` refits once without gross
+    outliers (listed in `Fit.dropped`). Returns the coefficients and the in-sample errors.
     """
     if not samples:
         raise DataError("Nothing to fit", expected="at least one measured model", received="0 rows")
+    if loss not in ("relative", "log"):
+        raise ValueError(f"loss must be 'relative' or 'log', not {loss!r}")
     keys = [k for k in keys if any(s.features.get(k, 0) > 0 for s in samples)]
     cols = list(keys) + [c for c in columns if any(s.features.get(c, 0) > 0 for s in samples)]
     a = np.array([[s.features.get(c, 0.0) for c in cols] for s in samples], dtype=float)
     y = np.array([s.latency_ms * 1000.0 for s in samples], dtype=float)  # µs
-    weight = 1.0 / y
-    scale = np.maximum(np.abs(a * weight[:, None]).max(axis=0), 1e-30)
     keep = np.ones(len(y), dtype=bool)
-    x = nnls(a * weight[:, None] / scale, np.ones_like(y)) / scale
+
+    def solve(rows: np.ndarray) -> np.ndarray:
+        aa, yy = a[rows], y[rows]
+        x = _weighted_nnls(aa, yy, 1.0 / yy)
+        if loss == "log":
+            for _ in range(50):
+                pred = np.maximum(aa @ x, 1e-3 * yy)
+                x_new = _weighted_nnls(aa, yy, 1.0 / np.sqrt(pred * yy))
+                done = np.allclose(x_new, x, rtol=1e-6, atol=1e-15)
+                x = x_new
+                if done:
+                    break
+        return x
+
+    x = solve(keep)
     if robust and len(y) >= 10:
         # Refit once without gross outliers (a timing disturbed by other processes), at most 10% of rows.
         rel = np.abs(a @ x / y - 1.0)
@@ -168,13 +186,20 @@ def fit_latency(samples: Sequence[Sample], keys: Sequence[str], clock_mhz: float
         drop = [i for i in worst if rel[i] > limit]
         if drop:
             keep[drop] = False
-            x = nnls((a * weight[:, None] / scale)[keep], np.ones(int(keep.sum()))) / scale
+            x = solve(keep)
     coef = dict(zip(cols, x))
     pred = a @ x / 1000.0
     errors = [float(p / s.latency_ms - 1.0) for p, s in zip(pred, samples)]
     return Fit(coef_us=coef, table=_table_from_coefs(coef, clock_mhz, keys), predictions_ms=list(pred),
                errors=errors, names=[s.name for s in samples], mode="full", parameters=len(cols),
                dropped=[samples[i].name for i in np.flatnonzero(~keep)])
+
+
+def _weighted_nnls(a: np.ndarray, y: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """x >= 0 minimising |weight * (a x - y)|, columns rescaled for conditioning."""
+    aw = a * weight[:, None]
+    scale = np.maximum(np.abs(aw).max(axis=0), 1e-30)
+    return nnls(aw / scale, y * weight) / scale
 
 
 def fit_scale(samples: Sequence[Sample], coefs: estimate.LatencyCoefficients, graphs_features: Sequence[

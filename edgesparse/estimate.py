@@ -577,6 +577,7 @@ class OpCost:
     elementwise_ops: int
     bytes_moved: int
     kernel: str              # what runs it and what it exploits
+    dispatched: bool = True  # whether it pays overhead_us_per_op (see XNNPACK_DISPATCH_MIN_WORK)
 
 
 def _graph_op_attr(op: Any, name: str, default: int = 0) -> int:
@@ -609,10 +610,37 @@ def _kind(op: Any) -> str:
     return "elementwise"
 
 
-def _element_class(op: Any) -> str:
-    """Cost class of an op without MACs: 'elementwise' (arithmetic, activations, pooling, reductions, data
-    movement), priced per dtype. Splitting off LUT/transcendental ops, pooling and reductions was tried;
-    with the host's synthetic fit set it over-fitted (worse error on unseen models), so one class it is."""
+# int8 ops without MACs that the XNNPACK delegate of LiteRT 2.3 leaves to LiteRT's builtin kernels (timed on
+# the host, bench/estimation.py: a standalone int8 RELU/RELU6, HARD_SWISH or SOFTMAX is not delegated and costs
+# 1-3 ns per element there, against well under 0.1 ns for delegated ones such as ADD, MUL, LOGISTIC, TANH,
+# MEAN, MAX_POOL_2D, PAD, CONCATENATION, LEAKY_RELU). Only ops seen undelegated are listed.
+# On LiteRT + XNNPACK the per-op overhead is paid by ops big enough to be split over the thread pool: timed
+# on the host, 30 chained 16x16 FULLY_CONNECTED (256 MACs each) or ADDs of 128 elements cost ~0.03-0.04 us
+# per op, 30 chained 1x1 convolutions of 4x4x8 (1,024 MACs each) ~0.2 us per op. Ops with fewer MACs plus
+# element ops than this are charged no overhead_us_per_op there (TFLM and other runtimes: every op pays it).
+XNNPACK_DISPATCH_MIN_WORK = 1000
+
+# XNNPACK computes convolution output channels in SIMD tiles; with AVX-512 a layer of 8 or 24 channels
+# costs about as much as one of 32 (timed on the host: thin-channel convolutions ran 2x slower per MAC). The
+# tile was chosen among 8/16/32/64 by the in-sample error of the host fit (bench/estimation.py), never by the
+# held-out models. Other devices: no tile known, no padding.
+def xnnpack_channel_tile(profile: Any) -> int:
+    simd = [str(s).lower() for s in (_device(profile).get("simd") or [])]
+    return 32 if any(s.startswith("avx512") for s in simd) else 1
+
+
+XNNPACK_BUILTIN_INT8 = frozenset({"RELU", "RELU6", "HARD_SWISH", "SOFTMAX", "AVERAGE_POOL_2D"})
+
+
+def _element_class(op: Any, dtype: str = "", runtime: str = "", kernels: str = "", refused: bool = False) -> str:
+    """Cost class of an op without MACs (arithmetic, activations, pooling, reductions, data movement), priced
+    per dtype: 'elementwise', or on LiteRT + XNNPACK 'elementwise_int8_builtin' for an int8 op that runs in
+    LiteRT's builtin kernels (the delegate does not take it, or refused the whole model). A profile without a
+    coefficient for that class falls back to 'elementwise_<dtype>'. Splitting by op family (pooling,
+    reductions, LUT/transcendental) over-fitted; splitting by WHO RUNS the op is what the timings show."""
+    if runtime == "litert" and "xnnpack" in kernels and dtype == "int8" and (
+            refused or op_type(op) in XNNPACK_BUILTIN_INT8):
+        return "elementwise_int8_builtin"
     return "elementwise"
 
 
@@ -632,6 +660,7 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
     refused = runtime == "litert" and "xnnpack" in kernels and any(
         _kind(op) == "fc" and getattr(op, "sparse_weights", False)
         and _dtype_class(_op_dtype(op, tensors)) == "int8" for op in ops)
+    tile = xnnpack_channel_tile(profile) if runtime == "litert" and "xnnpack" in kernels and not refused else 1
     rows = []
     for i, op in enumerate(ops):
         name = op_type(op)
@@ -645,7 +674,18 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
             moved = sum(tensor_nbytes(tensors[t]) for t in list(op.inputs) + list(op.outputs) if t >= 0)
         used = macs
         kernel = f"{runtime} {kernels or 'default'}"
-        key = f"{kind}_{dtype}" if kind in ("conv", "dwconv", "fc") else f"{_element_class(op)}_{dtype}"
+        if kind in ("conv", "dwconv", "fc"):
+            key = f"{kind}_{dtype}"
+        else:
+            eclass = _element_class(op, dtype, runtime, kernels, refused)
+            key = eclass if eclass.endswith("_builtin") else f"{eclass}_{dtype}"
+            if key.endswith("_builtin"):
+                # builtin int8 kernels cost per OUTPUT element (a 2x2 and a 4x4 average pool over the same
+                # input differ 4x in window ops but not in time per output element)
+                elem = sum(tensor_nbytes(tensors[t]) // dtype_bytes(getattr(tensors[t], "dtype", "int8"))
+                           for t in op.outputs if t >= 0) if elem else 0
+                if not refused:
+                    kernel = "LiteRT builtin kernel (the XNNPACK delegate does not take this int8 op)"
         sparse = bool(getattr(op, "sparse_weights", False))
         densified = bool(getattr(op, "weights_densified", False))
         filter_sparse = _filter_carries_sparsity(op, tensors)
@@ -667,8 +707,16 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
                       if dtype == "int8" else "builtin sparse FULLY_CONNECTED; skips zero blocks")
         elif sparse:
             kernel += " (sparse weights not exploited: dense MACs)"
+        if tile > 1 and kind in ("conv", "dwconv") and used and op.outputs and op.outputs[0] >= 0:
+            shape = getattr(tensors[op.outputs[0]], "shape", None) or ()
+            channels = int(shape[-1]) if len(shape) else 0
+            if channels > 0 and channels % tile:
+                used = used * (-(-channels // tile) * tile) // channels
+                kernel += f" ({channels} output channels computed in SIMD tiles of {tile})"
+        dispatched = not (runtime == "litert" and "xnnpack" in kernels and used + elem < XNNPACK_DISPATCH_MIN_WORK)
         rows.append(OpCost(index=i, op=name, kind=kind, dtype=dtype, coef_key=key, macs=macs,
-                           macs_used=used, elementwise_ops=elem, bytes_moved=moved, kernel=kernel))
+                           macs_used=used, elementwise_ops=elem, bytes_moved=moved, kernel=kernel,
+                           dispatched=dispatched))
     return rows
 
 
@@ -887,7 +935,7 @@ def price_ops(features: Sequence[OpCost], coefs: LatencyCoefficients, threads: i
                 parts[path] = parts.get(path, 0.0) + f.elementwise_ops / rate * scale
         if f.bytes_moved and coefs.bytes_per_cycle > 0:
             parts["bytes_per_cycle"] = f.bytes_moved / coefs.bytes_per_cycle * scale
-        if f.coef_key != "once" and coefs.overhead_us_per_op > 0:
+        if f.coef_key != "once" and f.dispatched and coefs.overhead_us_per_op > 0:
             parts["overhead_us_per_op"] = coefs.overhead_us_per_op
         out.append((sum(parts.values()), used, parts))
     return out

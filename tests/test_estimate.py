@@ -551,3 +551,79 @@ def test_transferred_basis_with_fitted_true_is_rejected():
     assert any("latency.fitted" in p and "transferred" in p for p in validate(raw, "x.toml"))
     del raw["latency"]["transfer_factor"]
     assert any("latency.transfer_factor" in p for p in validate(raw, "x.toml"))
+
+
+def _fake_elementwise_graph(opcode: str, dtype: str, elements: int, macs: int = 0):
+    """input -> one op (no weights) -> output, `elements` element ops, `elements` output elements."""
+    from types import SimpleNamespace as NS
+
+    tensors = [NS(shape=(1, elements), dtype=dtype, sparsity=None, is_constant=False),
+               NS(shape=(1, elements), dtype=dtype, sparsity=None, is_constant=False)]
+    ops = [NS(opcode=opcode, inputs=(0,), outputs=(1,), kind="elementwise", one_time=False, dtype=dtype,
+              macs=macs, effective_macs=macs, elementwise_ops=elements, bytes_moved=0, sparse_weights=False,
+              weights_densified=False, weight_tensor=None)]
+    return NS(ops=ops, tensors=tensors, inputs=[0], outputs=[1])
+
+
+def test_int8_ops_xnnpack_leaves_to_builtin_kernels_get_their_own_class():
+    """On LiteRT + XNNPACK an int8 HARD_SWISH runs in the builtin kernels (priced per output element); an int8
+    ADD is delegated; float HARD_SWISH is delegated; TFLM keeps one element class per dtype."""
+    from edgesparse.profiles import load_profile
+
+    host = load_profile("host")
+    hs = estimate.op_features(_fake_elementwise_graph("HARD_SWISH", "int8", 4096), host)[0]
+    assert hs.coef_key == "elementwise_int8_builtin" and "builtin" in hs.kernel and hs.elementwise_ops == 4096
+    add = estimate.op_features(_fake_elementwise_graph("ADD", "int8", 4096), host)[0]
+    assert add.coef_key == "elementwise_int8"
+    assert estimate.op_features(_fake_elementwise_graph("HARD_SWISH", "float32", 4096), host)[0].coef_key \
+        == "elementwise_float32"
+    tflm = estimate.op_features(_fake_elementwise_graph("HARD_SWISH", "int8", 4096), load_profile("stm32l4r5"))[0]
+    assert tflm.coef_key == "elementwise_int8"
+    # a profile without the builtin class falls back to elementwise_int8
+    coefs = estimate.LatencyCoefficients(fitted=True, fit_source="x", fit_rows=[], clock_mhz=1000.0,
+                                         macs_per_cycle={"elementwise_int8": 2.0}, bytes_per_cycle=0.0,
+                                         elementwise_per_cycle=0.0, overhead_us_per_op=0.0, fixed_overhead_us=0.0,
+                                         parallel_efficiency=0.0, fit_threads=1)
+    assert coefs.elementwise_rate_key("int8", "elementwise_int8_builtin") == (2.0, "macs_per_cycle.elementwise_int8")
+
+
+def test_xnnpack_per_op_overhead_only_for_ops_worth_dispatching():
+    """LiteRT + XNNPACK: an op with less work than XNNPACK_DISPATCH_MIN_WORK pays no overhead_us_per_op
+    (timed: chains of tiny ops cost a few hundredths of a us per op); on TFLM every op pays it."""
+    from edgesparse.calibrate import model_features
+    from edgesparse.profiles import load_profile
+
+    host = load_profile("host")
+    small = _fake_elementwise_graph("ADD", "float32", 128)
+    big = _fake_elementwise_graph("ADD", "float32", 4 * estimate.XNNPACK_DISPATCH_MIN_WORK)
+    assert not estimate.op_features(small, host)[0].dispatched
+    assert estimate.op_features(big, host)[0].dispatched
+    assert model_features(small, host).get("ops", 0) == 0 and model_features(big, host)["ops"] == 1
+    assert estimate.op_features(small, load_profile("stm32l4r5"))[0].dispatched
+    coefs = estimate.latency_coefficients(host)
+    parts = estimate.price_ops(estimate.op_features(small, host), coefs)[0][2]
+    assert "overhead_us_per_op" not in parts
+    if coefs.overhead_us_per_op > 0:
+        assert estimate.price_ops(estimate.op_features(big, host), coefs)[0][2]["overhead_us_per_op"] \
+            == coefs.overhead_us_per_op
+
+
+def test_xnnpack_convolutions_are_charged_whole_channel_tiles_on_avx512():
+    """Host (AVX-512): a convolution with 8 output channels is charged the MACs of a 32-channel tile;
+    a profile without AVX-512 (rpi4) is charged its MACs."""
+    from types import SimpleNamespace as NS
+
+    from edgesparse.profiles import load_profile
+
+    tensors = [NS(shape=(1, 8, 8, 4), dtype="float32", sparsity=None, is_constant=False),
+               NS(shape=(8, 1, 1, 4), dtype="float32", sparsity=None, is_constant=True),
+               NS(shape=(1, 8, 8, 8), dtype="float32", sparsity=None, is_constant=False)]
+    macs = 8 * 8 * 8 * 4
+    ops = [NS(opcode="CONV_2D", inputs=(0, 1), outputs=(2,), kind="conv", one_time=False, dtype="float32",
+              macs=macs, effective_macs=macs, elementwise_ops=0, bytes_moved=0, sparse_weights=False,
+              weights_densified=False, weight_tensor=1)]
+    graph = NS(ops=ops, tensors=tensors, inputs=[0], outputs=[2])
+    host = estimate.op_features(graph, load_profile("host"))[0]
+    assert estimate.xnnpack_channel_tile(load_profile("host")) == 32
+    assert host.macs == macs and host.macs_used == macs * 4 and "tiles of 32" in host.kernel
+    assert estimate.op_features(graph, load_profile("rpi4"))[0].macs_used == macs
