@@ -140,7 +140,7 @@ def _train(dataset: Dataset, seed: int, progress: Progress, path: Path | None) -
     model = build_digits_model(seed)
     model.compile(optimizer=tfk.optimizers.Adam(LEARNING_RATE),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    batches = _shuffled_batches(dataset.x_train, dataset.y_train, BATCH_SIZE, seed, tfk)
+    batches = shuffled_batches(dataset.x_train, dataset.y_train, BATCH_SIZE, seed, tfk)
     progress("demo_train_begin", {"epochs": EPOCHS, "steps_per_epoch": len(batches), "samples": dataset.n_train})
     started = time.monotonic()
 
@@ -157,7 +157,7 @@ def _train(dataset: Dataset, seed: int, progress: Progress, path: Path | None) -
     cache_error = None
     if path is not None:
         try:
-            _save_atomically(trained, path)
+            save_model_atomically(trained, path)
         except OSError as exc:  # an unwritable cache costs a retrain next time, not this build
             cache_error, path = f"{type(exc).__name__}: {exc}", None
     progress("demo_train_end", {"val_accuracy": history.history["val_accuracy"][-1],
@@ -166,7 +166,7 @@ def _train(dataset: Dataset, seed: int, progress: Progress, path: Path | None) -
     return trained
 
 
-def _save_atomically(model: Any, path: Path) -> None:
+def save_model_atomically(model: Any, path: Path) -> None:
     """Save to a private temp dir, then publish the bytes with an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".digits-", dir=path.parent) as tmp:
@@ -175,7 +175,7 @@ def _save_atomically(model: Any, path: Path) -> None:
         atomic_write_bytes(path, staged.read_bytes())
 
 
-def _shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, tfk: Any) -> Any:
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, tfk: Any) -> Any:
     """A keras Sequence whose per-epoch order comes from numpy's seeded generator, not TF's."""
 
     class Batches(tfk.utils.Sequence):

@@ -535,14 +535,14 @@ def train_model(dataset, *, epochs: int = EPOCHS, seed: int = 0, filters: int = 
 
     Returns the dense float model, uncompiled (no optimizer state is kept).
     """
-    from .demo import _shuffled_batches
+    from .demo import shuffled_batches
     from .tf_env import import_tf
 
     _, keras = import_tf()
     progress = progress or _noop
     keras.utils.set_random_seed(seed)
     model = build_ds_cnn(dataset.num_classes, filters, tuple(dataset.x_train.shape[1:]))
-    batches = _shuffled_batches(dataset.x_train, dataset.y_train, BATCH_SIZE, seed, keras)
+    batches = shuffled_batches(dataset.x_train, dataset.y_train, BATCH_SIZE, seed, keras)
     schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=epochs * len(batches), alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
@@ -578,7 +578,7 @@ def demo_model(cache=None, progress: Progress | None = None, *, seed: int = 0,
     nor write a cache). A cache file that does not load is replaced by retraining.
     `options`/`epochs`/`filters` exist for tests and experiments; each value has its own cache file.
     """
-    from .demo import _save_atomically
+    from .demo import save_model_atomically
 
     progress = progress or _noop
     options = options or GenerationOptions(seed=seed)
@@ -592,7 +592,7 @@ def demo_model(cache=None, progress: Progress | None = None, *, seed: int = 0,
     started = time.monotonic()
     model = train_model(splits.dataset, epochs=epochs, seed=options.seed, filters=filters, progress=progress)
     if path is not None:
-        _save_atomically(model, path)
+        save_model_atomically(model, path)
     val = float(np.mean(np.argmax(model.predict(splits.dataset.x_val, verbose=0), axis=1) == splits.dataset.y_val))
     progress("demo_train_end", {"val_accuracy": val, "seconds": time.monotonic() - started,
                                 "path": str(path) if path else None})
