@@ -813,20 +813,19 @@ def battery(build_dir: Path, profiles, rate, battery_mah, sleep_mw, as_json) -> 
     variants = {"pruned artifact": build_dir / ARTIFACT_NAME}
     variants.update({name.replace("_", " "): build_dir / rel for name, rel in BASELINES.items()
                      if (build_dir / rel).is_file()})
+    from .profiles import load_profile
+
     results = []
     for name in profiles or (document["profile"]["path"],):
-        rows = battery_comparison(variants, name, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
-        results.append({"profile": _profile_label(name), "variants": rows})
+        profile = load_profile(name)  # once: every variant is priced on the same validated profile
+        rows = battery_comparison(variants, profile, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
+        results.append({"profile": profile.name, "variants": rows})
     if as_json:
         click.echo(_json.dumps(results, indent=2))
         return
     console = _console()
     for result in results:
         _print_battery(console, result)
-
-
-def _profile_label(name: str) -> str:
-    return Path(name).stem if name.endswith(".toml") else name
 
 
 def _print_battery(console, result: dict) -> None:

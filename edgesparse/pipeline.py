@@ -271,7 +271,7 @@ def build(options: BuildOptions, progress: Progress | None = None,
     stage("prune", "Pruning and fine-tuning")
     schedule = prune.ScheduleOptions(
         kind=options.schedule, initial_sparsity=options.initial_sparsity,
-        final_sparsity=_final_sparsity(options.final_sparsity, structured), begin_step=options.begin_step, end_step=options.end_step,
+        final_sparsity=options.final_sparsity, begin_step=options.begin_step, end_step=options.end_step,
         power=options.power, frequency=options.frequency, structured=structured)
     policies = prune.plan_policy(model, profile, schedule, skip_layers=frozenset(options.skip_layers),
                                  quantize=options.quantize)
