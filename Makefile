@@ -30,14 +30,17 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/edgesparse build --profile rpi4 --force
 
-test: install
+test: lint
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) bench/run_all.py
 
+# import-linter (layers, TensorFlow boundary), ruff on the whole tree, mypy on the analysis half.
 lint: install
-	$(PY) -m compileall -q edgesparse tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check edgesparse tests bench demos
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf build .pytest_cache

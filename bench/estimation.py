@@ -61,7 +61,7 @@ MLPERF_FLOAT = {
 
 
 def _tf():
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     return import_tf()
 
@@ -282,9 +282,9 @@ def demo_like_int8() -> Path:
 
 def ram_rows() -> list[dict]:
     """Planned TFLM arena vs the TFLM interpreter's own, per MLPerf Tiny int8 model and the demo-like CNN."""
-    from edgesparse.estimate import tflm_ram
-    from edgesparse.graph import load_graph
-    from edgesparse.measure import tflm_arena_bytes
+    from edgesparse.estimate.latency import tflm_ram
+    from edgesparse.tflite.graph import load_graph
+    from edgesparse.runtime.measure import tflm_arena_bytes
 
     models = {name: MLPERF / rel for name, rel in MLPERF_INT8.items()}
     models["demo_like_cnn_int8"] = demo_like_int8()
@@ -308,7 +308,7 @@ def measure_models(models: dict[str, Path], threads: int, budget_s: float = 1.5,
     Each pass times every model in turn (warm-up, then runs for ~budget_s); the best of `passes` passes is
     kept, because on this 2-vCPU VM a whole timing loop sometimes runs at half speed (one thread descheduled:
     the same model measured 2x slower in one pass and not in the next)."""
-    from edgesparse.measure import measure
+    from edgesparse.runtime.measure import measure
 
     out: dict[str, float] = {}
     for p in range(passes):
@@ -326,10 +326,10 @@ def measure_models(models: dict[str, Path], threads: int, budget_s: float = 1.5,
 
 
 def host_fit(threads: int, quick: bool = False):
-    from edgesparse.calibrate import Sample, fit_latency, model_features
-    from edgesparse.estimate import LatencyCoefficients, op_features, predict_ops_us
-    from edgesparse.graph import load_graph
-    from edgesparse.profiles import load_profile
+    from edgesparse.estimate.calibrate import Sample, fit_latency, model_features
+    from edgesparse.estimate.latency import LatencyCoefficients, op_features, predict_ops_us
+    from edgesparse.tflite.graph import load_graph
+    from edgesparse.profiles.profile import load_profile
 
     host = load_profile("host")
     clock = float(host.raw["device"]["clock_mhz"])
@@ -406,7 +406,7 @@ def bench_models() -> dict[str, object]:
     apps = keras.applications
 
     def digits():
-        from edgesparse import demo
+        from edgesparse.pipeline.demos import digits as demo
 
         return _convert(demo.build_digits_model(0), "int8", demo.INPUT_SHAPE)
 
@@ -436,9 +436,9 @@ def resolve_model(model_file: str) -> Path:
 
 def _features_row(label: str, profile_name: str, path: Path, ms: float, line: str, use: str = "fit") -> dict:
     """Cost features of one measured row under its profile: MACs split into the family's two classes."""
-    from edgesparse.calibrate import model_features
-    from edgesparse.graph import load_graph
-    from edgesparse.profiles import load_profile
+    from edgesparse.estimate.calibrate import model_features
+    from edgesparse.tflite.graph import load_graph
+    from edgesparse.profiles.profile import load_profile
 
     profile = load_profile(profile_name)
     feats = model_features(load_graph(path), profile)
@@ -458,7 +458,7 @@ def _features_row(label: str, profile_name: str, path: Path, ms: float, line: st
 
 def published_features() -> list[dict]:
     """One dict per fitted row: ../shared/calibration/published_latency.csv and the 'fit' rows of the extra CSV."""
-    from edgesparse.calibrate import read_extra_rows
+    from edgesparse.estimate.calibrate import read_extra_rows
 
     out = []
     for i, row in enumerate(published_rows(), start=2):
@@ -479,7 +479,7 @@ def published_features() -> list[dict]:
 def _nnls_rel(a, y):
     import numpy as np
 
-    from edgesparse.calibrate import nnls
+    from edgesparse.estimate.calibrate import nnls
 
     w = 1.0 / y
     aw = a * w[:, None]
@@ -555,9 +555,9 @@ def write_latency_table(profile_name: str, values: dict, sources: dict | None = 
     writing; validated; atomic)."""
     import tomllib
 
-    from edgesparse.calibrate import _ordered_latency, render_table, replace_table, set_latency_sources
+    from edgesparse.estimate.calibrate import _ordered_latency, render_table, replace_table, set_latency_sources
     from edgesparse.fsutil import atomic_write_text
-    from edgesparse.profiles import PROFILE_DIR, ProfileValidationError, validate
+    from edgesparse.profiles.profile import PROFILE_DIR, ProfileValidationError, validate
 
     path = PROFILE_DIR / f"{profile_name}.toml"
     text = path.read_text(encoding="utf-8")
@@ -582,7 +582,7 @@ def _geomean(values) -> float:
 
 def transfer_factors() -> dict:
     """Every transfer factor with the rows it is computed from (calibration_extra.csv)."""
-    from edgesparse.calibrate import read_extra_rows
+    from edgesparse.estimate.calibrate import read_extra_rows
 
     extra = read_extra_rows()
 
@@ -661,8 +661,8 @@ def published_fit_tables(rows: list[dict], host_table: dict | None = None) -> di
     """
     import tomllib
 
-    from edgesparse.calibrate import transfer_macs_per_cycle, transfer_overhead_us
-    from edgesparse.profiles import PROFILE_DIR, load_profile
+    from edgesparse.estimate.calibrate import transfer_macs_per_cycle, transfer_overhead_us
+    from edgesparse.profiles.profile import PROFILE_DIR, load_profile
 
     f = transfer_factors()
     tables: dict[str, tuple[dict, dict]] = {}
@@ -895,9 +895,9 @@ def held_out_rows(rows: list[dict], tables: dict) -> list[dict]:
 
 def profile_predictions() -> tuple[list[dict], list[dict], dict]:
     """The latency basis of every shipped profile and its predicted latency for the digits demo and MLPerf KWS."""
-    from edgesparse.estimate import check_model
-    from edgesparse.graph import load_graph
-    from edgesparse.profiles import available_profiles, load_profile
+    from edgesparse.estimate.latency import check_model
+    from edgesparse.tflite.graph import load_graph
+    from edgesparse.profiles.profile import available_profiles, load_profile
 
     digits = resolve_model("bench:digits_int8")
     kws = MLPERF / "keyword_spotting" / "kws_ref_model.tflite"
@@ -1057,7 +1057,7 @@ def render_extra(extra: dict) -> list[str]:
         lines.append(f"| {b['profile']} | {b['basis']} | {macs} | {ovh} |")
     m = extra["meta"]
     lines += ["", f"### 7. Predicted latency of the digits demo and MLPerf Tiny KWS on every profile", "",
-              f"digits demo: the built-in demo CNN (`edgesparse.demo.build_digits_model`, dense int8, random weights: "
+              f"digits demo: the built-in demo CNN (`edgesparse.pipeline.demos.digits.build_digits_model`, dense int8, random weights: "
               f"{m['digits_ops']} ops, {m['digits_macs'] / 1e6:.2f} M MACs); KWS: "
               f"`mlperf_tiny/keyword_spotting/kws_ref_model.tflite` ({m['kws_ops']} ops, {m['kws_macs'] / 1e6:.2f} M MACs). "
               "The basis is the one `check` reports for that model (fitted+transferred: mostly fitted, transferred "
@@ -1089,7 +1089,7 @@ def run(quick: bool = False, write: bool = True, host_timing: bool = True) -> st
     import platform
     import tomllib
 
-    from edgesparse.profiles import PROFILE_DIR, load_profile
+    from edgesparse.profiles.profile import PROFILE_DIR, load_profile
 
     threads = int(load_profile("host").raw["runtime"]["threads"])
     print("(1) RAM plan vs TFLM", flush=True)

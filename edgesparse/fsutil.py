@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import OutputExistsError
+from edgesparse.errors import OutputExistsError
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgesparse import audio
+from edgesparse.data import audio
 from edgesparse.errors import DataError
 
 RATE = audio.SAMPLE_RATE
@@ -112,7 +112,7 @@ def test_mfcc_shape_dtype_and_exact_repeatability():
 def test_features_are_bit_identical_in_a_fresh_process():
     """No hidden state: another interpreter computes the very same bytes."""
     code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
-            "from tests.test_audio import _test_signal; from edgesparse import audio;"
+            "from tests.test_audio import _test_signal; from edgesparse.data import audio;"
             "sys.stdout.write(audio.features_for_model(_test_signal(), 16000).tobytes().hex())")
     from conftest import REPO
     out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, check=True).stdout
@@ -120,7 +120,7 @@ def test_features_are_bit_identical_in_a_fresh_process():
 
 
 def test_audio_imports_neither_tensorflow_nor_scipy():
-    code = ("import sys, edgesparse.audio; bad = [m for m in ('tensorflow', 'scipy', 'tf_keras') if m in sys.modules];"
+    code = ("import sys, edgesparse.data.audio; bad = [m for m in ('tensorflow', 'scipy', 'tf_keras') if m in sys.modules];"
             "sys.exit(str(bad) if bad else 0)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -133,7 +133,7 @@ def test_wrong_clip_length_is_a_data_error():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_mfcc_matches_tf_signal_reference(seed):
     """Same framing through tf.signal (what the MLPerf Tiny get_dataset.py runs)."""
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     tf, _ = import_tf()
     x = audio.normalise_peak(_test_signal(seed)).astype(np.float32)

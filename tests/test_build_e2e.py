@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgesparse.cli import main
+from edgesparse.cli.commands import main
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def _build(*args):
 
 
 def _graph_ops(path):
-    from edgesparse.graph import load_graph
+    from edgesparse.tflite.graph import load_graph
 
     return {op.opcode for op in load_graph(path).ops}
 
@@ -52,7 +52,7 @@ def test_litert_build_writes_a_verified_artifact(litert_build):
     assert report["options"]["final_sparsity"] == 0.8
     assert (out / "pruned_model.keras").is_file()
     # The artifact really runs in LiteRT and agrees with the pruned Keras model.
-    from edgesparse.verify import run_tflite
+    from edgesparse.runtime.verify import run_tflite
 
     x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
     outputs = run_tflite((out / "model.tflite").read_bytes(), x, runtime="litert").outputs
@@ -71,7 +71,7 @@ def test_tflm_build_has_no_densify_and_runs_in_tflm(tflm_build):
     assert report["profile"]["runtime"] == "tflm"
     assert "DENSIFY" not in _graph_ops(out / "model.tflite")
     assert report["verification"]["arena_bytes"] > 0
-    from edgesparse.verify import run_tflite
+    from edgesparse.runtime.verify import run_tflite
 
     x = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
     assert run_tflite((out / "model.tflite").read_bytes(), x, runtime="tflm").outputs.shape == (2, 10)
@@ -97,7 +97,7 @@ def test_file_that_is_not_a_model(tmp_path):
 
 
 def test_data_whose_shape_does_not_match(tmp_path):
-    from edgesparse.demo import build_digits_model
+    from edgesparse.pipeline.demos.digits import build_digits_model
 
     model = build_digits_model()
     model_path = tmp_path / "digits.keras"
@@ -112,7 +112,7 @@ def test_data_whose_shape_does_not_match(tmp_path):
 
 
 def test_mlperf_tiny_resnet_builds_with_generated_data(tmp_path, mlperf_dir):
-    from edgesparse.data import generate_for_model
+    from edgesparse.data.dataset import generate_for_model
 
     ds = generate_for_model((32, 32, 3), 10, n_train=256, n_val=64, seed=0, value_range=(0, 255))
     npz = tmp_path / "cifar_like.npz"

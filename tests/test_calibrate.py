@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgesparse.calibrate import (Sample, fit_latency, nnls, render_table, replace_table)
-from edgesparse.cli import main
+from edgesparse.estimate.calibrate import (Sample, fit_latency, nnls, render_table, replace_table)
+from edgesparse.cli.commands import main
 from edgesparse.errors import DataError
-from edgesparse.profiles import load_profile
+from edgesparse.profiles.profile import load_profile
 
 MODELS = ["keyword_spotting/kws_ref_model.tflite", "visual_wake_words/vww_96_int8.tflite",
           "image_classification/pretrainedResnet_quant.tflite", "anomaly_detection/ad01_int8.tflite"]
@@ -100,8 +100,8 @@ def test_calibrate_writes_a_valid_profile_and_refuses_to_overwrite(tmp_path, mlp
 
 
 def test_calibrated_profile_predicts_its_rows(tmp_path, mlperf_dir):
-    from edgesparse.calibrate import calibrate_profile
-    from edgesparse.estimate import check_model
+    from edgesparse.estimate.calibrate import calibrate_profile
+    from edgesparse.estimate.latency import check_model
 
     csv_path = _csv(tmp_path, mlperf_dir, list(zip(MODELS, [181.9, 900.0, 704.2, 20.0])))
     cal = calibrate_profile("stm32l4r5", csv_path, out=tmp_path / "p.toml")
@@ -119,7 +119,7 @@ def test_calibrate_bad_csv(tmp_path):
     res = CliRunner().invoke(main, ["calibrate", "--profile", "stm32l4r5", "--measurements", str(bad),
                                     "--out", str(tmp_path / "o.toml")])
     assert res.exit_code == 2 and "model_file" in res.output
-    from edgesparse.calibrate import read_measurements
+    from edgesparse.estimate.calibrate import read_measurements
 
     missing = tmp_path / "m.csv"
     missing.write_text("model_file,latency_ms\nnope.tflite,-1\n")
@@ -128,7 +128,7 @@ def test_calibrate_bad_csv(tmp_path):
 
 
 def test_transfer_helpers_scale_exactly():
-    from edgesparse.calibrate import transfer_macs_per_cycle, transfer_overhead_us
+    from edgesparse.estimate.calibrate import transfer_macs_per_cycle, transfer_overhead_us
 
     assert transfer_macs_per_cycle({"int8": 0.5, "dwconv_int8": 0.25}, 2.0) == {"int8": 0.25, "dwconv_int8": 0.125}
     assert transfer_overhead_us(10.0, 0.5) == 5.0
@@ -137,7 +137,7 @@ def test_transfer_helpers_scale_exactly():
 
 
 def test_set_latency_sources_replaces_only_latency_entries():
-    from edgesparse.calibrate import set_latency_sources
+    from edgesparse.estimate.calibrate import set_latency_sources
 
     text = ('name = "x"\n\n[latency]\nfitted = false\n\n[sources]\n"device.cores" = "doc"\n'
             '"latency.macs_per_cycle" = "old"\n"latency.fixed_overhead_us" = "old"\n')
@@ -147,7 +147,7 @@ def test_set_latency_sources_replaces_only_latency_entries():
 
 
 def test_extra_calibration_rows_name_their_source():
-    from edgesparse.calibrate import EXTRA_CSV, read_extra_rows
+    from edgesparse.estimate.calibrate import EXTRA_CSV, read_extra_rows
 
     rows = read_extra_rows()
     assert EXTRA_CSV.is_file() and rows
@@ -157,7 +157,7 @@ def test_extra_calibration_rows_name_their_source():
 
 
 def test_calibrating_a_transferred_profile_makes_it_fitted(tmp_path, mlperf_dir):
-    from edgesparse.calibrate import calibrate_profile
+    from edgesparse.estimate.calibrate import calibrate_profile
 
     csv_path = _csv(tmp_path, mlperf_dir, list(zip(MODELS, [300.0, 1500.0, 1200.0, 35.0])))
     cal = calibrate_profile("nrf52840", csv_path, out=tmp_path / "n.toml")

@@ -6,7 +6,7 @@ import sys
 
 from click.testing import CliRunner
 
-from edgesparse.cli import main
+from edgesparse.cli.commands import main
 
 
 def _run(*args, cwd=None):
@@ -14,7 +14,7 @@ def _run(*args, cwd=None):
 
 
 def test_help_does_not_import_tensorflow():
-    code = ("import sys, edgesparse.cli as c; from click.testing import CliRunner; "
+    code = ("import sys, edgesparse.cli.commands as c; from click.testing import CliRunner; "
             "r = CliRunner().invoke(c.main, ['build', '--help']); assert r.exit_code == 0, r.output; "
             "print('tensorflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgesparse import tflite_edit
-from edgesparse.convert import QUANTIZE_MODES, _output_mismatch, build_artifact, convert_keras, summary
+from edgesparse.tflite import edit as tflite_edit
+from edgesparse.pipeline.convert import QUANTIZE_MODES, _output_mismatch, build_artifact, convert_keras, summary
 from edgesparse.errors import ConversionError
-from edgesparse.profiles import Profile
-from edgesparse.tf_env import import_tf
-from edgesparse.verify import run_tflite
+from edgesparse.profiles.profile import Profile
+from edgesparse.pipeline.tf_env import import_tf
+from edgesparse.runtime.verify import run_tflite
 
 SEED = 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgesparse.data import Dataset, check_compatible, generate_for_model, load_npz, representative_dataset
+from edgesparse.data.dataset import Dataset, check_compatible, generate_for_model, load_npz, representative_dataset
 from edgesparse.errors import DataError
 
 SHAPE = (8, 8, 1)

@@ -15,8 +15,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edgesparse import audio, data, kws
-from edgesparse.cli import main
+from edgesparse.data import audio
+
+from edgesparse.data import dataset as data
+
+from edgesparse.pipeline.demos import kws
+from edgesparse.cli.commands import main
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +50,7 @@ def digits_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def image_model(digits_folder, tmp_path_factory) -> Path:
     """A tiny CNN for 8x8x1, trained briefly on the folder itself so its dense accuracy is meaningful."""
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     _, keras = import_tf()
     keras.utils.set_random_seed(0)
@@ -82,7 +86,7 @@ def wav_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def kws_model(tmp_path_factory) -> Path:
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     import_tf()[1].utils.set_random_seed(0)
     path = tmp_path_factory.mktemp("models") / "kws_tiny.keras"
@@ -101,7 +105,7 @@ def test_build_from_an_image_folder(digits_folder, image_model, tmp_path):
     assert report["model"]["labels"] == [f"digit_{c}" for c in range(10)]
     assert report["model"]["input_shape"] == [8, 8, 1]
     assert report["accuracy"]["dense_float"] >= 0.6             # the folder's images are the training scale
-    from edgesparse.verify import run_tflite
+    from edgesparse.runtime.verify import run_tflite
 
     ds = data.load_image_folder(digits_folder, input_shape=(8, 8, 1))
     outputs = run_tflite((out / "model.tflite").read_bytes(), ds.x_val, runtime="litert").outputs
@@ -170,7 +174,7 @@ def test_a_folder_build_deploys_with_its_own_preprocessing(digits_folder, image_
                                        "--sample", str(picture)])
     assert result.exit_code == 0, result.output
     expected = json.loads((bundle2 / "expected.json").read_text())
-    from edgesparse.verify import run_tflite
+    from edgesparse.runtime.verify import run_tflite
 
     x = data.read_image(picture, input_shape=(8, 8, 1))
     local = run_tflite((out / "model.tflite").read_bytes(), x[None], runtime="litert").outputs[0]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgesparse import demo
-from edgesparse.data import check_compatible
+from edgesparse.pipeline.demos import digits as demo
+from edgesparse.data.dataset import check_compatible
 
 
 def test_digits_dataset_shapes_and_range():

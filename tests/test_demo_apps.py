@@ -15,7 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesparse import audio, deploy, verify
+from edgesparse.data import audio
+
+from edgesparse.deploy import bundle as deploy
+
+from edgesparse.runtime import verify
 from test_deploy import digits_build, kws_build, kws_wav_bytes, tiny_models  # noqa: F401 - fixtures
 
 # Run a bundle's app with TensorFlow blocked: an import of it raises ImportError.
@@ -72,7 +76,7 @@ def test_device_features_equal_training_features_bitwise(kws_bundle, tmp_path):
         out.setframerate(44100)
         out.writeframes((stereo * 32767).astype("<i2").tobytes())
     wavs.append(tmp_path / "stereo.wav")
-    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from edgesparse import audio; "
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from edgesparse.data import audio; "
             "assert audio.__file__.startswith(sys.argv[1]), audio.__file__; "
             "xs = [audio.features_for_model(*audio.read_wav(p)) for p in sys.argv[3:]]; "
             "np.save(sys.argv[2], np.stack(xs))")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesparse import audio
+from edgesparse.data import audio
 
 KWS_LABELS = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes", "silence", "unknown"]
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def kws_wav_bytes(seed: int) -> bytes:
 
 
 def _convert_int8(model, representative: np.ndarray, sparse: bool = False) -> bytes:
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     tf, _ = import_tf()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -72,7 +72,7 @@ def build_tiny_models(cache: Path) -> dict[str, tuple[bytes, np.ndarray, np.ndar
             with np.load(npz_path) as npz:
                 out[name] = (model_path.read_bytes(), npz["x_val"], npz["y_val"])
         return out
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(0)
@@ -283,7 +283,7 @@ def _assert_no_secrets(sshd: Sshd, text: str) -> None:
 @needs_sshd
 def test_kws_bundle_runs_remotely_in_a_fresh_tflite_runtime_venv(sshd, kws_build, tmp_path):
     """Deploy over ssh; the host's venv holds only tflite-runtime 2.14 + numpy<2, like a Pi image."""
-    from edgesparse import verify
+    from edgesparse.runtime import verify
 
     build, wav = kws_build
     remote_dir = tmp_path / "device" / "edgesparse-kws"
@@ -354,14 +354,14 @@ def test_refused_key_is_one_clear_error(sshd, kws_build, tmp_path):
 # ----------------------------------------------------------------------------- bundles (no network)
 
 def test_rpi_bundle_is_self_contained_and_tensorflow_free(kws_build, tmp_path):
-    from edgesparse import deploy
+    from edgesparse.deploy import bundle as deploy
 
     build, wav = kws_build
     bundle = deploy.make_bundle(build, "rpi", tmp_path / "b", sample=wav)
     names = set(bundle.files)
     for name in ("model.tflite", "labels.txt", "kws_app.py", "edgesparse_app.py", "config.json",
                  "requirements.txt", "run.sh", "test_input.wav", "expected.json", "README.md",
-                 "edgesparse-kws.service", "lib/edgesparse/audio.py", "lib/edgesparse/errors.py", "bundle.json"):
+                 "edgesparse-kws.service", "lib/edgesparse/data/audio.py", "lib/edgesparse/errors.py", "bundle.json"):
         assert name in names or name == "bundle.json" and (bundle.path / name).is_file(), name
     assert (bundle.path / "model.tflite").read_bytes() == (build / "model.tflite").read_bytes()
     assert (bundle.path / "labels.txt").read_text().split() == KWS_LABELS
@@ -380,7 +380,7 @@ def test_rpi_bundle_is_self_contained_and_tensorflow_free(kws_build, tmp_path):
 
 
 def test_existing_bundle_is_never_overwritten_without_force(kws_build, tmp_path):
-    from edgesparse import deploy
+    from edgesparse.deploy import bundle as deploy
     from edgesparse.errors import OutputExistsError
 
     build, wav = kws_build
@@ -415,7 +415,7 @@ def test_tampered_model_is_refused(digits_build, tmp_path):
 
 
 def test_android_bundle_documents_quantization_and_says_it_is_untested(digits_build, tmp_path):
-    from edgesparse import deploy
+    from edgesparse.deploy import bundle as deploy
 
     bundle = deploy.make_bundle(digits_build, "pixel4", tmp_path / "android")     # a phone profile picks android
     assert bundle.target == "android"
@@ -452,7 +452,7 @@ def test_cli_errors_are_one_message_exit_2(digits_build, tmp_path):
 def test_default_kws_test_input_is_a_spoken_keyword(kws_build, tmp_path):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (make system-deps installs it)")
-    from edgesparse import deploy
+    from edgesparse.deploy import bundle as deploy
 
     build, _ = kws_build
     bundle = deploy.make_bundle(build, "rpi", tmp_path / "b")
@@ -471,7 +471,9 @@ def test_block_sparse_int8_fully_connected_needs_ai_edge_litert_on_the_device(ss
     model, `--runtime tflite-runtime` is refused, and forcing it is caught by the
     device-vs-here comparison (exit 3).
     """
-    from edgesparse import deploy, tflite_edit, verify
+    from edgesparse.deploy import bundle as deploy
+    from edgesparse.tflite import edit as tflite_edit
+    from edgesparse.runtime import verify
 
     data, x, _ = tiny_models["sparse_fc"]
     assert "DENSIFY" not in deploy.model_ops(data)

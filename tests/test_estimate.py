@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgesparse import estimate
-from edgesparse.calibrate import render_table, replace_table, set_latency_sources
-from edgesparse.cli import main
+from edgesparse.estimate import latency as estimate
+from edgesparse.estimate.calibrate import render_table, replace_table, set_latency_sources
+from edgesparse.cli.commands import main
 from edgesparse.errors import DataError
-from edgesparse.estimate import Buffer, energy_and_battery, parse_rate, plan_greedy
+from edgesparse.estimate.latency import Buffer, energy_and_battery, parse_rate, plan_greedy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,14 +101,14 @@ def test_random_plans_never_overlap_and_respect_the_live_bound():
 
 
 def _tflm_total(path_or_bytes) -> dict:
-    from edgesparse.measure import tflm_arena_bytes
+    from edgesparse.runtime.measure import tflm_arena_bytes
 
     return tflm_arena_bytes(path_or_bytes)
 
 
 @pytest.mark.parametrize("rel", MLPERF_INT8)
 def test_planned_arena_matches_tflm_interpreter(mlperf_dir, rel):
-    from edgesparse.graph import load_graph
+    from edgesparse.tflite.graph import load_graph
 
     path = mlperf_dir / rel
     est = estimate.tflm_ram(load_graph(path))
@@ -123,7 +123,7 @@ def demo_like_int8(tmp_path_factory) -> bytes:
     """A small Conv2D/Dense int8 CNN like the built-in demo (built here, cached for the module)."""
     import numpy as np
 
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(0)
@@ -143,7 +143,7 @@ def demo_like_int8(tmp_path_factory) -> bytes:
 
 
 def test_planned_arena_matches_tflm_on_demo_like_cnn(demo_like_int8):
-    from edgesparse.graph import load_graph
+    from edgesparse.tflite.graph import load_graph
 
     est = estimate.tflm_ram(load_graph(demo_like_int8))
     real = _tflm_total(demo_like_int8)
@@ -151,7 +151,7 @@ def test_planned_arena_matches_tflm_on_demo_like_cnn(demo_like_int8):
 
 
 def test_cmsis_nn_scratch_is_planned_and_reported(mlperf_dir):
-    from edgesparse.graph import load_graph
+    from edgesparse.tflite.graph import load_graph
 
     graph = load_graph(mlperf_dir / KWS)
     ref = estimate.tflm_ram(graph, kernels="reference")
@@ -214,7 +214,7 @@ def test_rate_faster_than_latency_is_flagged():
 
 def _profile_text(name: str = "stm32l4r5", **budget) -> str:
     """A shipped profile with our own (fitted, test-only) latency table and the given budget."""
-    from edgesparse.profiles import PROFILE_DIR
+    from edgesparse.profiles.profile import PROFILE_DIR
 
     text = (PROFILE_DIR / f"{name}.toml").read_text()
     latency = {"fitted": True, "fit_source": "test: hand-set coefficients", "fit_rows": ["test"],
@@ -245,7 +245,7 @@ def tiny_profile(tmp_path) -> Path:
 
 
 def test_check_model_api(mlperf_dir, roomy_profile):
-    from edgesparse.profiles import load_profile
+    from edgesparse.profiles.profile import load_profile
 
     result = estimate.check_model(mlperf_dir / KWS, load_profile(str(roomy_profile)), rate="1/s", battery_mah=500)
     assert result.fits
@@ -265,7 +265,7 @@ def test_check_model_api(mlperf_dir, roomy_profile):
 
 
 def test_unfitted_latency_is_flagged_as_assumption(mlperf_dir, tmp_path):
-    from edgesparse.profiles import PROFILE_DIR
+    from edgesparse.profiles.profile import PROFILE_DIR
 
     text = replace_table((PROFILE_DIR / "stm32l4r5.toml").read_text(), "latency", render_table("latency", {
         "fitted": False, "fit_source": "", "macs_per_cycle": {"int8": 0.5}}))
@@ -330,7 +330,7 @@ def test_check_json_lists_one_object_per_profile(mlperf_dir, roomy_profile, tiny
 def test_check_imports_no_tensorflow(mlperf_dir, roomy_profile):
     code = (
         "import sys\n"
-        "from edgesparse.cli import main\n"
+        "from edgesparse.cli.commands import main\n"
         f"sys.argv = ['edgesparse', 'check', {str(mlperf_dir / KWS)!r}, '--profile', {str(roomy_profile)!r}, '--json']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
@@ -342,7 +342,7 @@ def test_check_imports_no_tensorflow(mlperf_dir, roomy_profile):
 
 def test_shipped_profiles_give_a_latency_basis(mlperf_dir):
     """Every shipped profile gives a latency; 'fitted' only when every coefficient that prices it is fitted."""
-    from edgesparse.profiles import available_profiles, load_profile
+    from edgesparse.profiles.profile import available_profiles, load_profile
 
     for name in available_profiles():
         profile = load_profile(name)
@@ -381,7 +381,7 @@ def test_previously_missing_profiles_give_a_flagged_latency(mlperf_dir, name):
 
 
 def test_transferred_tables_say_so_and_are_never_fitted():
-    from edgesparse.profiles import load_profile
+    from edgesparse.profiles.profile import load_profile
 
     for name in ("nrf52840", "rp2040", "stm32h7a3", "rpi5", "rpizero2w", "midrange_a76"):
         lat = load_profile(name).raw["latency"]
@@ -394,8 +394,8 @@ def test_transferred_tables_say_so_and_are_never_fitted():
 
 @pytest.mark.parametrize("target", ["nrf52840", "rp2040", "stm32h7a3", "rpizero2w", "rpi5", "midrange_a76"])
 def test_transferred_coefficient_is_the_source_scaled_by_the_stated_factor(target):
-    from edgesparse.calibrate import transfer_macs_per_cycle, transfer_overhead_us
-    from edgesparse.profiles import load_profile
+    from edgesparse.estimate.calibrate import transfer_macs_per_cycle, transfer_overhead_us
+    from edgesparse.profiles.profile import load_profile
 
     lat = load_profile(target).raw["latency"]
     src = load_profile(lat["transferred_from"]).raw["latency"]
@@ -412,7 +412,7 @@ def test_transferred_coefficient_is_the_source_scaled_by_the_stated_factor(targe
 
 def test_litert_overhead_is_priced_for_a_small_model():
     """A tiny model on a Pi is not priced by its MACs alone: the host's per-op overhead, scaled, is added."""
-    from edgesparse.profiles import load_profile
+    from edgesparse.profiles.profile import load_profile
 
     prof = load_profile("rpi4")
     assert prof.raw["latency"]["overhead_us_per_op"] > 0 and prof.raw["latency"]["overhead_from"] == "host"
@@ -422,7 +422,7 @@ def test_litert_overhead_is_priced_for_a_small_model():
 
 
 def _no_latency_profile(tmp_path, **budget) -> Path:
-    from edgesparse.profiles import PROFILE_DIR
+    from edgesparse.profiles.profile import PROFILE_DIR
 
     text = replace_table((PROFILE_DIR / "stm32l4r5.toml").read_text(), "latency",
                          render_table("latency", {"fitted": False, "fit_source": ""}))
@@ -499,7 +499,7 @@ def _fake_fc_graph(filter_sparse: bool, densify: bool, dtype: str = "float32"):
 
 
 def test_densify_fed_fully_connected_is_charged_dense_macs():
-    from edgesparse.profiles import load_profile
+    from edgesparse.profiles.profile import load_profile
 
     host = load_profile("host")
     fc = [f for f in estimate.op_features(_fake_fc_graph(filter_sparse=False, densify=True), host)
@@ -509,7 +509,7 @@ def test_densify_fed_fully_connected_is_charged_dense_macs():
 
 
 def test_fully_connected_reading_sparse_weights_runs_the_sparse_kernel():
-    from edgesparse.profiles import load_profile
+    from edgesparse.profiles.profile import load_profile
 
     fc = estimate.op_features(_fake_fc_graph(filter_sparse=True, densify=False), load_profile("host"))[0]
     assert fc.macs_used == 410 and fc.coef_key == "fc_float32_sparse"
@@ -521,9 +521,9 @@ def test_densify_fed_fc_in_a_converted_model_is_dense(tmp_path):
     """A real EXPERIMENTAL_SPARSITY float32 model: DENSIFY -> FULLY_CONNECTED runs the dense kernel."""
     import numpy as np
 
-    from edgesparse.graph import load_graph
-    from edgesparse.profiles import load_profile
-    from edgesparse.tf_env import import_tf
+    from edgesparse.tflite.graph import load_graph
+    from edgesparse.profiles.profile import load_profile
+    from edgesparse.pipeline.tf_env import import_tf
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(0)
@@ -542,7 +542,7 @@ def test_densify_fed_fc_in_a_converted_model_is_dense(tmp_path):
 def test_transferred_basis_with_fitted_true_is_rejected():
     import tomllib
 
-    from edgesparse.profiles import PROFILE_DIR, validate
+    from edgesparse.profiles.profile import PROFILE_DIR, validate
 
     raw = tomllib.loads((PROFILE_DIR / "nrf52840.toml").read_text())
     raw["latency"]["fitted"] = True
@@ -568,7 +568,7 @@ def _fake_elementwise_graph(opcode: str, dtype: str, elements: int, macs: int = 
 def test_int8_ops_xnnpack_leaves_to_builtin_kernels_get_their_own_class():
     """On LiteRT + XNNPACK an int8 HARD_SWISH runs in the builtin kernels (priced per output element); an int8
     ADD is delegated; float HARD_SWISH is delegated; TFLM keeps one element class per dtype."""
-    from edgesparse.profiles import load_profile
+    from edgesparse.profiles.profile import load_profile
 
     host = load_profile("host")
     hs = estimate.op_features(_fake_elementwise_graph("HARD_SWISH", "int8", 4096), host)[0]
@@ -590,8 +590,8 @@ def test_int8_ops_xnnpack_leaves_to_builtin_kernels_get_their_own_class():
 def test_xnnpack_per_op_overhead_only_for_ops_worth_dispatching():
     """LiteRT + XNNPACK: an op with less work than XNNPACK_DISPATCH_MIN_WORK pays no overhead_us_per_op
     (timed: chains of tiny ops cost a few hundredths of a us per op); on TFLM every op pays it."""
-    from edgesparse.calibrate import model_features
-    from edgesparse.profiles import load_profile
+    from edgesparse.estimate.calibrate import model_features
+    from edgesparse.profiles.profile import load_profile
 
     host = load_profile("host")
     small = _fake_elementwise_graph("ADD", "float32", 128)
@@ -613,7 +613,7 @@ def test_xnnpack_convolutions_are_charged_whole_channel_tiles_on_avx512():
     a profile without AVX-512 (rpi4) is charged its MACs."""
     from types import SimpleNamespace as NS
 
-    from edgesparse.profiles import load_profile
+    from edgesparse.profiles.profile import load_profile
 
     tensors = [NS(shape=(1, 8, 8, 4), dtype="float32", sparsity=None, is_constant=False),
                NS(shape=(8, 1, 1, 4), dtype="float32", sparsity=None, is_constant=True),

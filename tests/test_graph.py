@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgesparse.errors import ModelError
-from edgesparse.graph import FILE_IDENTIFIER, Graph, load_graph
+from edgesparse.tflite.graph import FILE_IDENTIFIER, Graph, load_graph
 
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
 
@@ -63,7 +63,7 @@ MLPERF_FAMILY = {
 def tfk():
     """(tensorflow, tf_keras); TensorFlow is only needed to make test models."""
     from edgesparse.errors import MissingDependency
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     try:
         return import_tf()
@@ -132,7 +132,7 @@ def pack(model_t) -> bytes:
 
 def test_graph_imports_no_tensorflow(mlperf_dir):
     """`check` must run on a Pi with only ai-edge-litert and numpy."""
-    code = ("import sys; from edgesparse.graph import load_graph; "
+    code = ("import sys; from edgesparse.tflite.graph import load_graph; "
             f"g = load_graph({str(mlperf_dir / MLPERF_MODELS[0])!r}); assert g.total_macs > 0; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')]; "
             "assert not bad, bad")

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgesparse import html_report
-from edgesparse.cli import main
+from edgesparse.report import html as html_report
+from edgesparse.cli.commands import main
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -33,9 +33,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # --------------------------------------------------------------------------- a report.json made of real parts
 
 def _document(mlperf_dir: Path, profile: str = "rpi4") -> dict:
-    from edgesparse.estimate import check_model
-    from edgesparse.graph import load_graph
-    from edgesparse.profiles import load_profile
+    from edgesparse.estimate.latency import check_model
+    from edgesparse.tflite.graph import load_graph
+    from edgesparse.profiles.profile import load_profile
 
     kws = mlperf_dir / "keyword_spotting"
     int8, f32 = (kws / "kws_ref_model.tflite").read_bytes(), (kws / "kws_ref_model_float32.tflite").read_bytes()
@@ -348,7 +348,7 @@ needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromiu
 
 def no_latency_model(monkeypatch) -> None:
     """Make every profile look like one without [latency] coefficients (the estimator's real path)."""
-    from edgesparse import estimate
+    from edgesparse.estimate import latency as estimate
 
     monkeypatch.setattr(estimate, "latency_coefficients", lambda profile: None)
 

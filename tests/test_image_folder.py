@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgesparse import data
+from edgesparse.data import dataset as data
 from edgesparse.errors import DataError, MissingDependency
 
 RPI_DEMO = Path(__file__).resolve().parent.parent / "demos" / "rpi"

@@ -10,7 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from edgesparse import audio, data, kws
+from edgesparse.data import audio
+
+from edgesparse.data import dataset as data
+
+from edgesparse.pipeline.demos import kws
 from edgesparse.errors import DataError
 
 TINY = kws.GenerationOptions(
@@ -200,7 +204,7 @@ def test_save_npz_is_what_build_reads(tmp_path):
 def test_ds_cnn_converts_to_int8_and_runs_in_litert():
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     tf, _ = import_tf()
     model = kws.build_ds_cnn()

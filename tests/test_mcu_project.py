@@ -16,8 +16,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from edgesparse import deploy, verify
-from edgesparse.deploy import DeployError
+from edgesparse.deploy import bundle as deploy
+
+from edgesparse.runtime import verify
+from edgesparse.deploy.bundle import DeployError
 from test_deploy import kws_build, tiny_models  # noqa: F401 - fixtures
 
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None,
@@ -129,7 +131,7 @@ def test_test_vector_is_quantized_validation_data_and_gives_the_expected_label(m
 
 
 def test_arena_comes_from_the_plan_plus_margin(mcu_bundle):
-    from edgesparse import estimate
+    from edgesparse.estimate import latency as estimate
 
     bundle, build = mcu_bundle
     model = (build / "model.tflite").read_bytes()

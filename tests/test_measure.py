@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgesparse.cli import main
+from edgesparse.cli.commands import main
 from edgesparse.errors import ModelError
-from edgesparse.measure import measure, random_input, tflm_arena_bytes
+from edgesparse.runtime.measure import measure, random_input, tflm_arena_bytes
 
 KWS = "keyword_spotting/kws_ref_model.tflite"
 
@@ -59,7 +59,7 @@ def test_measure_rejects_bad_options(mlperf_dir, tmp_path):
 @pytest.fixture(scope="module")
 def sparse_int8_fc() -> bytes:
     """A small Dense model, 80% zeros, full int8 with EXPERIMENTAL_SPARSITY: XNNPACK refuses it."""
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(0)
@@ -86,9 +86,9 @@ def test_sparse_int8_fc_falls_back_to_builtin_kernels(sparse_int8_fc):
 
 
 def test_sparse_int8_fc_is_priced_with_builtin_kernels(sparse_int8_fc):
-    from edgesparse.estimate import op_features
-    from edgesparse.graph import load_graph
-    from edgesparse.profiles import load_profile
+    from edgesparse.estimate.latency import op_features
+    from edgesparse.tflite.graph import load_graph
+    from edgesparse.profiles.profile import load_profile
 
     feats = [f for f in op_features(load_graph(sparse_int8_fc), load_profile("host")) if f.kind == "fc"]
     assert feats and all("builtin" in f.coef_key or "sparse" in f.coef_key for f in feats)

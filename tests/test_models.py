@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from edgesparse.errors import ModelError
-from edgesparse.models import LoadedModel, load_model, safe_name
-from edgesparse.tf_env import import_tf
+from edgesparse.pipeline.models import LoadedModel, load_model, safe_name
+from edgesparse.pipeline.tf_env import import_tf
 
 tf, tfk = import_tf()
 keras = pytest.importorskip("keras")  # the Keras 3 package TensorFlow 2.21 installs

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgesparse import profiles
-from edgesparse.cli import main
+from edgesparse.profiles import profile as profiles
+from edgesparse.cli.commands import main
 from edgesparse.errors import EXIT_BAD_INPUT, ProfileError
-from edgesparse.profiles import (SCHEMA, Key, ProfileValidationError, available_profiles, load_profile,
+from edgesparse.profiles.profile import (SCHEMA, Key, ProfileValidationError, available_profiles, load_profile,
                                  validate)
 
 REQUIRED = {"pixel4", "pixel3", "midrange_a76", "rpi3bplus", "rpi4", "rpi5", "rpizero2w", "stm32l4r5",

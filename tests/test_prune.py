@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgesparse.errors import DataError, MissingDependency, PruningError
-from edgesparse.profiles import load_profile
-from edgesparse.prune import (
+from edgesparse.profiles.profile import load_profile
+from edgesparse.pipeline.prune import (
     LayerPolicy,
     ScheduleOptions,
     derive_end_step,
@@ -25,7 +25,7 @@ HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
 
 def keras():
-    from edgesparse.tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     return import_tf()[1]
 
@@ -404,7 +404,7 @@ def test_bad_inputs_to_finetune(rpi4):
 
 def test_shortfall_is_reported_per_layer_with_the_schedule():
     """The safety net after strip_pruning: a layer short of its target names itself and why."""
-    from edgesparse.prune import _measure
+    from edgesparse.pipeline.prune import _measure
 
     k = keras()
     model = k.Sequential([k.layers.Dense(64, input_shape=(32,), name="h1")])

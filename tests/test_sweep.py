@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgesparse import sweep as sweep_mod
-from edgesparse.cli import main
+from edgesparse.pipeline import sweep as sweep_mod
+from edgesparse.cli.commands import main
 from edgesparse.errors import DataError
-from edgesparse.profiles import load_profile
+from edgesparse.profiles.profile import load_profile
 
 
 # --------------------------------------------------------------------------- planning (no TensorFlow)
@@ -40,7 +40,7 @@ def test_bad_quantize():
 
 
 def test_cache_key_follows_inputs_and_options(tmp_path):
-    from edgesparse.pipeline import BuildOptions
+    from edgesparse.pipeline.build import BuildOptions
 
     model, data = tmp_path / "m.keras", tmp_path / "d.npz"
     model.write_bytes(b"model-v1")
@@ -102,7 +102,7 @@ def test_choice_is_the_sparsest_point_that_keeps_accuracy_and_fits_everywhere():
 
 def test_sweep_refuses_a_directory_that_is_not_a_sweep(tmp_path):
     from edgesparse.errors import OutputExistsError
-    from edgesparse.pipeline import BuildOptions
+    from edgesparse.pipeline.build import BuildOptions
 
     build = tmp_path / "digits-rpi4"
     build.mkdir()
@@ -125,7 +125,7 @@ def _cli(out: Path, *extra):
 
 @pytest.mark.slow
 def test_sweep_interrupted_then_resumed(tmp_path, monkeypatch):
-    from edgesparse import pipeline
+    from edgesparse.pipeline import build as pipeline
 
     out = tmp_path / "sweep"
     real_build, real_prepare = pipeline.build, pipeline.prepare_inputs
@@ -217,7 +217,7 @@ def test_sweep_interrupted_then_resumed(tmp_path, monkeypatch):
 def test_check_prints_one_matrix_for_several_profiles(mlperf_dir, monkeypatch):
     import re
 
-    from edgesparse import estimate
+    from edgesparse.estimate import latency as estimate
 
     real = estimate.latency_coefficients
     monkeypatch.setattr(estimate, "latency_coefficients",   # nrf52840 as a profile with no latency model

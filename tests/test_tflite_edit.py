@@ -7,8 +7,8 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from edgesparse import tflite_edit
-from edgesparse.convert import convert_keras
+from edgesparse.tflite import edit as tflite_edit
+from edgesparse.pipeline.convert import convert_keras
 from edgesparse.errors import ModelError
 from test_convert import mixed_data, mixed_model
 

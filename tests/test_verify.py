@@ -9,11 +9,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from edgesparse import tflite_edit
-from edgesparse.convert import convert_keras
+from edgesparse.tflite import edit as tflite_edit
+from edgesparse.pipeline.convert import convert_keras
 from edgesparse.errors import DataError, ModelError, VerificationError
-from edgesparse.tf_env import import_tf
-from edgesparse.verify import run_tflite, verify_artifact
+from edgesparse.pipeline.tf_env import import_tf
+from edgesparse.runtime.verify import run_tflite, verify_artifact
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 FEATURES = 24
@@ -130,7 +130,7 @@ def test_both_interpreters_run_without_tensorflow(trained, tmp_path):
     script = textwrap.dedent(f"""
         import sys, numpy as np
         sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
-        from edgesparse.verify import run_tflite
+        from edgesparse.runtime.verify import run_tflite
         model = open({str(path)!r}, "rb").read()
         x = np.zeros((3, {FEATURES}), np.float32)
         a = run_tflite(model, x, runtime="litert")

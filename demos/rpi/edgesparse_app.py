@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The bundle ships a copy of the training-time feature code (edgesparse/audio.py) under lib/.
+# The bundle ships a copy of the training-time feature code (edgesparse/data/audio.py) under lib/.
 sys.path.insert(0, os.path.join(HERE, "lib"))
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Keyword spotting on the device: WAV files or the microphone -> label, score, latency.
 
-Features come from `lib/edgesparse/audio.py`, a byte-for-byte copy of the module
+Features come from `lib/edgesparse/data/audio.py`, a byte-for-byte copy of the module
 the model was trained with (copied by `edgesparse deploy`), so the MFCCs here
 are the training MFCCs. Needs numpy and tflite-runtime or ai-edge-litert; the
 microphone mode also needs `sounddevice` (PortAudio) and an input device.
@@ -22,7 +22,7 @@ import numpy as np
 
 import edgesparse_app as app
 
-from edgesparse import audio  # noqa: E402 - the bundled copy (lib/ is on sys.path via edgesparse_app)
+from edgesparse.data import audio  # noqa: E402 - the bundled copy (lib/ is on sys.path via edgesparse_app)
 
 QUIET_LABELS = ("_silence_", "_unknown_", "silence", "unknown")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from .errors import MissingDependency
+from edgesparse.errors import MissingDependency
 
 _INSTALL_HINT = "Install the build half: pip install 'edgesparse[build]'"
 
@@ -19,7 +19,7 @@ def import_tf() -> tuple[ModuleType, ModuleType]:
     """Return (tensorflow, tf_keras), configured for TFMOT. Raises MissingDependency."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/ERROR lines are noise here
-    from .verify import captured_stderr
+    from edgesparse.runtime.verify import captured_stderr
 
     try:
         # TensorFlow's C++ side writes absl INFO lines (oneDNN, CUDA probing) to fd 2

@@ -44,10 +44,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import audio
-from .data import Dataset
-from .errors import DataError
-from .fsutil import atomic_write_bytes
+from edgesparse.data import audio
+from edgesparse.data.dataset import Dataset
+from edgesparse.errors import DataError
+from edgesparse.fsutil import atomic_write_bytes
 
 Progress = Callable[[str, dict], None]
 
@@ -300,7 +300,7 @@ def _labels_for(keywords) -> tuple[str, ...]:
 def _cache_root(cache) -> Path:
     if cache not in (None, True, False):
         return Path(cache)
-    from .demo import cache_dir
+    from edgesparse.pipeline.demos.digits import cache_dir
 
     return cache_dir()
 
@@ -502,7 +502,7 @@ def build_ds_cnn(num_classes: int = len(LABELS), filters: int = FILTERS,
     -> average pool -> dense softmax. Bias-free convolutions: BN supplies the shift
     and folds into the kernels at conversion.
     """
-    from .tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     _, keras = import_tf()
     layers = keras.layers
@@ -535,8 +535,8 @@ def train_model(dataset, *, epochs: int = EPOCHS, seed: int = 0, filters: int = 
 
     Returns the dense float model, uncompiled (no optimizer state is kept).
     """
-    from .demo import shuffled_batches
-    from .tf_env import import_tf
+    from edgesparse.pipeline.demos.digits import shuffled_batches
+    from edgesparse.pipeline.tf_env import import_tf
 
     _, keras = import_tf()
     progress = progress or _noop
@@ -578,7 +578,7 @@ def demo_model(cache=None, progress: Progress | None = None, *, seed: int = 0,
     nor write a cache). A cache file that does not load is replaced by retraining.
     `options`/`epochs`/`filters` exist for tests and experiments; each value has its own cache file.
     """
-    from .demo import save_model_atomically
+    from edgesparse.pipeline.demos.digits import save_model_atomically
 
     progress = progress or _noop
     options = options or GenerationOptions(seed=seed)
@@ -601,7 +601,7 @@ def demo_model(cache=None, progress: Progress | None = None, *, seed: int = 0,
 
 def _load_cached(path: Path, num_classes: int, filters: int):
     """The cached model, or None when the file is corrupt or not this DS-CNN."""
-    from .tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     _, keras = import_tf()
     try:

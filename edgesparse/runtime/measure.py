@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingDependency, ModelError, VerificationError
+from edgesparse.errors import MissingDependency, ModelError, VerificationError
 
 _XNNPACK_REFUSED = "XNNPACK refused this model (e.g. a sparse int8 FULLY_CONNECTED); builtin kernels used"
 
@@ -142,7 +142,7 @@ def measure(model: bytes | str | Path, *, threads: int = 1, runs: int = 50, warm
         interp, arena = make_tflm_interpreter(data)
         name, kernels = "tflite-micro (Python, reference kernels)", ["TFLM reference kernels"]
         try:
-            from .graph import load_graph
+            from edgesparse.tflite.graph import load_graph
 
             n_inputs = max(len(load_graph(data).inputs), 1)
         except Exception:  # noqa: BLE001 - TFLM loaded it; assume the usual single input

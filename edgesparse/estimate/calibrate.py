@@ -34,8 +34,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import estimate
-from .errors import DataError, OutputExistsError, ProfileError
+from edgesparse.estimate import latency as estimate
+from edgesparse.errors import DataError, OutputExistsError, ProfileError
 
 # Columns of the design matrix besides one per MAC class.
 ELEMENTWISE = "elementwise"
@@ -353,9 +353,9 @@ def read_measurements(path: Path | str) -> list[tuple[Path, float, int | None]]:
 def calibrate_profile(profile: Any, measurements: Path | str, *, out: Path | str | None = None,
                       force: bool = False) -> Calibration:
     """Fit `profile`'s [latency] to the CSV's measurements and write the new profile atomically."""
-    from .fsutil import atomic_write_text
-    from .graph import load_graph
-    from .profiles import Profile, load_profile
+    from edgesparse.fsutil import atomic_write_text
+    from edgesparse.tflite.graph import load_graph
+    from edgesparse.profiles.profile import Profile, load_profile
 
     prof = profile if isinstance(profile, Profile) else load_profile(str(profile))
     measurements = Path(measurements)
@@ -456,7 +456,7 @@ def _validate_written(text: str, out_path: Path) -> None:
     """Parse and validate the new profile before it is written: never leave an invalid profile behind."""
     import tomllib
 
-    from .profiles import ProfileValidationError, validate
+    from edgesparse.profiles.profile import ProfileValidationError, validate
 
     try:
         raw = tomllib.loads(text)

@@ -23,8 +23,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .errors import EdgesparseError
-from .fsutil import atomic_write_text
+from edgesparse.errors import EdgesparseError
+from edgesparse.fsutil import atomic_write_text
 
 REPORT_HTML = "report.html"
 
@@ -90,7 +90,7 @@ def fmt_budget(value: Any, unit: str) -> str:
 def fmt_rate(per_second: float | None) -> str:
     if per_second is None:
         return "unknown"
-    from .estimate import format_rate
+    from edgesparse.estimate.latency import format_rate
 
     return format_rate(per_second)
 
@@ -295,7 +295,7 @@ def latency_figure(ops: Sequence[dict], limit: int = 30) -> str | None:
 
 def battery_curve(check: dict, rates_per_s: Iterable[float]) -> list[float | None]:
     """Battery hours at each rate, by the estimator's own formula (estimate.energy_and_battery)."""
-    from .estimate import energy_and_battery
+    from edgesparse.estimate.latency import energy_and_battery
 
     energy = check.get("energy") or {}
     out = []
@@ -459,7 +459,7 @@ def _profile_assumptions(document: dict) -> list[tuple[str, str]]:
     if isinstance(recorded, dict):
         return sorted((k, str(v or "")) for k, v in recorded.items())
     try:  # an older report.json: read the profile if it is still the same file
-        from .profiles import load_profile
+        from edgesparse.profiles.profile import load_profile
 
         p = load_profile(str(profile.get("path")))
         if p.sha256 == profile.get("sha256"):
@@ -530,7 +530,7 @@ def render_report(document: dict) -> str:
 
 def write_report_html(build_dir: Path | str, document: dict | None = None) -> Path:
     """Write BUILD_DIR/report.html atomically, from `document` or BUILD_DIR/report.json."""
-    from .report import load_report
+    from edgesparse.report.document import load_report
 
     build_dir = Path(build_dir)
     if document is None:

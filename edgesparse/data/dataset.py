@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import DataError, MissingDependency
+from edgesparse.errors import DataError, MissingDependency
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 OPTIONAL = ("labels",)  # class names, one string per class id

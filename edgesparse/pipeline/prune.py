@@ -31,7 +31,7 @@ Dense kernel is [in, out], so the TFMOT `block_size` passed to `prune_low_magnit
 transpose, (4, 1). The TFLite converter only keeps block-sparse weights without a DENSIFY op
 for 1x4 float and 1x16 int8 FULLY_CONNECTED weights (checked on this machine); see docs/pruning.md.
 
-This module never prints or exits; it imports TensorFlow lazily (edgesparse.tf_env).
+This module never prints or exits; it imports TensorFlow lazily (edgesparse.pipeline.tf_env).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .errors import DataError, MissingDependency, PruningError
+from edgesparse.errors import DataError, MissingDependency, PruningError
 
 DEFAULT_FINAL_SPARSITY = 0.8
 DEFAULT_FREQUENCY = 100
@@ -365,13 +365,13 @@ class LayerPolicy:
 
 
 def _tf():
-    from .tf_env import import_tf
+    from edgesparse.pipeline.tf_env import import_tf
 
     return import_tf()
 
 
 def _tfmot():
-    from .tf_env import import_tfmot
+    from edgesparse.pipeline.tf_env import import_tfmot
 
     return import_tfmot()
 
@@ -381,9 +381,9 @@ def _check_model(model: Any):
     _, keras = _tf()
     if not isinstance(model, keras.Model):
         raise PruningError("TFMOT can only prune a tf_keras model", where="prune",
-                           expected="a tf_keras.Model (Keras 2; load it with edgesparse.models)",
+                           expected="a tf_keras.Model (Keras 2; load it with edgesparse.pipeline.models)",
                            received=type(model).__module__ + "." + type(model).__name__,
-                           fix="Load the model with edgesparse.models.load_model, which converts "
+                           fix="Load the model with edgesparse.pipeline.models.load_model, which converts "
                                "Keras 3 models to tf_keras")
     if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
         raise PruningError("Subclassed models cannot be pruned (TFMOT clones the layer graph)",

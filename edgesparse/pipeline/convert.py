@@ -27,9 +27,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import tflite_edit
-from .errors import ConversionError, EdgesparseError
-from .tf_env import import_tf
+from edgesparse.tflite import edit as tflite_edit
+from edgesparse.errors import ConversionError, EdgesparseError
+from edgesparse.pipeline.tf_env import import_tf
 
 QUANTIZE_MODES = ("int8", "dynamic", "float16", "none")
 _REPRESENTATIVE_SAMPLES = 200
@@ -72,7 +72,7 @@ def _representative(representative) -> Callable:
     """Accept a generator factory, or an array sampled by data.representative_dataset."""
     if callable(representative):
         return representative
-    from .data import representative_dataset
+    from edgesparse.data.dataset import representative_dataset
 
     return representative_dataset(np.asarray(representative, np.float32), max_samples=_REPRESENTATIVE_SAMPLES,
                                   seed=0)
@@ -126,7 +126,7 @@ def convert_keras(model, *, quantize: str, representative=None, sparse: bool = F
                               expected="representative samples to calibrate activation ranges",
                               received="none", fix="Pass the training data, or use --quantize dynamic")
     tf, _ = import_tf()
-    from .verify import captured_stderr  # the converter's C++ logs go to fd 2
+    from edgesparse.runtime.verify import captured_stderr  # the converter's C++ logs go to fd 2
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = [] if quantize == "none" else [tf.lite.Optimize.DEFAULT]
@@ -291,7 +291,7 @@ def _guard_direct_readers(sparse_all: bytes) -> tuple[bytes, list[str]]:
 
 def _output_mismatch(candidate: bytes, dense_same: bytes, x: np.ndarray) -> str | None:
     """Last check before shipping an edited file: same outputs as the dense build on a few samples."""
-    from .verify import run_tflite
+    from edgesparse.runtime.verify import run_tflite
 
     got = run_tflite(candidate, x, runtime="litert").outputs
     want = run_tflite(dense_same, x, runtime="litert").outputs

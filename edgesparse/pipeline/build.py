@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import AccuracyDropExceeded, BudgetExceeded, DataError
-from .fsutil import atomic_write_bytes, check_output_free, staged_output_dir
-from .profiles import Profile, load_profile
+from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError
+from edgesparse.fsutil import atomic_write_bytes, check_output_free, staged_output_dir
+from edgesparse.profiles.profile import Profile, load_profile
 
 Progress = Callable[[str, dict], None]
 
@@ -126,11 +126,11 @@ DEMOS = ("digits", "kws")
 
 def _load_demo(name: str, progress: Progress):
     if name == "kws":
-        from . import kws
+        from edgesparse.pipeline.demos import kws
 
         model, dataset = kws.demo_model(progress=progress)
         return model, dataset, kws.test_split()
-    from . import demo
+    from edgesparse.pipeline.demos import digits as demo
 
     model, dataset = demo.demo_model(progress=progress)
     return model, dataset, None
@@ -143,7 +143,7 @@ def _load_user_data(path: Path, model, seed: int):
     at its input size and channel count; recordings as MLPerf MFCCs, which need a
     (49, 10, 1) input and the 12 Speech Commands classes (checked before any file is decoded).
     """
-    from . import data as data_mod
+    from edgesparse.data import dataset as data_mod
 
     if not path.expanduser().is_dir():
         return data_mod.load_npz(path), None
@@ -158,7 +158,8 @@ def _load_user_data(path: Path, model, seed: int):
                                      f"{', ...' if dataset.num_classes > 10 else ''})",
                             fix="Add or remove class folders, or give the model one output per class")
         return dataset, None
-    from . import audio, kws
+    from edgesparse.data import audio
+    from edgesparse.pipeline.demos import kws
 
     want = tuple(audio.FEATURE_SHAPE)
     fits = len(input_shape) == len(want) and all(d is None or int(d) < 0 or int(d) == w
@@ -185,8 +186,8 @@ def _load_user_data(path: Path, model, seed: int):
 
 def prepare_inputs(options: BuildOptions, progress: Progress | None = None) -> PreparedInputs:
     """Load the model and data set (the user's files, or a built-in demo) and check they match."""
-    from . import data as data_mod
-    from . import models
+    from edgesparse.data import dataset as data_mod
+    from edgesparse.pipeline import models
 
     progress = progress or _noop
     test = None
@@ -227,7 +228,7 @@ def _accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
 def _model_name(options: BuildOptions) -> str:
     if options.model is None:
         return options.demo
-    from .models import safe_name
+    from edgesparse.pipeline.models import safe_name
 
     return safe_name(options.model)
 
@@ -259,7 +260,10 @@ def build(options: BuildOptions, progress: Progress | None = None,
 
     if options.demo not in DEMOS:
         raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
-    from . import convert, prune, report, verify
+    from edgesparse.pipeline import convert
+    from edgesparse.pipeline import prune
+    from edgesparse.report import document as report
+    from edgesparse.runtime import verify
 
     stage("load", "Loading model and data")
     if prepared is None:
@@ -357,6 +361,6 @@ def raise_for_failures(result: BuildResult) -> None:
 
 def _device_check(artifact: bytes, profile: Profile) -> dict[str, Any] | None:
     """The estimator's verdict (flash, RAM, latency, energy, budgets) for report.json."""
-    from . import estimate
+    from edgesparse.estimate import latency as estimate
 
     return estimate.check_model(artifact, profile).to_dict()

@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .data import Dataset
-from .errors import MissingDependency
-from .fsutil import atomic_write_bytes
-from .tf_env import import_tf
+from edgesparse.data.dataset import Dataset
+from edgesparse.errors import MissingDependency
+from edgesparse.fsutil import atomic_write_bytes
+from edgesparse.pipeline.tf_env import import_tf
 
 DEMO_NAME = "digits"
 CACHE_VERSION = 1  # bump when the model, its training or the split changes

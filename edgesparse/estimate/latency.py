@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import DataError, ModelError, ProfileError
+from edgesparse.errors import DataError, ModelError, ProfileError
 
 SCHEMA_VERSION = 1
 
@@ -1357,7 +1357,7 @@ def _check_budgets(profile: Any, values: Mapping[str, float | None]) -> list[Bud
 
 def load_graph_any(model: bytes | str | Path) -> tuple[Any, bytes, str | None]:
     """(graph, model bytes, path or None) from bytes or a path; ModelError on anything unreadable."""
-    from . import graph as graph_mod
+    from edgesparse.tflite import graph as graph_mod
 
     path = None
     if isinstance(model, (bytes, bytearray, memoryview)):
@@ -1376,7 +1376,7 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Any, *, rate: 
                 battery_mah: float | None = None, sleep_mw: float | None = None,
                 threads: int | None = None) -> CheckResult:
     """Estimate flash, RAM, latency, energy and battery of a .tflite on a profile, and check its budgets."""
-    from .profiles import Profile, load_profile
+    from edgesparse.profiles.profile import Profile, load_profile
 
     prof = profile if isinstance(profile, Profile) else load_profile(str(profile))
     graph, data, path = load_graph_any(model_bytes_or_path)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from edgesparse.errors import DataError
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE            # 1 s

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import __version__
-from .errors import ConversionError, DataError, OutputExistsError, PruningError, VerificationError
-from .fsutil import atomic_write_bytes, atomic_write_text, staged_output_dir
+from edgesparse import __version__
+from edgesparse.errors import ConversionError, DataError, OutputExistsError, PruningError, VerificationError
+from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, staged_output_dir
 
 Progress = Callable[[str, dict], None]
 
@@ -145,7 +145,7 @@ def parse_sparsities(text: str | Sequence[float]) -> tuple[float, ...]:
 
 
 def parse_quantize(text: str | Sequence[str]) -> tuple[str, ...]:
-    from .convert import QUANTIZE_MODES
+    from edgesparse.pipeline.convert import QUANTIZE_MODES
 
     items = [q.strip() for q in (text.split(",") if isinstance(text, str) else text) if q.strip()]
     bad = [q for q in items if q not in QUANTIZE_MODES]
@@ -298,7 +298,7 @@ def choose(points: Sequence[dict], profiles: Sequence[str], max_drop: float) -> 
 # --------------------------------------------------------------------------- the sweep
 
 def _default_out(base) -> Path:
-    from .pipeline import _model_name
+    from edgesparse.pipeline.build import _model_name
 
     return Path("build") / f"sweep-{_model_name(base)}"
 
@@ -308,8 +308,9 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
 
     Raises EdgesparseError for bad input; KeyboardInterrupt leaves finished points cached.
     """
-    from . import estimate, pipeline
-    from .profiles import load_profile
+    from edgesparse.estimate import latency as estimate
+    from edgesparse.pipeline import build as pipeline
+    from edgesparse.profiles.profile import load_profile
 
     progress = progress or _noop
     started = time.perf_counter()
@@ -565,7 +566,7 @@ def csv_text(document: dict) -> str:
 
 
 def write_outputs(out_dir: Path, document: dict) -> None:
-    from .html_report import render_sweep
+    from edgesparse.report.html import render_sweep
 
     atomic_write_text(out_dir / "sweep.json", json.dumps(document, indent=2) + "\n")
     atomic_write_text(out_dir / "sweep.csv", csv_text(document))

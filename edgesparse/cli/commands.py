@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EdgesparseError
+from edgesparse import __version__
+from edgesparse.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EdgesparseError
 
 
 def _console(stderr: bool = False):
@@ -88,8 +88,8 @@ def _split_names(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True)
 def build(**kwargs) -> None:
     """Prune, quantize, verify and check a Keras model for a device profile."""
-    from .pipeline import BuildOptions, build as run_build, raise_for_failures
-    from .report import summary_rows
+    from edgesparse.pipeline.build import BuildOptions, build as run_build, raise_for_failures
+    from edgesparse.report.document import summary_rows
 
     options = BuildOptions(**kwargs)
     console = _console()
@@ -203,7 +203,7 @@ def profiles_list() -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .profiles import ProfileError, ProfileValidationError, available_profiles, load_profile
+    from edgesparse.profiles.profile import ProfileError, ProfileValidationError, available_profiles, load_profile
 
     table = Table(title="Device profiles", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("name", "class", "cpu", "clock", "RAM", "flash/storage", "runtime", "fitted",
@@ -240,7 +240,7 @@ def profiles_show(name: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .profiles import SCHEMA, load_profile
+    from edgesparse.profiles.profile import SCHEMA, load_profile
 
     p = load_profile(name)
     console = _console()
@@ -277,7 +277,7 @@ def profiles_validate(files: tuple[str, ...]) -> None:
     """Check profile files strictly; exit 0 if all are valid, 2 with every problem otherwise."""
     from rich.markup import escape
 
-    from .profiles import ProfileError, ProfileValidationError, display_path, load_profile
+    from edgesparse.profiles.profile import ProfileError, ProfileValidationError, display_path, load_profile
 
     console = _console()
     problems: list[str] = []
@@ -355,7 +355,7 @@ def _print_check(console, result, *, all_ops: bool) -> None:
     est.add_row("energy / inference", _fmt_value(e.energy_mj, "mJ"), _basis(e.basis),
                 escape(f"latency x {e.active_mw} mW active" if e.active_mw else "no power figures"))
     if e.rate_per_s is not None:
-        from .estimate import format_rate
+        from edgesparse.estimate.latency import format_rate
 
         share = "-" if e.model_share is None else f"{e.model_share:.1%}"
         life = "-" if e.battery_hours is None else f"{e.battery_hours:,.1f} h ({e.battery_days:,.1f} d)"
@@ -392,7 +392,7 @@ def _print_check_matrix(console, results, *, all_ops: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .estimate import format_rate, iter_budget_keys
+    from edgesparse.estimate.latency import format_rate, iter_budget_keys
 
     table = Table(title="check: profiles x budgets and estimates", title_justify="left", box=box.SIMPLE_HEAD,
                   show_lines=False)
@@ -470,14 +470,14 @@ def check(model: Path, profiles, as_json: bool, rate, battery_mah, sleep_mw, thr
     """
     import json
 
-    from .errors import EXIT_BUDGET
-    from .estimate import check_model, parse_rate
+    from edgesparse.errors import EXIT_BUDGET
+    from edgesparse.estimate.latency import check_model, parse_rate
 
     if rate is not None:
         parse_rate(rate)  # bad input fails before any work
     data = None
     if not model.is_file():
-        from .errors import ModelError
+        from edgesparse.errors import ModelError
 
         raise ModelError("Model file not found", where=str(model), expected="a .tflite file", received="no such file")
     data = model.read_bytes()
@@ -515,7 +515,7 @@ def measure(model: Path, runtime: str, threads: int, runs: int, warmup: int, as_
     """
     import json
 
-    from .measure import measure as run_measure
+    from edgesparse.runtime.measure import measure as run_measure
 
     m = run_measure(model, threads=threads, runs=runs, warmup=warmup, runtime=runtime)
     if as_json:
@@ -548,7 +548,7 @@ def calibrate(profile: str, measurements: Path, out, force: bool, as_json: bool)
     """Fit PROFILE's [latency] coefficients to your own measurements and write a new profile."""
     import json
 
-    from .calibrate import calibrate_profile
+    from edgesparse.estimate.calibrate import calibrate_profile
 
     result = calibrate_profile(profile, measurements, out=out, force=force)
     if as_json:
@@ -597,8 +597,8 @@ def deploy(build_dir: Path, as_json: bool, **kwargs) -> None:
     import json as _json
     from dataclasses import asdict
 
-    from .deploy import DeployOptions, deploy as run_deploy
-    from .errors import VerificationError
+    from edgesparse.deploy.bundle import DeployOptions, deploy as run_deploy
+    from edgesparse.errors import VerificationError
 
     console = _console(stderr=as_json)
 
@@ -652,7 +652,7 @@ def report_cmd(build_dir: Path) -> None:
     """Regenerate BUILD_DIR/report.html from BUILD_DIR/report.json alone (atomic write)."""
     from rich.markup import escape
 
-    from .html_report import write_report_html
+    from edgesparse.report.html import write_report_html
 
     path = write_report_html(build_dir)
     _console().print(f"[green]ok[/] wrote {escape(str(path))} ({path.stat().st_size:,} B, self-contained)")
@@ -682,9 +682,9 @@ def sweep(profiles, sparsities, quantize, max_accuracy_drop, out, fresh, **base)
     """
     from rich.markup import escape
 
-    from .errors import BudgetExceeded, Interrupted
-    from .pipeline import BuildOptions
-    from .sweep import SweepOptions, run_sweep
+    from edgesparse.errors import BudgetExceeded, Interrupted
+    from edgesparse.pipeline.build import BuildOptions
+    from edgesparse.pipeline.sweep import SweepOptions, run_sweep
 
     options = SweepOptions(base=BuildOptions(**base), profiles=tuple(profiles), sparsities=sparsities,
                            quantize=quantize, max_accuracy_drop=max_accuracy_drop, out=out, fresh=fresh)
@@ -805,15 +805,15 @@ def battery(build_dir: Path, profiles, rate, battery_mah, sleep_mw, as_json) -> 
     """Energy per inference and battery life of a build, next to its dense float and int8 baselines."""
     import json as _json
 
-    from .estimate import battery_comparison
-    from .pipeline import ARTIFACT_NAME, BASELINES
-    from .report import load_report
+    from edgesparse.estimate.latency import battery_comparison
+    from edgesparse.pipeline.build import ARTIFACT_NAME, BASELINES
+    from edgesparse.report.document import load_report
 
     document = load_report(build_dir)
     variants = {"pruned artifact": build_dir / ARTIFACT_NAME}
     variants.update({name.replace("_", " "): build_dir / rel for name, rel in BASELINES.items()
                      if (build_dir / rel).is_file()})
-    from .profiles import load_profile
+    from edgesparse.profiles.profile import load_profile
 
     results = []
     for name in profiles or (document["profile"]["path"],):

@@ -29,8 +29,8 @@ from typing import Iterator
 
 import numpy as np
 
-from . import tflite_edit
-from .errors import DataError, ModelError, VerificationError
+from edgesparse.tflite import edit as tflite_edit
+from edgesparse.errors import DataError, ModelError, VerificationError
 
 RUNTIMES = ("litert", "tflm")
 _MAX_TFLM_ARENA = 256 * 1024 * 1024

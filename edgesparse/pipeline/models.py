@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ModelError
-from .tf_env import import_tf
+from edgesparse.errors import ModelError
+from edgesparse.pipeline.tf_env import import_tf
 
 FORMATS = ("keras", "h5", "savedmodel")
 SUPPORTED = "a .keras file, an .h5/.hdf5 file, or a SavedModel directory (holding saved_model.pb)"

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .errors import ProfileError
+from edgesparse.errors import ProfileError
 
 SCHEMA_VERSIONS = (1,)
 CLASSES = ("phone", "sbc", "mcu", "host")
 ALL = CLASSES
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # Wheel first (package data), then the source checkout / editable install.
 PROFILE_DIRS = (_PACKAGE_DIR / "device_profiles", _PACKAGE_DIR.parent / "device_profiles")
 

@@ -18,8 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .fsutil import atomic_write_text
+from edgesparse import __version__
+from edgesparse.fsutil import atomic_write_text
 
 SCHEMA_VERSION = 1
 _LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
@@ -65,7 +65,7 @@ def _plain(value: Any) -> Any:
 
 def size_breakdowns(conversion) -> dict[str, dict[str, int] | None]:
     """Weight values / sparse indices / graph overhead of each build: where pruning saved bytes."""
-    from .graph import load_graph
+    from edgesparse.tflite.graph import load_graph
 
     return {name: load_graph(data).size.as_dict() if data else None
             for name, data in (("dense_float32", conversion.dense_float32),
@@ -133,14 +133,14 @@ def write_report(out_dir: Path, document: dict[str, Any]) -> Path:
 
 def write_html(out_dir: Path, document: dict[str, Any]) -> Path:
     """report.html beside report.json, for people (rendered by html_report.py)."""
-    from .html_report import write_report_html
+    from edgesparse.report.html import write_report_html
 
     return write_report_html(out_dir, document)
 
 
 def load_report(build_dir: Path) -> dict[str, Any]:
     path = Path(build_dir) / "report.json"
-    from .errors import EdgesparseError
+    from edgesparse.errors import EdgesparseError
 
     if not path.is_file():
         raise EdgesparseError("No report.json in the build directory", where=str(build_dir),

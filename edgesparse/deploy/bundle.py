@@ -7,7 +7,7 @@ gives for it here; on a device the same app must print the same result.
 
     rpi      Python app (tflite-runtime or ai-edge-litert + numpy, no TensorFlow),
              requirements.txt, run.sh, a systemd unit; KWS bundles carry a copy
-             of edgesparse/audio.py so the device computes the training MFCCs.
+             of edgesparse/data/audio.py so the device computes the training MFCCs.
     android  model, labels, a LiteRT Interpreter integration note (Kotlin).
     mcu      a TFLite Micro C++ project: model_data.cc (alignas(16) g_model),
              main.cc with a MicroMutableOpResolver of exactly the model's ops,
@@ -47,8 +47,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import DataError, EdgesparseError, ModelError
-from .fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir
+from edgesparse.errors import DataError, EdgesparseError, ModelError
+from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir
 
 Progress = Callable[[str, dict], None]
 
@@ -56,7 +56,7 @@ TARGETS = ("rpi", "android", "mcu")
 _TARGET_ALIASES = {"pi": "rpi", "raspberrypi": "rpi", "rpi3": "rpi", "rpi4": "rpi", "rpi5": "rpi",
                    "phone": "android", "microcontroller": "mcu", "tflm": "mcu"}
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # demos/ lives at the repository's top level (DESIGN.md); see demos_dir() for installed wheels.
 DEMOS_DIR = PACKAGE_DIR.parent / "demos"
 
@@ -204,7 +204,7 @@ def resolve_target(target: str) -> tuple[str, str | None]:
     name = _TARGET_ALIASES.get(target.lower(), target.lower())
     if name in TARGETS:
         return name, None
-    from .profiles import available_profiles, load_profile
+    from edgesparse.profiles.profile import available_profiles, load_profile
 
     if target in available_profiles():
         device_class = load_profile(target).device_class
@@ -231,7 +231,7 @@ class BuildInfo:
 
 def load_build(build_dir: Path, *, force: bool = False, labels: Path | None = None) -> BuildInfo:
     """Read and check a build directory; a failed build is refused unless `force`."""
-    from .report import load_report
+    from edgesparse.report.document import load_report
 
     build_dir = Path(build_dir)
     if not build_dir.is_dir():
@@ -314,7 +314,7 @@ def _npz_labels(report: dict) -> list[str] | None:
 
 def _kws_labels() -> list[str] | None:
     try:
-        from . import kws
+        from edgesparse.pipeline.demos import kws
     except ImportError:
         return None
     labels = getattr(kws, "LABELS", None)
@@ -365,7 +365,7 @@ def _sample_from_file(info: BuildInfo, path: Path) -> Sample:
         if info.kind != "kws":
             raise DataError("A .wav sample needs a keyword-spotting model", where=str(path),
                             expected=f"a .npy or picture for input {info.input_shape}", received="a .wav")
-        from . import audio
+        from edgesparse.data import audio
 
         samples, rate = audio.decode_wav(data, where=str(path))
         return Sample("test_input.wav", data, audio.features_for_model(samples, rate), None, str(path))
@@ -377,7 +377,7 @@ def _sample_from_file(info: BuildInfo, path: Path) -> Sample:
                             received=f"shape {x.shape}")
         x = x.reshape(info.input_shape)
         return Sample("test_input.npy", _npy_bytes(x), x, None, str(path))
-    from .data import IMAGE_SUFFIXES, read_image
+    from edgesparse.data.dataset import IMAGE_SUFFIXES, read_image
 
     if suffix in IMAGE_SUFFIXES and info.kind == "vision":
         x = read_image(path, input_shape=info.input_shape)
@@ -404,13 +404,13 @@ def _validation_sample(info: BuildInfo, index: int = 0) -> tuple[np.ndarray, int
             return x, y, f"{path}: x_val[{index}]"
     folder = Path(str(opts["data"])) if opts.get("data") else None
     if folder is not None and folder.is_dir():
-        from .data import folder_kind, load_image_folder
+        from edgesparse.data.dataset import folder_kind, load_image_folder
 
         seed = int(opts.get("seed", 0) or 0)
         if folder_kind(folder) == "images":
             dataset = load_image_folder(folder, input_shape=info.input_shape, seed=seed)
         else:
-            from .kws import load_folder
+            from edgesparse.pipeline.demos.kws import load_folder
 
             dataset = load_folder(folder, seed=seed).dataset
         x = np.asarray(dataset.x_val[index], np.float32).reshape(info.input_shape)
@@ -427,12 +427,12 @@ def _validation_sample(info: BuildInfo, index: int = 0) -> tuple[np.ndarray, int
 
 def _demo_dataset(name: str):
     if name == "digits":
-        from . import demo
+        from edgesparse.pipeline.demos import digits as demo
 
         return demo.load_digits_dataset()
     if name.startswith("kws"):
         try:
-            from . import kws
+            from edgesparse.pipeline.demos import kws
         except ImportError:
             return None
         return kws.synthetic_splits().dataset
@@ -441,14 +441,14 @@ def _demo_dataset(name: str):
 
 def _kws_wav(info: BuildInfo) -> Sample | None:
     """A spoken keyword for the KWS bundle, made by the demo's own synthesiser (espeak-ng, en-us)."""
-    from . import audio
+    from edgesparse.data import audio
 
     words = [label for label in info.labels if label not in ("silence", "unknown") and not label.startswith("_")]
     if not words:
         return None
     word = "yes" if "yes" in words else words[0]
     try:
-        from . import kws
+        from edgesparse.pipeline.demos import kws
 
         samples = kws.synthesize(word, "en-us")
     except (ImportError, AttributeError):
@@ -549,7 +549,7 @@ def tflite_runtime_hazards(model_bytes: bytes) -> list[str]:
     error, with and without XNNPACK; LiteRT 2.3 runs it correctly. DENSIFY'd
     sparse weights (any op) run correctly in both.
     """
-    from . import tflite_edit
+    from edgesparse.tflite import edit as tflite_edit
 
     return [t.name for t in tflite_edit.sparse_encoding_report(model_bytes)
             if t.block_size and str(t.dtype).upper() == "INT8" and "FULLY_CONNECTED" in (t.consumers or [])]
@@ -574,7 +574,7 @@ def pick_runtime(model_bytes: bytes, runtime: str, *, force: bool = False) -> tu
 
 
 def _bundle_manifest(bundle: Bundle, info: BuildInfo, smp: Sample) -> dict[str, Any]:
-    from . import __version__
+    from edgesparse import __version__
 
     return {"tool": {"name": "edgesparse", "version": __version__}, "target": bundle.target, "kind": bundle.kind,
             "build_dir": str(info.path.resolve()), "model": info.name,
@@ -602,19 +602,16 @@ def _template(*parts: str) -> str:
 
 
 def _copy_feature_code(lib: Path) -> list[str]:
-    """Copy edgesparse/audio.py (and errors.py, which it imports) as they are, after checking their imports.
+    """Copy edgesparse/data/audio.py (and errors.py, which it imports) as they are, after checking their imports.
 
     The device must compute the training features, so the code is the training
     code itself, never a second implementation.
     """
     allowed = set(sys.stdlib_module_names) | {"numpy"}
-    package = lib / "edgesparse"
-    package.mkdir(parents=True)
-    atomic_write_text(package / "__init__.py",
-                      '"""The subset of edgesparse the on-device app needs (copied by `edgesparse deploy`)."""\n')
+    docstring = '"""The subset of edgesparse the on-device app needs (copied by `edgesparse deploy`)."""\n'
     copied = []
-    for name in ("audio.py", "errors.py"):
-        source = (PACKAGE_DIR / name).read_text("utf-8")
+    for relative in ("data/audio.py", "errors.py"):
+        source = (PACKAGE_DIR / relative).read_text("utf-8")
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
@@ -623,12 +620,17 @@ def _copy_feature_code(lib: Path) -> list[str]:
             else:
                 continue
             for module in modules:
-                if module != ".errors" and module.split(".")[0] not in allowed:
+                if module != "edgesparse.errors" and module.split(".")[0] not in allowed:
                     raise DeployError("The feature code imports something the device will not have",
-                                      where=f"edgesparse/{name}", expected="stdlib and numpy only",
-                                      received=module, fix="Keep edgesparse/audio.py free of TensorFlow and scipy")
-        shutil.copyfile(PACKAGE_DIR / name, package / name)
-        copied.append(f"lib/edgesparse/{name}")
+                                      where=f"edgesparse/{relative}", expected="stdlib and numpy only",
+                                      received=module, fix="Keep edgesparse/data/audio.py free of TensorFlow and scipy")
+        target = lib / "edgesparse" / relative
+        for folder in (lib / "edgesparse", target.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / "__init__.py").exists():
+                atomic_write_text(folder / "__init__.py", docstring)
+        shutil.copyfile(PACKAGE_DIR / relative, target)
+        copied.append(f"lib/edgesparse/{relative}")
     return copied
 
 
@@ -718,7 +720,7 @@ def _image_mapping(info: BuildInfo, smp: Sample) -> dict[str, Any]:
 
 def _write_android(staging: Path, info: BuildInfo, smp: Sample) -> Bundle:
     """Model, labels, a test input with its expected output, and the Kotlin integration note."""
-    from . import verify
+    from edgesparse.runtime import verify
 
     assets = staging / "assets"
     atomic_write_bytes(assets / "model.tflite", info.model_bytes)
@@ -738,7 +740,7 @@ def _write_android(staging: Path, info: BuildInfo, smp: Sample) -> Bundle:
         "INPUT_ZERO_POINT": io["input"]["zero_point"], "OUTPUT_DTYPE": io["output"]["dtype"],
         "OUTPUT_SCALE": repr(io["output"]["scale"]), "OUTPUT_ZERO_POINT": io["output"]["zero_point"],
         "NUM_CLASSES": len(info.labels), "LABEL": expected["label"], "SCORE": f"{expected['score']:.4f}",
-        "FEATURES": ("MFCCs from edgesparse/audio.py (49 frames x 10 coefficients; port it to Kotlin and "
+        "FEATURES": ("MFCCs from edgesparse/data/audio.py (49 frames x 10 coefficients; port it to Kotlin and "
                      "check it against test_input.npy)" if info.kind == "kws"
                      else "the image scaled as in training (see test_input.npy for one model input)")}))
     return Bundle(path=staging, target="android", kind=info.kind, files=[], test_input="test_input.npy",
@@ -768,7 +770,7 @@ _CTYPES = {"int8": ("int8_t", "int8"), "uint8": ("uint8_t", "uint8"), "float32":
 
 
 def _mcu_profile(info: BuildInfo, profile: str | None):
-    from .profiles import load_profile
+    from edgesparse.profiles.profile import load_profile
 
     name = profile or (info.report.get("profile") or {}).get("name")
     prof = load_profile(name) if name else None
@@ -814,7 +816,7 @@ def arena_size(model_bytes: bytes, prof, tflm_used: int | None) -> tuple[int, st
     """
     planned = None
     try:
-        from . import estimate
+        from edgesparse.estimate import latency as estimate
 
         ram = estimate.check_model(model_bytes, prof).ram
         planned = int(ram.total_bytes - ram.breakdown.get("runtime_persistent_ram", 0))
@@ -845,7 +847,7 @@ def _c_array(values: np.ndarray, per_line: int, fmt: Callable[[Any], str]) -> st
 
 def _write_mcu(staging: Path, info: BuildInfo, smp: Sample, *, profile: str | None,
                progress: Progress) -> Bundle:
-    from . import verify
+    from edgesparse.runtime import verify
 
     prof = _mcu_profile(info, profile)
     ops = model_ops(info.model_bytes)

@@ -28,7 +28,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .errors import ModelError
+from edgesparse.errors import ModelError
 
 _FIX_CORRUPT = "Re-export the model with the TFLite converter; the file may be truncated or not a .tflite"
 

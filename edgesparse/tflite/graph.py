@@ -48,7 +48,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import ModelError
+from edgesparse.errors import ModelError
 
 FILE_IDENTIFIER = b"TFL3"
 _FIX_CORRUPT = ("Re-export the model with tf.lite.TFLiteConverter, or copy it again: "
