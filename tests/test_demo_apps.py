@@ -51,7 +51,7 @@ def digits_bundle(digits_build, tmp_path):
 
 def test_bundle_carries_the_training_feature_code_verbatim(kws_bundle):
     bundle, _ = kws_bundle
-    shipped = bundle.path / "lib" / "edgesparse" / "audio.py"
+    shipped = bundle.path / "lib" / "edgesparse" / "data" / "audio.py"
     assert shipped.read_bytes() == Path(audio.__file__).read_bytes()
     repo_demos = deploy.demos_dir()
     # The repository holds no second copy of the feature code.
