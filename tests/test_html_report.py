@@ -24,8 +24,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgesparse.report import html as html_report
 from edgesparse.cli.commands import main
+from edgesparse.report import format as fmt
+from edgesparse.report import html as html_report
+from edgesparse.report.document import summary_rows
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -34,8 +36,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 def _document(mlperf_dir: Path, profile: str = "rpi4") -> dict:
     from edgesparse.estimate.latency import check_model
-    from edgesparse.tflite.graph import load_graph
     from edgesparse.profiles.profile import load_profile
+    from edgesparse.tflite.graph import load_graph
 
     kws = mlperf_dir / "keyword_spotting"
     int8, f32 = (kws / "kws_ref_model.tflite").read_bytes(), (kws / "kws_ref_model_float32.tflite").read_bytes()
@@ -66,7 +68,8 @@ def _document(mlperf_dir: Path, profile: str = "rpi4") -> dict:
         "sparsity": {"overall": 0.7412, "layers": layers},
         "conversion": {"quantize": "int8", "has_densify": False, "notes": ["a conversion note"],
                        "tensors": [{"name": "fc/MatMul", "dense_bytes": 768, "sparse_bytes": 300, "values_bytes": 200,
-                                    "index_bytes": 100, "kept_sparse": True, "reason": "smaller", "read_by": "DENSIFY"}]},
+                                    "index_bytes": 100, "kept_sparse": True, "reason": "smaller",
+                                    "read_by": "DENSIFY"}]},
         "sizes": {"dense_float32_bytes": len(f32), "dense_float32_gzip_bytes": len(f32) // 2,
                   "dense_int8_bytes": len(int8), "dense_int8_gzip_bytes": len(int8) // 2,
                   "artifact_bytes": len(int8), "artifact_gzip_bytes": len(int8) // 2,
@@ -104,7 +107,7 @@ def test_every_section_is_there_with_real_values(document, page):
     assert "79.93 %" in page and "output layer &lt;kept&gt; &amp; dense" in page and "DepthwiseConv2D" in page
     # Size breakdown of all three builds, exactly the graph parser's numbers.
     for build in ("dense_float32", "dense_int8", "artifact"):
-        assert html_report.fmt_bytes(document["sizes"]["breakdown"][build]["weight_bytes"]) in page
+        assert fmt.byte_size(document["sizes"]["breakdown"][build]["weight_bytes"]) in page
     assert "sparse indices" in page and "graph overhead" in page
     # Accuracy of each stage, and the held-out test split.
     for value in ("91.25 %", "90.50 %", "90.31 %", "89.00 %"):
@@ -123,6 +126,37 @@ def test_every_section_is_there_with_real_values(document, page):
     assert "battery.capacity_mah" in page
     # Options and versions.
     assert "final_sparsity" in page and "2.21.0" in page and "not installed" in page
+
+
+def test_terminal_summary_and_page_print_bytes_and_hours_the_same_way(document, page):
+    summary = dict(summary_rows(document))
+    check = document["check"]
+    for label, text in (("RAM", fmt.byte_size(check["ram_bytes"])), ("battery life", fmt.hours(check["battery_hours"])),
+                        ("accuracy dense float", fmt.percent(document["accuracy"]["dense_float"]))):
+        assert summary[label] == text and text in page, (label, text)
+    assert summary["artifact"].startswith(fmt.byte_size(document["sizes"]["artifact_bytes"]))
+
+
+def test_formatting_vocabulary():
+    assert [fmt.byte_size(n) for n in (512, 1536, 1_047_000, 26_388_336, 4 << 30)] == [
+        "512 B", "1.5 KiB", "1022 KiB", "25.2 MiB", "4 GiB"]                 # never 1.02e+03 KiB
+    assert fmt.byte_size(None) == "unknown" and fmt.byte_size("n/a", "-") == "-" and fmt.byte_count(26_388_336) == (
+        "26,388,336 B")
+    assert [fmt.hours(h) for h in (0.5, 30, 100, 20_000)] == ["30.0 min", "30.0 h", "4.2 days", "2.3 years"]
+    assert fmt.quantity(2, "d") == fmt.hours(48) == "2.0 days"
+    assert [fmt.quantity(v, "ms") for v in (1000, 9999.7, 12_345.6, 0.1234567)] == [
+        "1000 ms", "10,000 ms", "12,346 ms", "0.1235 ms"]
+    assert fmt.percent(0.9125) == "91.25 %" and fmt.percent(-0.05, 1, signed=True) == "-5.0 %"
+    assert fmt.rate(1 / 60) == "1/min" and fmt.rate(None) == "unknown"
+
+
+def test_page_marks_transferred_and_assumed_bases(mlperf_dir):
+    """The page's rule is the terminal's (edgesparse._types.is_assumption)."""
+    doc = _document(mlperf_dir, "rpizero2w")
+    assert doc["check"]["latency"]["basis"] == "transferred"
+    page = html_report.render_report(doc)
+    assert f'<span class="badge warn">{doc["check"]["ram"]["basis"]}</span>' in page
+    assert doc["check"]["ram"]["basis"] == "interpreter+assumption"
 
 
 def test_page_is_self_contained(page):
@@ -201,7 +235,8 @@ class _WebSocket:
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
         self.buf = bytearray()
         while b"\r\n\r\n" not in self.buf:
             self._fill()

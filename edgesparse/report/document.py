@@ -3,7 +3,10 @@
 The JSON carries `schema_version`, the tool and library versions, every option,
 the profile and its sha256, per-layer sparsity and policy, sizes raw and
 gzipped, accuracies and the device check. Scripts read these keys, so renaming
-one is a schema change (bump SCHEMA_VERSION).
+one is a schema change (bump SCHEMA_VERSION). This module builds the document
+and its terminal summary; reading and writing report.json belong to
+`edgesparse.builddir`, the page to `edgesparse.report.html`. Raises nothing of
+its own (`load_graph` may raise ModelError for a malformed artifact).
 """
 
 from __future__ import annotations
@@ -12,14 +15,32 @@ import dataclasses
 import datetime as _dt
 import gzip
 import hashlib
-import json
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from edgesparse import __version__
-from edgesparse.fsutil import atomic_write_text
+from edgesparse.builddir import ARTIFACT, load_report, write_report
+from edgesparse.report import format as fmt
+from edgesparse.report.html import write_report_html
+from edgesparse.tflite.graph import load_graph
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "build_report",
+    "gzip_size",
+    "library_versions",
+    "load_report",
+    "size_breakdowns",
+    "size_entry",
+    "summary_rows",
+    "write_html",
+    "write_report",
+]
+
+# Kept for callers not yet moved to edgesparse.builddir / edgesparse.report.html; not owned here.
+write_html = write_report_html
 
 SCHEMA_VERSION = 1
 _LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
@@ -27,6 +48,7 @@ _LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edg
 
 
 def library_versions() -> dict[str, str | None]:
+    """Python and every library that shapes the artifact; None when one is not installed."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in _LIBRARIES:
         try:
@@ -42,6 +64,7 @@ def gzip_size(data: bytes) -> int:
 
 
 def size_entry(data: bytes | None) -> tuple[int | None, int | None]:
+    """(raw, gzipped) bytes of one build, or (None, None) when it was not made."""
     return (len(data), gzip_size(data)) if data is not None else (None, None)
 
 
@@ -65,8 +88,6 @@ def _plain(value: Any) -> Any:
 
 def size_breakdowns(conversion) -> dict[str, dict[str, int] | None]:
     """Weight values / sparse indices / graph overhead of each build: where pruning saved bytes."""
-    from edgesparse.tflite.graph import load_graph
-
     return {name: load_graph(data).size.as_dict() if data else None
             for name, data in (("dense_float32", conversion.dense_float32),
                                ("dense_int8", conversion.dense_int8), ("artifact", conversion.artifact))}
@@ -74,6 +95,7 @@ def size_breakdowns(conversion) -> dict[str, dict[str, int] | None]:
 
 def build_report(*, options, profile, model_info, dataset, policies, pruned, conversion,
                  verification, accuracies, drop_points, check, failures, timings) -> dict[str, Any]:
+    """The report.json document of one build (see the module docstring for what it carries)."""
     f32, f32_gz = size_entry(conversion.dense_float32)
     i8, i8_gz = size_entry(conversion.dense_int8)
     art, art_gz = size_entry(conversion.artifact)
@@ -88,8 +110,8 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
                     "class": profile.device_class, "runtime": profile.runtime,
                     "assumptions": {key: profile.source(key) for key in profile.assumptions()}},
         "model": _plain(model_info),
-        "data": {"source": dataset.source, "n_train": int(len(dataset.x_train)),
-                 "n_val": int(len(dataset.x_val)), "num_classes": int(dataset.num_classes)},
+        "data": {"source": dataset.source, "n_train": len(dataset.x_train),
+                 "n_val": len(dataset.x_val), "num_classes": int(dataset.num_classes)},
         "pruning": {"end_step": int(pruned.end_step),
                     "schedule": pruned.schedule.as_dict() if pruned.schedule is not None else None,
                     "policy": _plain(policies)},
@@ -111,7 +133,7 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
             "drop_points": drop_points,
             "agreement_pruned_keras_vs_tflite": float(verification.agreement),
             "max_drop_points": options["max_accuracy_drop"],
-            "n_samples": int(len(dataset.x_val)),
+            "n_samples": len(dataset.x_val),
             "test": accuracies.get("test"),
             "unit": "fraction of the validation set; drop_points in percentage points",
         },
@@ -121,34 +143,8 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
         "passed": not failures,
         "failures": list(failures),
         "timings_s": timings,
-        "files": {"model.tflite": {"bytes": art, "sha256": hashlib.sha256(conversion.artifact).hexdigest()}},
+        "files": {ARTIFACT: {"bytes": art, "sha256": hashlib.sha256(conversion.artifact).hexdigest()}},
     }
-
-
-def write_report(out_dir: Path, document: dict[str, Any]) -> Path:
-    path = Path(out_dir) / "report.json"
-    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
-    return path
-
-
-def write_html(out_dir: Path, document: dict[str, Any]) -> Path:
-    """report.html beside report.json, for people (rendered by html_report.py)."""
-    from edgesparse.report.html import write_report_html
-
-    return write_report_html(out_dir, document)
-
-
-def load_report(build_dir: Path) -> dict[str, Any]:
-    path = Path(build_dir) / "report.json"
-    from edgesparse.errors import EdgesparseError
-
-    if not path.is_file():
-        raise EdgesparseError("No report.json in the build directory", where=str(build_dir),
-                              expected="a directory written by `edgesparse build`", received="no report.json")
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgesparseError("report.json is not valid JSON", where=str(path), received=str(exc)) from None
 
 
 def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
@@ -156,20 +152,21 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
     sizes, acc, sp = document["sizes"], document["accuracy"], document["sparsity"]
     rows = [
         ("profile", f"{document['profile']['name']} ({document['profile']['runtime']})"),
-        ("sparsity (pruned weights)", f"{sp['overall']:.1%}"),
-        ("dense float32 .tflite", _kb(sizes["dense_float32_bytes"], sizes["dense_float32_gzip_bytes"])),
-        ("dense int8 .tflite", _kb(sizes["dense_int8_bytes"], sizes["dense_int8_gzip_bytes"])),
-        ("artifact", _kb(sizes["artifact_bytes"], sizes["artifact_gzip_bytes"])),
+        ("sparsity (pruned weights)", fmt.percent(sp["overall"], 1)),
+        ("dense float32 .tflite", _sizes(sizes["dense_float32_bytes"], sizes["dense_float32_gzip_bytes"])),
+        ("dense int8 .tflite", _sizes(sizes["dense_int8_bytes"], sizes["dense_int8_gzip_bytes"])),
+        ("artifact", _sizes(sizes["artifact_bytes"], sizes["artifact_gzip_bytes"])),
         ("size ratio float32 / artifact", f"{sizes['ratio_dense_float32_to_artifact']}x"),
         ("size ratio int8 / artifact", f"{sizes['ratio_dense_int8_to_artifact']}x"),
-        ("accuracy dense float", f"{acc['dense_float']:.2%}"),
-        ("accuracy pruned Keras", f"{acc['pruned_keras']:.2%}"),
-        ("accuracy .tflite", f"{acc['tflite']:.2%}  (drop {acc['drop_points']:.2f} points)"),
-        ("agreement Keras vs .tflite", f"{acc['agreement_pruned_keras_vs_tflite']:.2%}"),
+        ("accuracy dense float", fmt.percent(acc["dense_float"])),
+        ("accuracy pruned Keras", fmt.percent(acc["pruned_keras"])),
+        ("accuracy .tflite", f"{fmt.percent(acc['tflite'])}  (drop {acc['drop_points']:.2f} points)"),
+        ("agreement Keras vs .tflite", fmt.percent(acc["agreement_pruned_keras_vs_tflite"])),
     ]
     if acc.get("test"):
         test = acc["test"]
-        rows.append(("test accuracy dense -> .tflite", f"{test['dense_float']:.2%} -> {test['tflite']:.2%}  "
+        rows.append(("test accuracy dense -> .tflite", f"{fmt.percent(test['dense_float'])} -> "
+                     f"{fmt.percent(test['tflite'])}  "
                      f"(drop {test['drop_points']:.2f} points, {test['n_samples']} held-out samples)"))
     rows += [
         ("interpreter", document["verification"].get("interpreter", "?")),
@@ -177,15 +174,12 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
     for note in document["verification"].get("kernels", []) or []:
         rows.append(("kernels", str(note)))
     check = document.get("check") or {}
-    for key, label, fmt in (("flash_bytes", "flash", "{:,} B"), ("ram_bytes", "RAM", "{:,} B"),
-                            ("latency_ms", "latency", "{:.3f} ms"), ("energy_mj", "energy / inference", "{:.4f} mJ"),
-                            ("battery_hours", "battery life", "{:,.1f} h")):
+    for key, label, unit in (("flash_bytes", "flash", "B"), ("ram_bytes", "RAM", "B"), ("latency_ms", "latency", "ms"),
+                             ("energy_mj", "energy / inference", "mJ"), ("battery_hours", "battery life", "h")):
         if check.get(key) is not None:
-            rows.append((label, fmt.format(check[key])))
+            rows.append((label, fmt.quantity(check[key], unit)))
     return rows
 
 
-def _kb(raw: int | None, gz: int | None) -> str:
-    if raw is None:
-        return "n/a"
-    return f"{raw / 1024:,.1f} KiB  (gzip {gz / 1024:,.1f} KiB)"
+def _sizes(raw: int | None, gz: int | None) -> str:
+    return "n/a" if raw is None else f"{fmt.byte_size(raw)}  (gzip {fmt.byte_size(gz)})"

@@ -1,18 +1,15 @@
-"""report.html: one self-contained page that lets a person trust (or distrust) a build.
+"""report.html and sweep.html: self-contained pages that let a person trust (or distrust) a build.
 
 report.json is for scripts; this page is for the engineer deciding whether to
 ship. It is rendered from report.json alone (so `edgesparse report BUILD_DIR`
 can regenerate it years later) and it is ONE file: CSS inline, plots inline
 SVG from matplotlib's SVG backend, no scripts, fonts or images fetched, so it
-opens offline, from a CI artifact store or an e-mail attachment.
-
-Public API:
-    render_report(document) -> str                 # report.json dict -> HTML
-    write_report_html(build_dir, document=None) -> Path   # atomic write of report.html
-    battery_curve(check, rates_per_s) -> list[float | None]   # hours, via estimate.energy_and_battery
-    svg(fig, name) -> str, template_env(), fmt_* helpers (shared with sweep.py)
-
+opens offline, from a CI artifact store or an e-mail attachment. Numbers are
+formatted by `edgesparse.report.format`, the vocabulary the terminal uses too.
 Imports no TensorFlow (the runtime half must render reports on a Pi).
+
+Raises EdgesparseError for a document that is not an edgesparse report, and
+whatever `edgesparse.builddir.load_report` raises for a missing or broken report.json.
 """
 
 from __future__ import annotations
@@ -20,13 +17,47 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
+from edgesparse._types import is_assumption
+from edgesparse.builddir import REPORT_HTML, load_report
 from edgesparse.errors import EdgesparseError
+from edgesparse.estimate.latency import energy_and_battery
 from edgesparse.fsutil import atomic_write_text
+from edgesparse.profiles.profile import load_profile
+from edgesparse.report import format as fmt
 
-REPORT_HTML = "report.html"
+__all__ = [
+    "BLUE",
+    "BUDGET_LABELS",
+    "GREEN",
+    "GREY",
+    "ORANGE",
+    "PURPLE",
+    "RED",
+    "SERIES",
+    "SKY",
+    "YELLOW",
+    "accuracy_figure",
+    "battery_curve",
+    "battery_figure",
+    "gauge",
+    "latency_figure",
+    "new_figure",
+    "op_is_assumed",
+    "render_report",
+    "render_sweep",
+    "report_context",
+    "size_figure",
+    "size_rows",
+    "sparsity_figure",
+    "svg",
+    "sweep_figure",
+    "template_env",
+    "write_report_html",
+]
 
 # One palette for every page: colour-blind-safe (Okabe-Ito) hues.
 BLUE, ORANGE, GREEN, RED, GREY, SKY, PURPLE, YELLOW = (
@@ -34,73 +65,12 @@ BLUE, ORANGE, GREEN, RED, GREY, SKY, PURPLE, YELLOW = (
 SERIES = (BLUE, ORANGE, GREEN, PURPLE, SKY, RED, YELLOW, GREY)
 
 
-# --------------------------------------------------------------------------- formatting
-
-def fmt_bytes(n: Any) -> str:
-    """1234567 -> '1.18 MiB'; None -> 'unknown'."""
-    if n is None:
-        return "unknown"
-    n = float(n)
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= factor:
-            return f"{n / factor:,.2f} {unit}"
-    return f"{n:,.0f} B"
-
-
-def fmt_num(x: Any, digits: int = 4, unit: str = "") -> str:
-    """Significant digits, thousands separators, unknown for None."""
-    if x is None:
-        return "unknown"
-    x = float(x)
-    if x != 0 and (abs(x) >= 10 ** digits or abs(x) < 10 ** -3):
-        text = f"{x:.{digits - 1}e}" if abs(x) < 10 ** -3 else f"{x:,.0f}"
-    else:
-        text = f"{x:,.{digits}g}"
-    return f"{text} {unit}".strip()
-
-
-def fmt_pct(x: Any, digits: int = 2) -> str:
-    return "unknown" if x is None else f"{float(x) * 100:.{digits}f} %"
-
-
-def fmt_hours(h: Any) -> str:
-    """Battery life in the unit a person thinks in."""
-    if h is None:
-        return "unknown"
-    h = float(h)
-    if h >= 24 * 365 * 2:
-        return f"{h / (24 * 365):,.1f} years"
-    if h >= 48:
-        return f"{h / 24:,.1f} days"
-    if h >= 1:
-        return f"{h:,.1f} h"
-    return f"{h * 60:,.1f} min"
-
-
-def fmt_budget(value: Any, unit: str) -> str:
-    if value is None:
-        return "unknown"
-    if unit == "B":
-        return fmt_bytes(value)
-    if unit == "h":
-        return fmt_hours(value)
-    return fmt_num(value, 4, unit)
-
-
-def fmt_rate(per_second: float | None) -> str:
-    if per_second is None:
-        return "unknown"
-    from edgesparse.estimate.latency import format_rate
-
-    return format_rate(per_second)
-
-
 # --------------------------------------------------------------------------- SVG plots
 
 _SVG_HEAD = re.compile(r"^.*?(<svg\b)", re.S)
 
 
-def _rc(name: str) -> dict[str, Any]:
+def _rc(name: str) -> Any:  # a dict of rcParams (matplotlib's stubs want Literal keys)
     return {"svg.fonttype": "none", "svg.hashsalt": f"edgesparse-{name}",
             "font.family": "sans-serif", "font.size": 9.5, "axes.titlesize": 10.5,
             "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
@@ -115,7 +85,7 @@ def new_figure(name: str, width: float, height: float):
 
     with matplotlib.rc_context(_rc(name)):
         fig = Figure(figsize=(width, height), layout="constrained")
-    fig._edgesparse_name = name  # the salt that keeps ids unique across the page's SVGs
+    fig.set_label(name)  # the salt that keeps ids unique across the page's SVGs
     return fig
 
 
@@ -123,7 +93,7 @@ def svg(fig, name: str | None = None) -> str:
     """Figure -> inline <svg> (no XML prolog, no date): several can share one page."""
     import matplotlib
 
-    name = name or getattr(fig, "_edgesparse_name", "figure")
+    name = name or fig.get_label() or "figure"
     buf = io.StringIO()
     with matplotlib.rc_context(_rc(name)):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches=None)
@@ -142,7 +112,7 @@ def svg(fig, name: str | None = None) -> str:
 def _subplot(fig, **kw):
     import matplotlib
 
-    with matplotlib.rc_context(_rc(getattr(fig, "_edgesparse_name", "figure"))):
+    with matplotlib.rc_context(_rc(fig.get_label() or "figure")):
         return fig.add_subplot(**kw)
 
 
@@ -203,8 +173,8 @@ def size_figure(rows: Sequence[dict]) -> str | None:
         known = r.get("weight_bytes") is not None
         if not known:  # an old report.json without breakdowns: the total alone
             ax.barh([y], [r["total"] / 1024], height=0.55, color="none", edgecolor=GREY, hatch="//")
-        gz = f", gzip {fmt_bytes(r['gzip'])}" if r.get("gzip") else ""
-        ax.text(r["total"] / 1024 + biggest * 0.01, y, f"{fmt_bytes(r['total'])}{gz}", va="center", fontsize=8.5)
+        gz = f", gzip {fmt.byte_size(r['gzip'])}" if r.get("gzip") else ""
+        ax.text(r["total"] / 1024 + biggest * 0.01, y, f"{fmt.byte_size(r['total'])}{gz}", va="center", fontsize=8.5)
     ax.set_yticks(ys, [r["label"] for r in rows])
     ax.set_xlim(0, biggest * 1.42)
     ax.set_xlabel("KiB in the .tflite file")
@@ -214,9 +184,9 @@ def size_figure(rows: Sequence[dict]) -> str | None:
 
 
 def accuracy_figure(acc: dict) -> str | None:
-    stages = [("dense float (Keras)", acc.get("dense_float")), ("pruned (Keras)", acc.get("pruned_keras")),
-              (".tflite (interpreter)", acc.get("tflite"))]
-    stages = [(label, float(v) * 100) for label, v in stages if v is not None]
+    recorded = [("dense float (Keras)", acc.get("dense_float")), ("pruned (Keras)", acc.get("pruned_keras")),
+                (".tflite (interpreter)", acc.get("tflite"))]
+    stages = [(label, float(v) * 100) for label, v in recorded if v is not None]
     if not stages:
         return None
     fig = new_figure("accuracy", 7.2, 1.9)
@@ -230,7 +200,7 @@ def accuracy_figure(acc: dict) -> str | None:
         ax.plot([float(test["dense_float"]) * 100, float(test["tflite"]) * 100], [ys[0], ys[-1]], "D",
                 color=ORANGE, markersize=6, label="held-out test")
         values += [float(test["dense_float"]) * 100, float(test["tflite"]) * 100]
-    floor = None
+    floor: float | None = None
     if acc.get("dense_float") is not None and acc.get("max_drop_points") is not None:
         floor = float(acc["dense_float"]) * 100 - float(acc["max_drop_points"])
         ax.axvline(floor, color=RED, linestyle="--", linewidth=1)
@@ -295,8 +265,6 @@ def latency_figure(ops: Sequence[dict], limit: int = 30) -> str | None:
 
 def battery_curve(check: dict, rates_per_s: Iterable[float]) -> list[float | None]:
     """Battery hours at each rate, by the estimator's own formula (estimate.energy_and_battery)."""
-    from edgesparse.estimate.latency import energy_and_battery
-
     energy = check.get("energy") or {}
     out = []
     for rate in rates_per_s:
@@ -336,12 +304,12 @@ def _human_log_axes(ax, rates: Sequence[float], hours: Sequence[float]) -> None:
 def battery_figure(check: dict) -> tuple[str | None, str]:
     """(svg or None, a sentence saying what the curve shows or why there is none)."""
     energy = check.get("energy") or {}
-    latency_ms = check.get("latency_ms")
-    missing = [label for label, v in (("a latency estimate", latency_ms), ("[power] active_mw", energy.get("active_mw")),
-                                      ("[battery] capacity_mah", energy.get("battery_mah")),
-                                      ("[battery] voltage_v", energy.get("voltage_v"))) if v is None]
+    needed = (("a latency estimate", check.get("latency_ms")), ("[power] active_mw", energy.get("active_mw")),
+              ("[battery] capacity_mah", energy.get("battery_mah")), ("[battery] voltage_v", energy.get("voltage_v")))
+    missing = [label for label, v in needed if v is None]
     if missing:
         return None, "No battery curve: the check has no " + ", ".join(missing) + "."
+    latency_ms = float(check["latency_ms"])
     default = energy.get("rate_per_s")
     saturate = 1000.0 / latency_ms if latency_ms > 0 else 1e6
     lo = 1.0 / 86400.0 / 7.0                         # once a week
@@ -362,16 +330,16 @@ def battery_figure(check: dict) -> tuple[str | None, str]:
             budget = dict(days, limit=days["limit"] * 24)
     if budget is not None:
         ax.axhline(budget["limit"], color=RED, linestyle="--", linewidth=1,
-                   label=f"budget ≥ {fmt_hours(budget['limit'])}")
+                   label=f"budget ≥ {fmt.hours(budget['limit'])}")
     if saturate * 3600 <= hi * 3600:
         ax.axvline(saturate * 3600, color=GREY, linestyle=":", linewidth=1,
-                   label=f"100 % busy ({fmt_num(saturate, 3)}/s)")
+                   label=f"100 % busy ({fmt.number(saturate, 3)}/s)")
     if default:
         h = battery_curve(check, [default])[0]
         if h:
             ax.plot([default * 3600], [h], "o", color=RED, markersize=7, zorder=5,
-                    label=f"profile default {fmt_rate(default)}: {fmt_hours(h)}")
-            ax.annotate(f"{fmt_rate(default)}\n{fmt_hours(h)}", (default * 3600, h), textcoords="offset points",
+                    label=f"profile default {fmt.rate(default)}: {fmt.hours(h)}")
+            ax.annotate(f"{fmt.rate(default)}\n{fmt.hours(h)}", (default * 3600, h), textcoords="offset points",
                         xytext=(8, 8), fontsize=8.5, color=RED)
     _human_log_axes(ax, [p[0] for p in pts], [p[1] for p in pts] + ([budget["limit"]] if budget else []))
     ax.set_xlabel("inference rate")
@@ -380,18 +348,13 @@ def battery_figure(check: dict) -> tuple[str | None, str]:
     ax.legend(loc="lower left", fontsize=8.5)
     sleep = energy.get("sleep_mw")
     text = (f"{energy.get('battery_mah'):g} mAh × {energy.get('voltage_v'):g} V; {energy.get('active_mw'):g} mW "
-            f"for {fmt_num(latency_ms, 3, 'ms')} per inference, {sleep if sleep is not None else 0:g} mW between "
+            f"for {fmt.number(latency_ms, 3, 'ms')} per inference, {sleep if sleep is not None else 0:g} mW between "
             "inferences (estimate.energy_and_battery). At low rates the rest-state power sets the life; "
             "at high rates the inferences do.")
     return svg(fig), text
 
 
 # --------------------------------------------------------------------------- page
-
-def shaky_basis(basis: Any) -> bool:
-    """An estimate resting on something not measured or fitted on this device."""
-    return not isinstance(basis, str) or any(w in basis for w in ("assumption", "transferred", "none"))
-
 
 def template_env():
     """The Jinja environment for edgesparse's pages (autoescaped; formatting filters)."""
@@ -403,10 +366,10 @@ def template_env():
     def known(fmt):  # a key missing from an older report.json renders as "unknown"
         return lambda x, *a: fmt(None if isinstance(x, jinja2.Undefined) else x, *a)
 
-    env.filters["shaky"] = shaky_basis
-    env.filters.update({name: known(f) for name, f in (("bytes", fmt_bytes), ("num", fmt_num), ("pct", fmt_pct),
-                                                       ("hours", fmt_hours), ("budget", fmt_budget),
-                                                       ("rate", fmt_rate))})
+    env.filters["assumed"] = is_assumption
+    env.filters.update({name: known(f) for name, f in (("bytes", fmt.byte_size), ("num", fmt.number),
+                                                       ("pct", fmt.percent), ("hours", fmt.hours),
+                                                       ("budget", fmt.quantity), ("rate", fmt.rate))})
     return env
 
 
@@ -459,8 +422,6 @@ def _profile_assumptions(document: dict) -> list[tuple[str, str]]:
     if isinstance(recorded, dict):
         return sorted((k, str(v or "")) for k, v in recorded.items())
     try:  # an older report.json: read the profile if it is still the same file
-        from edgesparse.profiles.profile import load_profile
-
         p = load_profile(str(profile.get("path")))
         if p.sha256 == profile.get("sha256"):
             return [(k, p.source(k) or "") for k in p.assumptions()]
@@ -530,8 +491,6 @@ def render_report(document: dict) -> str:
 
 def write_report_html(build_dir: Path | str, document: dict | None = None) -> Path:
     """Write BUILD_DIR/report.html atomically, from `document` or BUILD_DIR/report.json."""
-    from edgesparse.report.document import load_report
-
     build_dir = Path(build_dir)
     if document is None:
         document = load_report(build_dir)
