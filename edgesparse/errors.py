@@ -12,7 +12,7 @@ EXIT_OK = 0
 EXIT_BUDGET = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # SIGINT; SIGTERM exits 143 (128 + the signal number)
 
 
 class EdgesparseError(Exception):
@@ -74,7 +74,11 @@ class VerificationError(EdgesparseError):
 
 
 class OutputExistsError(EdgesparseError):
-    """An output would overwrite an earlier build."""
+    """An output would overwrite an earlier build, or something that is not ours."""
+
+
+class OutputLocationError(EdgesparseError):
+    """The output location cannot be created or written (read-only, below a file, disk full)."""
 
 
 class BudgetExceeded(EdgesparseError):
