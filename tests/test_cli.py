@@ -1,6 +1,5 @@
 """The CLI shell: fast help without TensorFlow, one message and an exit code per error."""
 
-import json
 import subprocess
 import sys
 
@@ -44,3 +43,34 @@ def test_existing_output_directory_is_refused(tmp_path):
     assert result.exit_code == 2
     assert "already exists" in result.output and "--force" in result.output
     assert (out / "model.tflite").read_bytes() == b"earlier"
+
+
+# --------------------------------------------------------------------------- assumed bases, one rule
+
+ASSUMED = ("assumption", "transferred", "fitted+transferred", "interpreter+assumption", "planner+assumption", "none")
+OWN = ("fitted", "planner", "interpreter", "sourced")
+
+
+def test_basis_markup_is_the_one_assumption_rule():
+    from edgesparse._types import is_assumption
+    from edgesparse.cli.render import basis_markup
+
+    for basis in ASSUMED:
+        assert is_assumption(basis) and basis_markup(basis) == f"[yellow]{basis}[/]", basis
+    for basis in OWN:
+        assert not is_assumption(basis) and basis_markup(basis) == basis, basis
+
+
+def test_single_profile_check_marks_a_transferred_basis_like_the_matrix(mlperf_dir):
+    """rpizero2w's latency is transferred from rpi3bplus and its RAM rests on an assumption: yellow in both views."""
+    yellow = "\x1b[33m"
+    model = str(mlperf_dir / "keyword_spotting" / "kws_ref_model.tflite")
+    outputs = {}
+    for view, profiles in (("single", ["rpizero2w"]), ("matrix", ["rpizero2w", "rpi4"])):
+        args = ["check", model] + [a for p in profiles for a in ("--profile", p)]
+        result = CliRunner().invoke(main, args, env={"FORCE_COLOR": "1", "COLUMNS": "160"})
+        assert result.exit_code == 0, result.output
+        outputs[view] = result.output
+    for view, out in outputs.items():
+        for basis in ("transferred", "interpreter+assumption"):
+            assert f"{yellow}{basis}" in out, (view, basis)

@@ -1,0 +1,3 @@
+"""The `edgesparse` command line: commands (`commands`), terminal tables (`render`) and progress (`progress`)."""
+
+__all__: list[str] = []

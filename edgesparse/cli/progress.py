@@ -1,0 +1,135 @@
+"""Live progress for long commands: the CLI's renderers of the library's progress events.
+
+Library code never prints; it calls an `edgesparse._types.Progress` callback
+with (event, fields). These classes are such callbacks, drawing rich progress
+bars and lines, so `build`, `sweep` and `deploy` show where they are. Events a
+renderer does not know are ignored (the library may add some). Raises nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from edgesparse.report import format as fmt
+
+__all__ = ["BuildProgress", "StageLines", "SweepProgress", "training_metrics"]
+
+
+def training_metrics(fields: dict[str, Any]) -> str:
+    """'epoch 3  loss 0.412  acc 0.901  sparsity 0.800' from a training event's fields."""
+    parts = []
+    if "epoch" in fields:
+        parts.append(f"epoch {int(fields['epoch'])}")
+    for key, label in (("loss", "loss"), ("accuracy", "acc"), ("val_accuracy", "val_acc"), ("sparsity", "sparsity")):
+        if fields.get(key) is not None:
+            parts.append(f"{label} {fields[key]:.3f}")
+    return "  ".join(parts)
+
+
+class BuildProgress:
+    """`build`'s events: a line per stage, a bar for the demo data, demo training and fine-tuning."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"),
+                                  BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  TextColumn("{task.fields[info]}"), console=console, transient=False)
+        self._stages: dict[str, TaskID] = {}
+        self._bars: dict[str, TaskID] = {}
+
+    def __enter__(self) -> BuildProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.__exit__(*exc)
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        p = self._progress
+        if event == "stage":
+            self._stages[fields["name"]] = p.add_task(fields["description"], total=1, info="")
+        elif event == "stage_done" and fields["name"] in self._stages:
+            p.update(self._stages[fields["name"]], completed=1)
+        elif event == "demo_data_begin":
+            self._bars[event] = p.add_task(f"  generating the {fields['name']} data set with {fields['source']} "
+                                           "(cached afterwards)", total=fields["clips"], info="")
+        elif event == "demo_data_progress" and "demo_data_begin" in self._bars:
+            p.update(self._bars["demo_data_begin"], completed=fields["done"], info="")
+        elif event in ("demo_train_begin", "train_begin"):
+            label = ("  training the dense demo model (cached afterwards)" if event == "demo_train_begin"
+                     else "  fine-tuning with UpdatePruningStep")
+            total = fields.get("epochs", 1) * (fields.get("steps_per_epoch", 1) if event == "train_begin" else 1)
+            self._bars[event] = p.add_task(label, total=total, info="")
+        elif event == "demo_epoch_end" and "demo_train_begin" in self._bars:
+            p.update(self._bars["demo_train_begin"], advance=1,
+                     info=training_metrics(dict(fields, epoch=fields["epoch"] + 1)))  # demo counts from 0
+        elif event == "batch_end" and "train_begin" in self._bars:
+            p.update(self._bars["train_begin"], advance=1, info=training_metrics(fields))
+        elif event == "epoch_end" and "train_begin" in self._bars:
+            p.update(self._bars["train_begin"], info=training_metrics(fields))
+
+
+class SweepProgress(BuildProgress):
+    """`sweep`'s events: points as an overall bar; the current point's stage and fine-tuning bar below it."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console)
+        self._points: TaskID | None = None
+        self._stage: TaskID | None = None
+        self._train: TaskID | None = None
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        p = self._progress
+        if event == "sweep_begin":
+            families = len(fields["families"])
+            self._points = p.add_task(f"sweep: {fields['points']} point(s) x {families} runtime "
+                                      f"famil{'y' if families == 1 else 'ies'}", total=fields["jobs"],
+                                      info=f"{fields['cached']} cached")
+        elif event == "point_begin":
+            label = f"  {fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
+            self._stage = p.add_task(escape(label), total=None, info="")
+        elif event == "prepare_begin" and self._stage is not None:
+            p.update(self._stage, info="loading the dense model and data (once)")
+        elif event == "stage" and self._stage is not None:
+            p.update(self._stage, info=escape(fields["description"]))
+        elif event == "train_begin":
+            total = fields.get("epochs", 1) * fields.get("steps_per_epoch", 1)
+            self._train = p.add_task("    fine-tuning", total=total, info="")
+        elif event == "batch_end" and self._train is not None:
+            p.update(self._train, advance=1, info=training_metrics(fields))
+        elif event == "stage_done" and fields.get("name") == "prune" and self._train is not None:
+            p.remove_task(self._train)
+            self._train = None
+        elif event in ("point_done", "point_skipped"):
+            self._point_finished(event, fields)
+
+    def _point_finished(self, event: str, fields: dict[str, Any]) -> None:
+        p = self._progress
+        if self._stage is not None:
+            p.remove_task(self._stage)
+            self._stage = None
+        if self._points is not None:
+            p.update(self._points, advance=1)
+        label = f"{fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
+        if event == "point_skipped":
+            p.console.print(f"  [yellow]skipped[/] {escape(label)}: {escape(fields['reason'])}", soft_wrap=True)
+            return
+        how = "[dim]cached[/]" if fields["cached"] else f"{fields['seconds']:.1f} s"
+        acc = ("" if fields.get("accuracy") is None else
+               f"acc {fmt.percent(fields['accuracy'])} (drop {fields['drop_points']:+.2f})")
+        size = "" if not fields.get("artifact_bytes") else fmt.byte_size(fields["artifact_bytes"])
+        p.console.print(f"  [green]✓[/] {escape(label)}  {acc}  {size}  {how}")
+
+
+class StageLines:
+    """`deploy`'s events: one dim line per stage (its steps are short; no bars)."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "stage":
+            self._console.print(f"[dim]-[/] {fields['description']}")
