@@ -5,13 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tomllib
 from click.testing import CliRunner
 
-from edgesparse.profiles import profile as profiles
+import edgesparse.profiles.profile as profile_module  # to point PROFILE_DIRS elsewhere
 from edgesparse.cli.commands import main
 from edgesparse.errors import EXIT_BAD_INPUT, ProfileError
-from edgesparse.profiles.profile import (SCHEMA, Key, ProfileValidationError, available_profiles, load_profile,
-                                 validate)
+from edgesparse.profiles import (
+    CLASSES,
+    PROFILE_DIR,
+    RUNTIME_FOR_CLASS,
+    SCHEMA,
+    Key,
+    ProfileValidationError,
+    available_profiles,
+    check_profile_text,
+    load_profile,
+    numeric_paths,
+    schema_keys,
+    set_sources,
+    set_table,
+    validate,
+    write_latency,
+)
 
 REQUIRED = {"pixel4", "pixel3", "midrange_a76", "rpi3bplus", "rpi4", "rpi5", "rpizero2w", "stm32l4r5",
             "ek_ra6m4", "stm32h7a3", "nrf52840", "esp32s3", "rp2040", "host"}
@@ -104,15 +120,15 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
 # ----------------------------------------------------------------------------- shipped profiles
 
 def test_required_devices_are_shipped():
-    assert REQUIRED <= set(available_profiles())
+    assert set(available_profiles()) >= REQUIRED
 
 
 @pytest.mark.parametrize("name", available_profiles())
 def test_every_shipped_profile_validates(name):
     p = load_profile(name)
     assert p.name == name == p.path.stem
-    assert p.device_class in profiles.CLASSES
-    assert p.runtime == profiles.RUNTIME_FOR_CLASS[p.device_class]
+    assert p.device_class in CLASSES
+    assert p.runtime == RUNTIME_FOR_CLASS[p.device_class]
     assert len(p.sha256) == 64
     for dotted, _ in p.items():  # every value can be looked up again
         assert p.get(dotted) is not None
@@ -121,7 +137,7 @@ def test_every_shipped_profile_validates(name):
 @pytest.mark.parametrize("name", available_profiles())
 def test_every_number_of_a_shipped_profile_has_a_source(name):
     p = load_profile(name)
-    for path in profiles._numeric_paths(p.raw):
+    for path in numeric_paths(p.raw):
         assert p.source(path), path
 
 
@@ -179,7 +195,7 @@ def test_profile_dirs_wheel_copy_wins(tmp_path, monkeypatch):
     wheel.mkdir()
     checkout.mkdir()
     (checkout / "a.toml").write_text(BASE)
-    monkeypatch.setattr(profiles, "PROFILE_DIRS", (wheel, checkout))
+    monkeypatch.setattr(profile_module, "PROFILE_DIRS", (wheel, checkout))
     assert available_profiles() == ["a"]  # empty wheel dir: fall back to the checkout
     (wheel / "b.toml").write_text(BASE)
     assert available_profiles() == ["b"]
@@ -333,13 +349,11 @@ def test_schema_is_extendable(tmp_path, monkeypatch):
 def test_docs_list_every_schema_key():
     """docs/profiles.md documents the format: a key added to SCHEMA needs a row there."""
     docs = (Path(__file__).resolve().parent.parent / "docs" / "profiles.md").read_text()
-    missing = [k for k in profiles.schema_keys() if f"| `{k.rsplit('.', 1)[-1]}` |" not in docs]
+    missing = [k for k in schema_keys() if f"| `{k.rsplit('.', 1)[-1]}` |" not in docs]
     assert not missing, f"add rows for {missing} to the key tables in docs/profiles.md"
 
 
 def test_validate_is_pure():
-    import tomllib
-
     raw = tomllib.loads(BASE)
     assert validate(raw, "x.toml") == []
     raw["device"]["cores"] = -1
@@ -377,7 +391,7 @@ def test_cli_profiles_show_unknown_exits_2():
 
 
 def test_cli_profiles_validate_ok():
-    files = [str(profiles.PROFILE_DIR / f"{n}.toml") for n in ("rpi4", "nrf52840")]
+    files = [str(PROFILE_DIR / f"{n}.toml") for n in ("rpi4", "nrf52840")]
     result = CliRunner().invoke(main, ["profiles", "validate", *files])
     assert result.exit_code == 0, result.output
     assert result.output.count("ok ") == 2
@@ -396,3 +410,77 @@ def test_cli_profiles_validate_reports_all_problems_in_all_files(tmp_path):
     assert "bad2.toml: runtime.name: expected one of litert, tflm, received 'tlfm'; did you mean 'tflm'?" in out
     assert "none.toml: Profile file not found" in out
     assert "Traceback" not in out
+
+
+# ----------------------------------------------------------------------------- typed accessors
+
+@pytest.mark.parametrize("name, core", [("nrf52840", "cortex-m4"), ("stm32l4r5", "cortex-m4"),
+                                        ("ek_ra6m4", "cortex-m33"), ("stm32h7a3", "cortex-m7"),
+                                        ("rp2040", "cortex-m0plus"), ("esp32s3", "xtensa-lx7"),
+                                        ("rpi4", "cortex-a72"), ("host", None)])
+def test_core_is_read_from_the_profiles_own_cpu(name, core):
+    assert load_profile(name).core == core
+
+
+def test_core_of_a_user_profile_follows_its_cpu(tmp_path):
+    text = _edit(BASE, ('cpu = "Cortex-M4F"', 'cpu = "Arm Cortex-M0+"'), ('name = "tiny"', 'name = "renamed"'))
+    assert load_profile(str(_write(tmp_path, text))).core == "cortex-m0plus"  # by its data, not its name
+
+
+def test_typed_accessors():
+    rpi4, nrf = load_profile("rpi4"), load_profile("nrf52840")
+    assert (rpi4.cpu, rpi4.cores, rpi4.clock_mhz, rpi4.threads, rpi4.kernels) == ("Cortex-A72", 4, 1500.0, 4, "xnnpack")
+    assert rpi4.simd == ("neon",) and rpi4.code_bytes == 26_360_224 and rpi4.persistent_ram_bytes == 13_361_152
+    assert rpi4.device["class"] == "sbc" and rpi4.runtime_table["name"] == "litert"
+    assert rpi4.budget["latency_ms"] == 100 and rpi4.kernel_code_bytes == {}
+    assert rpi4.sources["device.cores"].startswith("Raspberry Pi 4")
+    assert nrf.sources_of("latency")["fixed_overhead_us"].startswith("assumption: 0")
+    assert all("." not in k or k.startswith("macs_per_cycle.") for k in nrf.sources_of("latency"))
+
+
+def test_accessors_of_a_hand_built_profile_use_the_estimators_defaults():
+    p = profile_module.Profile(name="t", path=Path("t.toml"), sha256="0" * 64, raw={"device": {"class": "mcu"}})
+    assert (p.runtime, p.threads, p.cores, p.clock_mhz, p.code_bytes, p.persistent_ram_bytes) == \
+        ("litert", 1, None, None, None, 0)
+    assert p.sources == {} and p.sources_of("latency") == {} and p.core is None and p.table("power") == {}
+
+
+# ----------------------------------------------------------------------------- the writer
+
+def test_set_table_keeps_comments_and_other_tables():
+    text = _edit(BASE, ("cores = 1", "cores = 1   # one core"), ("[latency]", "# the model\n[latency]"))
+    new = set_table(text, "latency", {"fitted": True, "fit_source": "rows", "fit_rows": ["a"],
+                                      "macs_per_cycle": {"int8": 1 / 3}})
+    assert "cores = 1   # one core" in new and "# the model\n[latency]" in new
+    assert "macs_per_cycle = { int8 = 0.333333 }" in new  # 6 significant digits, padded inline table
+    raw = tomllib.loads(new)
+    assert raw["latency"] == {"fitted": True, "fit_source": "rows", "fit_rows": ["a"],
+                              "macs_per_cycle": {"int8": 0.333333}}
+    assert raw["sources"] == tomllib.loads(BASE)["sources"] and raw["device"] == tomllib.loads(BASE)["device"]
+    assert set_table(text, "latency", tomllib.loads(text)["latency"]) == text  # same values: same text
+    with pytest.raises(ValueError):
+        set_table(text, "latency", {"bytes_per_cycle": float("inf")})
+
+
+def test_set_sources_replaces_one_tables_entries_only():
+    new = set_sources(BASE, "power", {"active_mw": "measured"})
+    sources = tomllib.loads(new)["sources"]
+    assert sources["power.active_mw"] == "measured" and "power.idle_mw" not in sources
+    assert {k: v for k, v in sources.items() if not k.startswith("power.")} == \
+        {k: v for k, v in tomllib.loads(BASE)["sources"].items() if not k.startswith("power.")}
+
+
+def test_write_latency_validates_before_writing(tmp_path):
+    src = _write(tmp_path, BASE)
+    out = tmp_path / "out.toml"
+    with pytest.raises(ProfileValidationError) as info:  # fitted without fit_rows: invalid, nothing written
+        write_latency(src, {"fitted": True, "fit_source": "x"}, out=out)
+    assert "latency.fit_rows" in "\n".join(info.value.problems) and not out.exists()
+    assert write_latency(src, {"fitted": True, "fit_source": "x", "fit_rows": ["r"], "notes": "n",
+                               "macs_per_cycle": {"int8": 2}}, out=out)
+    assert load_profile(str(out)).get("latency.macs_per_cycle.int8") == 2.0
+    assert list(tomllib.loads(out.read_text())["latency"]) == ["fitted", "fit_source", "fit_rows",
+                                                                "macs_per_cycle", "notes"]  # LATENCY_ORDER
+    assert not write_latency(out, tomllib.loads(out.read_text())["latency"])  # unchanged: not rewritten
+    with pytest.raises(ProfileValidationError):
+        check_profile_text(BASE.replace("cores = 1", "cores = 0"), "x.toml")
