@@ -8,72 +8,75 @@ non-negative least squares on relative error, and writes a new profile whose
 the fit error per row. It fits only as many parameters as the rows can
 support: with few rows it rescales the existing coefficients instead.
 
-    fit_latency(samples, keys, clock_mhz) -> Fit
-    calibrate_profile(profile, measurements_csv, out=None, force=False) -> Calibration
-    nnls(A, b) -> x >= 0 minimising |Ax - b|
-    transfer_macs_per_cycle(source_mpc, transfer_factor) -> the target's macs_per_cycle
-    transfer_overhead_us(source_us, overhead_factor) -> the target's overhead (µs)
-    read_extra_rows() -> rows of calibration_extra.csv (published rows shipped with the package)
-    set_latency_sources(toml_text, entries) -> toml_text with [sources] "latency.*" entries replaced
-
 A device with no measurement of its own gets coefficients TRANSFERRED from a fitted device of
 the same core family and runtime: its MAC rates are the source's divided by a stated
 `transfer_factor` (cycles per source cycle) and its overheads the source's times an
 `overhead_factor` (a time ratio). The profile then says `basis = "transferred"`,
 `transferred_from`, the factors and, per coefficient, a [sources] entry starting
 "assumption: transferred from ...", and `check` never reports such a latency as fitted.
+The profile is written by `edgesparse.profiles.write_latency`, which bench/estimation.py
+uses too when it refits the shipped profiles.
+
+Raises `DataError` (a missing or malformed measurements CSV, rows that cannot be
+fitted), `OutputExistsError` (the output profile exists and force is off),
+`ProfileError` / `ProfileValidationError` (a profile without a clock, or a
+calibrated profile that would be invalid) and `ValueError` (a bad `loss` or
+transfer factor: a caller's bug).
 """
 
 from __future__ import annotations
 
 import csv
-import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import tomllib
 
-from edgesparse.estimate import latency as estimate
 from edgesparse.errors import DataError, OutputExistsError, ProfileError
+from edgesparse.estimate import latency as estimate
+from edgesparse.profiles import Profile, load_profile, set_sources, set_table, write_latency
+from edgesparse.tflite.graph import load_graph
+
+__all__ = [
+    "BYTES",
+    "ELEMENTWISE",
+    "EXTRA_CSV",
+    "FIXED",
+    "OPS",
+    "Calibration",
+    "Fit",
+    "Sample",
+    "calibrate_profile",
+    "fit_latency",
+    "fit_scale",
+    "model_features",
+    "nnls",
+    "read_extra_rows",
+    "read_measurements",
+    "render_table",
+    "replace_table",
+    "set_latency_sources",
+    "transfer_macs_per_cycle",
+    "transfer_overhead_us",
+    "weighted_nnls",
+]
 
 # Columns of the design matrix besides one per MAC class.
 ELEMENTWISE = "elementwise"
 BYTES = "bytes"
 OPS = "ops"
 FIXED = "fixed"
+_TRANSFER_KEYS = ("basis", "transferred_from", "transfer_factor", "overhead_from", "overhead_factor")
 
 
-def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarray:
-    """Lawson-Hanson non-negative least squares (numpy only: calibrate runs on a Pi without scipy)."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    m, n = a.shape
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    w = a.T @ (b - a @ x)
-    tol = 10 * np.finfo(float).eps * np.linalg.norm(a, 1) * max(m, n)
-    for _ in range(max_iter or 3 * n + 30):
-        if passive.all() or (w[~passive] <= tol).all():
-            break
-        j = int(np.argmax(np.where(~passive, w, -np.inf)))
-        passive[j] = True
-        while True:
-            z = np.zeros(n)
-            idx = np.flatnonzero(passive)
-            z[idx] = np.linalg.lstsq(a[:, idx], b, rcond=None)[0]
-            if (z[idx] > 0).all():
-                x = z
-                break
-            neg = idx[z[idx] <= 0]
-            alpha = np.min(x[neg] / (x[neg] - z[neg])) if len(neg) else 0.0
-            x = x + alpha * (z - x)
-            passive &= x > tol
-            x[~passive] = 0.0
-            if not passive.any():
-                break
-        w = a.T @ (b - a @ x)
-    return x
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x >= 0 minimising |a x - b| (Lawson-Hanson, `scipy.optimize.nnls`)."""
+    from scipy.optimize import nnls as scipy_nnls
+
+    return scipy_nnls(np.asarray(a, dtype=float), np.asarray(b, dtype=float))[0]
 
 
 @dataclass
@@ -166,11 +169,11 @@ def fit_latency(samples: Sequence[Sample], keys: Sequence[str], clock_mhz: float
 
     def solve(rows: np.ndarray) -> np.ndarray:
         aa, yy = a[rows], y[rows]
-        x = _weighted_nnls(aa, yy, 1.0 / yy)
+        x = weighted_nnls(aa, yy, 1.0 / yy)
         if loss == "log":
             for _ in range(50):
                 pred = np.maximum(aa @ x, 1e-3 * yy)
-                x_new = _weighted_nnls(aa, yy, 1.0 / np.sqrt(pred * yy))
+                x_new = weighted_nnls(aa, yy, 1.0 / np.sqrt(pred * yy))
                 done = np.allclose(x_new, x, rtol=1e-6, atol=1e-15)
                 x = x_new
                 if done:
@@ -192,11 +195,11 @@ def fit_latency(samples: Sequence[Sample], keys: Sequence[str], clock_mhz: float
     errors = [float(p / s.latency_ms - 1.0) for p, s in zip(pred, samples)]
     return Fit(coef_us=coef, table=_table_from_coefs(coef, clock_mhz, keys), predictions_ms=list(pred),
                errors=errors, names=[s.name for s in samples], mode="full", parameters=len(cols),
-               dropped=[samples[i].name for i in np.flatnonzero(~keep)])
+               dropped=[samples[int(i)].name for i in np.flatnonzero(~keep)])
 
 
-def _weighted_nnls(a: np.ndarray, y: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """x >= 0 minimising |weight * (a x - y)|, columns rescaled for conditioning."""
+def weighted_nnls(a: np.ndarray, y: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """x >= 0 minimising |weight * (a x - y)|, columns rescaled for conditioning (weight 1/y: relative error)."""
     aw = a * weight[:, None]
     scale = np.maximum(np.abs(aw).max(axis=0), 1e-30)
     return nnls(aw / scale, y * weight) / scale
@@ -210,7 +213,8 @@ def fit_scale(samples: Sequence[Sample], coefs: estimate.LatencyCoefficients, gr
     if np.any(base <= 0):
         raise ProfileError("The profile's latency coefficients price these models at zero",
                            expected="a [latency] table with macs_per_cycle for the op classes measured",
-                           received="zero predicted time", fix="Measure more models (>= 2 per parameter) for a full fit")
+                           received="zero predicted time",
+                           fix="Measure more models (>= 2 per parameter) for a full fit")
     w = 1.0 / y
     cols = [base] + ([np.ones_like(base)] if with_fixed else [])
     a = np.stack(cols, axis=1) * w[:, None]
@@ -221,63 +225,6 @@ def fit_scale(samples: Sequence[Sample], coefs: estimate.LatencyCoefficients, gr
     return scale, fixed, list(pred)
 
 
-# --------------------------------------------------------------------------- TOML
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isinf(value) or math.isnan(value):
-            raise ValueError(f"cannot write {value} to TOML")
-        return repr(float(f"{value:.6g}"))
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    import re
-
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
-
-
-def render_table(name: str, values: Mapping[str, Any]) -> str:
-    lines = [f"[{name}]"]
-    for key, value in values.items():
-        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def replace_table(text: str, name: str, new_table: str) -> str:
-    """Replace the top-level [name] table of a TOML document (or append it), keeping everything else."""
-    lines = text.splitlines(keepends=True)
-    start = None
-    for i, line in enumerate(lines):
-        if line.strip() == f"[{name}]":
-            start = i
-            break
-    if start is None:
-        sep = "" if text.endswith("\n\n") or not text else ("\n" if text.endswith("\n") else "\n\n")
-        return text + sep + new_table
-    end = len(lines)
-    for j in range(start + 1, len(lines)):
-        stripped = lines[j].strip()
-        if stripped.startswith("[") and not stripped.startswith("[[" + name):
-            end = j
-            break
-    # keep blank lines / comments that belong to the next table
-    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
-        end -= 1
-    tail = lines[end:]
-    return "".join(lines[:start]) + new_table + ("\n" if tail and tail[0].strip() else "") + "".join(tail)
 
 
 # --------------------------------------------------------------------------- calibrate command
@@ -285,6 +232,8 @@ def replace_table(text: str, name: str, new_table: str) -> str:
 
 @dataclass
 class Calibration:
+    """What `calibrate_profile` wrote: the fit per row, its mode and error, the new [latency] table."""
+
     profile: str
     out: Path
     rows: list[dict[str, Any]]
@@ -314,7 +263,8 @@ def read_measurements(path: Path | str) -> list[tuple[Path, float, int | None]]:
         if missing:
             raise DataError("Measurements CSV lacks columns", where=str(path),
                             expected="a header with model_file, latency_ms[, threads]",
-                            received=f"columns {fields}", fix="Add the missing column(s): " + ", ".join(sorted(missing)))
+                            received=f"columns {fields}",
+                            fix="Add the missing column(s): " + ", ".join(sorted(missing)))
         rows = []
         problems = []
         for n, row in enumerate(reader, start=2):
@@ -342,21 +292,19 @@ def read_measurements(path: Path | str) -> list[tuple[Path, float, int | None]]:
                 continue
             rows.append((model_path, latency, threads))
     if problems:
-        raise DataError("Bad rows in the measurements CSV", where=str(path), expected="readable model files and positive latencies",
-                        received="; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DataError("Bad rows in the measurements CSV", where=str(path),
+                        expected="readable model files and positive latencies",
+                        received="; ".join(problems[:5]) + more)
     if not rows:
         raise DataError("The measurements CSV has no rows", where=str(path), expected="at least one measured model",
                         received="a header only")
     return rows
 
 
-def calibrate_profile(profile: Any, measurements: Path | str, *, out: Path | str | None = None,
+def calibrate_profile(profile: Profile | str, measurements: Path | str, *, out: Path | str | None = None,
                       force: bool = False) -> Calibration:
     """Fit `profile`'s [latency] to the CSV's measurements and write the new profile atomically."""
-    from edgesparse.fsutil import atomic_write_text
-    from edgesparse.tflite.graph import load_graph
-    from edgesparse.profiles.profile import Profile, load_profile
-
     prof = profile if isinstance(profile, Profile) else load_profile(str(profile))
     measurements = Path(measurements)
     out_path = Path(out) if out is not None else prof.path.with_name(f"{prof.path.stem}.calibrated.toml")
@@ -365,107 +313,88 @@ def calibrate_profile(profile: Any, measurements: Path | str, *, out: Path | str
                                 expected="a new file", received="an existing file",
                                 fix="Pass --force to replace it, or choose another --out")
     rows = read_measurements(measurements)
-    device = prof.raw.get("device", {})
-    lat = dict(prof.raw.get("latency", {}) or {})
-    clock = float(lat.get("clock_mhz") or device.get("clock_mhz") or 0)
+    lat = dict(prof.table("latency"))
+    clock = float(lat.get("clock_mhz") or prof.clock_mhz or 0)
     if clock <= 0:
         raise ProfileError("The profile has no clock", where=f"{prof.path}: device.clock_mhz",
                            expected="a positive clock in MHz", received=clock, fix="Add clock_mhz to [device]")
-    profile_threads = int(prof.raw.get("runtime", {}).get("threads", 1) or 1)
-    samples, feats = [], []
-    for model_path, latency, threads in rows:
-        graph = load_graph(model_path.read_bytes())
-        feats.append(estimate.op_features(graph, prof))
-        samples.append(Sample(model_path.name, model_features(graph, prof), latency, threads or profile_threads))
-    notes: list[str] = []
-    thread_counts = sorted({s.threads for s in samples})
-    if len(thread_counts) > 1:
-        notes.append(f"rows at {len(thread_counts)} thread counts {thread_counts}: only rows at "
-                     f"{profile_threads} thread(s) (the profile's) are fitted")
-        keep = [i for i, s in enumerate(samples) if s.threads == profile_threads]
-        if not keep:
-            raise DataError("No measurement at the profile's thread count", where=str(measurements),
-                            expected=f"rows with threads = {profile_threads}", received=f"threads {thread_counts}",
-                            fix="Measure at the profile's [runtime] threads, or edit it")
-        samples = [samples[i] for i in keep]
-        feats = [feats[i] for i in keep]
-    fit_threads = samples[0].threads
-    keys = sorted({k for s in samples for k in s.features if k not in (ELEMENTWISE, BYTES, OPS, FIXED)})
-    full_params = len(keys) + 4
-    existing = estimate.latency_coefficients(prof)
-    if len(samples) >= 2 * full_params or existing is None or not existing.macs_per_cycle:
-        fit = fit_latency(samples, keys, clock)
-        table = fit.table
-        preds, mode, params = fit.predictions_ms, "full", fit.parameters
-        if len(samples) < 2 * full_params:
-            notes.append(f"only {len(samples)} rows for {fit.parameters} parameters: the fit is underdetermined; "
-                         "measure more models")
-    else:
-        with_fixed = len(samples) >= 3
-        scale, fixed, preds = fit_scale(samples, existing, feats, with_fixed=with_fixed)
-        mode, params = ("scale+fixed" if with_fixed else "scale"), (2 if with_fixed else 1)
-        if scale <= 0:
-            raise DataError("The measurements cannot be fitted", where=str(measurements),
-                            expected="latencies that grow with model size", received="a zero scale")
-        table = {"macs_per_cycle": {k: v / scale for k, v in existing.macs_per_cycle.items()}}
-        if existing.elementwise_per_cycle:
-            table["elementwise_per_cycle"] = existing.elementwise_per_cycle / scale
-        if existing.bytes_per_cycle:
-            table["bytes_per_cycle"] = existing.bytes_per_cycle / scale
-        table["overhead_us_per_op"] = existing.overhead_us_per_op * scale
-        table["fixed_overhead_us"] = existing.fixed_overhead_us * scale + fixed
-        notes.append(f"{len(samples)} rows support only {params} parameter(s): the profile's relative op costs "
-                     f"were kept and scaled by {scale:.4g}" + (f", plus {fixed:.1f} us fixed overhead" if with_fixed else ""))
+    samples, feats, notes = _samples_at_profile_threads(prof, rows, measurements)
+    table, preds, mode, params = _fit_table(prof, samples, feats, clock, measurements, notes)
     errors = [p / s.latency_ms - 1.0 for p, s in zip(preds, samples)]
     row_report = [{"model_file": s.name, "measured_ms": s.latency_ms, "predicted_ms": round(p, 5),
                    "error": round(e, 4)} for s, p, e in zip(samples, preds, errors)]
     new_lat = {k: v for k, v in lat.items()
-               if k not in table and k not in ("elementwise_per_cycle", "bytes_per_cycle") + _TRANSFER_KEYS}
-    new_lat.update({"fitted": True, "basis": "fitted", "fit_source": f"edgesparse calibrate: fit to {measurements.name} rows "
-                                                  + ", ".join(s.name for s in samples),
-                    "fit_rows": [s.name for s in samples], "fit_threads": fit_threads})
+               if k not in table and k not in ("elementwise_per_cycle", "bytes_per_cycle", *_TRANSFER_KEYS)}
+    new_lat.update({"fitted": True, "basis": "fitted",
+                    "fit_source": f"edgesparse calibrate: fit to {measurements.name} rows "
+                                  + ", ".join(s.name for s in samples),
+                    "fit_rows": [s.name for s in samples], "fit_threads": samples[0].threads})
     new_lat.update(table)
     new_lat["notes"] = (f"{mode} fit, {params} parameter(s), {len(samples)} rows; median |error| "
                         f"{np.median(np.abs(errors)):.1%}, worst {np.max(np.abs(errors)):.1%}")
-    text = prof.path.read_text(encoding="utf-8")
-    text = replace_table(text, "latency", render_table("latency", _ordered_latency(new_lat)))
-    text = set_latency_sources(text, {})  # every coefficient is now fitted to the user's rows
-    _validate_written(text, out_path)
-    atomic_write_text(out_path, text)
+    # Every coefficient is now fitted to the user's rows: no per-coefficient [sources] entry is left.
+    write_latency(prof.path, new_lat, {}, out=out_path)
     return Calibration(profile=prof.name, out=out_path, rows=row_report, mode=mode, parameters=params,
                        median_abs_error=float(np.median(np.abs(errors))),
                        worst_abs_error=float(np.max(np.abs(errors))), table=new_lat, notes=notes)
 
 
-_LATENCY_ORDER = ("fitted", "basis", "fit_source", "fit_rows", "fit_threads", "clock_mhz", "transferred_from",
-                  "transfer_factor", "overhead_from", "overhead_factor", "macs_per_cycle",
-                  "elementwise_per_cycle", "bytes_per_cycle", "overhead_us_per_op", "fixed_overhead_us",
-                  "parallel_efficiency", "notes")
-_TRANSFER_KEYS = ("basis", "transferred_from", "transfer_factor", "overhead_from", "overhead_factor")
+def _samples_at_profile_threads(prof: Profile, rows: Sequence[tuple[Path, float, int | None]],
+                                measurements: Path) -> tuple[list[Sample], list[list[estimate.OpCost]], list[str]]:
+    """One sample (and its op features) per measured row, keeping only the rows at the profile's thread count."""
+    samples, feats = [], []
+    for model_path, latency, threads in rows:
+        graph = load_graph(model_path.read_bytes())
+        feats.append(estimate.op_features(graph, prof))
+        samples.append(Sample(model_path.name, model_features(graph, prof), latency, threads or prof.threads))
+    notes: list[str] = []
+    thread_counts = sorted({s.threads for s in samples})
+    if len(thread_counts) > 1:
+        notes.append(f"rows at {len(thread_counts)} thread counts {thread_counts}: only rows at "
+                     f"{prof.threads} thread(s) (the profile's) are fitted")
+        keep = [i for i, s in enumerate(samples) if s.threads == prof.threads]
+        if not keep:
+            raise DataError("No measurement at the profile's thread count", where=str(measurements),
+                            expected=f"rows with threads = {prof.threads}", received=f"threads {thread_counts}",
+                            fix="Measure at the profile's [runtime] threads, or edit it")
+        samples = [samples[i] for i in keep]
+        feats = [feats[i] for i in keep]
+    return samples, feats, notes
 
 
-def _ordered_latency(values: Mapping[str, Any]) -> dict[str, Any]:
-    ordered = {k: values[k] for k in _LATENCY_ORDER if k in values}
-    ordered.update({k: v for k, v in values.items() if k not in ordered})
-    if "macs_per_cycle" in ordered:
-        ordered["macs_per_cycle"] = {k: float(v) for k, v in ordered["macs_per_cycle"].items()}
-    return ordered
+def _fit_table(prof: Profile, samples: Sequence[Sample], feats: Sequence[Sequence[estimate.OpCost]],
+               clock: float, measurements: Path, notes: list[str]) -> tuple[dict[str, Any], list[float], str, int]:
+    """The new [latency] coefficients, the predictions, the mode and the parameter count; appends notes.
 
-
-def _validate_written(text: str, out_path: Path) -> None:
-    """Parse and validate the new profile before it is written: never leave an invalid profile behind."""
-    import tomllib
-
-    from edgesparse.profiles.profile import ProfileValidationError, validate
-
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - a bug in render_table
-        raise ProfileError("The calibrated profile would not be valid TOML", where=str(out_path),
-                           received=str(exc), fix="Report this bug") from None
-    problems = validate(raw, str(out_path))
-    if problems:
-        raise ProfileValidationError(problems)
+    A full fit needs two rows per parameter (or a profile without coefficients to keep); with fewer
+    rows the profile's relative op costs are kept and only scaled (plus a fixed overhead from 3 rows).
+    """
+    keys = sorted({k for s in samples for k in s.features if k not in (ELEMENTWISE, BYTES, OPS, FIXED)})
+    full_params = len(keys) + 4
+    existing = estimate.latency_coefficients(prof)
+    if len(samples) >= 2 * full_params or existing is None or not existing.macs_per_cycle:
+        fit = fit_latency(samples, keys, clock)
+        if len(samples) < 2 * full_params:
+            notes.append(f"only {len(samples)} rows for {fit.parameters} parameters: the fit is underdetermined; "
+                         "measure more models")
+        return fit.table, fit.predictions_ms, "full", fit.parameters
+    with_fixed = len(samples) >= 3
+    scale, fixed, preds = fit_scale(samples, existing, feats, with_fixed=with_fixed)
+    mode, params = ("scale+fixed" if with_fixed else "scale"), (2 if with_fixed else 1)
+    if scale <= 0:
+        raise DataError("The measurements cannot be fitted", where=str(measurements),
+                        expected="latencies that grow with model size", received="a zero scale")
+    table: dict[str, Any] = {"macs_per_cycle": {k: v / scale for k, v in existing.macs_per_cycle.items()}}
+    if existing.elementwise_per_cycle:
+        table["elementwise_per_cycle"] = existing.elementwise_per_cycle / scale
+    if existing.bytes_per_cycle:
+        table["bytes_per_cycle"] = existing.bytes_per_cycle / scale
+    table["overhead_us_per_op"] = existing.overhead_us_per_op * scale
+    table["fixed_overhead_us"] = existing.fixed_overhead_us * scale + fixed
+    fixed_note = f", plus {fixed:.1f} us fixed overhead" if with_fixed else ""
+    notes.append(f"{len(samples)} rows support only {params} parameter(s): the profile's relative op costs "
+                 f"were kept and scaled by {scale:.4g}" + fixed_note)
+    return table, preds, mode, params
 
 
 # --------------------------------------------------------------------------- transfers, extra rows
@@ -499,23 +428,23 @@ def transfer_overhead_us(source_us: float, overhead_factor: float) -> float:
     return float(source_us) * float(overhead_factor)
 
 
+
+# --------------------------------------------------------------------------- profile text (kept for callers)
+# Text in, text out, through the one tomlkit writer (`edgesparse.profiles.set_table` / `set_sources`),
+# for callers that build profile variants as text (tests/test_estimate.py).
+
+
+def render_table(name: str, values: Mapping[str, Any]) -> str:
+    """One TOML table, written as the profile writer writes it."""
+    return set_table("", name, values)
+
+
+def replace_table(text: str, name: str, table: str | Mapping[str, Any]) -> str:
+    """`text` with its [name] table replaced by `table` (as `render_table` text, or values)."""
+    values = tomllib.loads(table)[name] if isinstance(table, str) else table
+    return set_table(text, name, values)
+
+
 def set_latency_sources(text: str, entries: Mapping[str, str]) -> str:
-    """Replace every `"latency.*"` entry of the [sources] table with `entries` (keys without the 'latency.')."""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == "[sources]"), None)
-    new_lines = [f"{_toml_value('latency.' + k)} = {_toml_value(v)}\n" for k, v in entries.items()]
-    if start is None:
-        if not new_lines:
-            return text
-        sep = "" if text.endswith("\n") else "\n"
-        return text + sep + "\n[sources]\n" + "".join(new_lines)
-    end = len(lines)
-    for j in range(start + 1, len(lines)):
-        if lines[j].strip().startswith("["):
-            end = j
-            break
-    body = [line for line in lines[start + 1:end] if not line.lstrip().startswith('"latency.')]
-    while body and not body[-1].strip():
-        body.pop()
-    tail_blank = ["\n"] if end < len(lines) else []
-    return "".join(lines[:start + 1] + body + new_lines + tail_blank + lines[end:])
+    """`text` with every [sources] "latency.*" entry replaced by `entries` (keys without the 'latency.')."""
+    return set_sources(text, "latency", entries)
