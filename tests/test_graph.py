@@ -80,7 +80,7 @@ def convert(tf, model, precision: str, *, sparse: bool = False, samples: int = 4
         shape = tuple(model.input_shape[1:])
         optimizations.append(tf.lite.Optimize.DEFAULT)
         converter.representative_dataset = lambda: (
-            [rng.random((1,) + shape, dtype=np.float32)] for _ in range(samples))
+            [rng.random((1, *shape), dtype=np.float32)] for _ in range(samples))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.optimizations = optimizations
     return converter.convert()
@@ -228,7 +228,7 @@ def test_demo_shaped_cnn(tfk, precision):
     graph = load_graph(convert(tf, model, precision))
     expected = ["CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "FULLY_CONNECTED", "SOFTMAX"]
     if precision == "int8":
-        expected = ["QUANTIZE"] + expected + ["DEQUANTIZE"]
+        expected = ["QUANTIZE", *expected, "DEQUANTIZE"]
     assert [op.opcode for op in graph.ops] == expected
     assert graph.fully_analyzed
     assert graph.total_macs == 8 * 8 * 8 * 9 + 128 * 16 + 16 * 10

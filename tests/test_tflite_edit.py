@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-from edgesparse.tflite import edit as tflite_edit
-from edgesparse.pipeline.convert import convert_keras
-from edgesparse.errors import ModelError
 from test_convert import mixed_data, mixed_model
+
+from edgesparse.errors import ModelError
+from edgesparse.pipeline.convert import convert_keras
+from edgesparse.tflite import edit as tflite_edit
 
 
 @pytest.fixture(scope="module")

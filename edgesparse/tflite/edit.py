@@ -1,85 +1,71 @@
-"""Flatbuffer surgery on .tflite files: decode sparse tensors, re-densify them.
+"""Flatbuffer surgery on .tflite files: decode sparse tensors, re-densify them, insert DENSIFY.
 
-The converter's EXPERIMENTAL_SPARSITY encodes every weight that is >= 30 %
+Why: the converter's EXPERIMENTAL_SPARSITY encodes every weight that is >= 30 %
 zero, whether or not the CSR index arrays pay for themselves. This module lets
-`convert.py` measure each sparse tensor and turn the ones that do not pay back
-into plain constants. It works on the schema's object API
-(`ai_edge_litert.schema_py_generated`) and imports no TensorFlow, so the
-runtime half (verify on a Pi) can use `load_model` to reject corrupt files
-before an interpreter touches them.
+`pipeline.convert` measure each sparse tensor and turn the ones that do not pay
+back into plain constants. It works on the schema's object API (`ModelT`) and
+imports no TensorFlow; `load_model` rejects corrupt files before anything
+follows their indices. Schema access, enum names and dtypes come from
+`tflite.schema`; reading a model for analysis is `tflite.graph.load_graph`.
 
-PUBLIC API:
-    load_model(model_bytes) -> ModelT           # ModelError on anything that is not a sane .tflite
-    save_model(model: ModelT) -> bytes          # Pack + Finish(b"TFL3"), buffers 16-byte aligned
-    op_names(model_bytes, subgraph=0) -> list[str]
-    sparse_encoding_report(model_bytes) -> list[SparseTensor]
-    decode_sparse(model_bytes, tensor) -> np.ndarray       # dense values of a sparse constant
-    constant_tensor(model_bytes, tensor) -> np.ndarray     # any constant, sparse or dense
-    tensor_quantization(model_bytes, tensor) -> (scales, zero_points, quantized_dimension)
-    densify_tensors(model_bytes, tensors, *, values=None) -> bytes   # `tensors`: names or subgraph-0 indices
-    insert_densify(model_bytes, tensors, *, before) -> bytes        # DENSIFY in front of direct readers
-    weight_tensors(model_bytes) -> list[(op name, tensor index, tensor name)]
+Raises: `ModelError` for a corrupt file, an unknown tensor name or index, a
+tensor that is not sparse where a sparse one is needed, or replacement values
+that do not fit.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
 from edgesparse.errors import ModelError
+from edgesparse.tflite.schema import (
+    CUSTOM_CODE,
+    FILE_IDENTIFIER,
+    builtin_code,
+    builtin_op_names,
+    numpy_dtype,
+    schema,
+    tensor_type_name,
+)
+
+__all__ = [
+    "SparseTensor",
+    "constant_tensor",
+    "decode_sparse",
+    "densify_tensors",
+    "insert_densify",
+    "load_model",
+    "numpy_dtype",
+    "op_names",
+    "opcode_name",
+    "save_model",
+    "sparse_encoding_report",
+    "tensor_quantization",
+    "tensor_type_name",
+    "weight_tensors",
+]
 
 _FIX_CORRUPT = "Re-export the model with the TFLite converter; the file may be truncated or not a .tflite"
 
 
-def _schema():
-    """The flatbuffer schema shipped with ai-edge-litert (runtime dependency)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
+def _code(opcode: Any) -> int:
+    """The builtin code of an OperatorCodeT (schema.builtin_code's rule)."""
+    return builtin_code(opcode.deprecatedBuiltinCode, opcode.builtinCode)
 
 
-# ----------------------------------------------------------------------------- names and types
-
-def _enum_names(enum_cls) -> dict[int, str]:
-    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-_NP_DTYPES = {
-    "FLOAT32": np.float32, "FLOAT16": np.float16, "FLOAT64": np.float64,
-    "INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "UINT16": np.uint16,
-    "INT32": np.int32, "UINT32": np.uint32, "INT64": np.int64, "UINT64": np.uint64,
-    "BOOL": np.bool_,
-}
-
-
-def tensor_type_name(type_code: int) -> str:
-    return _enum_names(_schema().TensorType).get(type_code, f"type#{type_code}")
-
-
-def numpy_dtype(type_code: int) -> np.dtype:
-    """numpy dtype of a TensorType code; ModelError for types numpy cannot hold (INT4, ...)."""
-    name = tensor_type_name(type_code)
-    if name not in _NP_DTYPES:
-        raise ModelError("Tensor type has no numpy equivalent", where=name,
-                         expected="one of " + ", ".join(_NP_DTYPES), received=name)
-    return np.dtype(_NP_DTYPES[name])
-
-
-def _builtin_code(opcode) -> int:
-    # Codes >= 127 live only in builtinCode; older files only in deprecatedBuiltinCode.
-    return max(int(opcode.builtinCode), int(opcode.deprecatedBuiltinCode))
-
-
-def opcode_name(model, opcode_index: int) -> str:
+def opcode_name(model: Any, opcode_index: int) -> str:
+    """Builtin operator name of an opcode index ("CONV_2D"), or "CUSTOM:<name>" for a custom op."""
     opcode = model.operatorCodes[opcode_index]
-    code = _builtin_code(opcode)
-    schema = _schema()
-    if code == schema.BuiltinOperator.CUSTOM:
+    code = _code(opcode)
+    if code == CUSTOM_CODE:
         custom = opcode.customCode
         return "CUSTOM:" + (custom.decode() if isinstance(custom, bytes) else str(custom))
-    return _enum_names(schema.BuiltinOperator).get(code, f"op#{code}")
+    return builtin_op_names().get(code, f"op#{code}")
 
 
 def _name(tensor) -> str:
@@ -91,8 +77,8 @@ def _name(tensor) -> str:
 
 def _check_lengths(model_bytes: bytes) -> None:
     """Reject vector lengths that cannot fit in the file before the object API loops over them."""
-    schema = _schema()
-    root = schema.Model.GetRootAs(model_bytes, 0)
+    fbs = schema()
+    root = fbs.Model.GetRootAs(model_bytes, 0)
     limit = len(model_bytes) // 4 + 1
     counts = [root.SubgraphsLength(), root.BuffersLength(), root.OperatorCodesLength(),
               root.MetadataLength(), root.SignatureDefsLength()]
@@ -103,21 +89,21 @@ def _check_lengths(model_bytes: bytes) -> None:
         raise ValueError(f"vector length {max(counts)} larger than the file allows")
 
 
-def load_model(model_bytes: bytes, *, where: str = "model") -> "object":
+def load_model(model_bytes: bytes, *, where: str = "model") -> Any:
     """Parse a .tflite into a mutable ModelT; every structural problem becomes a ModelError.
 
     TFLite Micro does not verify flatbuffers, so a corrupt file would crash it:
     this check runs first and validates every index an interpreter would follow.
     """
     data = bytes(model_bytes)
-    if len(data) < 16 or data[4:8] != b"TFL3":
+    if len(data) < 16 or data[4:8] != FILE_IDENTIFIER:
         raise ModelError("Not a TFLite flatbuffer", where=where,
                          expected="a .tflite file (file identifier 'TFL3' at byte 4)",
                          received=f"{len(data)} bytes starting {data[:8]!r}", fix=_FIX_CORRUPT)
-    schema = _schema()
+    fbs = schema()
     try:
         _check_lengths(data)
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+        model = fbs.ModelT.InitFromObj(fbs.Model.GetRootAs(data, 0))
         _inline_offset_buffers(model, data)
         problem = _structural_problem(model)
     except Exception as exc:  # the generated parser raises struct/index/value errors
@@ -186,7 +172,7 @@ class _AlignedBufferT:
         self.buf = buf
 
     def Pack(self, builder):
-        schema = _schema()
+        fbs = schema()
         data_off = None
         if self.buf.data is not None:
             payload = np.ascontiguousarray(self.buf.data, dtype=np.uint8).tobytes()
@@ -195,12 +181,12 @@ class _AlignedBufferT:
             builder.Bytes[builder.head: builder.head + len(payload)] = payload
             builder.vectorNumElems = len(payload)
             data_off = builder.EndVector()
-        schema.BufferStart(builder)
+        fbs.BufferStart(builder)
         if data_off is not None:
-            schema.BufferAddData(builder, data_off)
-        schema.BufferAddOffset(builder, self.buf.offset or 0)
-        schema.BufferAddSize(builder, self.buf.size or 0)
-        return schema.BufferEnd(builder)
+            fbs.BufferAddData(builder, data_off)
+        fbs.BufferAddOffset(builder, self.buf.offset or 0)
+        fbs.BufferAddSize(builder, self.buf.size or 0)
+        return fbs.BufferEnd(builder)
 
 
 def save_model(model) -> bytes:
@@ -215,7 +201,7 @@ def save_model(model) -> bytes:
         root = model.Pack(builder)
     finally:
         model.buffers = original
-    builder.Finish(root, file_identifier=b"TFL3")
+    builder.Finish(root, file_identifier=FILE_IDENTIFIER)
     return bytes(builder.Output())
 
 
@@ -239,7 +225,7 @@ def _index_bytes(sparsity) -> int:
     """Bytes of all segments + indices arrays of a SparsityParameters."""
     total = 0
     for dm in sparsity.dimMetadata or []:
-        if dm.format == _schema().DimensionType.SPARSE_CSR:
+        if dm.format == schema().DimensionType.SPARSE_CSR:
             total += len(_index_array(dm.arraySegments)) * _INDEX_WIDTH.get(dm.arraySegmentsType, 4)
             total += len(_index_array(dm.arrayIndices)) * _INDEX_WIDTH.get(dm.arrayIndicesType, 4)
     return total
@@ -267,7 +253,7 @@ def _decode(tensor, data) -> np.ndarray:
     position by its size, a SPARSE_CSR level by its segments/indices. The
     leaves, in order, are the stored values.
     """
-    schema = _schema()
+    fbs = schema()
     sp = tensor.sparsity
     shape = [int(d) for d in tensor.shape]
     rank = len(shape)
@@ -281,7 +267,7 @@ def _decode(tensor, data) -> np.ndarray:
     prev = np.zeros(1, np.int64)
     coords: list[np.ndarray] = []
     for dm in dims:
-        if dm.format == schema.DimensionType.DENSE:
+        if dm.format == fbs.DimensionType.DENSE:
             size = int(dm.denseSize)
             coords = [np.repeat(c, size) for c in coords]
             coords.append(np.tile(np.arange(size, dtype=np.int64), len(prev)))
@@ -413,8 +399,6 @@ def _find(model, tensor: int | str) -> tuple[int, int]:
             if _name(t) == tensor:
                 return s, i
     names = [_name(t) for sg in model.subgraphs for t in sg.tensors or []]
-    import difflib
-
     close = difflib.get_close_matches(str(tensor), names, n=1)
     raise ModelError("No tensor of that name", where=str(tensor), expected="a tensor name in the model",
                      received=repr(tensor), fix=f"Did you mean '{close[0]}'?" if close else None)
@@ -485,7 +469,7 @@ def densify_tensors(model_bytes: bytes, tensors: Iterable[int | str], *,
     model = load_model(model_bytes)
     supplied = {_find(model, k): np.asarray(v) for k, v in (values or {}).items()}
     targets = {_find(model, t) for t in tensors} | set(supplied)
-    densify_code = _schema().BuiltinOperator.DENSIFY
+    densify_code = schema().BuiltinOperator.DENSIFY
     for s, i in sorted(targets):
         sg = model.subgraphs[s]
         t = sg.tensors[i]
@@ -503,7 +487,7 @@ def densify_tensors(model_bytes: bytes, tensors: Iterable[int | str], *,
                              received=f"{dense.dtype.name} array of shape {dense.shape}")
         data = np.frombuffer(np.ascontiguousarray(dense).tobytes(), np.uint8).copy()
         if sum(x.buffer == t.buffer for x in sg.tensors) > 1:  # deduplicated buffer: do not touch the other user
-            model.buffers.append(_schema().BufferT())
+            model.buffers.append(schema().BufferT())
             t.buffer = len(model.buffers) - 1
         model.buffers[t.buffer].data = data
         t.sparsity = None
@@ -514,7 +498,7 @@ def densify_tensors(model_bytes: bytes, tensors: Iterable[int | str], *,
         kept_ops = []
         for op in sg.operators or []:
             ins = list(op.inputs) if op.inputs is not None else []
-            if _builtin_code(model.operatorCodes[op.opcodeIndex]) == densify_code and ins[:1] == [i]:
+            if _code(model.operatorCodes[op.opcodeIndex]) == densify_code and ins[:1] == [i]:
                 out = int(op.outputs[0])
                 if out in list(sg.outputs if sg.outputs is not None else []):
                     raise ModelError("DENSIFY output is a model output; cannot remove it",
@@ -543,13 +527,13 @@ def insert_densify(model_bytes: bytes, tensors: Iterable[int | str], *, before: 
     read a sparse float16 constant with) get a dense tensor, as the converter
     does for convolutions. The new op goes right before the first consumer.
     """
-    schema = _schema()
+    fbs = schema()
     model = load_model(model_bytes)
     wanted = set(before)
-    code = schema.BuiltinOperator.DENSIFY
-    opcode = next((j for j, oc in enumerate(model.operatorCodes) if _builtin_code(oc) == code), None)
+    code = fbs.BuiltinOperator.DENSIFY
+    opcode = next((j for j, oc in enumerate(model.operatorCodes) if _code(oc) == code), None)
     if opcode is None:
-        oc = schema.OperatorCodeT()
+        oc = fbs.OperatorCodeT()
         oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, code, 1
         model.operatorCodes.append(oc)
         opcode = len(model.operatorCodes) - 1
@@ -560,19 +544,19 @@ def insert_densify(model_bytes: bytes, tensors: Iterable[int | str], *, before: 
                    and i in list(op.inputs) and opcode_name(model, op.opcodeIndex) in wanted]
         if src.sparsity is None or not readers:
             continue
-        out = schema.TensorT()
+        out = fbs.TensorT()
         out.shape, out.type, out.name = list(src.shape), src.type, _name(src) + "/densified"
         out.quantization = src.quantization
-        model.buffers.append(schema.BufferT())
+        model.buffers.append(fbs.BufferT())
         out.buffer = len(model.buffers) - 1
         sg.tensors.append(out)
         new_index = len(sg.tensors) - 1
         for k in readers:
             sg.operators[k].inputs = [new_index if int(x) == i else int(x) for x in sg.operators[k].inputs]
-        op = schema.OperatorT()
+        op = fbs.OperatorT()
         op.opcodeIndex, op.inputs, op.outputs = opcode, [i], [new_index]
-        op.builtinOptionsType = schema.BuiltinOptions.DensifyOptions
-        op.builtinOptions = schema.DensifyOptionsT()
+        op.builtinOptionsType = fbs.BuiltinOptions.DensifyOptions
+        op.builtinOptions = fbs.DensifyOptionsT()
         sg.operators.insert(readers[0], op)
     return save_model(model)
 
@@ -619,7 +603,7 @@ def _remove_buffers(model, drop: set[int]) -> None:
 
 def _remove_unused_opcodes(model, codes: set[int]) -> None:
     used = {op.opcodeIndex for sg in model.subgraphs for op in sg.operators or []}
-    drop = {j for j, oc in enumerate(model.operatorCodes) if j not in used and _builtin_code(oc) in codes}
+    drop = {j for j, oc in enumerate(model.operatorCodes) if j not in used and _code(oc) in codes}
     if not drop:
         return
     keep = [j for j in range(len(model.operatorCodes)) if j not in drop]
