@@ -87,8 +87,8 @@ def test_sparse_int8_fc_falls_back_to_builtin_kernels(sparse_int8_fc):
 
 def test_sparse_int8_fc_is_priced_with_builtin_kernels(sparse_int8_fc):
     from edgesparse.estimate.latency import op_features
-    from edgesparse.tflite.graph import load_graph
     from edgesparse.profiles.profile import load_profile
+    from edgesparse.tflite.graph import load_graph
 
     feats = [f for f in op_features(load_graph(sparse_int8_fc), load_profile("host")) if f.kind == "fc"]
     assert feats and all("builtin" in f.coef_key or "sparse" in f.coef_key for f in feats)
@@ -106,3 +106,16 @@ def test_measure_command_bad_file(tmp_path):
     bad.write_bytes(b"not a model")
     res = CliRunner().invoke(main, ["measure", str(bad), "--runs", "2"])
     assert res.exit_code == 2
+    assert "not a TFLite flatbuffer" in res.output and "Pass a .tflite file" in res.output
+
+
+def test_measure_tflm_without_tflite_micro_exits_2_with_the_install_hint(mlperf_dir, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "tflite_micro" or m.startswith("tflite_micro.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "tflite_micro", None)
+    res = CliRunner().invoke(main, ["measure", str(mlperf_dir / KWS), "--runtime", "tflm", "--runs", "1"])
+    assert res.exit_code == 2, res.output
+    assert "TFLite Micro's Python interpreter is not installed" in res.output
+    assert "pip install tflite-micro" in res.output

@@ -9,11 +9,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from edgesparse.tflite import edit as tflite_edit
+from edgesparse.errors import EXIT_BAD_INPUT, DataError, MissingDependency, ModelError, VerificationError
 from edgesparse.pipeline.convert import convert_keras
-from edgesparse.errors import DataError, ModelError, VerificationError
 from edgesparse.pipeline.tf_env import import_tf
-from edgesparse.runtime.verify import run_tflite, verify_artifact
+from edgesparse.runtime import tflm
+from edgesparse.runtime.measure import measure
+from edgesparse.runtime.verify import run_tflite, top1, verify_artifact
+from edgesparse.tflite import edit as tflite_edit
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 FEATURES = 24
@@ -72,7 +74,7 @@ def test_tflm_accuracy_agreement_and_arena(trained):
 
 
 def test_sparse_int8_fc_falls_back_to_builtin_kernels_with_the_reason(trained):
-    model, x_val, y_val, dense, sparse = trained
+    _model, x_val, _y_val, dense, sparse = trained
     assert "DENSIFY" in tflite_edit.op_names(sparse)
     run = run_tflite(sparse, x_val, runtime="litert")
     assert run.fallback_reason and "failed to prepare" in run.fallback_reason
@@ -140,3 +142,52 @@ def test_both_interpreters_run_without_tensorflow(trained, tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_top1_of_softmax_sigmoid_and_labels():
+    softmax = np.array([[0.1, 0.7, 0.2], [0.8, 0.1, 0.1]], np.float32)
+    np.testing.assert_array_equal(top1(softmax), [1, 0])
+    # A single sigmoid unit: class 1 above 0.5, never an argmax over one column (always 0).
+    sigmoid = np.array([[0.9], [0.2], [0.51], [0.5]], np.float32)
+    np.testing.assert_array_equal(top1(sigmoid), [1, 0, 1, 0])
+    np.testing.assert_array_equal(top1(sigmoid.ravel()), [1, 0, 1, 0])
+    # Integer labels are predictions already.
+    np.testing.assert_array_equal(top1(np.array([2, 0, 1])), [2, 0, 1])
+    assert top1(sigmoid).dtype == np.int64
+
+
+def test_sigmoid_model_accuracy_uses_the_threshold(tmp_path):
+    """verify_artifact scores a one-output (sigmoid) model by score > 0.5 against 0/1 labels."""
+    _, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="binary_crossentropy")
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    artifact = convert_keras(model, quantize="none")
+    result = verify_artifact(artifact, x, y, runtime="litert", reference_predictions=model.predict(x, verbose=0))
+    assert result.accuracy >= 0.9 and result.agreement >= 0.98
+
+
+def _hide_tflite_micro(monkeypatch):
+    """Make `import tflite_micro...` fail as it does where the wheel is not installed (a Raspberry Pi)."""
+    for name in [m for m in sys.modules if m == "tflite_micro" or m.startswith("tflite_micro.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "tflite_micro", None)
+
+
+def test_missing_tflite_micro_is_a_missing_dependency_with_a_hint(trained, monkeypatch):
+    dense = trained[3]
+    _hide_tflite_micro(monkeypatch)
+    with pytest.raises(MissingDependency) as info:
+        run_tflite(dense, np.zeros((1, FEATURES), np.float32), runtime="tflm")
+    assert info.value.exit_code == EXIT_BAD_INPUT
+    assert "pip install tflite-micro" in info.value.fix
+    with pytest.raises(MissingDependency):
+        tflm.tflm_module()
+    with pytest.raises(MissingDependency):
+        measure(dense, runs=1, warmup=0, runtime="tflm")
+    # LiteRT does not need it.
+    assert run_tflite(dense, np.zeros((1, FEATURES), np.float32), runtime="litert").outputs.shape == (1, 3)

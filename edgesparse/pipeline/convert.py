@@ -126,7 +126,7 @@ def convert_keras(model, *, quantize: str, representative=None, sparse: bool = F
                               expected="representative samples to calibrate activation ranges",
                               received="none", fix="Pass the training data, or use --quantize dynamic")
     tf, _ = import_tf()
-    from edgesparse.runtime.verify import captured_stderr  # the converter's C++ logs go to fd 2
+    from edgesparse.runtime.capture import captured_stderr  # the converter's C++ logs go to fd 2
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = [] if quantize == "none" else [tf.lite.Optimize.DEFAULT]

@@ -19,7 +19,7 @@ def import_tf() -> tuple[ModuleType, ModuleType]:
     """Return (tensorflow, tf_keras), configured for TFMOT. Raises MissingDependency."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/ERROR lines are noise here
-    from edgesparse.runtime.verify import captured_stderr
+    from edgesparse.runtime.capture import captured_stderr
 
     try:
         # TensorFlow's C++ side writes absl INFO lines (oneDNN, CUDA probing) to fd 2
