@@ -19,7 +19,8 @@ from rich.table import Table
 
 from edgesparse._types import is_assumption
 from edgesparse.estimate.latency import iter_budget_keys
-from edgesparse.profiles.profile import SCHEMA, Profile
+from edgesparse.profiles.profile import Profile
+from edgesparse.profiles.schema import SCHEMA
 from edgesparse.report import format as fmt
 
 __all__ = [

@@ -363,8 +363,8 @@ def template_env():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    def known(fmt):  # a key missing from an older report.json renders as "unknown"
-        return lambda x, *a: fmt(None if isinstance(x, jinja2.Undefined) else x, *a)
+    def known(formatter):  # a key missing from an older report.json renders as "unknown"
+        return lambda x, *a: formatter(None if isinstance(x, jinja2.Undefined) else x, *a)
 
     env.filters["assumed"] = is_assumption
     env.filters.update({name: known(f) for name, f in (("bytes", fmt.byte_size), ("num", fmt.number),
