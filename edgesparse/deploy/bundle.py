@@ -49,6 +49,9 @@ import numpy as np
 
 from edgesparse.errors import DataError, EdgesparseError, ModelError
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir
+from edgesparse.tflite.graph import input_shape
+from edgesparse.tflite.graph import io_quantization as _io_quantization
+from edgesparse.tflite.graph import op_types as model_ops
 
 Progress = Callable[[str, dict], None]
 
@@ -254,19 +257,12 @@ def load_build(build_dir: Path, *, force: bool = False, labels: Path | None = No
                           expected="a build with passed: true", received=failures,
                           fix="Fix the build, or pass --force to deploy it anyway")
     model = report.get("model") or {}
-    shape = tuple(int(d) for d in model.get("input_shape") or _model_input_shape(model_bytes))
+    shape = tuple(int(d) for d in model.get("input_shape") or input_shape(model_bytes))
     name = str(model.get("name") or build_dir.name)
     kind = "kws" if shape == KWS_INPUT_SHAPE or name.lower().startswith("kws") else "vision"
     num_classes = int(model.get("num_classes") or (report.get("data") or {}).get("num_classes") or 0)
     return BuildInfo(path=build_dir, model_bytes=model_bytes, report=report, input_shape=shape, kind=kind,
                      name=name, labels=_labels(build_dir, report, name, kind, num_classes, labels))
-
-
-def _model_input_shape(model_bytes: bytes) -> tuple[int, ...]:
-    schema = _schema()
-    model = schema.Model.GetRootAs(model_bytes, 0)
-    graph = model.Subgraphs(0)
-    return tuple(int(d) for d in graph.Tensors(graph.Inputs(0)).ShapeAsNumpy()[1:])
 
 
 def _labels(build_dir: Path, report: dict, name: str, kind: str, num_classes: int,
@@ -463,35 +459,6 @@ def _kws_wav(info: BuildInfo) -> Sample | None:
 
 
 # ----------------------------------------------------------------------------- flatbuffer
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def model_ops(model_bytes: bytes) -> list[str]:
-    """Builtin operator names the model's operators use, in first-use order (all subgraphs)."""
-    schema = _schema()
-    try:
-        model = schema.Model.GetRootAs(model_bytes, 0)
-        names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-        codes = []
-        for i in range(model.OperatorCodesLength()):
-            code = model.OperatorCodes(i)
-            codes.append(max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode())))
-        used: list[str] = []
-        for s in range(model.SubgraphsLength()):
-            graph = model.Subgraphs(s)
-            for o in range(graph.OperatorsLength()):
-                name = names.get(codes[graph.Operators(o).OpcodeIndex()], "UNKNOWN")
-                if name not in used:
-                    used.append(name)
-    except Exception as exc:  # noqa: BLE001 - flatbuffers raise many types on a bad file
-        raise ModelError("model.tflite is not a readable TFLite flatbuffer", received=str(exc),
-                         fix="Rebuild it with `edgesparse build`") from None
-    return used
-
 
 def resolver_method(op: str) -> str:
     """BuiltinOperator name -> MicroMutableOpResolver method ('DEPTHWISE_CONV_2D' -> 'AddDepthwiseConv2D')."""
@@ -745,23 +712,6 @@ def _write_android(staging: Path, info: BuildInfo, smp: Sample) -> Bundle:
                      else "the image scaled as in training (see test_input.npy for one model input)")}))
     return Bundle(path=staging, target="android", kind=info.kind, files=[], test_input="test_input.npy",
                   expected=expected, notes=["not run on a phone here: the note and expected.json are for the app"])
-
-
-def _io_quantization(model_bytes: bytes) -> dict[str, dict[str, Any]]:
-    """dtype, scale, zero point of input 0 and output 0 (what an app must (de)quantize with)."""
-    schema = _schema()
-    model = schema.Model.GetRootAs(model_bytes, 0)
-    graph = model.Subgraphs(0)
-    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    found = {}
-    for key, index in (("input", graph.Inputs(0)), ("output", graph.Outputs(0))):
-        tensor = graph.Tensors(index)
-        q = tensor.Quantization()
-        scale = float(q.Scale(0)) if q is not None and q.ScaleLength() else 0.0
-        zero = int(q.ZeroPoint(0)) if q is not None and q.ZeroPointLength() else 0
-        found[key] = {"dtype": types.get(tensor.Type(), str(tensor.Type())), "scale": scale, "zero_point": zero,
-                      "shape": [int(d) for d in tensor.ShapeAsNumpy()]}
-    return found
 
 
 # ----------------------------------------------------------------------------- mcu

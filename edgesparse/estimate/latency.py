@@ -30,28 +30,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from edgesparse.errors import DataError, ModelError, ProfileError
+from edgesparse.runtime.litert import activation_arena_bytes
+from edgesparse.tflite.schema import ONE_TIME_OPS, cost_class, dtype_bytes, dtype_class, normalize_dtype, op_kind
 
 SCHEMA_VERSION = 1
 
 # --------------------------------------------------------------------------- dtypes, ops
-
-_DTYPE_BYTES = {
-    "float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
-    "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "bool": 1, "int4": 1, "complex64": 8,
-    "string": 1, "resource": 0, "variant": 0,
-}
-
-
-def _dtype_name(dtype: Any) -> str:
-    """Normalise a tensor type ('INT8', np.int8, 'float32', 9) to a numpy-style name."""
-    name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
-    name = str(name).lower().rsplit(".", 1)[-1]
-    aliases = {"float": "float32", "half": "float16", "double": "float64"}
-    return aliases.get(name, name)
-
-
-def dtype_bytes(dtype: Any) -> int:
-    return _DTYPE_BYTES.get(_dtype_name(dtype), 4)
 
 
 def tensor_nbytes(tensor: Any) -> int:
@@ -70,31 +54,6 @@ def op_type(op: Any) -> str:
         if isinstance(value, str) and value:
             return value.upper()
     return str(getattr(op, "opcode", "UNKNOWN")).upper()
-
-
-CONV_OPS = {"CONV_2D", "CONV_3D", "TRANSPOSE_CONV"}
-DWCONV_OPS = {"DEPTHWISE_CONV_2D"}
-FC_OPS = {"FULLY_CONNECTED", "BATCH_MATMUL"}
-ONE_TIME_OPS = {"DENSIFY"}
-
-
-def op_kind(op_name: str) -> str:
-    """The cost class of an operator type: conv, dwconv, fc, or elementwise (everything else)."""
-    if op_name in CONV_OPS:
-        return "conv"
-    if op_name in DWCONV_OPS:
-        return "dwconv"
-    if op_name in FC_OPS:
-        return "fc"
-    return "elementwise"
-
-
-def _dtype_class(dtype: str) -> str:
-    if dtype in ("int8", "uint8"):
-        return "int8"
-    if dtype == "int16":
-        return "int16"
-    return "float32" if dtype in ("float32", "float16", "float64") else dtype
 
 
 # --------------------------------------------------------------------------- greedy planner
@@ -434,9 +393,9 @@ def litert_ram(graph: Any, *, model_bytes: bytes | None = None, kernels: str = "
     arena = None
     method = "LiteRT arena plan read from the interpreter"
     if model_bytes is not None:
-        arena = _litert_arena_bytes(model_bytes)
+        arena = activation_arena_bytes(model_bytes)
     if arena is None:
-        once = {t for op in graph.ops if getattr(op, "one_time", False) or op_type(op) == "DENSIFY"
+        once = {t for op in graph.ops if getattr(op, "one_time", False) or op_type(op) in ONE_TIME_OPS
                 for t in op.outputs}
         buffers = [Buffer(tensor_nbytes(graph.tensors[t]), f, l)
                    for t, (f, l) in tensor_lifetimes(graph).items()
@@ -449,13 +408,13 @@ def litert_ram(graph: Any, *, model_bytes: bytes | None = None, kernels: str = "
     packed = 0
     if "xnnpack" in kernels.lower():
         for op in graph.ops:
-            if op_kind(op_type(op)) in ("conv", "dwconv", "fc"):
+            if _kind(op) in ("conv", "dwconv", "fc"):
                 packed += sum(tensor_nbytes(graph.tensors[t]) for t in op.inputs[1:]
                               if t >= 0 and _is_constant(graph.tensors[t]))
         notes.append("XNNPACK repacks conv/FC weights into its own buffers: counted once more "
                      "(approximately their size)")
     densified = sum(tensor_nbytes(graph.tensors[t]) for op in graph.ops
-                    if getattr(op, "one_time", False) or op_type(op) == "DENSIFY" for t in op.outputs if t >= 0)
+                    if getattr(op, "one_time", False) or op_type(op) in ONE_TIME_OPS for t in op.outputs if t >= 0)
     if densified:
         notes.append(f"DENSIFY keeps {densified} bytes of dense weights in RAM for the model's lifetime")
     breakdown = {"planned_activations": arena, "model_file_mmapped": file_bytes,
@@ -467,46 +426,6 @@ def litert_ram(graph: Any, *, model_bytes: bytes | None = None, kernels: str = "
                        scratch_bytes=0, method=method,
                        basis="interpreter+assumption" if "read" in method else "planner+assumption",
                        breakdown=breakdown, notes=notes)
-
-
-def _litert_arena_bytes(model_bytes: bytes) -> int | None:
-    """Span of LiteRT's activation arena, from the addresses of the tensors it planned there.
-
-    Only tensors produced per inference (not by run-once ops such as DENSIFY,
-    whose outputs LiteRT keeps in its persistent arena) are read. If their
-    addresses do not form one arena (span larger than the sum of their sizes),
-    the answer is None and the planner is used instead.
-    """
-    try:
-        from ai_edge_litert import interpreter as litert
-    except ImportError:
-        return None
-    try:
-        interp = litert.Interpreter(
-            model_content=bytes(model_bytes),
-            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interp.allocate_tensors()
-        ops = interp._get_ops_details()
-        once = {t for op in ops if op["op_name"] == "DENSIFY" for t in op["outputs"]}
-        planned = {d["index"] for d in interp.get_input_details()}
-        planned |= {t for op in ops if op["op_name"] != "DENSIFY" for t in op["outputs"]}
-        lo, hi, total = None, 0, 0
-        for idx in sorted(planned - once):
-            try:
-                array = interp.tensor(idx)()
-            except (ValueError, RuntimeError):
-                continue
-            if array.nbytes == 0:
-                continue
-            addr = array.ctypes.data
-            lo = addr if lo is None else min(lo, addr)
-            hi = max(hi, addr + array.nbytes)
-            total += align_up(array.nbytes, 64)
-        if lo is None or hi - lo > total + 64:
-            return None
-        return int(hi - lo)
-    except Exception:  # noqa: BLE001 - any failure means "not readable": the planner answers
-        return None
 
 
 def estimate_ram(graph: Any, profile: Any, *, model_bytes: bytes | None = None) -> RamEstimate:
@@ -591,23 +510,16 @@ def _graph_op_attr(op: Any, name: str, default: int = 0) -> int:
 def _op_dtype(op: Any, tensors: Sequence[Any]) -> str:
     dtype = getattr(op, "dtype", None)
     if dtype:
-        return _dtype_name(dtype)
+        return normalize_dtype(dtype)
     for t in list(op.inputs[:1]) + list(op.outputs[:1]):
         if t >= 0:
-            return _dtype_name(getattr(tensors[t], "dtype", "float32"))
+            return normalize_dtype(getattr(tensors[t], "dtype", "float32"))
     return "float32"
 
 
 def _kind(op: Any) -> str:
     """conv | dwconv | fc | elementwise | data: the graph IR's kind folded into the model's cost classes."""
-    kind = getattr(op, "kind", None) or op_kind(op_type(op))
-    if kind in ("conv", "dwconv", "fc"):
-        return kind
-    if kind == "matmul":
-        return "fc"
-    if kind == "data":
-        return "data"
-    return "elementwise"
+    return cost_class(getattr(op, "kind", None) or op_kind(op_type(op)))
 
 
 # int8 ops without MACs that the XNNPACK delegate of LiteRT 2.3 leaves to LiteRT's builtin kernels (timed on
@@ -659,13 +571,13 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
     kernels = str(_profile_runtime(profile).get("kernels", "")).lower()
     refused = runtime == "litert" and "xnnpack" in kernels and any(
         _kind(op) == "fc" and getattr(op, "sparse_weights", False)
-        and _dtype_class(_op_dtype(op, tensors)) == "int8" for op in ops)
+        and dtype_class(_op_dtype(op, tensors)) == "int8" for op in ops)
     tile = xnnpack_channel_tile(profile) if runtime == "litert" and "xnnpack" in kernels and not refused else 1
     rows = []
     for i, op in enumerate(ops):
         name = op_type(op)
         kind = _kind(op)
-        dtype = _dtype_class(_op_dtype(op, tensors))
+        dtype = dtype_class(_op_dtype(op, tensors))
         macs = _graph_op_attr(op, "macs")
         effective = _graph_op_attr(op, "effective_macs", macs)
         elem = _graph_op_attr(op, "elementwise_ops")
@@ -693,7 +605,7 @@ def op_features(graph: Any, profile: Any) -> list[OpCost]:
             kernel = "LiteRT builtin kernels (XNNPACK refuses models with a sparse int8 FULLY_CONNECTED)"
             if kind in ("conv", "dwconv", "fc"):
                 key = f"{kind}_{dtype}_builtin"
-        if getattr(op, "one_time", False) or name == "DENSIFY":
+        if getattr(op, "one_time", False) or name in ONE_TIME_OPS:
             kernel = "runs once (all inputs constant): not part of an inference"
             used, elem, moved, key = 0, 0, 0, "once"
         elif sparse and (densified or not filter_sparse):

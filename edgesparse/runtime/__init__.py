@@ -1,0 +1,10 @@
+"""Runs .tflite files in the interpreters devices use; imports no TensorFlow.
+
+`litert` is the one LiteRT adapter (XNNPACK with a builtin-kernel fallback),
+`tflm` the one TFLite Micro adapter (one arena policy), `capture` reads what
+their C++ code prints; `verify` scores an artifact's predictions and `measure`
+times it. Import the module you need: `from edgesparse.runtime import verify`.
+Raises `MissingDependency`, `ModelError`, `DataError`, `VerificationError` (see each module).
+"""
+
+__all__ = ["capture", "litert", "measure", "tflm", "verify"]
