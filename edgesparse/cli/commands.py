@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from edgesparse import __version__
+from edgesparse import __version__, interrupts
 from edgesparse.builddir import ARTIFACT, BASELINES, load_report
 from edgesparse.cli import render
 from edgesparse.cli.progress import BuildProgress, StageLines, SweepProgress
@@ -32,7 +33,6 @@ from edgesparse.deploy.bundle import deploy as run_deploy
 from edgesparse.errors import (
     EXIT_BUDGET,
     EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
     BudgetExceeded,
     EdgesparseError,
     Interrupted,
@@ -56,15 +56,22 @@ class _Group(click.Group):
     """Turns every error into one readable line and an exit code; no tracebacks."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        interrupts.reset()
+        interrupts.install_handlers()
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            render.print_error(exc.message)
+            sys.exit(interrupts.exit_code(interrupts.received()))
         except EdgesparseError as exc:
             render.print_error(exc.message)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
+            signum = interrupts.received() or signal.SIGINT
             render.make_console(stderr=True).print(
-                "[bold red]interrupted:[/] stopped by Ctrl-C; no partial output was written.")
-            sys.exit(EXIT_INTERRUPTED)
+                f"[bold red]interrupted:[/] stopped by {interrupts.signal_name(signum)}; "
+                "no partial output was written and an earlier output is unchanged.", soft_wrap=True)
+            sys.exit(interrupts.exit_code(signum))
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except Exception as exc:  # last line of defence, one readable line
@@ -402,7 +409,8 @@ def sweep(profiles: tuple[str, ...], sparsities: str, quantize: str, max_accurac
         with SweepProgress(console) as progress:
             result = run_sweep(options, progress=progress)
     except KeyboardInterrupt:
-        raise Interrupted("The sweep was stopped by Ctrl-C", where=str(out or "the sweep directory"),
+        raise Interrupted(f"The sweep was stopped by {interrupts.signal_name(interrupts.received() or signal.SIGINT)}",
+                          where=str(out or "the sweep directory"),
                           received="an interrupt; finished points are cached, the point in progress was discarded",
                           fix="Run the same command again to resume where it stopped") from None
     doc = result.document

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from edgesparse.interrupts import raise_if_interrupted
 from edgesparse.report import format as fmt
 
 __all__ = ["BuildProgress", "StageLines", "SweepProgress", "training_metrics"]
@@ -48,6 +49,7 @@ class BuildProgress:
         self._progress.__exit__(*exc)
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        raise_if_interrupted()  # a signal some library swallowed still stops the command here
         p = self._progress
         if event == "stage":
             self._stages[fields["name"]] = p.add_task(fields["description"], total=1, info="")
@@ -82,6 +84,7 @@ class SweepProgress(BuildProgress):
         self._train: TaskID | None = None
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        raise_if_interrupted()  # a signal some library swallowed still stops the command here
         p = self._progress
         if event == "sweep_begin":
             families = len(fields["families"])
@@ -131,5 +134,6 @@ class StageLines:
         self._console = console
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        raise_if_interrupted()  # a signal some library swallowed still stops the command here
         if event == "stage":
             self._console.print(f"[dim]-[/] {fields['description']}")
