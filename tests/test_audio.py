@@ -14,7 +14,7 @@ RATE = audio.SAMPLE_RATE
 
 
 def _tone(freq, seconds=1.0, rate=RATE, amp=0.5):
-    t = np.arange(int(round(seconds * rate))) / rate
+    t = np.arange(round(seconds * rate)) / rate
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
@@ -120,7 +120,8 @@ def test_features_are_bit_identical_in_a_fresh_process():
 
 
 def test_audio_imports_neither_tensorflow_nor_scipy():
-    code = ("import sys, edgesparse.data.audio; bad = [m for m in ('tensorflow', 'scipy', 'tf_keras') if m in sys.modules];"
+    code = ("import sys, edgesparse.data.audio; "
+            "bad = [m for m in ('tensorflow', 'scipy', 'tf_keras') if m in sys.modules];"
             "sys.exit(str(bad) if bad else 0)")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -43,8 +43,9 @@ def tflm_build(tmp_path_factory):
 
 def test_litert_build_writes_a_verified_artifact(litert_build):
     result, out = litert_build
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is True and report["failures"] == []
     for section, key in REQUIRED_KEYS:
         assert key in report[section], (section, key)
     assert report["schema_version"] == 1
@@ -64,10 +65,48 @@ def test_litert_build_writes_a_verified_artifact(litert_build):
     assert "artifact" in result.output
 
 
+def test_build_writes_its_sample_and_labels_for_deploy(litert_build):
+    """sample.npz: the first 16 validation inputs exactly as the model takes them; labels.txt: class names in order."""
+    import hashlib
+
+    from edgesparse.pipeline.demos.digits import load_digits_dataset
+    from edgesparse.runtime.verify import run_tflite, top1
+
+    _, out = litert_build
+    report = json.loads((out / "report.json").read_text())
+    with np.load(out / "sample.npz", allow_pickle=False) as sample:
+        assert sorted(sample.files) == ["x", "y"]
+        x, y = sample["x"], sample["y"]
+    assert x.shape == (16, 8, 8, 1) and x.dtype == np.float32 and y.shape == (16,) and y.dtype == np.int64
+    ds = load_digits_dataset()
+    np.testing.assert_array_equal(x, ds.x_val[:16])
+    np.testing.assert_array_equal(y, ds.y_val[:16])
+    assert (out / "labels.txt").read_text() == "".join(f"{d}\n" for d in range(10))
+    outputs = run_tflite((out / "model.tflite").read_bytes(), x, runtime="litert").outputs
+    assert np.mean(top1(outputs) == y) >= 0.8            # the artifact classifies its own sample
+    for name in ("model.tflite", "sample.npz", "labels.txt"):
+        entry = report["files"][name]
+        data = (out / name).read_bytes()
+        assert entry["bytes"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest(), name
+    assert report["files"]["sample.npz"]["samples"] == 16 and report["files"]["labels.txt"]["classes"] == 10
+
+
+def test_class_names_follow_the_model_outputs():
+    from types import SimpleNamespace
+
+    from edgesparse.pipeline.build import class_names
+
+    assert class_names(SimpleNamespace(labels=["cat", "dog", "cow"]), 3) == ["cat", "dog", "cow"]
+    assert class_names(SimpleNamespace(labels=None), 4) == ["0", "1", "2", "3"]
+    assert class_names(SimpleNamespace(labels=["cat"]), 3) == ["cat", "1", "2"]      # ids for unnamed outputs
+    assert class_names(SimpleNamespace(labels=["no", "yes"]), 1) == ["no", "yes"]    # one sigmoid unit: 0 and 1
+
+
 def test_tflm_build_has_no_densify_and_runs_in_tflm(tflm_build):
     result, out = tflm_build
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is True
     assert report["profile"]["runtime"] == "tflm"
     assert "DENSIFY" not in _graph_ops(out / "model.tflite")
     assert report["verification"]["arena_bytes"] > 0
@@ -79,9 +118,11 @@ def test_tflm_build_has_no_densify_and_runs_in_tflm(tflm_build):
 
 def test_missing_model_file(tmp_path):
     npz = tmp_path / "d.npz"
-    np.savez(npz, x_train=np.zeros((4, 8, 8, 1)), y_train=np.zeros(4, int), x_val=np.zeros((2, 8, 8, 1)), y_val=np.zeros(2, int))
+    np.savez(npz, x_train=np.zeros((4, 8, 8, 1)), y_train=np.zeros(4, int), x_val=np.zeros((2, 8, 8, 1)),
+             y_val=np.zeros(2, int))
     result = _build("--model", str(tmp_path / "nope.h5"), "--data", str(npz), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2
+    assert "The model file does not exist" in result.output                 # ours, not a click usage error
     assert "nope.h5" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
 
@@ -90,9 +131,11 @@ def test_file_that_is_not_a_model(tmp_path):
     fake = tmp_path / "model.h5"
     fake.write_bytes(b"this is not an HDF5 file at all")
     npz = tmp_path / "d.npz"
-    np.savez(npz, x_train=np.zeros((4, 8, 8, 1)), y_train=np.zeros(4, int), x_val=np.zeros((2, 8, 8, 1)), y_val=np.zeros(2, int))
+    np.savez(npz, x_train=np.zeros((4, 8, 8, 1)), y_train=np.zeros(4, int), x_val=np.zeros((2, 8, 8, 1)),
+             y_val=np.zeros(2, int))
     result = _build("--model", str(fake), "--data", str(npz), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2
+    assert "The file is not a Keras model" in result.output and "a text file" in result.output
     assert "model.h5" in result.output and "Traceback" not in result.output
 
 
@@ -107,6 +150,7 @@ def test_data_whose_shape_does_not_match(tmp_path):
              x_val=np.zeros((2, 28, 28, 1), np.float32), y_val=np.zeros(2, int))
     result = _build("--model", str(model_path), "--data", str(npz), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2, result.output
+    assert "x_train has the wrong per-sample shape for the model" in result.output
     assert "x_train" in result.output and "(8, 8, 1)" in result.output and "(28, 28, 1)" in result.output
     assert not (tmp_path / "o").exists()
 
@@ -120,8 +164,9 @@ def test_mlperf_tiny_resnet_builds_with_generated_data(tmp_path, mlperf_dir):
     out = tmp_path / "resnet"
     result = _build("--model", str(mlperf_dir / "image_classification" / "pretrainedResnet.h5"), "--data", str(npz),
                     "--profile", "rpi4", "--epochs", "2", "--max-accuracy-drop", "100", "--out", str(out))
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is True
     assert report["model"]["format"] == "h5"
     assert report["sparsity"]["overall"] > 0.7
     assert report["sizes"]["artifact_bytes"] < report["sizes"]["dense_float32_bytes"] / 4

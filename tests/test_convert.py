@@ -8,12 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgesparse.tflite import edit as tflite_edit
-from edgesparse.pipeline.convert import QUANTIZE_MODES, _output_mismatch, build_artifact, convert_keras, summary
+from edgesparse._types import QUANTIZE_MODES
 from edgesparse.errors import ConversionError
-from edgesparse.profiles.profile import Profile
+from edgesparse.pipeline.convert import build_artifact, convert_keras, output_mismatch, summary
 from edgesparse.pipeline.tf_env import import_tf
+from edgesparse.profiles.profile import Profile
 from edgesparse.runtime.verify import run_tflite
+from edgesparse.tflite import edit as tflite_edit
 
 SEED = 0
 
@@ -221,7 +222,7 @@ def test_sparse_build_in_float_io_modes_checks_out_and_runs(mixed, quantize):
         raw = convert_keras(model, quantize=quantize, sparse=True)
         assert np.isnan(run_tflite(raw, data.x_val[:2], runtime="litert").outputs).all()  # LiteRT 2.3's answer
         dense = convert_keras(model, quantize=quantize)
-        assert _output_mismatch(raw, dense, data.x_val[:2]) == "non-finite outputs"  # the last-line check
+        assert output_mismatch(raw, dense, data.x_val[:2]) == "non-finite outputs"  # the last-line check
         assert result.sizes["artifact"] < result.sizes["dense_float16"] / 3
     run = run_tflite(result.artifact, data.x_val, runtime="litert")
     assert run.input_dtype == "float32"

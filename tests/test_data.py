@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgesparse.data.dataset import Dataset, check_compatible, generate_for_model, load_npz, representative_dataset
+from edgesparse.data import (
+    Dataset,
+    Splits,
+    check_compatible,
+    generate_for_model,
+    load_data,
+    load_npz,
+    representative_dataset,
+    save_npz,
+)
 from edgesparse.errors import DataError
 
 SHAPE = (8, 8, 1)
@@ -51,6 +60,34 @@ def test_byte_string_class_names_are_decoded(tmp_path):
     assert ds.labels == ["a", "b", "c", "d"]
 
 
+def test_class_names_may_be_called_class_names(tmp_path):
+    ds = load_npz(_write(tmp_path, **_arrays(), class_names=np.array(["w", "x", "y", "z"])))
+    assert ds.labels == ["w", "x", "y", "z"]
+    with pytest.raises(DataError, match="fewer class names") as info:
+        load_npz(_write(tmp_path, "short.npz", **_arrays(), class_names=np.array(["w"])))
+    assert "class_names" in str(info.value)
+
+
+def test_save_npz_round_trips_splits_with_their_test_split(tmp_path):
+    ds = _dataset()
+    ds.labels = ["a", "b", "c", "d"]
+    splits = Splits(ds, ds.x_val[:3], ds.y_val[:3])
+    save_npz(tmp_path / "s.npz", splits)
+    again = load_npz(tmp_path / "s.npz")
+    assert again.labels == ["a", "b", "c", "d"] and again.n_train == 20
+    with np.load(tmp_path / "s.npz") as npz:
+        np.testing.assert_array_equal(npz["x_test"], ds.x_val[:3])
+    assert splits.test is not None and Splits.without_test(ds).test is None
+
+
+def test_load_data_reads_an_npz_without_a_test_split(tmp_path):
+    splits = load_data(_write(tmp_path, **_arrays()), input_shape=SHAPE, num_outputs=4)
+    assert splits.dataset.n_val == 10 and splits.test is None
+    assert splits.x_test.shape == (0, *SHAPE)
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(tmp_path / "missing.npz", input_shape=SHAPE, num_outputs=4)
+
+
 def test_load_npz_accepts_column_labels_and_counts_classes(tmp_path):
     arrays = _arrays(classes=3)
     arrays["y_train"] = arrays["y_train"][:, None]
@@ -67,7 +104,7 @@ def test_missing_file(tmp_path):
 def test_not_an_npz(tmp_path):
     path = tmp_path / "text.npz"
     path.write_text("x_train,y_train\n1,2\n")
-    with pytest.raises(DataError, match="not an .npz archive"):
+    with pytest.raises(DataError, match=r"not an \.npz archive"):
         load_npz(path)
     single = tmp_path / "one.npy"
     np.save(single, np.zeros(3))
@@ -158,6 +195,15 @@ def test_label_out_of_range_for_the_model():
 def test_negative_labels():
     with pytest.raises(DataError, match="y_train holds negative labels"):
         check_compatible(_dataset(y_train=np.arange(20) - 1), SHAPE, 4)
+
+
+def test_validation_may_be_absent_when_not_required():
+    no_val = _dataset(x_val=np.zeros((0, *SHAPE), np.float32), y_val=np.zeros(0, np.int64))
+    check_compatible(no_val, SHAPE, 4, require_validation=False)
+    with pytest.raises(DataError, match="x_val is empty"):
+        check_compatible(no_val, SHAPE, 4)
+    with pytest.raises(DataError, match="x_train has the wrong per-sample shape"):
+        check_compatible(no_val, (8, 8, 3), 4, require_validation=False)
 
 
 def test_label_range_check_can_be_skipped():

@@ -15,12 +15,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edgesparse.data import audio
-
-from edgesparse.data import dataset as data
-
-from edgesparse.pipeline.demos import kws
+from edgesparse import data
 from edgesparse.cli.commands import main
+from edgesparse.data import audio
+from edgesparse.pipeline.demos import kws
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +71,7 @@ def wav_folder(tmp_path_factory) -> Path:
         pytest.skip("espeak-ng is not installed")
     root = tmp_path_factory.mktemp("folders") / "speech"
     val, test = [], []
-    for word in kws.KEYWORDS + ("marvin",):
+    for word in (*kws.KEYWORDS, "marvin"):
         (root / word).mkdir(parents=True)
         for v, voice in enumerate(WAV_VOICES):
             name = f"voice{v}_nohash_0.wav"
@@ -110,6 +108,11 @@ def test_build_from_an_image_folder(digits_folder, image_model, tmp_path):
     ds = data.load_image_folder(digits_folder, input_shape=(8, 8, 1))
     outputs = run_tflite((out / "model.tflite").read_bytes(), ds.x_val, runtime="litert").outputs
     assert np.mean(np.argmax(outputs, axis=1) == ds.y_val) == pytest.approx(report["accuracy"]["tflite"])
+    # deploy's test input and class names come from the build directory, not from the folder again
+    assert (out / "labels.txt").read_text().splitlines() == [f"digit_{c}" for c in range(10)]
+    with np.load(out / "sample.npz") as sample:
+        np.testing.assert_array_equal(sample["x"], ds.x_val[:16])
+        np.testing.assert_array_equal(sample["y"], ds.y_val[:16])
 
 
 def test_build_from_a_speech_commands_wav_folder(wav_folder, kws_model, tmp_path):
@@ -125,6 +128,12 @@ def test_build_from_a_speech_commands_wav_folder(wav_folder, kws_model, tmp_path
     # the held-out list (testing_list.txt, plus generated silence) is scored on the artifact
     assert report["accuracy"]["test"]["n_samples"] == len(splits.y_test) >= 11
     assert report["profile"]["runtime"] == "tflm"
+    assert (out / "labels.txt").read_text().splitlines() == list(kws.LABELS)
+    with np.load(out / "sample.npz") as sample:
+        n = min(16, splits.dataset.n_val)
+        assert sample["x"].shape == (n, 49, 10, 1)
+        np.testing.assert_array_equal(sample["x"], splits.dataset.x_val[:n])
+        np.testing.assert_array_equal(sample["y"], splits.dataset.y_val[:n])
 
 
 def test_folder_errors_are_one_message_exit_2(digits_folder, wav_folder, image_model, kws_model, tmp_path):
@@ -134,6 +143,7 @@ def test_folder_errors_are_one_message_exit_2(digits_folder, wav_folder, image_m
     result = CliRunner().invoke(main, ["build", "--model", str(image_model), "--data", str(other),
                                        "--out", str(tmp_path / "o1")])
     assert result.exit_code == 2
+    assert "The data folder holds no images or recordings in class sub-folders" in result.output
     assert "no images or recordings" in result.output and ".npz" in result.output and "1 .tif" in result.output
 
     result = CliRunner().invoke(main, ["build", "--model", str(image_model), "--data", str(wav_folder),

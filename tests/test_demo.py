@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgesparse.data import check_compatible
+from edgesparse.pipeline.demos import cache
 from edgesparse.pipeline.demos import digits as demo
-from edgesparse.data.dataset import check_compatible
 
 
 def test_digits_dataset_shapes_and_range():
     ds = demo.load_digits_dataset()
     assert ds.x_train.shape == (1437, 8, 8, 1) and ds.x_val.shape == (360, 8, 8, 1)
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
-    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0 and ds.x_train.max() > 0.9
+    assert ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0 and ds.x_train.max() > 0.9
     assert ds.num_classes == 10 and ds.labels == [str(d) for d in range(10)]
     check_compatible(ds, (8, 8, 1), 10, source=ds.source)
 
@@ -40,10 +41,10 @@ def test_digits_model_is_dominated_by_one_dense_layer():
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGESPARSE_CACHE", str(tmp_path / "c"))
-    assert demo.cache_dir() == tmp_path / "c"
+    assert cache.cache_dir() == tmp_path / "c"
     assert demo.cache_path().name == f"digits-cnn-v{demo.CACHE_VERSION}-seed0.keras"
     monkeypatch.delenv("EDGESPARSE_CACHE")
-    assert demo.cache_dir().parts[-2:] == (".cache", "edgesparse")
+    assert cache.cache_dir().parts[-2:] == (".cache", "edgesparse")
 
 
 @pytest.mark.slow
@@ -75,10 +76,10 @@ def test_corrupt_cache_is_replaced_by_retraining(tmp_path):
     cached = demo.cache_path(tmp_path)
     cached.write_bytes(b"not a keras archive")
     events: list[str] = []
-    model, ds = demo.demo_model(cache=tmp_path, progress=lambda e, f: events.append(e))
+    demo.demo_model(cache=tmp_path, progress=lambda e, f: events.append(e))
     assert "demo_train_begin" in events and "demo_cache_hit" not in events
     assert cached.stat().st_size > 100_000
-    assert demo._load_cached(cached) is not None  # noqa: SLF001 - the rewritten cache loads
+    assert cache.load_cached(cached, demo.build_digits_model()) is not None  # the rewritten cache loads
 
 
 @pytest.mark.slow

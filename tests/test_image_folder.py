@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgesparse.data import dataset as data
+from edgesparse import data
 from edgesparse.errors import DataError, MissingDependency
 
 RPI_DEMO = Path(__file__).resolve().parent.parent / "demos" / "rpi"
@@ -63,7 +63,7 @@ def test_labels_are_the_sorted_folder_names_and_the_split_is_stratified(tmp_path
     assert ds.x_train.shape == (24, 8, 8, 1) and ds.x_val.shape == (6, 8, 8, 1)
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
     assert np.bincount(ds.y_val).tolist() == [2, 2, 2] and np.bincount(ds.y_train).tolist() == [8, 8, 8]
-    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0
     assert str(root) in ds.source and "stratified" in ds.source
     # the data fit the model the shape was given for
     data.check_compatible(ds, (8, 8, 1), 3)

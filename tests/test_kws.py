@@ -10,12 +10,10 @@ import time
 import numpy as np
 import pytest
 
+from edgesparse import data
 from edgesparse.data import audio
-
-from edgesparse.data import dataset as data
-
-from edgesparse.pipeline.demos import kws
 from edgesparse.errors import DataError
+from edgesparse.pipeline.demos import kws
 
 TINY = kws.GenerationOptions(
     clips_per_class=4, unknown_words=("cat", "house", "zero"), accents=("en-us", "en-gb"),
@@ -49,14 +47,14 @@ def test_generation_has_every_class_in_every_split(tiny_cache):
     assert d.labels == list(kws.LABELS) and d.num_classes == 12
     assert d.labels[:10] == sorted(kws.KEYWORDS) and d.labels[10:] == ["silence", "unknown"]
     for x, y, n in ((d.x_train, d.y_train, 2), (d.x_val, d.y_val, 1), (splits.x_test, splits.y_test, 1)):
-        assert x.shape == (12 * n,) + audio.FEATURE_SHAPE and x.dtype == np.float32
+        assert x.shape == (12 * n, *audio.FEATURE_SHAPE) and x.dtype == np.float32
         assert np.all(np.isfinite(x))
         assert np.bincount(y, minlength=12).tolist() == [n] * 12
 
 
 @needs_espeak
 def test_clips_are_one_second_at_16_khz():
-    plan = kws._plan(TINY)
+    plan = kws.plan_clips(TINY)
     for clip in (plan[0][0], next(c for c in plan[0] if c.word is None)):
         wave = kws.render_clip(clip, TINY)
         assert wave.shape == (16000,) and wave.dtype == np.float32
@@ -95,10 +93,10 @@ def test_a_corrupt_cache_file_is_regenerated(tiny_cache, tmp_path):
 
 
 def test_splits_share_no_voice():
-    train, val, test = kws._voices_by_split(kws.GenerationOptions())
+    train, val, test = kws.voices_by_split(kws.GenerationOptions())
     assert not (set(train) & set(val)) and not (set(train) & set(test)) and not (set(val) & set(test))
     assert len(train) + len(val) + len(test) == len(kws.ACCENTS) * len(kws.VARIANTS)
-    assert kws._voices_by_split(kws.GenerationOptions()) == [train, val, test]
+    assert kws.voices_by_split(kws.GenerationOptions()) == [train, val, test]
 
 
 def test_missing_espeak_is_a_data_error_with_the_install_command(tmp_path, monkeypatch):
@@ -249,7 +247,7 @@ def test_demo_model_trains_once_then_loads_the_cache(tiny_cache):
     assert [e for e, _ in events] == ["demo_cache_hit"]
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
     x_test, y_test = kws.test_split(cache=tiny_cache, options=TINY)
-    assert x_test.shape == (12,) + audio.FEATURE_SHAPE and sorted(y_test.tolist()) == list(range(12))
+    assert x_test.shape == (12, *audio.FEATURE_SHAPE) and sorted(y_test.tolist()) == list(range(12))
 
 
 @needs_espeak

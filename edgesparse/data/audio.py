@@ -219,7 +219,7 @@ def normalise_peak(samples: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- MFCC
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     return 1127.0 * np.log1p(np.asarray(hz, np.float64) / 700.0)
 
 

@@ -4,29 +4,62 @@ The one place that strings the stages together. It never prints: progress goes
 through a callback (`progress(event, fields)`) that the CLI renders. Every output
 is staged in a temporary directory and published only when complete, so an
 error or Ctrl-C leaves no half-written build and never clobbers an earlier one.
+
+The build directory holds (names from edgesparse.builddir): the artifact, the
+pruned Keras model, the dense baselines, report.json and report.html, and the
+sample (a few held-out inputs and their labels) and labels.txt that deploy uses
+instead of rebuilding the data set.
+
+Raises DataError (bad options or data), ModelError, PruningError,
+ConversionError, VerificationError; AccuracyDropExceeded and BudgetExceeded
+come from raise_for_failures once the outputs are written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from edgesparse import builddir
+from edgesparse._types import Progress, no_progress
+from edgesparse.data import Dataset, check_compatible, load_data
 from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError
-from edgesparse.fsutil import atomic_write_bytes, check_output_free, staged_output_dir
+from edgesparse.estimate.latency import check_model
+from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir
+from edgesparse.pipeline import convert, models, prune
+from edgesparse.pipeline.demos import digits, kws
 from edgesparse.profiles.profile import Profile, load_profile
+from edgesparse.report.document import build_report
+from edgesparse.report.html import write_report_html
+from edgesparse.runtime import verify
 
-Progress = Callable[[str, dict], None]
+__all__ = [
+    "DEMOS",
+    "SAMPLE_SIZE",
+    "BuildOptions",
+    "BuildResult",
+    "PreparedInputs",
+    "build",
+    "class_names",
+    "default_out_dir",
+    "model_name",
+    "parse_structured",
+    "prepare_inputs",
+    "raise_for_failures",
+]
 
-ARTIFACT_NAME = "model.tflite"
-PRUNED_MODEL_NAME = "pruned_model.keras"
-REPORT_NAME = "report.json"
-# The dense references the artifact is compared against (sizes, battery gain from pruning).
-BASELINES = {"dense_float32": "baselines/dense_float32.tflite", "dense_int8": "baselines/dense_int8.tflite"}
+DEMOS = ("digits", "kws")
+# How many held-out validation inputs go to builddir.SAMPLE (the first ones, in order).
+SAMPLE_SIZE = 16
 
 
 @dataclass
@@ -72,6 +105,18 @@ class BuildResult:
         return not self.failures
 
 
+@dataclass
+class PreparedInputs:
+    """The dense model and data, loaded and checked once; a sweep reuses them for every point."""
+
+    model: Any
+    dataset: Dataset
+    model_info: dict[str, Any]
+    dense_accuracy: float
+    test: tuple[np.ndarray, np.ndarray] | None = None   # held-out split, when the data set has one
+    dense_test_accuracy: float | None = None
+
+
 def parse_structured(text: str | None) -> tuple[int, int] | None:
     """'2:4' -> (2, 4): TFMOT's sparsity_m_by_n."""
     if not text:
@@ -93,103 +138,38 @@ def _final_sparsity(requested: float | None, structured: tuple[int, int] | None)
     return structured[0] / structured[1] if structured else 0.8
 
 
-def default_out_dir(model_name: str, profile: Profile) -> Path:
-    return Path("build") / f"{model_name}-{profile.name}"
+def default_out_dir(name: str, profile: Profile) -> Path:
+    return Path("build") / f"{name}-{profile.name}"
 
 
-def _noop(event: str, fields: dict) -> None:
-    return None
+def model_name(options: BuildOptions) -> str:
+    """The name a build (or sweep) directory is called after: the demo's, or the model file's."""
+    return options.demo if options.model is None else models.safe_name(options.model)
 
 
-def _top1(probabilities: np.ndarray) -> np.ndarray:
-    return np.asarray(probabilities).reshape(len(probabilities), -1).argmax(axis=1)
-
-
-def _keras_predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+def _predict(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
 
 
-@dataclass
-class PreparedInputs:
-    """The dense model and data, loaded and checked once; a sweep reuses them for every point."""
-
-    model: Any
-    dataset: Any
-    model_info: dict[str, Any]
-    dense_accuracy: float
-    test: tuple[np.ndarray, np.ndarray] | None = None   # held-out split, when the data set has one
-    dense_test_accuracy: float | None = None
+def _accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+    return float(np.mean(verify.top1(_predict(model, x, batch_size)) == np.asarray(y)))
 
 
-DEMOS = ("digits", "kws")
+def _output_count(model: Any) -> int:
+    return int(np.prod([d for d in model.output_shape[1:] if d is not None]))
 
 
-def _load_demo(name: str, progress: Progress):
+def _load_demo(name: str, progress: Progress) -> tuple[Any, Dataset, tuple[np.ndarray, np.ndarray] | None]:
     if name == "kws":
-        from edgesparse.pipeline.demos import kws
-
         model, dataset = kws.demo_model(progress=progress)
         return model, dataset, kws.test_split()
-    from edgesparse.pipeline.demos import digits as demo
-
-    model, dataset = demo.demo_model(progress=progress)
+    model, dataset = digits.demo_model(progress=progress)
     return model, dataset, None
-
-
-def _load_user_data(path: Path, model, seed: int):
-    """--data: an .npz, a folder of <label>/ images, or <label>/*.wav recordings (Speech Commands layout).
-
-    Returns (dataset, test split or None). A folder is read for this model: images
-    at its input size and channel count; recordings as MLPerf MFCCs, which need a
-    (49, 10, 1) input and the 12 Speech Commands classes (checked before any file is decoded).
-    """
-    from edgesparse.data import dataset as data_mod
-
-    if not path.expanduser().is_dir():
-        return data_mod.load_npz(path), None
-    input_shape = tuple(model.input_shape[1:])
-    num_outputs = int(np.prod([d for d in model.output_shape[1:] if d is not None]))
-    if data_mod.folder_kind(path) == "images":
-        dataset = data_mod.load_image_folder(path, input_shape=input_shape, seed=seed)
-        if dataset.num_classes != num_outputs:
-            raise DataError("The image folder's classes do not match the model's outputs", where=str(path),
-                            expected=f"one class folder per output ({num_outputs})",
-                            received=f"{dataset.num_classes} class folders ({', '.join(dataset.labels[:10])}"
-                                     f"{', ...' if dataset.num_classes > 10 else ''})",
-                            fix="Add or remove class folders, or give the model one output per class")
-        return dataset, None
-    from edgesparse.data import audio
-    from edgesparse.pipeline.demos import kws
-
-    want = tuple(audio.FEATURE_SHAPE)
-    fits = len(input_shape) == len(want) and all(d is None or int(d) < 0 or int(d) == w
-                                                  for d, w in zip(input_shape, want))
-    if not fits or num_outputs != len(kws.LABELS):
-        raise DataError("A folder of .wav recordings needs a keyword-spotting model", where=str(path),
-                        expected=f"a model with input {want} (MLPerf Tiny MFCCs) and {len(kws.LABELS)} outputs "
-                                 f"({', '.join(kws.LABELS)})",
-                        received=f"model input {tuple(input_shape)} and {num_outputs} outputs",
-                        fix="Use a DS-CNN such as kws.build_ds_cnn(), or compute your own features and pass "
-                            "an .npz (docs/data.md)")
-    folders = {d.name.lower() for d in path.expanduser().iterdir() if d.is_dir()}
-    if not folders & set(kws.KEYWORDS):
-        raise DataError("No folder of the recordings is a Speech Commands keyword", where=str(path),
-                        expected=f"folders named after the keywords ({', '.join(kws.KEYWORDS)}); "
-                                 "every other folder is read as 'unknown'",
-                        received=f"folders {', '.join(sorted(folders)[:8])}{', ...' if len(folders) > 8 else ''}",
-                        fix="For other words use kws.load_folder(root, keywords=(...)) and kws.save_npz, "
-                            "then pass the .npz (docs/kws.md)")
-    splits = kws.load_folder(path, seed=seed)
-    test = (splits.x_test, splits.y_test) if len(splits.y_test) else None
-    return splits.dataset, test
 
 
 def prepare_inputs(options: BuildOptions, progress: Progress | None = None) -> PreparedInputs:
     """Load the model and data set (the user's files, or a built-in demo) and check they match."""
-    from edgesparse.data import dataset as data_mod
-    from edgesparse.pipeline import models
-
-    progress = progress or _noop
+    progress = progress or no_progress
     test = None
     if options.model is None:
         if options.data is not None:
@@ -206,31 +186,36 @@ def prepare_inputs(options: BuildOptions, progress: Progress | None = None) -> P
                             received="no --data", fix="Pass --data PATH.npz or --data FOLDER")
         loaded = models.load_model(options.model, trust_model=options.trust_model)
         model = loaded.model
-        dataset, test = _load_user_data(Path(options.data), model, options.seed)
+        splits = load_data(Path(options.data), input_shape=tuple(model.input_shape[1:]),
+                           num_outputs=_output_count(model), seed=options.seed)
+        dataset, test = splits.dataset, splits.test
         info = {"source": str(options.model), "format": loaded.format, "name": loaded.name,
                 "rebuilt_from_keras3": loaded.rebuilt_from_keras3,
                 "rebuild_max_abs_error": loaded.rebuild_max_abs_error}
     input_shape = tuple(int(d) if d is not None else -1 for d in model.input_shape[1:])
-    num_classes = int(np.prod([d for d in model.output_shape[1:] if d is not None]))
-    data_mod.check_compatible(dataset, input_shape, num_classes,
-                              source=str(options.data) if options.data else info["source"])
+    num_classes = _output_count(model)
+    check_compatible(dataset, input_shape, num_classes, source=str(options.data) if options.data else info["source"])
     info.update(input_shape=list(input_shape), num_classes=num_classes, params=int(model.count_params()),
-                labels=list(dataset.labels) if getattr(dataset, "labels", None) else None)
+                labels=list(dataset.labels) if dataset.labels else None)
     dense_accuracy = _accuracy(model, dataset.x_val, dataset.y_val, options.batch_size)
     dense_test = _accuracy(model, *test, options.batch_size) if test is not None else None
     return PreparedInputs(model, dataset, info, dense_accuracy, test, dense_test)
 
 
-def _accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
-    return float(np.mean(_top1(_keras_predict(model, x, batch_size)) == np.asarray(y)))
+class _Stages:
+    """Times each stage and reports "stage" / "stage_done" (only when the stage finished)."""
 
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.timings: dict[str, float] = {}
 
-def _model_name(options: BuildOptions) -> str:
-    if options.model is None:
-        return options.demo
-    from edgesparse.pipeline.models import safe_name
-
-    return safe_name(options.model)
+    @contextmanager
+    def run(self, name: str, description: str) -> Iterator[None]:
+        started = time.perf_counter()
+        self.progress("stage", {"name": name, "description": description})
+        yield
+        self.timings[name] = round(time.perf_counter() - started, 3)
+        self.progress("stage_done", {"name": name, "seconds": self.timings[name]})
 
 
 def build(options: BuildOptions, progress: Progress | None = None,
@@ -239,107 +224,135 @@ def build(options: BuildOptions, progress: Progress | None = None,
 
     `prepared` lets a sweep pass the dense model and data it loaded once.
     """
-    progress = progress or _noop
+    progress = progress or no_progress
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-    starts: dict[str, float] = {}
-
-    def stage(name: str, description: str) -> None:
-        starts[name] = time.perf_counter()
-        progress("stage", {"name": name, "description": description})
-
-    def done(name: str) -> None:
-        timings[name] = round(time.perf_counter() - starts[name], 3)
-        progress("stage_done", {"name": name, "seconds": timings[name]})
-
+    stages = _Stages(progress)
     profile = load_profile(options.profile)
     structured = parse_structured(options.structured)
     options = dataclasses.replace(options, final_sparsity=_final_sparsity(options.final_sparsity, structured))
-    out_dir = Path(options.out) if options.out else default_out_dir(_model_name(options), profile)
+    out_dir = Path(options.out) if options.out else default_out_dir(model_name(options), profile)
     check_output_free(out_dir, options.force)
-
     if options.demo not in DEMOS:
         raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
-    from edgesparse.pipeline import convert
-    from edgesparse.pipeline import prune
-    from edgesparse.report import document as report
-    from edgesparse.runtime import verify
 
-    stage("load", "Loading model and data")
-    if prepared is None:
-        prepared = prepare_inputs(options, progress)
-    model, dataset, model_info = prepared.model, prepared.dataset, dict(prepared.model_info)
-    acc_dense = prepared.dense_accuracy
-    done("load")
+    with stages.run("load", "Loading model and data"):
+        if prepared is None:
+            prepared = prepare_inputs(options, progress)
+    dataset = prepared.dataset
+    with stages.run("prune", "Pruning and fine-tuning"):
+        policies, pruned = _prune(prepared, options, profile, structured, progress)
+        pruned_top1 = verify.top1(_predict(pruned.model, dataset.x_val, options.batch_size))
+        acc_pruned = float(np.mean(pruned_top1 == dataset.y_val))
+    with stages.run("convert", f"Converting to TFLite ({options.quantize})"):
+        conversion = convert.build_artifact(pruned.model, dataset, quantize=options.quantize, profile=profile)
+    with stages.run("verify", f"Running the artifact in {'TFLite Micro' if profile.runtime == 'tflm' else 'LiteRT'}"):
+        verification = verify.verify_artifact(conversion.artifact, dataset.x_val, dataset.y_val,
+                                              runtime=profile.runtime, reference_predictions=pruned_top1)
+    with stages.run("estimate", f"Checking against the {profile.name} profile"):
+        check = check_model(conversion.artifact, profile).to_dict()
+    test_accuracy = _test_accuracy(prepared, conversion.artifact, pruned.model, profile, options.batch_size)
 
-    stage("prune", "Pruning and fine-tuning")
+    drop_points = round((prepared.dense_accuracy - verification.accuracy) * 100.0, 3)
+    failures = _failures(drop_points, prepared.dense_accuracy, verification.accuracy, options, check, profile)
+    stages.timings["total"] = round(time.perf_counter() - started, 3)
+    document = build_report(
+        options=options.to_dict(), profile=profile, model_info=dict(prepared.model_info), dataset=dataset,
+        policies=policies, pruned=pruned, conversion=conversion, verification=verification,
+        accuracies={"dense_float": prepared.dense_accuracy, "pruned_keras": acc_pruned, "test": test_accuracy},
+        drop_points=drop_points, check=check, failures=failures, timings=stages.timings)
+
+    with stages.run("write", f"Writing {out_dir}"):
+        _publish(out_dir, options.force, conversion, pruned.model, document,
+                 sample=_sample_npz(dataset), sample_count=min(SAMPLE_SIZE, dataset.n_val),
+                 labels=class_names(dataset, prepared.model_info["num_classes"]))
+    return BuildResult(out_dir=out_dir, report=document, failures=failures)
+
+
+def _prune(prepared: PreparedInputs, options: BuildOptions, profile: Profile, structured: tuple[int, int] | None,
+           progress: Progress) -> tuple[list[prune.LayerPolicy], prune.PruneResult]:
+    """The per-layer plan for this profile, then TFMOT fine-tuning to it."""
     schedule = prune.ScheduleOptions(
         kind=options.schedule, initial_sparsity=options.initial_sparsity,
         final_sparsity=options.final_sparsity, begin_step=options.begin_step, end_step=options.end_step,
         power=options.power, frequency=options.frequency, structured=structured)
-    policies = prune.plan_policy(model, profile, schedule, skip_layers=frozenset(options.skip_layers),
+    policies = prune.plan_policy(prepared.model, profile, schedule, skip_layers=frozenset(options.skip_layers),
                                  quantize=options.quantize)
     pruned = prune.prune_and_finetune(
-        model, dataset, policies, schedule, epochs=options.epochs, batch_size=options.batch_size,
+        prepared.model, prepared.dataset, policies, schedule, epochs=options.epochs, batch_size=options.batch_size,
         tensorboard_dir=options.tensorboard, progress=progress)
-    pruned_pred = _keras_predict(pruned.model, dataset.x_val, options.batch_size)
-    acc_pruned = float(np.mean(_top1(pruned_pred) == dataset.y_val))
-    done("prune")
+    return policies, pruned
 
-    stage("convert", f"Converting to TFLite ({options.quantize})")
-    conversion = convert.build_artifact(pruned.model, dataset, quantize=options.quantize, profile=profile)
-    done("convert")
 
-    stage("verify", f"Running the artifact in {'TFLite Micro' if profile.runtime == 'tflm' else 'LiteRT'}")
-    verification = verify.verify_artifact(
-        conversion.artifact, dataset.x_val, dataset.y_val, runtime=profile.runtime,
-        reference_predictions=_top1(pruned_pred))
-    done("verify")
+def _test_accuracy(prepared: PreparedInputs, artifact: bytes, pruned_model: Any, profile: Profile,
+                   batch_size: int) -> dict[str, Any] | None:
+    """The artifact's accuracy on the held-out test split, when the data set has one."""
+    if prepared.test is None or prepared.dense_test_accuracy is None:
+        return None
+    x_test, y_test = prepared.test
+    reference = verify.top1(_predict(pruned_model, x_test, batch_size))
+    result = verify.verify_artifact(artifact, x_test, y_test, runtime=profile.runtime,
+                                    reference_predictions=reference)
+    return {"dense_float": prepared.dense_test_accuracy, "tflite": float(result.accuracy),
+            "drop_points": round((prepared.dense_test_accuracy - result.accuracy) * 100.0, 3),
+            "n_samples": len(y_test)}
 
-    stage("estimate", f"Checking against the {profile.name} profile")
-    check = _device_check(conversion.artifact, profile)
-    done("estimate")
 
-    test_accuracy = None
-    if prepared.test is not None:
-        x_test, y_test = prepared.test
-        tflite_test = verify.verify_artifact(conversion.artifact, x_test, y_test, runtime=profile.runtime,
-                                             reference_predictions=_top1(_keras_predict(pruned.model, x_test, options.batch_size)))
-        test_accuracy = {"dense_float": prepared.dense_test_accuracy, "tflite": float(tflite_test.accuracy),
-                         "drop_points": round((prepared.dense_test_accuracy - tflite_test.accuracy) * 100.0, 3),
-                         "n_samples": int(len(y_test))}
-
-    drop_points = round((acc_dense - verification.accuracy) * 100.0, 3)
-    failures: list[str] = []
+def _failures(drop_points: float, dense: float, tflite: float, options: BuildOptions, check: dict[str, Any] | None,
+              profile: Profile) -> list[str]:
+    """What the finished build missed: the accuracy budget, and the profile's budgets."""
+    failures = []
     if drop_points > options.max_accuracy_drop:
         failures.append(
-            f"accuracy drop {drop_points:.2f} points (dense float {acc_dense:.2%} -> .tflite "
-            f"{verification.accuracy:.2%}) exceeds --max-accuracy-drop {options.max_accuracy_drop:g}")
+            f"accuracy drop {drop_points:.2f} points (dense float {dense:.2%} -> .tflite "
+            f"{tflite:.2%}) exceeds --max-accuracy-drop {options.max_accuracy_drop:g}")
     if check is not None and not check.get("fits", True):
         failed = [b["name"] for b in check.get("budgets", []) if not b.get("ok", True)]
         failures.append(f"the model does not fit the {profile.name} budget(s): {', '.join(failed)}")
+    return failures
 
-    timings["total"] = round(time.perf_counter() - started, 3)
-    document = report.build_report(
-        options=options.to_dict(), profile=profile, model_info=model_info, dataset=dataset,
-        policies=policies, pruned=pruned, conversion=conversion, verification=verification,
-        accuracies={"dense_float": acc_dense, "pruned_keras": acc_pruned, "test": test_accuracy},
-        drop_points=drop_points,
-        check=check, failures=failures, timings=timings)
 
-    stage("write", f"Writing {out_dir}")
-    with staged_output_dir(out_dir, options.force) as staging:
-        atomic_write_bytes(staging / ARTIFACT_NAME, conversion.artifact)
-        for variant, relative in BASELINES.items():
+def class_names(dataset: Dataset, num_outputs: int) -> list[str]:
+    """One name per class the model's top-1 can produce, in output order (builddir.LABELS).
+
+    The data set's names (digits "0".."9", the KWS classes, image or recording
+    folder names, an .npz `labels`/`class_names` array), else the class ids;
+    a single sigmoid output yields classes 0 and 1.
+    """
+    count = 2 if num_outputs == 1 else num_outputs
+    names = list(dataset.labels or [])
+    return [names[i] if i < len(names) else str(i) for i in range(count)]
+
+
+def _sample_npz(dataset: Dataset) -> bytes:
+    """builddir.SAMPLE: the first SAMPLE_SIZE validation inputs as the model takes them (x), and their labels (y)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, x=np.ascontiguousarray(dataset.x_val[:SAMPLE_SIZE], np.float32),
+             y=np.asarray(dataset.y_val[:SAMPLE_SIZE], np.int64).reshape(-1))
+    return buffer.getvalue()
+
+
+def _file_entry(data: bytes) -> dict[str, Any]:
+    """How report.json's "files" describes a written file."""
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _publish(out_dir: Path, force: bool, conversion: convert.ConversionResult, pruned_model: Any,
+             document: dict[str, Any], *, sample: bytes, sample_count: int, labels: list[str]) -> None:
+    """Write every output into a staging directory, then publish it as `out_dir` in one rename."""
+    labels_text = "".join(f"{name}\n" for name in labels)
+    files = document.setdefault("files", {})
+    files[builddir.SAMPLE] = dict(_file_entry(sample), samples=sample_count)
+    files[builddir.LABELS] = dict(_file_entry(labels_text.encode()), classes=len(labels))
+    with staged_output_dir(out_dir, force) as staging:
+        atomic_write_bytes(staging / builddir.ARTIFACT, conversion.artifact)
+        for variant, relative in builddir.BASELINES.items():
             if getattr(conversion, variant):
                 atomic_write_bytes(staging / relative, getattr(conversion, variant))
-        pruned.model.save(staging / PRUNED_MODEL_NAME)
-        report.write_report(staging, document)
-        report.write_html(staging, document)
-    done("write")
-
-    result = BuildResult(out_dir=out_dir, report=document, failures=failures)
-    return result
+        pruned_model.save(staging / builddir.PRUNED_MODEL)
+        atomic_write_bytes(staging / builddir.SAMPLE, sample)
+        atomic_write_text(staging / builddir.LABELS, labels_text)
+        builddir.write_report(staging, document)
+        write_report_html(staging, document)
 
 
 def raise_for_failures(result: BuildResult) -> None:
@@ -357,10 +370,3 @@ def raise_for_failures(result: BuildResult) -> None:
     error_cls = AccuracyDropExceeded if accuracy else BudgetExceeded
     raise error_cls("The build did not meet its budget", where=str(result.out_dir),
                     received="; ".join(result.failures), fix="; ".join(fixes))
-
-
-def _device_check(artifact: bytes, profile: Profile) -> dict[str, Any] | None:
-    """The estimator's verdict (flash, RAM, latency, energy, budgets) for report.json."""
-    from edgesparse.estimate import latency as estimate
-
-    return estimate.check_model(artifact, profile).to_dict()

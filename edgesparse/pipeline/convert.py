@@ -6,32 +6,34 @@ costs 1 byte but its CSR index costs 1-2 more, so unstructured sparsity often
 makes a tensor *bigger*. `build_artifact` measures each sparse tensor and
 re-densifies the ones that do not shrink the file (`tflite_edit`).
 
-CONTRACT:
-    QUANTIZE_MODES = ("int8", "dynamic", "float16", "none")
-    convert_keras(model, *, quantize, representative=None, sparse=False) -> bytes
-    build_artifact(model, dataset, *, quantize, profile) -> ConversionResult
-    ConversionResult: artifact (bytes), dense_float32 (bytes), dense_int8 (bytes),
-                      tensors (list[TensorEncoding]), has_densify (bool), notes (list[str]),
-                      quantize, runtime, sizes (dict[str, int]: dense_float32, dense_int8,
-                      dense_<mode>, sparse_all, [sparse_converter], artifact)
-    TensorEncoding: name, shape, dense_bytes, sparse_bytes, kept_sparse, reason,
-                    dtype, values_bytes, index_bytes, block_size, file_saving_bytes, read_by
+The artifact is checked against the dense build's outputs before it ships
+(`output_mismatch`); LiteRT's wrong answers for some directly read sparse
+tensors are guarded with an inserted DENSIFY.
+
+Raises ConversionError (an unknown mode, a converter failure, a model the
+target runtime cannot run) and MissingDependency (TensorFlow).
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from edgesparse.tflite import edit as tflite_edit
+from edgesparse._types import QUANTIZE_MODES
+from edgesparse.data import representative_dataset
 from edgesparse.errors import ConversionError, EdgesparseError
 from edgesparse.pipeline.tf_env import import_tf
+from edgesparse.runtime.capture import captured_stderr
+from edgesparse.runtime.verify import run_tflite
+from edgesparse.tflite import edit as tflite_edit
 
-QUANTIZE_MODES = ("int8", "dynamic", "float16", "none")
+__all__ = ["ConversionResult", "TensorEncoding", "build_artifact", "convert_keras", "output_mismatch", "summary"]
+
 _REPRESENTATIVE_SAMPLES = 200
 
 
@@ -72,8 +74,6 @@ def _representative(representative) -> Callable:
     """Accept a generator factory, or an array sampled by data.representative_dataset."""
     if callable(representative):
         return representative
-    from edgesparse.data.dataset import representative_dataset
-
     return representative_dataset(np.asarray(representative, np.float32), max_samples=_REPRESENTATIVE_SAMPLES,
                                   seed=0)
 
@@ -126,7 +126,6 @@ def convert_keras(model, *, quantize: str, representative=None, sparse: bool = F
                               expected="representative samples to calibrate activation ranges",
                               received="none", fix="Pass the training data, or use --quantize dynamic")
     tf, _ = import_tf()
-    from edgesparse.runtime.capture import captured_stderr  # the converter's C++ logs go to fd 2
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = [] if quantize == "none" else [tf.lite.Optimize.DEFAULT]
@@ -289,10 +288,8 @@ def _guard_direct_readers(sparse_all: bytes) -> tuple[bytes, list[str]]:
     return bytes_out, notes
 
 
-def _output_mismatch(candidate: bytes, dense_same: bytes, x: np.ndarray) -> str | None:
+def output_mismatch(candidate: bytes, dense_same: bytes, x: np.ndarray) -> str | None:
     """Last check before shipping an edited file: same outputs as the dense build on a few samples."""
-    from edgesparse.runtime.verify import run_tflite
-
     got = run_tflite(candidate, x, runtime="litert").outputs
     want = run_tflite(dense_same, x, runtime="litert").outputs
     if not np.isfinite(got).all():
@@ -355,7 +352,7 @@ def build_artifact(model, dataset, *, quantize: str, profile) -> ConversionResul
         if not tensors:
             notes.append("No weight tensor was >= 30 % zero, so the converter stored every tensor dense")
         elif artifact is not dense_same:
-            mismatch = _output_mismatch(artifact, dense_same, np.asarray(dataset.x_train)[:8])
+            mismatch = output_mismatch(artifact, dense_same, np.asarray(dataset.x_train)[:8])
             if mismatch:
                 for t in tensors:
                     t.kept_sparse = False

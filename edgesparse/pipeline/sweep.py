@@ -22,10 +22,9 @@ Outputs: OUT/sweep.json, sweep.csv, sweep.html; with max_accuracy_drop, the
 chosen point's build (model.tflite, report.json, report.html) copied to OUT
 (other families' builds of that point to OUT/for-<profile>/).
 
-Public API:
-    SweepOptions, run_sweep(options, progress=None) -> SweepResult
-    families(profiles) -> list[Family]; pareto(rows, metric) -> indices on the front
-    choose(points, profiles, max_drop) -> (chosen point or None, explanation, rejected)
+Raises DataError (bad options), OutputExistsError (an --out that is not a sweep
+directory) and whatever a build raises for the model and data (a failed point's
+pruning, conversion or verification is recorded and the sweep goes on).
 """
 
 from __future__ import annotations
@@ -39,21 +38,63 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from edgesparse import __version__
-from edgesparse.errors import ConversionError, DataError, OutputExistsError, PruningError, VerificationError
+from edgesparse import __version__, builddir
+from edgesparse._types import QUANTIZE_MODES, Progress, no_progress
+from edgesparse.errors import (
+    ConversionError,
+    DataError,
+    EdgesparseError,
+    OutputExistsError,
+    PruningError,
+    VerificationError,
+)
+from edgesparse.estimate.latency import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, staged_output_dir
+from edgesparse.pipeline import build as pipeline_build
+from edgesparse.pipeline.build import DEMOS, BuildOptions, model_name
+from edgesparse.profiles.profile import Profile, load_profile
+from edgesparse.report.html import render_sweep
 
-Progress = Callable[[str, dict], None]
+__all__ = [
+    "CHOSEN_FILES",
+    "CSV_COLUMNS",
+    "INDEX_NAME",
+    "METRICS",
+    "POINTS_DIR",
+    "SCHEMA_VERSION",
+    "SWEEP_CSV",
+    "SWEEP_HTML",
+    "SWEEP_JSON",
+    "Family",
+    "SweepOptions",
+    "SweepResult",
+    "choose",
+    "csv_text",
+    "families",
+    "inputs_key",
+    "parse_quantize",
+    "parse_sparsities",
+    "pareto",
+    "point_key",
+    "run_sweep",
+    "unbuildable_reason",
+    "write_outputs",
+]
 
 SCHEMA_VERSION = 1
 POINTS_DIR = "points"
 INDEX_NAME = "index.json"
-CHOSEN_FILES = ("model.tflite", "report.json", "report.html", "pruned_model.keras")
-METRICS = (("latency_ms", "latency (ms)"), ("model_bytes", "model size (bytes)"), ("energy_mj", "energy per inference (mJ)"))
+# The chosen point's build, copied beside sweep.json (deployable as it is).
+CHOSEN_FILES = (builddir.ARTIFACT, builddir.REPORT_JSON, builddir.REPORT_HTML, builddir.PRUNED_MODEL,
+                builddir.SAMPLE, builddir.LABELS)
+SWEEP_JSON, SWEEP_CSV, SWEEP_HTML = "sweep.json", "sweep.csv", "sweep.html"
+METRICS = (("latency_ms", "latency (ms)"), ("model_bytes", "model size (bytes)"),
+           ("energy_mj", "energy per inference (mJ)"))
 # Options that change a build's artifact or accuracy; they key the cache.
 _KEYED_OPTIONS = ("schedule", "initial_sparsity", "begin_step", "end_step", "power", "frequency", "structured",
                   "skip_layers", "epochs", "batch_size", "seed", "trust_model", "demo")
@@ -66,7 +107,7 @@ _PER_POINT = ("profile", "final_sparsity", "quantize", "out", "force", "max_accu
 class SweepOptions:
     """What to sweep; `base` carries the model, data and training options shared by every point."""
 
-    base: Any                                   # pipeline.BuildOptions
+    base: BuildOptions
     profiles: tuple[str, ...] = ("rpi4",)
     sparsities: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
     quantize: tuple[str, ...] = ("int8",)
@@ -116,10 +157,6 @@ class SweepResult:
         return self.document["options"]["max_accuracy_drop"] is not None and self.chosen is None
 
 
-def _noop(event: str, fields: dict) -> None:
-    return None
-
-
 # --------------------------------------------------------------------------- planning
 
 def families(profiles: Sequence[Any]) -> list[Family]:
@@ -145,8 +182,7 @@ def parse_sparsities(text: str | Sequence[float]) -> tuple[float, ...]:
 
 
 def parse_quantize(text: str | Sequence[str]) -> tuple[str, ...]:
-    from edgesparse.pipeline.convert import QUANTIZE_MODES
-
+    """'int8,float16' -> ('int8', 'float16'): distinct modes of _types.QUANTIZE_MODES."""
     items = [q.strip() for q in (text.split(",") if isinstance(text, str) else text) if q.strip()]
     bad = [q for q in items if q not in QUANTIZE_MODES]
     if not items or bad or len(set(items)) != len(items):
@@ -187,7 +223,7 @@ def point_key(inputs: dict, base, profile, sparsity: float, quantize: str) -> st
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _buildable(family: Family, quantize: str) -> str | None:
+def unbuildable_reason(family: Family, quantize: str) -> str | None:
     """Why `family` cannot run a `quantize` artifact, or None."""
     if family.runtime == "tflm" and quantize in ("dynamic", "float16"):
         return f"TFLite Micro has no {quantize} kernels (int8 or float32 only)"
@@ -212,12 +248,11 @@ def _write_index(points_dir: Path, index: dict[str, Any]) -> None:
 def _cached_report(point_dir: Path) -> dict[str, Any] | None:
     """The point's report.json if the build is complete and its artifact is the one reported."""
     try:
-        report = json.loads((point_dir / "report.json").read_text("utf-8"))
-        artifact = (point_dir / "model.tflite").read_bytes()
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        report = builddir.load_report(point_dir)
+        builddir.read_verified_artifact(point_dir, report)
+    except (OSError, EdgesparseError):
         return None
-    expected = ((report.get("files") or {}).get("model.tflite") or {}).get("sha256")
-    return report if expected == hashlib.sha256(artifact).hexdigest() else None
+    return report
 
 
 # --------------------------------------------------------------------------- analysis
@@ -275,7 +310,8 @@ def choose(points: Sequence[dict], profiles: Sequence[str], max_drop: float) -> 
     for p in ranked:
         problems = _problems(p, profiles, max_drop)
         if not problems:
-            same = [q for q in ranked if q["sparsity"] == p["sparsity"] and q is not p and not _problems(q, profiles, max_drop)]
+            same = [q for q in ranked if q["sparsity"] == p["sparsity"] and q is not p
+                    and not _problems(q, profiles, max_drop)]
             c = p["checks"][profiles[0]]
             why = (f"{p['label']} is the sparsest of the {len(points)} points whose .tflite stays within "
                    f"{max_drop:g} accuracy points of the dense model and fits every budget on "
@@ -297,37 +333,48 @@ def choose(points: Sequence[dict], profiles: Sequence[str], max_drop: float) -> 
 
 # --------------------------------------------------------------------------- the sweep
 
-def _default_out(base) -> Path:
-    from edgesparse.pipeline.build import _model_name
-
-    return Path("build") / f"sweep-{_model_name(base)}"
+def _default_out(base: BuildOptions) -> Path:
+    return Path("build") / f"sweep-{model_name(base)}"
 
 
-def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepResult:
-    """Build and check every point (resuming from the cache), analyse, write sweep.json/csv/html.
+@dataclass
+class _Plan:
+    """A sweep's parsed options, profiles and jobs: one job per (sparsity, quantize, family)."""
 
-    Raises EdgesparseError for bad input; KeyboardInterrupt leaves finished points cached.
-    """
-    from edgesparse.estimate import latency as estimate
-    from edgesparse.pipeline import build as pipeline
-    from edgesparse.profiles.profile import load_profile
+    options: SweepOptions
+    profiles: list[Profile]
+    families: list[Family]
+    out_dir: Path
+    inputs: dict[str, Any]
+    index: dict[str, Any]
+    jobs: list[dict[str, Any]]
+    cached: dict[str, dict[str, Any]]
 
-    progress = progress or _noop
-    started = time.perf_counter()
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.profiles]
+
+    @property
+    def points_dir(self) -> Path:
+        return self.out_dir / POINTS_DIR
+
+
+def _plan(options: SweepOptions) -> _Plan:
+    """Check the options, load the profiles, and list every job with its cache state."""
     if not options.profiles:
         raise DataError("No profile to sweep for", expected="at least one --profile", received="none")
     sparsities = parse_sparsities(options.sparsities)
     quantizes = parse_quantize(options.quantize)
     if options.max_accuracy_drop is not None and options.max_accuracy_drop < 0:
-        raise DataError("Bad --max-accuracy-drop", expected="percentage points >= 0", received=options.max_accuracy_drop)
+        raise DataError("Bad --max-accuracy-drop", expected="percentage points >= 0",
+                        received=options.max_accuracy_drop)
     base = options.base
-    if base.demo not in pipeline.DEMOS:
-        raise DataError("Unknown demo", expected=" or ".join(pipeline.DEMOS), received=repr(base.demo))
+    if base.demo not in DEMOS:
+        raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(base.demo))
     loaded = [load_profile(p) for p in options.profiles]
     names = [p.name for p in loaded]
     if len(set(names)) != len(names):
         raise DataError("A profile was given twice", where="--profile", received=", ".join(names))
-    by_name = dict(zip(names, options.profiles))
     options = dataclasses.replace(options, sparsities=sparsities, quantize=quantizes)  # recorded parsed
     fams = families(loaded)
     out_dir = Path(options.out) if options.out else _default_out(base)
@@ -338,48 +385,78 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
     points_dir.mkdir(parents=True, exist_ok=True)
     index = _read_index(points_dir)
     inputs = inputs_key(base)
-
     jobs = []
     for s in sparsities:
         for q in quantizes:
             for fam in fams:
                 key = point_key(inputs, base, fam.build_profile, s, q)
-                dir_name = f"{fam.name}-s{s:g}-{q}-{key}"
                 jobs.append({"sparsity": s, "quantize": q, "family": fam, "key": key,
-                             "dir": points_dir / dir_name, "skip": _buildable(fam, q)})
+                             "profile": options.profiles[names.index(fam.name)],
+                             "dir": points_dir / f"{fam.name}-s{s:g}-{q}-{key}", "skip": unbuildable_reason(fam, q)})
     cached = {j["key"]: rep for j in jobs if not j["skip"] and j["key"] in index["points"]
               for rep in [_cached_report(j["dir"])] if rep is not None}
-    todo = [j for j in jobs if not j["skip"] and j["key"] not in cached]
-    progress("sweep_begin", {"points": len(sparsities) * len(quantizes), "jobs": len(jobs),
-                             "cached": len(cached), "to_build": len(todo), "profiles": names,
-                             "families": [f.to_dict() for f in fams], "out": str(out_dir)})
+    return _Plan(options, loaded, fams, out_dir, inputs, index, jobs, cached)
 
+
+def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepResult:
+    """Build and check every point (resuming from the cache), analyse, write sweep.json/csv/html.
+
+    Raises EdgesparseError for bad input; KeyboardInterrupt leaves finished points cached.
+    """
+    progress = progress or no_progress
+    started = time.perf_counter()
+    plan = _plan(options)
+    options = plan.options
+    todo = [j for j in plan.jobs if not j["skip"] and j["key"] not in plan.cached]
+    progress("sweep_begin", {"points": len(options.sparsities) * len(options.quantize), "jobs": len(plan.jobs),
+                             "cached": len(plan.cached), "to_build": len(todo), "profiles": plan.names,
+                             "families": [f.to_dict() for f in plan.families], "out": str(plan.out_dir)})
+    built = _run_jobs(plan, progress)
+    points = _assemble(plan.jobs, options.sparsities, options.quantize, plan.out_dir)
+    chosen = None
+    explanation = None
+    rejected: list[dict] = []
+    if options.max_accuracy_drop is not None:
+        chosen, explanation, rejected = choose(points, plan.names, options.max_accuracy_drop)
+    document = _document(plan, points, built, round(time.perf_counter() - started, 3))
+    document["choice"] = None if options.max_accuracy_drop is None else {
+        "max_accuracy_drop": options.max_accuracy_drop, "point": chosen["label"] if chosen else None,
+        "sparsity": chosen["sparsity"] if chosen else None, "quantize": chosen["quantize"] if chosen else None,
+        "explanation": explanation, "rejected": rejected, "copied_to": str(plan.out_dir) if chosen else None}
+    _publish_choice(plan.out_dir, chosen, plan.families)
+    write_outputs(plan.out_dir, document)
+    progress("sweep_done", {"out": str(plan.out_dir), "built": built, "cached": len(plan.cached),
+                            "chosen": chosen["label"] if chosen else None})
+    return SweepResult(plan.out_dir, document, chosen, built, len(plan.cached))
+
+
+def _run_jobs(plan: _Plan, progress: Progress) -> int:
+    """Build every job not cached (the dense inputs prepared once, on the first build); returns how many were built."""
+    base, max_drop = plan.options.base, plan.options.max_accuracy_drop
     prepared = None
     built = 0
-    for n, job in enumerate(jobs, 1):
-        fam = job["family"]
-        fields = {"index": n, "jobs": len(jobs), "sparsity": job["sparsity"], "quantize": job["quantize"],
-                  "profile": fam.name, "key": job["key"]}
+    for n, job in enumerate(plan.jobs, 1):
+        fields = {"index": n, "jobs": len(plan.jobs), "sparsity": job["sparsity"], "quantize": job["quantize"],
+                  "profile": job["family"].name, "key": job["key"]}
         if job["skip"]:
             job["report"] = None
             progress("point_skipped", dict(fields, reason=job["skip"]))
             continue
-        if job["key"] in cached:
-            job["report"] = cached[job["key"]]
+        if job["key"] in plan.cached:
+            job["report"] = plan.cached[job["key"]]
             progress("point_done", dict(fields, cached=True, seconds=0.0, **_headline(job["report"])))
             continue
         progress("point_begin", fields)
         t0 = time.perf_counter()
         if prepared is None:
             progress("prepare_begin", {})
-            prepared = pipeline.prepare_inputs(base, progress)
+            prepared = pipeline_build.prepare_inputs(base, progress)
             progress("prepare_done", {"seconds": round(time.perf_counter() - t0, 3)})
         build_options = dataclasses.replace(
-            base, profile=by_name[fam.name], final_sparsity=job["sparsity"], quantize=job["quantize"],
-            out=job["dir"], force=True,
-            max_accuracy_drop=options.max_accuracy_drop if options.max_accuracy_drop is not None else 100.0)
+            base, profile=job["profile"], final_sparsity=job["sparsity"], quantize=job["quantize"],
+            out=job["dir"], force=True, max_accuracy_drop=max_drop if max_drop is not None else 100.0)
         try:
-            result = pipeline.build(build_options, progress=progress, prepared=prepared)
+            result = pipeline_build.build(build_options, progress=progress, prepared=prepared)
         except (ConversionError, PruningError, VerificationError) as exc:  # this point only: record, go on
             job["skip"] = f"build failed: {exc.message}"
             job["report"] = None
@@ -388,51 +465,41 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
         job["report"] = result.report
         built += 1
         seconds = round(time.perf_counter() - t0, 3)
-        index["points"][job["key"]] = {"dir": job["dir"].name, "sparsity": job["sparsity"], "quantize": job["quantize"],
-                                       "profile": fam.name, "seconds": seconds,
-                                       "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        _write_index(points_dir, index)
+        plan.index["points"][job["key"]] = {
+            "dir": job["dir"].name, "sparsity": job["sparsity"], "quantize": job["quantize"],
+            "profile": job["family"].name, "seconds": seconds,
+            "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        _write_index(plan.points_dir, plan.index)
         progress("point_done", dict(fields, cached=False, seconds=seconds, **_headline(result.report)))
+    return built
 
-    points = _assemble(jobs, fams, sparsities, quantizes, estimate, out_dir)
-    rows = [dict(r, point=p["label"]) for p in points for r in _rows_of(p, names)]
+
+def _document(plan: _Plan, points: list[dict], built: int, seconds: float) -> dict[str, Any]:
+    """sweep.json without its "choice" (the caller adds it)."""
+    rows = [dict(r, point=p["label"]) for p in points for r in _rows_of(p, plan.names)]
     fronts = {name: {metric: [rows[i]["point"] for i in
                               pareto([r if r["profile"] == name else {} for r in rows], metric)]
-                     for metric, _ in METRICS} for name in names}
-    chosen = None
-    explanation = None
-    rejected: list[dict] = []
-    if options.max_accuracy_drop is not None:
-        chosen, explanation, rejected = choose(points, names, options.max_accuracy_drop)
-    document = {
+                     for metric, _ in METRICS} for name in plan.names}
+    return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "edgesparse", "version": __version__},
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "options": options.to_dict(),
-        "inputs": inputs,
-        "dense_accuracy": _dense_accuracy(points, names),
+        "options": plan.options.to_dict(),
+        "inputs": plan.inputs,
+        "dense_accuracy": _dense_accuracy(points),
         "profiles": [{"name": p.name, "path": str(p.path), "sha256": p.sha256, "runtime": p.runtime,
-                      "class": p.device_class, "family": next(f.name for f in fams if p in f.profiles),
-                      "budgets": dict(p.table("budget"))} for p in loaded],
-        "families": [f.to_dict() for f in fams],
+                      "class": p.device_class, "family": next(f.name for f in plan.families if p in f.profiles),
+                      "budgets": dict(p.table("budget"))} for p in plan.profiles],
+        "families": [f.to_dict() for f in plan.families],
         "family_rule": ("each point is built once per runtime family (runtime, sparse_weights, block_sparsity, "
                         "block_sparsity_int8) for the family's first profile and checked with "
                         "estimate.check_model on every profile of that family"),
         "points": points,
         "pareto": fronts,
-        "choice": None if options.max_accuracy_drop is None else {
-            "max_accuracy_drop": options.max_accuracy_drop, "point": chosen["label"] if chosen else None,
-            "sparsity": chosen["sparsity"] if chosen else None, "quantize": chosen["quantize"] if chosen else None,
-            "explanation": explanation, "rejected": rejected,
-            "copied_to": str(out_dir) if chosen else None},
-        "built": built, "cached": len(cached),
-        "seconds": round(time.perf_counter() - started, 3),
+        "choice": None,
+        "built": built, "cached": len(plan.cached),
+        "seconds": seconds,
     }
-    _publish_choice(out_dir, chosen, fams)
-    write_outputs(out_dir, document)
-    progress("sweep_done", {"out": str(out_dir), "built": built, "cached": len(cached),
-                            "chosen": chosen["label"] if chosen else None})
-    return SweepResult(out_dir, document, chosen, built, len(cached))
 
 
 def _check_sweep_dir(out_dir: Path) -> None:
@@ -440,7 +507,7 @@ def _check_sweep_dir(out_dir: Path) -> None:
     if not out_dir.exists():
         return
     if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / POINTS_DIR).is_dir()
-                                and not (out_dir / "sweep.json").is_file()):
+                                and not (out_dir / SWEEP_JSON).is_file()):
         raise OutputExistsError(
             "The sweep directory holds something that is not a sweep", where=str(out_dir),
             expected="a new or empty directory, or one an earlier `edgesparse sweep` wrote (points/, sweep.json)",
@@ -459,7 +526,7 @@ def _point_label(s: float, q: str) -> str:
     return f"{s:g}/{q}"
 
 
-def _assemble(jobs, fams, sparsities, quantizes, estimate, out_dir: Path) -> list[dict]:
+def _assemble(jobs: list[dict], sparsities: Sequence[float], quantizes: Sequence[str], out_dir: Path) -> list[dict]:
     """One entry per (sparsity, quantize): each family's build, each profile's check."""
     points = []
     for s in sparsities:
@@ -472,7 +539,7 @@ def _assemble(jobs, fams, sparsities, quantizes, estimate, out_dir: Path) -> lis
                     for p in fam.profiles:
                         point["checks"][p.name] = {"profile": p.name, "error": job["skip"], "budgets": []}
                     continue
-                artifact = (job["dir"] / "model.tflite").read_bytes()
+                artifact = (job["dir"] / builddir.ARTIFACT).read_bytes()
                 acc = report["accuracy"]
                 point["builds"][fam.name] = {
                     "dir": str(job["dir"].relative_to(out_dir)), "key": job["key"],
@@ -483,7 +550,7 @@ def _assemble(jobs, fams, sparsities, quantizes, estimate, out_dir: Path) -> lis
                     "artifact_gzip_bytes": report["sizes"]["artifact_gzip_bytes"],
                     "has_densify": report["conversion"]["has_densify"]}
                 for p in fam.profiles:
-                    c = estimate.check_model(artifact, p).to_dict()
+                    c = check_model(artifact, p).to_dict()
                     point["checks"][p.name] = {
                         "profile": p.name, "build": fam.name, "accuracy": acc["tflite"],
                         "drop_points": acc["drop_points"], "model_bytes": len(artifact),
@@ -499,7 +566,7 @@ def _rows_of(point: dict, profiles: Sequence[str]) -> list[dict]:
                  quantize=point["quantize"]) for name in profiles]
 
 
-def _dense_accuracy(points: Sequence[dict], profiles: Sequence[str]) -> float | None:
+def _dense_accuracy(points: Sequence[dict]) -> float | None:
     for p in points:
         for b in p["builds"].values():
             if b.get("accuracy_dense") is not None:
@@ -566,8 +633,7 @@ def csv_text(document: dict) -> str:
 
 
 def write_outputs(out_dir: Path, document: dict) -> None:
-    from edgesparse.report.html import render_sweep
-
-    atomic_write_text(out_dir / "sweep.json", json.dumps(document, indent=2) + "\n")
-    atomic_write_text(out_dir / "sweep.csv", csv_text(document))
-    atomic_write_text(out_dir / "sweep.html", render_sweep(document))
+    """sweep.json, sweep.csv and sweep.html, each written atomically."""
+    atomic_write_text(out_dir / SWEEP_JSON, json.dumps(document, indent=2) + "\n")
+    atomic_write_text(out_dir / SWEEP_CSV, csv_text(document))
+    atomic_write_text(out_dir / SWEEP_HTML, render_sweep(document))

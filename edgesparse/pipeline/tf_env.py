@@ -1,8 +1,12 @@
 """Import TensorFlow for the build half, the one way that works with TFMOT.
 
 TFMOT 0.8.1 supports only Keras 2, so `TF_USE_LEGACY_KERAS=1` must be set
-before TensorFlow is first imported; then `tf.keras` is `tf_keras`. The runtime
-half (graph, profiles, estimate, verify) never calls this.
+before TensorFlow is first imported; then `tf.keras` is `tf_keras`. Every
+TensorFlow import of the pipeline goes through here, inside functions, so
+importing edgesparse (and `edgesparse --help`) never loads TensorFlow; the
+analysis half (tflite, profiles, estimate, runtime) never calls this.
+
+Raises MissingDependency (TensorFlow, tf_keras or TFMOT not installed).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import os
 from types import ModuleType
 
 from edgesparse.errors import MissingDependency
+from edgesparse.runtime.capture import captured_stderr
+
+__all__ = ["import_tf", "import_tfmot"]
 
 _INSTALL_HINT = "Install the build half: pip install 'edgesparse[build]'"
 
@@ -19,8 +26,6 @@ def import_tf() -> tuple[ModuleType, ModuleType]:
     """Return (tensorflow, tf_keras), configured for TFMOT. Raises MissingDependency."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/ERROR lines are noise here
-    from edgesparse.runtime.capture import captured_stderr
-
     try:
         # TensorFlow's C++ side writes absl INFO lines (oneDNN, CUDA probing) to fd 2
         # at import, before TF_CPP_MIN_LOG_LEVEL applies; they are noise to a user.
@@ -37,6 +42,7 @@ def import_tf() -> tuple[ModuleType, ModuleType]:
 
 
 def import_tfmot() -> ModuleType:
+    """Return tensorflow_model_optimization, after import_tf(). Raises MissingDependency."""
     import_tf()
     try:
         import tensorflow_model_optimization as tfmot

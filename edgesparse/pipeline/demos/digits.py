@@ -1,36 +1,42 @@
 """The built-in demo: a small CNN on scikit-learn's handwritten digits (8x8, 10 classes).
 
-CONTRACT:
-    DEMO_NAME = "digits"
-    cache_dir() -> Path                        # $EDGESPARSE_CACHE or ~/.cache/edgesparse
-    load_digits_dataset(seed=0) -> data.Dataset
-    build_digits_model(seed=0) -> tf_keras.Model  # dense float, uncompiled
-    demo_model(cache=None, progress=None) -> tuple[tf_keras.Model, data.Dataset]
-        trains once, deterministically, and caches the dense model; later calls load it.
-    progress(event, fields) events: "demo_train_begin" {epochs, steps_per_epoch, samples},
-        "demo_epoch_end" {epoch (0-based), loss, accuracy, val_accuracy},
-        "demo_train_end" {val_accuracy, seconds, path, cache_error}, "demo_cache_hit" {path}
-
 Why digits: scikit-learn ships them (no download, so `edgesparse build` works
 offline), and they train to ~98% in seconds on two cores. The model's weights
 sit mostly in one Dense layer (65.7k of 71.8k parameters), so 80% pruning with
 1x4 blocks visibly shrinks the int8 flatbuffer: the demo shows what sparsity buys.
+
+The dense model is trained once, deterministically, and cached (demos.cache).
+Raises MissingDependency (scikit-learn or TensorFlow not installed).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from edgesparse.data.dataset import Dataset
+from edgesparse._types import Progress, no_progress
+from edgesparse.data import Dataset
 from edgesparse.errors import MissingDependency
-from edgesparse.fsutil import atomic_write_bytes
+from edgesparse.pipeline.demos.cache import CacheArg, cache_root, cached_or_trained
+from edgesparse.pipeline.demos.training import fit_with_progress, shuffled_batches
 from edgesparse.pipeline.tf_env import import_tf
+
+__all__ = [
+    "BATCH_SIZE",
+    "CACHE_VERSION",
+    "DEMO_NAME",
+    "EPOCHS",
+    "INPUT_SHAPE",
+    "LEARNING_RATE",
+    "NUM_CLASSES",
+    "build_digits_model",
+    "cache_path",
+    "demo_model",
+    "load_digits_dataset",
+    "train_model",
+]
 
 DEMO_NAME = "digits"
 CACHE_VERSION = 1  # bump when the model, its training or the split changes
@@ -40,18 +46,10 @@ LEARNING_RATE = 2e-3
 INPUT_SHAPE = (8, 8, 1)
 NUM_CLASSES = 10
 
-Progress = Callable[[str, dict], None]
-
-
-def cache_dir() -> Path:
-    """Where the trained demo model lives: $EDGESPARSE_CACHE, else ~/.cache/edgesparse."""
-    env = os.environ.get("EDGESPARSE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgesparse"
-
 
 def cache_path(directory: Path | str | None = None, seed: int = 0) -> Path:
     """The versioned cache file name, so a changed demo never loads a stale model."""
-    return Path(directory or cache_dir()) / f"{DEMO_NAME}-cnn-v{CACHE_VERSION}-seed{seed}.keras"
+    return cache_root(directory) / f"{DEMO_NAME}-cnn-v{CACHE_VERSION}-seed{seed}.keras"
 
 
 def load_digits_dataset(seed: int = 0) -> Dataset:
@@ -98,100 +96,28 @@ def build_digits_model(seed: int = 0) -> Any:
     )
 
 
-def demo_model(
-    cache: Path | str | None | bool = None, progress: Progress | None = None, *, seed: int = 0
-) -> tuple[Any, Dataset]:
+def demo_model(cache: CacheArg = None, progress: Progress | None = None, *, seed: int = 0) -> tuple[Any, Dataset]:
     """The trained dense demo model and its data set; trains once, then loads the cache.
 
     `cache` is the cache directory (None: cache_dir(); False: neither read nor
     write a cache). A cache file that does not load is replaced by retraining.
     """
-    progress = progress or (lambda event, fields: None)
+    progress = progress or no_progress
     dataset = load_digits_dataset(seed)
-    path = None if cache is False else cache_path(None if cache in (None, True) else cache, seed)
-    if path is not None and path.is_file():
-        model = _load_cached(path)
-        if model is not None:
-            progress("demo_cache_hit", {"path": str(path)})
-            return model, dataset
-    model = _train(dataset, seed, progress, path)
+    path = None if cache is False else cache_path(None if cache is True else cache, seed)
+    model = cached_or_trained(path, expected=build_digits_model, validation=(dataset.x_val, dataset.y_val),
+                              train=lambda: train_model(dataset, seed=seed, progress=progress), progress=progress)
     return model, dataset
 
 
-def _load_cached(path: Path) -> Any | None:
-    """The cached model, or None when the file is corrupt or not the demo architecture."""
+def train_model(dataset: Dataset, *, seed: int = 0, progress: Progress = no_progress) -> Any:
+    """Deterministic training: seeded initializers, numpy-shuffled batches, no dropout. Returns it uncompiled."""
     _, tfk = import_tf()
-    try:
-        model = tfk.models.load_model(str(path), compile=False, safe_mode=True)
-    except Exception:  # noqa: BLE001 - any unreadable cache is simply rebuilt
-        return None
-    expected = build_digits_model()
-    same = (
-        isinstance(model, tfk.Model)
-        and [layer.name for layer in model.layers] == [layer.name for layer in expected.layers]
-        and [tuple(w.shape) for w in model.weights] == [tuple(w.shape) for w in expected.weights]
-    )
-    return model if same else None
-
-
-def _train(dataset: Dataset, seed: int, progress: Progress, path: Path | None) -> Any:
-    """Deterministic training: seeded initializers, numpy-shuffled batches, no dropout."""
-    tf, tfk = import_tf()
     model = build_digits_model(seed)
     model.compile(optimizer=tfk.optimizers.Adam(LEARNING_RATE),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     batches = shuffled_batches(dataset.x_train, dataset.y_train, BATCH_SIZE, seed, tfk)
-    progress("demo_train_begin", {"epochs": EPOCHS, "steps_per_epoch": len(batches), "samples": dataset.n_train})
-    started = time.monotonic()
-
-    class _Report(tfk.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            logs = logs or {}
-            progress("demo_epoch_end", {"epoch": epoch, "loss": logs.get("loss"),
-                                        "accuracy": logs.get("accuracy"), "val_accuracy": logs.get("val_accuracy")})
-
-    history = model.fit(batches, epochs=EPOCHS, validation_data=(dataset.x_val, dataset.y_val),
-                        callbacks=[_Report()], verbose=0, shuffle=False)
+    fit_with_progress(model, batches, dataset, epochs=EPOCHS, progress=progress, tfk=tfk)
     trained = build_digits_model(seed)  # uncompiled, like a cache hit; no optimizer state in the file
     trained.set_weights(model.get_weights())
-    cache_error = None
-    if path is not None:
-        try:
-            save_model_atomically(trained, path)
-        except OSError as exc:  # an unwritable cache costs a retrain next time, not this build
-            cache_error, path = f"{type(exc).__name__}: {exc}", None
-    progress("demo_train_end", {"val_accuracy": history.history["val_accuracy"][-1],
-                                "seconds": time.monotonic() - started, "path": str(path) if path else None,
-                                "cache_error": cache_error})
     return trained
-
-
-def save_model_atomically(model: Any, path: Path) -> None:
-    """Save to a private temp dir, then publish the bytes with an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".digits-", dir=path.parent) as tmp:
-        staged = Path(tmp) / path.name
-        model.save(str(staged))
-        atomic_write_bytes(path, staged.read_bytes())
-
-
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, tfk: Any) -> Any:
-    """A keras Sequence whose per-epoch order comes from numpy's seeded generator, not TF's."""
-
-    class Batches(tfk.utils.Sequence):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(len(x))
-
-        def __len__(self) -> int:
-            return -(-len(x) // batch_size)
-
-        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-            take = self.order[i * batch_size : (i + 1) * batch_size]
-            return x[take], y[take]
-
-        def on_epoch_end(self) -> None:
-            self.order = self.rng.permutation(len(x))
-
-    return Batches()
