@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from edgesparse.errors import DataError, MissingDependency, PruningError
-from edgesparse.profiles.profile import load_profile
 from edgesparse.pipeline.prune import (
     LayerPolicy,
     ScheduleOptions,
     derive_end_step,
+    measure_sparsity,
     plan_policy,
     prune_and_finetune,
     resolve_schedule,
 )
-
+from edgesparse.profiles.profile import load_profile
 
 HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
@@ -396,7 +396,7 @@ def test_bad_inputs_to_finetune(rpi4):
     dense_only = [LayerPolicy(**{**p.__dict__, "prune": False}) for p in plan]
     bad_labels = make_data()
     bad_labels.y_train = np.eye(4)[bad_labels.y_train]
-    with pytest.raises(DataError, match="integer class indices"):
+    with pytest.raises(DataError, match="one-hot"):  # data.check_compatible, the one owner of data checks
         prune_and_finetune(model, bad_labels, plan, schedule, epochs=1, batch_size=16)
     with pytest.raises(PruningError, match="No layer would be pruned"):
         prune_and_finetune(model, make_data(), dense_only, schedule, epochs=1, batch_size=16)
@@ -404,8 +404,6 @@ def test_bad_inputs_to_finetune(rpi4):
 
 def test_shortfall_is_reported_per_layer_with_the_schedule():
     """The safety net after strip_pruning: a layer short of its target names itself and why."""
-    from edgesparse.pipeline.prune import _measure
-
     k = keras()
     model = k.Sequential([k.layers.Dense(64, input_shape=(32,), name="h1")])
     kernel, bias = model.get_weights()
@@ -416,5 +414,5 @@ def test_shortfall_is_reported_per_layer_with_the_schedule():
                          reason="test", weights=("h1/kernel:0",), weight_indices=(0,))
     resolved = resolve_schedule(ScheduleOptions(), num_train=64, batch_size=16, epochs=5)
     with pytest.raises(PruningError) as err:
-        _measure(model, [policy], resolved)
+        measure_sparsity(model, [policy], resolved)
     assert "h1: 50.0% of target 80.0%" in str(err.value) and "end_step" in str(err.value)

@@ -1,0 +1,292 @@
+"""Fine-tuning with TFMOT: wrap the planned layers, train with UpdatePruningStep, strip, measure.
+
+Why the measurement: TFMOT reports the sparsity it scheduled, not what the
+stripped weights hold; every pruned kernel's zeros are counted afterwards and
+a layer short of its target is an error, not a footnote. The caller's model is
+never modified; nothing is written except TensorBoard logs.
+
+Progress events: "train_begin" {epochs, steps_per_epoch, total_steps, end_step,
+frequency, pruned_layers}, "batch_end" {epoch, step, loss, accuracy, sparsity},
+"epoch_end" {epoch, loss, accuracy, val_loss, val_accuracy, sparsity}. epoch and
+step count from 1; sparsity is the zero fraction of the live pruning masks over
+all pruned weights.
+
+Raises DataError (data that does not fit the model, via data.check_compatible),
+PruningError and MissingDependency; KeyboardInterrupt propagates untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgesparse._types import Progress, no_progress
+from edgesparse.data import check_compatible
+from edgesparse.errors import MissingDependency, PruningError
+from edgesparse.pipeline.prune.policy import LayerPolicy, check_prunable_model, output_activation
+from edgesparse.pipeline.prune.schedule import ResolvedSchedule, ScheduleOptions, resolve_schedule
+from edgesparse.pipeline.tf_env import import_tf, import_tfmot
+
+__all__ = ["TOLERANCE", "LayerSparsity", "PruneResult", "measure_sparsity", "prune_and_finetune"]
+
+#: Achieved sparsity may fall short of the target by at most this (plus one pruning unit).
+TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """Measured on the stripped model: exact zeros in the layer's pruned kernels."""
+
+    name: str
+    pattern: str
+    target: float
+    achieved: float
+    params: int
+    reason: str
+    pruned: bool = True
+    zeros: int = 0
+
+
+@dataclass
+class PruneResult:
+    model: Any                      # stripped tf_keras.Model with sparse weights
+    layers: list[LayerSparsity]
+    overall_sparsity: float         # zeros / weights over the pruned kernels
+    end_step: int
+    history: dict
+    schedule: ResolvedSchedule | None = None
+    policies: list[LayerPolicy] = field(default_factory=list)
+
+
+def _training_arrays(dataset: Any, model: Any, num_classes: int) -> tuple:
+    """(x, y, x_val, y_val) after data.check_compatible; the validation pair is None when the data set has none."""
+    input_shape = (dataset.x_train.shape[1:] if isinstance(model.input_shape, list)
+                   else tuple(model.input_shape[1:]))
+    check_compatible(dataset, input_shape, num_classes or None, source=getattr(dataset, "source", None) or "dataset",
+                     require_validation=False)
+    x_val, y_val = getattr(dataset, "x_val", None), getattr(dataset, "y_val", None)
+    if x_val is None or y_val is None or len(x_val) == 0:
+        x_val = y_val = None
+    return dataset.x_train, dataset.y_train, x_val, y_val
+
+
+def _loss_and_metric(model, num_classes: int, keras):
+    if len(model.outputs or [None]) != 1:
+        raise PruningError("Fine-tuning supports single-output models only", where=model.name,
+                           expected="one output", received=f"{len(model.outputs)} outputs")
+    units = model.output_shape[-1]
+    activation = output_activation(model, keras)
+    if units == num_classes:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax")
+        return loss, keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    if units == 1 and num_classes == 2:
+        logits = activation != "sigmoid"
+        return (keras.losses.BinaryCrossentropy(from_logits=logits),
+                keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5))
+    raise PruningError("The model's output does not match the data set's classes", where=model.name,
+                       expected=f"{num_classes} output units (integer labels, sparse categorical "
+                                "crossentropy)", received=f"output shape {model.output_shape}",
+                       fix="Fine-tuning needs a classifier whose output size is num_classes")
+
+
+def _clone_with_pruning(model, policies: Sequence[LayerPolicy], tf_schedule, keras, tfmot):
+    """A fresh copy of `model` (the caller's stays untouched) with pruned layers wrapped."""
+    by_name = {p.name: p for p in policies}
+    fresh: dict[str, Any] = {}
+
+    def clone_fn(layer):
+        new = layer.__class__.from_config(layer.get_config())
+        fresh[layer.name] = new
+        policy = by_name.get(layer.name)
+        if policy is None or not policy.prune:
+            return new
+        return tfmot.sparsity.keras.prune_low_magnitude(
+            new, pruning_schedule=tf_schedule, block_size=policy.block_size,
+            sparsity_m_by_n=policy.m_by_n)
+
+    try:
+        pruned = keras.models.clone_model(model, clone_function=clone_fn)
+    except ValueError as exc:  # TFMOT rejects a block size or layer it cannot handle
+        raise PruningError("TFMOT could not wrap the model for pruning", where=model.name,
+                           received=str(exc).splitlines()[0],
+                           fix="Leave the offending layer dense with skip_layers") from None
+    for name, new in fresh.items():
+        new.set_weights(model.get_layer(name).get_weights())
+    return pruned
+
+
+def _mask_sparsity(masks: list) -> float:
+    if not masks:
+        return 0.0
+    _, keras = import_tf()
+    values = keras.backend.batch_get_value(masks)
+    size = sum(v.size for v in values)
+    return float(sum(v.size - np.count_nonzero(v) for v in values) / size)
+
+
+def _progress_callback(progress: Progress, resolved: ResolvedSchedule, masks, keras,
+                       state: dict):
+    class _Progress(keras.callbacks.Callback):
+        """Forward fit events to `progress`; reads the masks only when TFMOT updated them."""
+
+        def on_train_begin(self, logs=None):
+            state.update(step=0, epoch=0, sparsity=_mask_sparsity(masks))
+            progress("train_begin", {"epochs": resolved.epochs,
+                                     "steps_per_epoch": resolved.steps_per_epoch,
+                                     "total_steps": resolved.total_steps,
+                                     "end_step": resolved.end_step,
+                                     "frequency": resolved.frequency,
+                                     "pruned_layers": state["pruned_layers"]})
+
+        def on_epoch_begin(self, epoch, logs=None):
+            state["epoch"] = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            state["step"] += 1
+            if resolved.is_update_step(state["step"]):
+                state["sparsity"] = _mask_sparsity(masks)
+            logs = logs or {}
+            progress("batch_end", {"epoch": state["epoch"], "step": state["step"],
+                                   "loss": _num(logs.get("loss")),
+                                   "accuracy": _num(logs.get("accuracy")),
+                                   "sparsity": state["sparsity"]})
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            state["sparsity"] = _mask_sparsity(masks)
+            state["epoch_sparsity"].append(state["sparsity"])
+            progress("epoch_end", {"epoch": epoch + 1, "loss": _num(logs.get("loss")),
+                                   "accuracy": _num(logs.get("accuracy")),
+                                   "val_loss": _num(logs.get("val_loss")),
+                                   "val_accuracy": _num(logs.get("val_accuracy")),
+                                   "sparsity": state["sparsity"]})
+
+    return _Progress()
+
+
+def _num(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _units(policy: LayerPolicy) -> int:
+    """How many independently pruned units the layer has (blocks or weights)."""
+    return max(1, policy.params // (policy.block_size[0] * policy.block_size[1]))
+
+
+def measure_sparsity(stripped: Any, policies: Sequence[LayerPolicy],
+                     resolved: ResolvedSchedule) -> tuple[list[LayerSparsity], float]:
+    """Per-layer zeros of the stripped model, and the overall sparsity of the pruned kernels.
+
+    The safety net after strip_pruning: a pruned layer short of its target by more
+    than TOLERANCE (plus one pruning unit) raises PruningError naming it and the schedule.
+    """
+    layers, failures, zeros_total, size_total = [], [], 0, 0
+    for policy in policies:
+        layer = stripped.get_layer(policy.name)
+        values = [layer.weights[i].numpy() for i in policy.weight_indices]
+        size = sum(v.size for v in values)
+        zeros = int(sum(v.size - np.count_nonzero(v) for v in values))
+        achieved = zeros / size if size else 0.0
+        layers.append(LayerSparsity(policy.name, policy.pattern, policy.target_sparsity, achieved,
+                                    policy.params, policy.reason, policy.prune, zeros))
+        if not policy.prune:
+            continue
+        zeros_total += zeros
+        size_total += size
+        if achieved < policy.target_sparsity - TOLERANCE - 1.0 / _units(policy):
+            failures.append(f"{policy.name}: {achieved:.1%} of target {policy.target_sparsity:.1%}")
+    if failures:
+        last = resolved.begin_step + ((resolved.end_step - resolved.begin_step)
+                                      // resolved.frequency) * resolved.frequency
+        raise PruningError(
+            "Pruning fell short of the target sparsity", where="; ".join(failures),
+            expected=f"every pruned layer within {TOLERANCE:.0%} of its target",
+            received=f"schedule {resolved.kind}, last mask update at step {last} of "
+                     f"{resolved.total_steps} (end_step {resolved.end_step}, frequency "
+                     f"{resolved.frequency})",
+            fix="Make sure end_step is reached well before training ends (leave it unset to "
+                "derive it), or train for more epochs")
+    overall = zeros_total / size_total if size_total else 0.0
+    return layers, overall
+
+
+def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule: ScheduleOptions,
+                       *, epochs: int, batch_size: int, learning_rate: float | None = None,
+                       tensorboard_dir: Any = None, progress: Progress | None = None,
+                       seed: int = 0) -> PruneResult:
+    """Wrap, fine-tune with UpdatePruningStep, strip_pruning, then measure every kernel's zeros.
+
+    The caller's model is not modified. Deterministic for a given seed on one machine.
+    KeyboardInterrupt propagates untouched; nothing is written except TensorBoard logs.
+    """
+    keras = check_prunable_model(model)
+    tfmot = import_tfmot()
+    num_classes = int(getattr(dataset, "num_classes", 0) or 0)
+    x, y, xv, yv = _training_arrays(dataset, model, num_classes)
+    resolved = resolve_schedule(schedule, num_train=len(x), batch_size=batch_size, epochs=epochs)
+    _check_policies(model, policies, resolved)
+    loss, metric = _loss_and_metric(model, num_classes, keras)
+    if tensorboard_dir is not None:
+        try:
+            import tensorboard  # noqa: F401  (tf.summary.scalar lives there)
+        except ImportError:
+            raise MissingDependency("TensorBoard logging needs the tensorboard package",
+                                    where=str(tensorboard_dir), received="not installed",
+                                    fix="pip install tensorboard, or drop the TensorBoard "
+                                        "directory option") from None
+
+    keras.utils.set_random_seed(seed)
+    pruned = _clone_with_pruning(model, policies, resolved.to_tfmot(), keras, tfmot)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate or 1e-3)
+    pruned.compile(optimizer=optimizer, loss=loss, metrics=[metric])
+
+    sparsity_api = tfmot.sparsity.keras
+    callbacks = [sparsity_api.UpdatePruningStep()]
+    if tensorboard_dir is not None:
+        callbacks.append(sparsity_api.PruningSummaries(log_dir=str(tensorboard_dir),
+                                                       profile_batch=0, write_graph=False))
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+    masks = [mask for layer in pruning_wrapper.collect_prunable_layers(pruned)
+             for _, mask, _ in layer.pruning_vars]
+    state = {"pruned_layers": [p.name for p in policies if p.prune], "epoch_sparsity": []}
+    callbacks.append(_progress_callback(progress or no_progress, resolved, masks, keras, state))
+    fit = pruned.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
+                     validation_data=(xv, yv) if xv is not None else None, callbacks=callbacks)
+
+    stripped = sparsity_api.strip_pruning(pruned)
+    layers, overall = measure_sparsity(stripped, policies, resolved)
+    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    if state["epoch_sparsity"]:
+        history["sparsity"] = list(state["epoch_sparsity"])
+    return PruneResult(model=stripped, layers=layers, overall_sparsity=overall,
+                       end_step=resolved.end_step, history=history, schedule=resolved,
+                       policies=list(policies))
+
+
+def _check_policies(model, policies: Sequence[LayerPolicy], resolved: ResolvedSchedule) -> None:
+    names = {layer.name for layer in model.layers}
+    stray = [p.name for p in policies if p.name not in names]
+    if stray:
+        raise PruningError("The pruning plan names layers this model does not have",
+                           where=", ".join(stray), expected="a plan from plan_policy(model, ...)",
+                           received=f"{len(stray)} unknown layer(s)",
+                           fix="Call plan_policy on the same model")
+    pruned = [p for p in policies if p.prune]
+    if not pruned:
+        reasons = "; ".join(f"{p.name}: {p.reason}" for p in policies) or "no layer has weights"
+        raise PruningError("No layer would be pruned", where=model.name,
+                           expected="at least one layer to prune", received=reasons,
+                           fix="Lower min_params, pass prune_output_layer=True, or shorten "
+                               "skip_layers")
+    wrong = [p.name for p in pruned
+             if p.m_by_n != resolved.structured or abs(p.target_sparsity - resolved.target) > 1e-9]
+    if wrong:
+        raise PruningError("The pruning plan was made with a different schedule",
+                           where=", ".join(wrong),
+                           expected=f"target {resolved.target:g}, structured={resolved.structured}",
+                           received="other targets or patterns",
+                           fix="Call plan_policy with the same ScheduleOptions")

@@ -1,0 +1,330 @@
+"""The per-layer pruning policy: which layers to prune, in which pattern, and why in words.
+
+Why per layer and per profile: the pattern that pays depends on what the
+target runtime's kernels read (LiteRT's sparse FULLY_CONNECTED reads 1x4 float
+or 1x16 int8 blocks; TFLite Micro has no sparse kernels), and small, frozen or
+output layers cost more accuracy than they save. Each LayerPolicy carries the
+reason the report shows.
+
+Orientation: a profile's `block_sparsity` (and `ScheduleOptions.block_size`) is in TFLite's
+FULLY_CONNECTED weight layout [out, in]: "1x4" = 4 consecutive inputs of one output. A Keras
+Dense kernel is [in, out], so the TFMOT `block_size` passed to `prune_low_magnitude` is the
+transpose, (4, 1). The TFLite converter only keeps block-sparse weights without a DENSIFY op
+for 1x4 float and 1x16 int8 FULLY_CONNECTED weights (checked on this machine); see docs/pruning.md.
+
+Raises PruningError (a model TFMOT cannot prune, unknown skip_layers) and MissingDependency.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgesparse.errors import PruningError
+from edgesparse.pipeline.prune.schedule import ScheduleOptions
+from edgesparse.pipeline.tf_env import import_tf, import_tfmot
+
+__all__ = [
+    "INT8_WEIGHT_MODES",
+    "MIN_PARAMS",
+    "MIN_SHARE",
+    "LayerPolicy",
+    "check_prunable_model",
+    "output_activation",
+    "plan_policy",
+]
+
+#: Layers with fewer prunable weights than this stay dense by default.
+MIN_PARAMS = 1000
+#: Layers holding less than this share of the model's prunable weights stay dense by default.
+MIN_SHARE = 0.01
+#: Quantize modes whose weights are int8 (the converter's quantized block size, 1x16).
+INT8_WEIGHT_MODES = ("int8", "dynamic")
+
+
+@dataclass(frozen=True)
+class LayerPolicy:
+    """How one layer is pruned, and why, in words the report can show."""
+
+    name: str
+    layer_type: str
+    params: int                       # prunable weights (kernels) in this layer
+    prune: bool
+    target_sparsity: float
+    block_size: tuple[int, int]       # TFMOT block_size (Keras kernel layout); (1, 1) = none
+    pattern: str                      # "block 1x4" | "element-wise" | "2:4" | "dense"
+    reason: str
+    m_by_n: tuple[int, int] | None = None
+    weights: tuple[str, ...] = ()     # names of the pruned (or measured) weights
+    weight_indices: tuple[int, ...] = field(default=(), repr=False)  # into layer.weights
+    output_layer: bool = False
+
+
+def check_prunable_model(model: Any) -> Any:
+    """The tf_keras module, after checking `model` is a tf_keras Sequential/Functional model."""
+    _, keras = import_tf()
+    if not isinstance(model, keras.Model):
+        raise PruningError("TFMOT can only prune a tf_keras model", where="prune",
+                           expected="a tf_keras.Model (Keras 2; load it with edgesparse.pipeline.models)",
+                           received=type(model).__module__ + "." + type(model).__name__,
+                           fix="Load the model with edgesparse.pipeline.models.load_model, which converts "
+                               "Keras 3 models to tf_keras")
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise PruningError("Subclassed models cannot be pruned (TFMOT clones the layer graph)",
+                           where=model.name, expected="a Sequential or Functional model",
+                           received=type(model).__name__,
+                           fix="Rebuild the model with the Functional API")
+    if not model.built:
+        raise PruningError("Model is not built, so its weights are unknown", where=model.name,
+                           expected="a model with an input shape", received="an unbuilt model",
+                           fix="Give the first layer an input_shape or call model.build(shape)")
+    return keras
+
+
+def _kernel_weights(layer) -> list:
+    """Weights of rank >= 2 (kernels, embeddings): what pruning is about."""
+    return [w for w in layer.weights if len(w.shape) >= 2]
+
+
+def _resolve_attr(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _prunable_weights(layer, keras) -> tuple[list | None, str]:
+    """(weights TFMOT would prune, "") or (None, why it cannot prune this layer)."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+
+    cls = type(layer).__name__
+    if isinstance(layer, keras.Model):
+        return None, ("nested model: edgesparse prunes top-level layers only; flatten the model "
+                      "or list it in skip_layers")
+    if isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights()), ""
+    if not PruneRegistry.supports(layer):
+        return None, (f"TFMOT cannot prune {cls} (not in its prune registry and no "
+                      "get_prunable_weights())")
+    # The registry's private tables name the weights; make_prunable() would mutate the layer.
+    if layer.__class__ in PruneRegistry._RNN_LAYERS:
+        weights = []
+        for cell in PruneRegistry._get_rnn_cells(layer):
+            names = PruneRegistry._RNN_CELLS_WEIGHTS_MAP.get(cell.__class__)
+            weights += ([getattr(cell, n) for n in names] if names is not None
+                        else list(cell.get_prunable_weights()))
+        return weights, ""
+    names = PruneRegistry._LAYERS_WEIGHTS_MAP.get(layer.__class__, [])
+    if not names:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            n = sum(int(w.shape.num_elements()) for w in _kernel_weights(layer))
+            return None, (f"TFMOT does not prune depthwise kernels (empty in its prune registry); "
+                          f"they are tiny anyway ({n} weights)")
+        return None, f"TFMOT's prune registry lists no prunable weights for {cls}"
+    return [_resolve_attr(layer, n) for n in names], ""
+
+
+def _inbound_layers(layer) -> list:
+    out = []
+    for node in getattr(layer, "_inbound_nodes", []):
+        inbound = node.inbound_layers
+        out += inbound if isinstance(inbound, (list, tuple)) else [inbound]
+    return out
+
+
+def _output_layers(model, keras) -> list:
+    """Layers whose weights produce a model output, walking back over weightless layers."""
+    found = []
+    heads = [t._keras_history.layer for t in (model.outputs or [])] or model.layers[-1:]
+    for layer in heads:
+        seen = 0
+        while not layer.weights and seen < 50:
+            inbound = [x for x in _inbound_layers(layer) if not isinstance(x, keras.layers.InputLayer)]
+            if len(inbound) != 1:
+                break
+            layer, seen = inbound[0], seen + 1
+        if layer.weights:
+            found.append(layer)
+    return found
+
+
+def output_activation(model: Any, keras: Any) -> str:
+    """'softmax', 'sigmoid' or 'linear'/other: the last activation before the output."""
+    heads = [t._keras_history.layer for t in (model.outputs or [])] or model.layers[-1:]
+    layer = heads[0]
+    for _ in range(50):
+        if isinstance(layer, keras.layers.Softmax):
+            return "softmax"
+        act = getattr(layer, "activation", None)
+        if act is not None:
+            name = getattr(act, "__name__", str(act))
+            if name != "linear" or layer.weights:
+                return name
+        inbound = [x for x in _inbound_layers(layer) if not isinstance(x, keras.layers.InputLayer)]
+        if layer.weights or len(inbound) != 1:
+            break
+        layer = inbound[0]
+    return "linear"
+
+
+def _element_wise_reason(profile, layer, keras, int8: bool = False) -> str:
+    name = getattr(profile, "name", None)
+    if profile is None:
+        return "element-wise (no device profile: generic magnitude pruning)"
+    if profile.runtime == "tflm":
+        return (f"element-wise; {name} runs TFLite Micro, which has no sparse kernels (no DENSIFY), "
+                "so it cannot exploit the zeros: they shrink the compressed (gzip/OTA) size and "
+                "prepare for clustering/LUT compression, not flash or latency")
+    if not profile.sparse_weights:
+        return (f"element-wise; {name}'s runtime does not exploit sparse weights: the zeros help "
+                "compressed size only")
+    if isinstance(layer, keras.layers.Dense):
+        which = "int8 block sparsity (block_sparsity_int8)" if int8 else "block sparsity"
+        return (f"element-wise; {name} lists no {which}, so LiteRT stores this kernel "
+                "unstructured with a DENSIFY op (smaller file, no speed-up)")
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                          keras.layers.SeparableConv2D)):
+        return ("element-wise; TFMOT block_size needs a 2-D (Dense) kernel, and LiteRT densifies "
+                "sparse conv weights at load (smaller file; XNNPACK's sparse inference covers only "
+                "float 1x1 convs in specific graphs)")
+    return ("element-wise; LiteRT reads block-sparse weights only in FULLY_CONNECTED, so this "
+            "kernel is stored with a DENSIFY op (smaller file, no speed-up)")
+
+
+def plan_policy(model, profile, schedule: ScheduleOptions, *,
+                skip_layers: Iterable[str] = frozenset(), min_params: int = MIN_PARAMS,
+                min_share: float = MIN_SHARE, prune_output_layer: bool = False,
+                quantize: str | None = None) -> list[LayerPolicy]:
+    """Per-layer pruning pattern for what the profile's runtime exploits; one entry per kernel layer.
+
+    `quantize` is the convert stage's mode: "int8"/"dynamic" store int8 weights, whose sparse
+    FULLY_CONNECTED kernel takes 1x16 blocks (profile.block_sparsity_int8), while float32/float16
+    weights take profile.block_sparsity (1x4).
+    """
+    keras = check_prunable_model(model)
+    import_tfmot()
+    if not isinstance(schedule, ScheduleOptions):
+        raise PruningError("schedule must be a ScheduleOptions", where="plan_policy",
+                           received=type(schedule).__name__)
+    skip = set(skip_layers)
+    candidates = [layer for layer in model.layers if _kernel_weights(layer)]
+    _check_skip_layers(model, skip, candidates)
+    prunable = {layer.name: _prunable_weights(layer, keras) for layer in candidates}
+    total = sum(int(w.shape.num_elements()) for ws, _ in prunable.values() if ws for w in ws)
+    outputs = {layer.name for layer in _output_layers(model, keras)}
+
+    int8 = quantize in INT8_WEIGHT_MODES
+    tflite_block = schedule.block_size
+    if tflite_block is None and profile is not None and profile.runtime == "litert" \
+            and profile.sparse_weights:
+        tflite_block = getattr(profile, "block_sparsity_int8", None) if int8 else profile.block_sparsity
+    if tflite_block == (1, 1):
+        tflite_block = None
+    m_by_n = schedule.structured
+    target = schedule.structured[0] / schedule.structured[1] if m_by_n else schedule.final_sparsity
+
+    policies = []
+    for layer in candidates:
+        weights, why_not = prunable[layer.name]
+        shown = weights if weights else _kernel_weights(layer)
+        params = sum(int(w.shape.num_elements()) for w in shown)
+        index = tuple(i for w in shown for i, v in enumerate(layer.weights) if v is w)
+        base = dict(name=layer.name, layer_type=type(layer).__name__, params=params,
+                    weights=tuple(w.name for w in shown), weight_indices=index,
+                    output_layer=layer.name in outputs)
+
+        def dense(reason: str, base: dict[str, Any] = base) -> LayerPolicy:
+            return LayerPolicy(prune=False, target_sparsity=0.0, block_size=(1, 1),
+                               pattern="dense", reason=reason, **base)
+
+        if layer.name in skip:
+            policies.append(dense("skipped by request (skip_layers)"))
+        elif weights is None:
+            policies.append(dense(why_not))
+        elif not weights:
+            policies.append(dense("no prunable weights"))
+        elif not layer.trainable:
+            policies.append(dense("frozen (trainable=False): fine-tuning could not recover the "
+                                  "accuracy pruning costs; unfreeze it to prune it"))
+        elif layer.name in outputs and not prune_output_layer:
+            policies.append(dense("output layer: its weights produce the model's output directly, "
+                                  "so each pruned weight costs the most accuracy; pass "
+                                  "prune_output_layer=True to prune it"))
+        elif params < min_params:
+            policies.append(dense(f"too small to matter: {params} weights < min_params "
+                                  f"({min_params})"))
+        elif params < min_share * total:
+            policies.append(dense(f"too small to matter: {params} weights, under {min_share:.0%} "
+                                  f"of the model's {total} prunable weights"))
+        elif m_by_n:
+            policies.append(_m_by_n_policy(layer, weights, m_by_n, profile, base, dense))
+        else:
+            policies.append(_unstructured_policy(layer, weights, tflite_block, target, profile,
+                                                 schedule, base, keras, int8))
+    return policies
+
+
+def _check_skip_layers(model: Any, skip: set[str], candidates: list) -> None:
+    """skip_layers must name layers of this model; suggest the closest name for each that does not."""
+    all_names = [layer.name for layer in model.layers]
+    unknown = sorted(skip - set(all_names))
+    if unknown:
+        hints = [f"'{u}' -> '{c[0]}'" for u in unknown
+                 if (c := difflib.get_close_matches(u, all_names, n=1))]
+        raise PruningError("skip_layers names layers the model does not have", where=model.name,
+                           expected="names from: " + ", ".join(layer.name for layer in candidates),
+                           received=", ".join(repr(u) for u in unknown),
+                           fix=("Did you mean " + ", ".join(hints) + "? " if hints else "")
+                           + "Use the layer names shown by model.summary()")
+
+
+def _m_by_n_policy(layer, weights, m_by_n, profile, base, dense) -> LayerPolicy:
+    m, n = m_by_n
+    for w in weights:
+        shape = tuple(w.shape)
+        if len(shape) not in (2, 4):
+            return dense(f"{m}:{n} needs a rank-2 or rank-4 kernel (TFMOT m_by_n); "
+                         f"{w.name} has shape {shape}")
+        channels = shape[0] if len(shape) == 2 else shape[2]
+        if channels % n:
+            return dense(f"{m}:{n} groups run along the input channels, and {channels} is not a "
+                         f"multiple of {n}")
+    where = f"{profile.name}'s runtime" if profile is not None else "LiteRT/TFLM"
+    runtime = (f"; {where} has no {m}:{n} kernel (TFLite encodes only 1x4/1x16 blocks or CSR), "
+               "so the gain there is compressed size; the structure is for m:n hardware")
+    return LayerPolicy(prune=True, target_sparsity=m / n, block_size=(1, 1), pattern=f"{m}:{n}",
+                       reason=f"{m}:{n} structured: {m} zeros in every {n} consecutive input "
+                              f"channels (TFMOT sparsity_m_by_n){runtime}", m_by_n=m_by_n, **base)
+
+
+def _unstructured_policy(layer, weights, tflite_block, target, profile, schedule, base,
+                         keras, int8) -> LayerPolicy:
+    element = LayerPolicy(prune=True, target_sparsity=target, block_size=(1, 1),
+                          pattern="element-wise",
+                          reason=_element_wise_reason(profile, layer, keras, int8), **base)
+    if tflite_block is None or not isinstance(layer, keras.layers.Dense):
+        return element
+    kernel = weights[0]
+    if len(weights) != 1 or len(kernel.shape) != 2:
+        return element
+    d_in, d_out = (int(d) for d in kernel.shape)
+    b_out, b_in = tflite_block
+    label = f"{b_out}x{b_in}"
+    if d_out % b_out or d_in % b_in:
+        return LayerPolicy(**{**element.__dict__, "reason": (
+            f"element-wise; the kernel [out={d_out}, in={d_in}] does not divide into {label} "
+            "blocks")})
+    source = "ScheduleOptions.block_size" if schedule.block_size else f"{profile.name}'s profile"
+    runtime = ""
+    if profile is not None and (profile.runtime == "tflm" or not profile.sparse_weights):
+        runtime = f"; {profile.name}'s runtime cannot exploit it (requested explicitly)"
+    dtype = "int8" if int8 else "float"
+    return LayerPolicy(**{**element.__dict__, "block_size": (b_in, b_out), "pattern": f"block {label}",
+                          "reason": (f"block {label} from {source}: LiteRT's {dtype} sparse "
+                                     f"FULLY_CONNECTED kernel reads {label} blocks without DENSIFY "
+                                     f"(TFLite [out, in] layout; TFMOT block_size=({b_in}, {b_out}))"
+                                     f"{runtime}")})
+
+
