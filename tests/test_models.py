@@ -58,7 +58,7 @@ def _tf_keras_model():
 def _marker_lambda_model(api, marker: Path):
     """A model whose Lambda creates `marker` whenever its function runs."""
     # The path is a constant inside the code object (Keras 3 cannot reload lambdas with defaults).
-    fn = eval(f"lambda x: (open({str(marker)!r}, 'a').close(), x)[1]")  # noqa: S307 - test fixture
+    fn = eval(f"lambda x: (open({str(marker)!r}, 'a').close(), x)[1]")
     model = api.Sequential([api.Input((4,)), api.layers.Dense(2, name="d"), api.layers.Lambda(fn, name="touch")])
     return model
 
@@ -278,7 +278,7 @@ def test_zip_without_config_and_weights_only_h5(tmp_path):
     archive = tmp_path / "other.keras"
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("readme.txt", "hi")
-    with pytest.raises(ModelError, match="without config.json"):
+    with pytest.raises(ModelError, match=r"without config\.json"):
         load_model(archive)
     weights = tmp_path / "only.weights.h5"
     model = _tf_keras_model()
@@ -293,7 +293,7 @@ def test_zip_without_config_and_weights_only_h5(tmp_path):
 
 def test_directory_that_is_not_a_savedmodel(tmp_path):
     (tmp_path / "x.txt").write_text("x")
-    with pytest.raises(ModelError, match="not a SavedModel.*x.txt"):
+    with pytest.raises(ModelError, match=r"not a SavedModel.*x\.txt"):
         load_model(tmp_path)
 
 
