@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from estimation_models import MLPERF, SHARED, mobilenet_v1_224, resolve_model
 
+from edgesparse.estimate import check_model
 from edgesparse.estimate.calibrate import (
     model_features,
     nnls,
@@ -32,7 +33,6 @@ from edgesparse.estimate.calibrate import (
     transfer_macs_per_cycle,
     transfer_overhead_us,
 )
-from edgesparse.estimate.latency import check_model
 from edgesparse.profiles import PROFILE_DIR, available_profiles, load_profile, write_latency
 from edgesparse.tflite.graph import load_graph
 

@@ -18,8 +18,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from edgesparse.estimate import LatencyCoefficients, op_features, predict_ops_us, tflm_ram  # noqa: E402
 from edgesparse.estimate.calibrate import Sample, fit_latency, model_features  # noqa: E402
-from edgesparse.estimate.latency import LatencyCoefficients, op_features, predict_ops_us, tflm_ram  # noqa: E402
 from edgesparse.profiles import load_profile  # noqa: E402
 from edgesparse.runtime.measure import measure, tflm_arena_bytes  # noqa: E402
 from edgesparse.tflite.graph import load_graph  # noqa: E402

@@ -112,8 +112,8 @@ def test_calibrate_writes_a_valid_profile_and_refuses_to_overwrite(tmp_path, mlp
 
 
 def test_calibrated_profile_predicts_its_rows(tmp_path, mlperf_dir):
+    from edgesparse.estimate import check_model
     from edgesparse.estimate.calibrate import calibrate_profile
-    from edgesparse.estimate.latency import check_model
 
     csv_path = _csv(tmp_path, mlperf_dir, list(zip(MODELS, [181.9, 900.0, 704.2, 20.0])))
     cal = calibrate_profile("stm32l4r5", csv_path, out=tmp_path / "p.toml")

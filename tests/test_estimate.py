@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgesparse.estimate import latency as estimate
-from edgesparse.estimate.calibrate import render_table, replace_table, set_latency_sources
+from edgesparse import estimate
 from edgesparse.cli.commands import main
 from edgesparse.errors import DataError
-from edgesparse.estimate.latency import Buffer, energy_and_battery, parse_rate, plan_greedy
+from edgesparse.estimate import Buffer, energy_and_battery, parse_rate, plan_greedy
+from edgesparse.estimate.calibrate import render_table, replace_table, set_latency_sources
 
 REPO = Path(__file__).resolve().parent.parent
 

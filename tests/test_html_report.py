@@ -35,7 +35,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # --------------------------------------------------------------------------- a report.json made of real parts
 
 def _document(mlperf_dir: Path, profile: str = "rpi4") -> dict:
-    from edgesparse.estimate.latency import check_model
+    from edgesparse.estimate import check_model
     from edgesparse.profiles.profile import load_profile
     from edgesparse.tflite.graph import load_graph
 

@@ -131,7 +131,7 @@ def test_test_vector_is_quantized_validation_data_and_gives_the_expected_label(m
 
 
 def test_arena_comes_from_the_plan_plus_margin(mcu_bundle):
-    from edgesparse.estimate import latency as estimate
+    from edgesparse import estimate
 
     bundle, build = mcu_bundle
     model = (build / "model.tflite").read_bytes()

@@ -86,7 +86,7 @@ def test_sparse_int8_fc_falls_back_to_builtin_kernels(sparse_int8_fc):
 
 
 def test_sparse_int8_fc_is_priced_with_builtin_kernels(sparse_int8_fc):
-    from edgesparse.estimate.latency import op_features
+    from edgesparse.estimate import op_features
     from edgesparse.profiles.profile import load_profile
     from edgesparse.tflite.graph import load_graph
 

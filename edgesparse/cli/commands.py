@@ -40,8 +40,8 @@ from edgesparse.errors import (
     ProfileError,
     VerificationError,
 )
+from edgesparse.estimate import battery_comparison, check_model, parse_rate
 from edgesparse.estimate.calibrate import calibrate_profile
-from edgesparse.estimate.latency import battery_comparison, check_model, parse_rate
 from edgesparse.profiles.profile import Profile, available_profiles, display_path, load_profile
 from edgesparse.profiles.validate import ProfileValidationError
 from edgesparse.report import format as fmt

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgesparse._types import is_assumption
-from edgesparse.estimate.latency import iter_budget_keys
+from edgesparse.estimate import iter_budget_keys
 from edgesparse.profiles.profile import Profile
 from edgesparse.profiles.schema import SCHEMA
 from edgesparse.report import format as fmt

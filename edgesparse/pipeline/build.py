@@ -33,7 +33,7 @@ from edgesparse import builddir
 from edgesparse._types import Progress, no_progress
 from edgesparse.data import Dataset, check_compatible, load_data
 from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError
-from edgesparse.estimate.latency import check_model
+from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir
 from edgesparse.pipeline import convert, models, prune
 from edgesparse.pipeline.demos import digits, kws

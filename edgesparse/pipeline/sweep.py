@@ -53,7 +53,7 @@ from edgesparse.errors import (
     PruningError,
     VerificationError,
 )
-from edgesparse.estimate.latency import check_model
+from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, staged_output_dir
 from edgesparse.pipeline import build as pipeline_build
 from edgesparse.pipeline.build import DEMOS, BuildOptions, model_name

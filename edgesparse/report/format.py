@@ -12,7 +12,7 @@ from __future__ import annotations
 from numbers import Real
 from typing import Any
 
-from edgesparse.estimate.latency import format_rate
+from edgesparse.estimate import format_rate
 
 __all__ = [
     "UNKNOWN",

@@ -24,7 +24,7 @@ from typing import Any
 from edgesparse._types import is_assumption
 from edgesparse.builddir import REPORT_HTML, load_report
 from edgesparse.errors import EdgesparseError
-from edgesparse.estimate.latency import energy_and_battery
+from edgesparse.estimate import energy_and_battery
 from edgesparse.fsutil import atomic_write_text
 from edgesparse.profiles.profile import load_profile
 from edgesparse.report import format as fmt
