@@ -24,7 +24,9 @@ __all__ = [
     "REPORT_HTML",
     "REPORT_JSON",
     "SAMPLE",
+    "REPORT_SECTIONS",
     "artifact_matches_report",
+    "check_report_shape",
     "is_build_dir",
     "load_report",
     "read_verified_artifact",
@@ -41,6 +43,32 @@ SAMPLE = "sample.npz"
 LABELS = "labels.txt"
 # The dense references the artifact is compared against (sizes, battery gain from pruning).
 BASELINES = {"dense_float32": "baselines/dense_float32.tflite", "dense_int8": "baselines/dense_int8.tflite"}
+
+
+# The JSON type of each top-level section of report.json, as `edgesparse build` writes it.
+REPORT_SECTIONS: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int, "tool": dict, "versions": dict, "created_utc": str, "options": dict, "profile": dict,
+    "model": dict, "data": dict, "pruning": dict, "sparsity": dict, "conversion": dict, "sizes": dict,
+    "accuracy": dict, "verification": dict, "check": dict, "passed": bool, "failures": list, "timings_s": dict,
+    "files": dict,
+}
+
+
+def check_report_shape(document: Any, where: str) -> dict[str, Any]:
+    """A report.json read from disk is input: its sections must have the types this version writes."""
+    if not isinstance(document, dict) or "schema_version" not in document:
+        raise EdgesparseError("Not an edgesparse report", where=where,
+                              expected="the JSON object `edgesparse build` writes (with schema_version)",
+                              received=type(document).__name__ if not isinstance(document, dict) else
+                              "an object without schema_version", fix="Rebuild with `edgesparse build`")
+    wrong = [f"{key} is {type(document[key]).__name__}" for key, kind in REPORT_SECTIONS.items()
+             if document.get(key) is not None and not isinstance(document[key], kind)]
+    if wrong:
+        raise EdgesparseError("report.json has fields of the wrong type", where=where,
+                              expected="the types `edgesparse build` writes (sections are objects)",
+                              received="; ".join(wrong[:5]),
+                              fix="Rebuild with `edgesparse build`, or restore the original report.json")
+    return document
 
 
 def write_report(out_dir: Path, document: dict[str, Any]) -> Path:
@@ -61,10 +89,7 @@ def load_report(build_dir: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EdgesparseError("report.json is not valid JSON", where=str(path),
                               expected="the report written by `edgesparse build`", received=str(exc)) from None
-    if not isinstance(document, dict):
-        raise EdgesparseError("report.json is not an edgesparse report", where=str(path),
-                              expected="a JSON object", received=type(document).__name__)
-    return document
+    return check_report_shape(document, str(path))
 
 
 def artifact_matches_report(report: dict[str, Any], artifact: bytes) -> bool:

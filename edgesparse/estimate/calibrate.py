@@ -250,12 +250,8 @@ class Calibration:
                 "worst_abs_error": self.worst_abs_error, "latency": self.table, "notes": list(self.notes)}
 
 
-def read_measurements(path: Path | str) -> list[tuple[Path, float, int | None]]:
-    """Rows of a measurements CSV: (model file, latency_ms, threads or None). Paths relative to the CSV."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("Measurements file not found", where=str(path),
-                        expected="a CSV with columns model_file, latency_ms[, threads]", received="no such file")
+def _parse_measurement_rows(path: Path) -> tuple[list[tuple[Path, float, int | None]], list[str]]:
+    """The CSV's good rows and a line-numbered problem for each bad one."""
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         fields = [f.strip() for f in (reader.fieldnames or [])]
@@ -291,6 +287,21 @@ def read_measurements(path: Path | str) -> list[tuple[Path, float, int | None]]:
                 problems.append(f"line {n}: model_file {model!r} not found (looked at {model_path})")
                 continue
             rows.append((model_path, latency, threads))
+    return rows, problems
+
+
+def read_measurements(path: Path | str) -> list[tuple[Path, float, int | None]]:
+    """Rows of a measurements CSV: (model file, latency_ms, threads or None). Paths relative to the CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("Measurements file not found", where=str(path),
+                        expected="a CSV with columns model_file, latency_ms[, threads]", received="no such file")
+    try:
+        rows, problems = _parse_measurement_rows(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError("The measurements file is not a readable CSV", where=str(path),
+                        expected="UTF-8 text: a header with model_file, latency_ms[, threads], then one row per model",
+                        received=f"{type(exc).__name__}: {exc}"[:200]) from None
     if problems:
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError("Bad rows in the measurements CSV", where=str(path),
@@ -344,7 +355,7 @@ def _samples_at_profile_threads(prof: Profile, rows: Sequence[tuple[Path, float,
     """One sample (and its op features) per measured row, keeping only the rows at the profile's thread count."""
     samples, feats = [], []
     for model_path, latency, threads in rows:
-        graph = load_graph(model_path.read_bytes())
+        graph = load_graph(model_path)  # a path, so a bad file's error names the file the CSV row points at
         feats.append(estimate.op_features(graph, prof))
         samples.append(Sample(model_path.name, model_features(graph, prof), latency, threads or prof.threads))
     notes: list[str] = []

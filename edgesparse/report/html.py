@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse._types import is_assumption
-from edgesparse.builddir import REPORT_HTML, load_report
+from edgesparse.builddir import REPORT_HTML, REPORT_JSON, check_report_shape, load_report
 from edgesparse.errors import EdgesparseError
 from edgesparse.estimate import energy_and_battery
 from edgesparse.fsutil import atomic_write_text
@@ -481,21 +481,26 @@ def report_context(document: dict) -> dict[str, Any]:
 
 def render_report(document: dict) -> str:
     """report.json (as a dict) -> the complete HTML page."""
-    if not isinstance(document, dict) or "schema_version" not in document:
-        raise EdgesparseError("Not an edgesparse report", where="report.json",
-                              expected="the JSON object `edgesparse build` writes (with schema_version)",
-                              received=type(document).__name__ if not isinstance(document, dict) else
-                              "an object without schema_version", fix="Rebuild with `edgesparse build`")
+    check_report_shape(document, REPORT_JSON)
     return template_env().get_template("report.html.j2").render(**report_context(document))
 
 
 def write_report_html(build_dir: Path | str, document: dict | None = None) -> Path:
     """Write BUILD_DIR/report.html atomically, from `document` or BUILD_DIR/report.json."""
     build_dir = Path(build_dir)
-    if document is None:
-        document = load_report(build_dir)
     path = build_dir / REPORT_HTML
-    atomic_write_text(path, render_report(document))
+    if document is not None:
+        atomic_write_text(path, render_report(document))
+        return path
+    document = load_report(build_dir)
+    try:
+        page = render_report(document)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited field deeper down
+        raise EdgesparseError("report.json has a field this version cannot read", where=str(build_dir / REPORT_JSON),
+                              expected="report.json as `edgesparse build` wrote it",
+                              received=f"{type(exc).__name__}: {exc}"[:200],
+                              fix="Rebuild with `edgesparse build`, or restore the original report.json") from None
+    atomic_write_text(path, page)
     return path
 
 
