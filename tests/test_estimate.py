@@ -297,18 +297,21 @@ def test_check_exit_2_for_a_corrupt_file(tmp_path, roomy_profile):
     bad.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\xff" * 40)
     res = CliRunner().invoke(main, ["check", str(bad), "--profile", str(roomy_profile)])
     assert res.exit_code == 2
+    assert "corrupt TFLite flatbuffer" in res.output
     assert "Traceback" not in res.output
 
 
 def test_check_exit_2_for_an_unknown_profile(mlperf_dir):
     res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", "no_such_board"])
     assert res.exit_code == 2
+    assert "Unknown device profile (no_such_board)" in res.output
 
 
 def test_check_exit_2_for_a_bad_rate(mlperf_dir, roomy_profile):
     res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", str(roomy_profile),
                                     "--rate", "often"])
     assert res.exit_code == 2
+    assert "Bad inference rate (--rate)" in res.output and "'often'" in res.output
 
 
 def test_check_json_lists_one_object_per_profile(mlperf_dir, roomy_profile, tiny_profile):
@@ -331,7 +334,8 @@ def test_check_imports_no_tensorflow(mlperf_dir, roomy_profile):
     code = (
         "import sys\n"
         "from edgesparse.cli.commands import main\n"
-        f"sys.argv = ['edgesparse', 'check', {str(mlperf_dir / KWS)!r}, '--profile', {str(roomy_profile)!r}, '--json']\n"
+        f"sys.argv = ['edgesparse', 'check', {str(mlperf_dir / KWS)!r}, '--profile', {str(roomy_profile)!r}, "
+        "'--json']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
         "sys.exit(code)\n")
@@ -464,7 +468,8 @@ def test_check_exit_0_with_a_warning_when_only_unknown(mlperf_dir, tmp_path):
     data = json.loads(res.output)[0]
     assert data["fits"] is True and data["complete"] is False
     assert any("incomplete check" in w for w in data["warnings"])
-    for key in ("profile", "flash_bytes", "ram_bytes", "latency_ms", "energy_mj", "battery_hours", "fits", "budgets", "ops"):
+    for key in ("profile", "flash_bytes", "ram_bytes", "latency_ms", "energy_mj", "battery_hours", "fits",
+                "budgets", "ops"):
         assert key in data
     res = CliRunner().invoke(main, ["check", str(mlperf_dir / KWS), "--profile", str(path)])
     assert res.exit_code == 0, res.output
@@ -502,8 +507,8 @@ def test_densify_fed_fully_connected_is_charged_dense_macs():
     from edgesparse.profiles.profile import load_profile
 
     host = load_profile("host")
-    fc = [f for f in estimate.op_features(_fake_fc_graph(filter_sparse=False, densify=True), host)
-          if f.op == "FULLY_CONNECTED"][0]
+    fc = next(f for f in estimate.op_features(_fake_fc_graph(filter_sparse=False, densify=True), host)
+              if f.op == "FULLY_CONNECTED")
     assert fc.macs_used == fc.macs == 2048
     assert fc.coef_key == "fc_float32" and "densified" in fc.kernel
 
@@ -521,9 +526,9 @@ def test_densify_fed_fc_in_a_converted_model_is_dense(tmp_path):
     """A real EXPERIMENTAL_SPARSITY float32 model: DENSIFY -> FULLY_CONNECTED runs the dense kernel."""
     import numpy as np
 
-    from edgesparse.tflite.graph import load_graph
-    from edgesparse.profiles.profile import load_profile
     from edgesparse.pipeline.tf_env import import_tf
+    from edgesparse.profiles.profile import load_profile
+    from edgesparse.tflite.graph import load_graph
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(0)
@@ -535,7 +540,7 @@ def test_densify_fed_fc_in_a_converted_model_is_dense(tmp_path):
     conv.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     graph = load_graph(conv.convert())
     assert "DENSIFY" in [o.opcode for o in graph.ops]
-    fc = [f for f in estimate.op_features(graph, load_profile("host")) if f.op == "FULLY_CONNECTED"][0]
+    fc = next(f for f in estimate.op_features(graph, load_profile("host")) if f.op == "FULLY_CONNECTED")
     assert fc.macs_used == fc.macs and not fc.coef_key.endswith("_sparse")
 
 

@@ -93,6 +93,20 @@ def _split_names(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     return tuple(n.strip() for n in value.split(",") if n.strip()) if value else ()
 
 
+# Physical values that cannot be are usage errors (exit 2, naming the flag) before any work starts;
+# the estimator refuses them too (DataError), e.g. a NaN that a click range lets through.
+_BATTERY_MAH = click.FloatRange(min=0, min_open=True)
+_SLEEP_MW = click.FloatRange(min=0)
+_THREADS = click.IntRange(min=1)
+
+
+def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Parse --rate before any work: a bad rate is a DataError naming --rate (exit 2)."""
+    if value is not None:
+        parse_rate(value)
+    return value
+
+
 # --------------------------------------------------------------------------- build
 
 @main.command()
@@ -202,12 +216,12 @@ def profiles_validate(files: tuple[str, ...]) -> None:
 @click.option("--profile", "profiles", multiple=True, required=True,
               help="Device profile name or .toml path; repeat for several devices.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per profile.")
-@click.option("--rate", default=None,
+@click.option("--rate", default=None, callback=_check_rate,
               help="Inference rate for energy/battery, e.g. 1/s, 10/min, 3/h [default: the profile's].")
-@click.option("--battery-mah", type=float, default=None, help="Battery capacity [default: the profile's].")
-@click.option("--sleep-mw", type=float, default=None,
+@click.option("--battery-mah", type=_BATTERY_MAH, default=None, help="Battery capacity [default: the profile's].")
+@click.option("--sleep-mw", type=_SLEEP_MW, default=None,
               help="Power between inferences [default: the profile's rest state].")
-@click.option("--threads", type=int, default=None, help="Interpreter threads [default: the profile's].")
+@click.option("--threads", type=_THREADS, default=None, help="Interpreter threads [default: the profile's].")
 @click.option("--all-ops", is_flag=True, help="List every op in the latency table.")
 def check(model: Path, profiles: tuple[str, ...], as_json: bool, rate: str | None, battery_mah: float | None,
           sleep_mw: float | None, threads: int | None, all_ops: bool) -> None:
@@ -215,8 +229,6 @@ def check(model: Path, profiles: tuple[str, ...], as_json: bool, rate: str | Non
 
     Needs no TensorFlow. Exit 0 if every budget passes, 1 if one fails, 2 for bad input.
     """
-    if rate is not None:
-        parse_rate(rate)  # bad input fails before any work
     if not model.is_file():
         raise ModelError("Model file not found", where=str(model), expected="a .tflite file", received="no such file")
     data = model.read_bytes()
@@ -241,9 +253,9 @@ def check(model: Path, profiles: tuple[str, ...], as_json: bool, rate: str | Non
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--runtime", type=click.Choice(["litert", "tflm"]), default="litert", show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--runs", type=int, default=50, show_default=True)
-@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--threads", type=_THREADS, default=1, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def measure(model: Path, runtime: str, threads: int, runs: int, warmup: int, as_json: bool) -> None:
     """Time MODEL.tflite on this machine like benchmark_model: warm-up, then timed invokes.
@@ -260,9 +272,11 @@ def measure(model: Path, runtime: str, threads: int, runs: int, warmup: int, as_
 @main.command()
 @click.argument("build_dir", type=click.Path(path_type=Path))
 @click.option("--profile", "profiles", multiple=True, help="Device profile(s) [default: the build's profile].")
-@click.option("--rate", default=None, help="Inference rate: N/s, N/min or N/h [default: the profile's].")
-@click.option("--battery-mah", type=float, default=None, help="Battery capacity [default: the profile's battery].")
-@click.option("--sleep-mw", type=float, default=None,
+@click.option("--rate", default=None, callback=_check_rate,
+              help="Inference rate: N/s, N/min or N/h [default: the profile's].")
+@click.option("--battery-mah", type=_BATTERY_MAH, default=None,
+              help="Battery capacity [default: the profile's battery].")
+@click.option("--sleep-mw", type=_SLEEP_MW, default=None,
               help="Power between inferences [default: the profile's rest state].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per profile.")
 def battery(build_dir: Path, profiles: tuple[str, ...], rate: str | None, battery_mah: float | None,

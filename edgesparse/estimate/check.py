@@ -175,20 +175,13 @@ def _check_budgets(profile: Profile, values: Mapping[str, float | None]) -> list
 
 
 def load_graph_any(model: bytes | str | Path) -> tuple[Graph, bytes, str | None]:
-    """(graph, model bytes, path or None) from bytes or a path; ModelError on anything unreadable."""
-    path = None
+    """(graph, model bytes, path or None) from bytes or a path; ModelError (naming the path) on anything
+    unreadable: a missing file, a directory, a corrupt flatbuffer."""
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
-    else:
-        path = str(model)
-        p = Path(model)
-        if p.is_dir():
-            raise ModelError("The model is a directory, not a file", where=path, expected="a .tflite file",
-                             received="a directory")
-        if not p.is_file():
-            raise ModelError("Model file not found", where=path, expected="a .tflite file", received="no such file")
-        data = p.read_bytes()
-    return load_graph(data), data, path
+        return load_graph(data), data, None
+    graph = load_graph(Path(model))
+    return graph, graph.data, str(model)
 
 
 def check_model(model_bytes_or_path: bytes | str | Path, profile: Profile | str, *,

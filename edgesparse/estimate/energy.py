@@ -70,7 +70,7 @@ def _require(value: float | None, name: str, what: str, *, minimum: float = 0.0,
         return
     bound = f"{'>=' if inclusive else '>'} {minimum:g}"
     shown = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
-    raise DataError(f"{name} must be {bound}", expected=f"{what} {bound}", received=shown)
+    raise DataError(f"{name} must be {bound}", expected=f"{what}: a finite number {bound}", received=shown)
 
 
 @dataclass
