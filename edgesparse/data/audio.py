@@ -15,6 +15,10 @@ first (we divide by max |x|, the reference by max x).
 Arithmetic is float64 internally and rounded to float32 once at the end, so
 the result is bit-identical run to run on one machine and does not depend on
 summation order beyond the last float32 bit across machines.
+
+`edgesparse deploy` copies this file byte for byte into device bundles, so it
+imports only the standard library, numpy and edgesparse.errors.
+Raises DataError (unreadable or unsupported WAV files, clips of the wrong length).
 """
 
 from __future__ import annotations
@@ -28,6 +32,34 @@ from pathlib import Path
 import numpy as np
 
 from edgesparse.errors import DataError
+
+__all__ = [
+    "CLIP_SAMPLES",
+    "FEATURE_PARAMS",
+    "FEATURE_SHAPE",
+    "FFT_LENGTH",
+    "HOP_SAMPLES",
+    "LOG_OFFSET",
+    "LOWER_EDGE_HZ",
+    "NUM_FRAMES",
+    "NUM_MEL_BINS",
+    "NUM_MFCC",
+    "SAMPLE_RATE",
+    "UPPER_EDGE_HZ",
+    "WINDOW_SAMPLES",
+    "dct_matrix",
+    "decode_wav",
+    "features_for_model",
+    "fit_length",
+    "hann_window",
+    "log_mel",
+    "mel_matrix",
+    "mfcc",
+    "normalise_peak",
+    "read_wav",
+    "resample",
+    "wav_bytes",
+]
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE            # 1 s
