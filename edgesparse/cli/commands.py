@@ -36,7 +36,6 @@ from edgesparse.errors import (
     BudgetExceeded,
     EdgesparseError,
     Interrupted,
-    ModelError,
     ProfileError,
     VerificationError,
 )
@@ -229,10 +228,7 @@ def check(model: Path, profiles: tuple[str, ...], as_json: bool, rate: str | Non
 
     Needs no TensorFlow. Exit 0 if every budget passes, 1 if one fails, 2 for bad input.
     """
-    if not model.is_file():
-        raise ModelError("Model file not found", where=str(model), expected="a .tflite file", received="no such file")
-    data = model.read_bytes()
-    results = [check_model(data, p, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw, threads=threads)
+    results = [check_model(model, p, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw, threads=threads)
                for p in profiles]
     for r in results:
         r.model = str(model)
@@ -241,7 +237,7 @@ def check(model: Path, profiles: tuple[str, ...], as_json: bool, rate: str | Non
     else:
         console = render.make_console()
         console.width = max(console.width, 120)
-        console.print(f"[bold]{escape(str(model))}[/] ({fmt.byte_count(len(data))})")
+        console.print(f"[bold]{escape(str(model))}[/] ({fmt.byte_count(model.stat().st_size)})")
         if len(results) > 1:
             render.print_check_matrix(console, results, all_ops=all_ops)
         else:
