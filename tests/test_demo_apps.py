@@ -14,13 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kws_wav_bytes
 
 from edgesparse.data import audio
-
-from edgesparse.deploy import bundle as deploy
-
+from edgesparse.deploy import demos_dir, make_bundle
 from edgesparse.runtime import verify
-from test_deploy import digits_build, kws_build, kws_wav_bytes, tiny_models  # noqa: F401 - fixtures
 
 # Run a bundle's app with TensorFlow blocked: an import of it raises ImportError.
 _NO_TF = ("import runpy, sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None; "
@@ -41,19 +39,19 @@ def json_lines(proc: subprocess.CompletedProcess) -> list[dict]:
 @pytest.fixture()
 def kws_bundle(kws_build, tmp_path):
     build, wav = kws_build
-    return deploy.make_bundle(build, "rpi", tmp_path / "kws-rpi", sample=wav), build
+    return make_bundle(build, "rpi", tmp_path / "kws-rpi", sample=wav), build
 
 
 @pytest.fixture()
 def digits_bundle(digits_build, tmp_path):
-    return deploy.make_bundle(digits_build, "rpi", tmp_path / "digits-rpi"), digits_build
+    return make_bundle(digits_build, "rpi", tmp_path / "digits-rpi"), digits_build
 
 
 def test_bundle_carries_the_training_feature_code_verbatim(kws_bundle):
     bundle, _ = kws_bundle
     shipped = bundle.path / "lib" / "edgesparse" / "data" / "audio.py"
     assert shipped.read_bytes() == Path(audio.__file__).read_bytes()
-    repo_demos = deploy.demos_dir()
+    repo_demos = demos_dir()
     # The repository holds no second copy of the feature code.
     assert not list(repo_demos.rglob("audio.py"))
 
@@ -108,6 +106,24 @@ def test_kws_app_predictions_equal_verify_run_tflite(kws_bundle, tmp_path):
         assert record["runtime"].startswith("ai_edge_litert")
 
 
+def test_kws_app_takes_mfcc_npy_files_as_well_as_wavs(kws_bundle, tiny_models, tmp_path):
+    """A .npy of one model input (the build's sample) is classified as it is, like the same features from a wav."""
+    bundle, build = kws_bundle
+    _, x, _ = tiny_models["kws"]
+    wav = tmp_path / "w.wav"
+    wav.write_bytes(kws_wav_bytes(7))
+    from_wav = audio.features_for_model(*audio.read_wav(wav))
+    np.save(tmp_path / "w.npy", from_wav)
+    np.save(tmp_path / "x3.npy", x[3].reshape(49, 10))                  # any shape with 490 values
+    records = json_lines(run_app(bundle.path, "kws_app.py", str(wav), str(tmp_path / "w.npy"),
+                                 str(tmp_path / "x3.npy"), "--json", "--repeat", "1"))
+    assert records[0]["scores"] == records[1]["scores"]
+    assert records[0]["features_sha256"] == records[1]["features_sha256"]
+    local = verify.run_tflite((build / "model.tflite").read_bytes(), x[3:4], runtime="litert")
+    assert records[2]["scores"] == [float(s) for s in np.asarray(local.outputs).reshape(-1)]
+    assert records[2]["features_sha256"] == hashlib.sha256(x[3].astype(np.float32).tobytes()).hexdigest()
+
+
 def test_kws_app_plain_output_names_label_score_latency(kws_bundle):
     bundle, _ = kws_bundle
     proc = run_app(bundle.path, "kws_app.py")                     # no argument: the bundled test input
@@ -159,9 +175,17 @@ def test_apps_fail_clearly_on_bad_input(kws_bundle, digits_bundle, tmp_path):
     assert proc.returncode == 2 and "Not a readable WAV file" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_app(kws.path, "kws_app.py", str(tmp_path / "missing.wav"))
     assert proc.returncode == 2 and "missing.wav" in proc.stderr and "Traceback" not in proc.stderr
+    np.save(tmp_path / "short.npy", np.zeros(10, np.float32))
+    proc = run_app(kws.path, "kws_app.py", str(tmp_path / "short.npy"))
+    assert proc.returncode == 2 and "the model takes (49, 10, 1) MFCC features" in proc.stderr
+    (tmp_path / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
+    proc = run_app(kws.path, "kws_app.py", str(tmp_path / "garbage.npy"))
+    assert proc.returncode == 2 and "not a numpy .npy array" in proc.stderr and "Traceback" not in proc.stderr
     np.save(tmp_path / "wrong.npy", np.zeros((3, 3)))
     proc = run_app(digits.path, "vision_app.py", str(tmp_path / "wrong.npy"))
     assert proc.returncode == 2 and "the model takes (8, 8, 1)" in proc.stderr
+    proc = run_app(digits.path, "vision_app.py", str(tmp_path / "garbage.npy"))
+    assert proc.returncode == 2 and "not a numpy .npy array" in proc.stderr and "allow_pickle" not in proc.stderr
     proc = run_app(digits.path, "vision_app.py", "--runtime", "tflite_runtime")
     if proc.returncode != 0:                                    # tflite-runtime is not in the dev venv
         assert proc.returncode == 2 and "no TFLite interpreter is installed" in proc.stderr
@@ -179,7 +203,7 @@ def test_microphone_mode_without_sounddevice_says_what_to_install(kws_bundle):
 def test_app_sources_import_no_tensorflow():
     import ast
 
-    for path in (deploy.demos_dir() / "rpi").glob("*.py"):
+    for path in (demos_dir() / "rpi").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])

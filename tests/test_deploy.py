@@ -1,9 +1,9 @@
 """`edgesparse deploy`: bundles, and a real push over ssh to a throwaway sshd on 127.0.0.1.
 
-The build directories here are made by `make_build_dir` (model.tflite + report.json
-in the shape `pipeline.build` writes) from two tiny int8 models built in the test
-session: a DS-CNN-like keyword spotter (1, 49, 10, 1) -> 12 and a digits-like
-CNN (1, 8, 8, 1) -> 10. The other deploy test modules import these helpers.
+The build directories here are made by conftest's `make_build_dir` (model.tflite,
+report.json, sample.npz and labels.txt in the shape `edgesparse build` writes)
+from tiny int8 models built in the test session: a DS-CNN-like keyword spotter
+(1, 49, 10, 1) -> 12 and a digits-like CNN (1, 8, 8, 1) -> 10.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -21,163 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import KWS_LABELS, make_build_dir
 
+from edgesparse.builddir import SAMPLE
 from edgesparse.data import audio
+from edgesparse.deploy import MANIFEST, make_bundle
+from edgesparse.errors import OutputExistsError
+from edgesparse.runtime import verify
+from edgesparse.tflite import edit as tflite_edit
+from edgesparse.tflite.graph import io_quantization, op_types
 
-KWS_LABELS = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes", "silence", "unknown"]
 REPO = Path(__file__).resolve().parent.parent
-
-
-# ----------------------------------------------------------------------------- tiny models
-
-def _tone_clip(seed: int) -> np.ndarray:
-    """A 1 s 'utterance': two chirped tones in noise, different per seed (deterministic)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(audio.CLIP_SAMPLES) / audio.SAMPLE_RATE
-    f0, f1 = 200 + 60 * (seed % 12), 900 + 40 * (seed % 7)
-    envelope = np.exp(-((t - 0.5) / (0.12 + 0.01 * (seed % 5))) ** 2)
-    x = envelope * (np.sin(2 * np.pi * f0 * t * (1 + 0.3 * t)) + 0.5 * np.sin(2 * np.pi * f1 * t))
-    return (0.6 * x + 0.01 * rng.normal(size=t.size)).astype(np.float32)
-
-
-def kws_wav_bytes(seed: int) -> bytes:
-    return audio.wav_bytes(_tone_clip(seed))
-
-
-def _convert_int8(model, representative: np.ndarray, sparse: bool = False) -> bytes:
-    from edgesparse.pipeline.tf_env import import_tf
-
-    tf, _ = import_tf()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT] + ([tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else [])
-    converter.representative_dataset = lambda: ([representative[i:i + 1]] for i in range(len(representative)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
-
-
-def build_tiny_models(cache: Path) -> dict[str, tuple[bytes, np.ndarray, np.ndarray]]:
-    """{'kws' | 'digits' | 'sparse_fc': (tflite, x_val, y_val)}; built once per session, cached as files.
-
-    'sparse_fc' is an 8x8 MLP whose hidden Dense kernels are 80% zero in blocks of 16
-    inputs, converted with EXPERIMENTAL_SPARSITY: FULLY_CONNECTED reads 1x16 block-sparse
-    int8 weights itself (no DENSIFY), as in a real rpi4 build of the digits demo.
-    """
-    names = ("kws", "digits", "sparse_fc")
-    files = {name: (cache / f"{name}.tflite", cache / f"{name}.npz") for name in names}
-    if all(a.is_file() and b.is_file() for a, b in files.values()):
-        out = {}
-        for name, (model_path, npz_path) in files.items():
-            with np.load(npz_path) as npz:
-                out[name] = (model_path.read_bytes(), npz["x_val"], npz["y_val"])
-        return out
-    from edgesparse.pipeline.tf_env import import_tf
-
-    tf, keras = import_tf()
-    keras.utils.set_random_seed(0)
-    layers = keras.layers
-
-    # DS-CNN-like: conv, depthwise-separable block, average pool, dense, softmax.
-    inputs = keras.Input((49, 10, 1))
-    x = layers.Conv2D(16, (10, 4), strides=(2, 2), padding="same", use_bias=False)(inputs)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    x = layers.Conv2D(16, 1, use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    x = layers.AveragePooling2D((25, 5))(x)
-    x = layers.Flatten()(x)
-    outputs = layers.Softmax()(layers.Dense(12)(x))
-    kws_model = keras.Model(inputs, outputs)
-    kws_x = np.stack([audio.features_for_model(_tone_clip(i)) for i in range(24)]).astype(np.float32)
-    kws_y = np.arange(24) % 12
-
-    # Digits-like: 8x8x1 on the 0..16 scale of scikit-learn's digits.
-    inputs = keras.Input((8, 8, 1))
-    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Flatten()(x)
-    outputs = layers.Softmax()(layers.Dense(10)(x))
-    digits_model = keras.Model(inputs, outputs)
-    rng = np.random.default_rng(1)
-    digits_x = rng.integers(0, 17, size=(24, 8, 8, 1)).astype(np.float32)
-    digits_y = np.arange(24) % 10
-
-    inputs = keras.Input((8, 8, 1))
-    x = layers.Flatten()(inputs)
-    x = layers.Dense(256, activation="relu")(x)
-    x = layers.Dense(128, activation="relu")(x)
-    sparse_model = keras.Model(inputs, layers.Softmax()(layers.Dense(10)(x)))
-    for layer in sparse_model.layers:
-        if isinstance(layer, layers.Dense) and layer.units > 10:
-            kernel, bias = layer.get_weights()
-            keep = rng.random((kernel.shape[0] // 16, kernel.shape[1])) < 0.2
-            layer.set_weights([kernel * np.repeat(keep, 16, axis=0), bias])
-
-    cache.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name, model, xs, ys in (("kws", kws_model, kws_x, kws_y), ("digits", digits_model, digits_x, digits_y),
-                                ("sparse_fc", sparse_model, digits_x, digits_y)):
-        data = _convert_int8(model, xs, sparse=name == "sparse_fc")
-        files[name][0].write_bytes(data)
-        np.savez(files[name][1], x_train=xs, y_train=ys, x_val=xs, y_val=ys)
-        out[name] = (data, xs, ys)
-    return out
-
-
-def make_build_dir(path: Path, model_bytes: bytes, *, name: str, input_shape, num_classes: int,
-                   profile: str = "rpi4", runtime: str = "litert", device_class: str = "sbc",
-                   data_source: str | None = None, passed: bool = True, labels: list[str] | None = None) -> Path:
-    """A build directory shaped like `pipeline.build`'s: model.tflite + report.json."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "model.tflite").write_bytes(model_bytes)
-    report = {
-        "schema_version": 1,
-        "tool": {"name": "edgesparse", "version": "test"},
-        "profile": {"name": profile, "runtime": runtime, "class": device_class},
-        "model": {"name": name, "input_shape": list(input_shape), "num_classes": num_classes,
-                  "source": data_source or f"test:{name}"},
-        "data": {"source": data_source or f"test:{name}", "num_classes": num_classes},
-        "sizes": {"artifact_bytes": len(model_bytes)},
-        "accuracy": {}, "verification": {}, "check": None,
-        "passed": passed, "failures": [] if passed else ["accuracy drop 9.00 points exceeds --max-accuracy-drop 2"],
-        "files": {"model.tflite": {"bytes": len(model_bytes), "sha256": hashlib.sha256(model_bytes).hexdigest()}},
-    }
-    if labels:
-        report["data"]["labels"] = labels
-    (path / "report.json").write_text(json.dumps(report, indent=2))
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    return build_tiny_models(tmp_path_factory.getbasetemp() / "tiny_models")
-
-
-@pytest.fixture()
-def kws_build(tmp_path, tiny_models):
-    data, x, y = tiny_models["kws"]
-    npz = tmp_path / "kws_data.npz"
-    np.savez(npz, x_val=x, y_val=y)
-    build = make_build_dir(tmp_path / "build" / "kws-nrf52840", data, name="kws", input_shape=(49, 10, 1),
-                           num_classes=12, profile="nrf52840", runtime="tflm", device_class="mcu",
-                           data_source=str(npz), labels=KWS_LABELS)
-    wav = tmp_path / "clip.wav"
-    wav.write_bytes(kws_wav_bytes(2))
-    return build, wav
-
-
-@pytest.fixture()
-def digits_build(tmp_path, tiny_models):
-    data, x, y = tiny_models["digits"]
-    npz = tmp_path / "digits_data.npz"
-    np.savez(npz, x_val=x, y_val=y)
-    return make_build_dir(tmp_path / "build" / "digits-rpi4", data, name="digits", input_shape=(8, 8, 1),
-                          num_classes=10, data_source=str(npz))
 
 
 # ----------------------------------------------------------------------------- a throwaway sshd
@@ -228,7 +83,7 @@ class Sshd:
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
             "AllowTcpForwarding no", "X11Forwarding no", "PrintMotd no", "LogLevel ERROR", ""]))
         Path("/run/sshd").mkdir(exist_ok=True)                       # privilege separation directory
-        self.log = open(root / "sshd.log", "wb")
+        self.log = open(root / "sshd.log", "wb")  # noqa: SIM115 - sshd writes it until stop() closes it
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)], stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
@@ -283,8 +138,6 @@ def _assert_no_secrets(sshd: Sshd, text: str) -> None:
 @needs_sshd
 def test_kws_bundle_runs_remotely_in_a_fresh_tflite_runtime_venv(sshd, kws_build, tmp_path):
     """Deploy over ssh; the host's venv holds only tflite-runtime 2.14 + numpy<2, like a Pi image."""
-    from edgesparse.runtime import verify
-
     build, wav = kws_build
     remote_dir = tmp_path / "device" / "edgesparse-kws"
     out = tmp_path / "bundle"
@@ -354,15 +207,13 @@ def test_refused_key_is_one_clear_error(sshd, kws_build, tmp_path):
 # ----------------------------------------------------------------------------- bundles (no network)
 
 def test_rpi_bundle_is_self_contained_and_tensorflow_free(kws_build, tmp_path):
-    from edgesparse.deploy import bundle as deploy
-
     build, wav = kws_build
-    bundle = deploy.make_bundle(build, "rpi", tmp_path / "b", sample=wav)
+    bundle = make_bundle(build, "rpi", tmp_path / "b", sample=wav)
     names = set(bundle.files)
     for name in ("model.tflite", "labels.txt", "kws_app.py", "edgesparse_app.py", "config.json",
                  "requirements.txt", "run.sh", "test_input.wav", "expected.json", "README.md",
                  "edgesparse-kws.service", "lib/edgesparse/data/audio.py", "lib/edgesparse/errors.py", "bundle.json"):
-        assert name in names or name == "bundle.json" and (bundle.path / name).is_file(), name
+        assert name in names or (name == "bundle.json" and (bundle.path / name).is_file()), name
     assert (bundle.path / "model.tflite").read_bytes() == (build / "model.tflite").read_bytes()
     assert (bundle.path / "labels.txt").read_text().split() == KWS_LABELS
     requirements = (bundle.path / "requirements.txt").read_text()
@@ -376,21 +227,18 @@ def test_rpi_bundle_is_self_contained_and_tensorflow_free(kws_build, tmp_path):
     assert manifest["model_sha256"] == hashlib.sha256((build / "model.tflite").read_bytes()).hexdigest()
     assert manifest["expected"]["label"] == bundle.expected["label"]
     # No staging directories are left beside the bundle.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "build", "clip.wav", "kws_data.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "build", "clip.wav"]
 
 
 def test_existing_bundle_is_never_overwritten_without_force(kws_build, tmp_path):
-    from edgesparse.deploy import bundle as deploy
-    from edgesparse.errors import OutputExistsError
-
     build, wav = kws_build
-    first = deploy.make_bundle(build, "android", tmp_path / "b", sample=wav)
+    first = make_bundle(build, "android", tmp_path / "b", sample=wav)
     marker = first.path / "assets" / "model.tflite"
     before = marker.stat().st_mtime_ns
     with pytest.raises(OutputExistsError):
-        deploy.make_bundle(build, "android", tmp_path / "b", sample=wav)
+        make_bundle(build, "android", tmp_path / "b", sample=wav)
     assert marker.stat().st_mtime_ns == before
-    deploy.make_bundle(build, "android", tmp_path / "b", sample=wav, force=True)
+    make_bundle(build, "android", tmp_path / "b", sample=wav, force=True)
     assert (tmp_path / "b" / "README.md").is_file()
 
 
@@ -415,15 +263,13 @@ def test_tampered_model_is_refused(digits_build, tmp_path):
 
 
 def test_android_bundle_documents_quantization_and_says_it_is_untested(digits_build, tmp_path):
-    from edgesparse.deploy import bundle as deploy
-
-    bundle = deploy.make_bundle(digits_build, "pixel4", tmp_path / "android")     # a phone profile picks android
+    bundle = make_bundle(digits_build, "pixel4", tmp_path / "android")     # a phone profile picks android
     assert bundle.target == "android"
     readme = (bundle.path / "README.md").read_text()
     assert "**Not tested on a phone.**" in readme
     assert 'implementation("com.google.ai.edge.litert:litert:' in readme
     assert 'context.assets.openFd(name)' in readme and "import org.tensorflow.lite.Interpreter" in readme
-    io = deploy._io_quantization((digits_build / "model.tflite").read_bytes())
+    io = io_quantization((digits_build / "model.tflite").read_bytes())
     assert f"| input 0 (1x8x8x1) | int8 | {io['input']['scale']!r} | {io['input']['zero_point']} |" in readme
     assert f"| output 0 | int8 | {io['output']['scale']!r} | {io['output']['zero_point']} |" in readme
     assert (bundle.path / "assets" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
@@ -449,17 +295,135 @@ def test_cli_errors_are_one_message_exit_2(digits_build, tmp_path):
     assert proc.returncode == 2 and "Build directory not found" in proc.stderr
 
 
-def test_default_kws_test_input_is_a_spoken_keyword(kws_build, tmp_path):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (make system-deps installs it)")
-    from edgesparse.deploy import bundle as deploy
+def test_default_test_input_is_the_builds_first_held_out_sample(kws_build, tiny_models, tmp_path):
+    """No --sample: the keyword-spotting bundle ships x[0] of the build's sample.npz as MFCC features (.npy).
 
+    Nothing is regenerated: deploy imports neither the pipeline nor TensorFlow, and synthesises no speech.
+    """
     build, _ = kws_build
-    bundle = deploy.make_bundle(build, "rpi", tmp_path / "b")
-    assert bundle.test_input == "test_input.wav"
-    manifest = json.loads((bundle.path / "bundle.json").read_text())
-    assert "'yes' spoken by espeak-ng" in manifest["test_input_source"]
-    assert manifest["test_input_label"] == KWS_LABELS.index("yes")
+    _, x, y = tiny_models["kws"]
+    out = tmp_path / "b"
+    code = ("import sys; from edgesparse.deploy import make_bundle; b = make_bundle(sys.argv[1], 'rpi', sys.argv[2]); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'sklearn') "
+            "or m.startswith('edgesparse.pipeline')); print(b.test_input, bad)")
+    proc = subprocess.run([sys.executable, "-c", code, str(build), str(out)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PATH": os.path.dirname(sys.executable)})  # no espeak-ng
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["test_input.npy", "[]"]
+    shipped = np.load(out / "test_input.npy")
+    assert shipped.dtype == np.float32 and shipped.tobytes() == x[0].astype(np.float32).tobytes()
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["test_input_source"] == f"{build / SAMPLE}: x[0]"
+    assert manifest["test_input_label"] == int(y[0])
+    config = json.loads((out / "config.json").read_text())
+    assert config["test_input"] == "test_input.npy"
+    expected = json.loads((out / "expected.json").read_text())
+    assert expected["true_label"] == KWS_LABELS[int(y[0])]
+    assert expected["features_sha256"] == hashlib.sha256(x[0].astype(np.float32).tobytes()).hexdigest()
+    local = verify.run_tflite((build / "model.tflite").read_bytes(), x[:1], runtime="litert")
+    assert expected["scores"] == [float(v) for v in np.asarray(local.outputs).reshape(-1)]
+
+
+def test_build_without_a_sample_asks_for_a_rebuild_or_sample(tiny_models, tmp_path):
+    """A build made before builds wrote sample.npz: one clear message, exit 2, nothing written; --sample works."""
+    data, x, _ = tiny_models["digits"]
+    build = make_build_dir(tmp_path / "old", data, name="digits", input_shape=(8, 8, 1), num_classes=10)
+    proc = _cli(str(build), "--target", "android", "--out", str(tmp_path / "a"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "The build directory has no test sample" in proc.stderr
+    assert "no sample.npz: the build was made by an earlier edgesparse" in proc.stderr
+    assert "Rebuild with `edgesparse build`" in proc.stderr and "--sample FILE" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "a").exists()
+    np.save(tmp_path / "x.npy", x[1])
+    proc = _cli(str(build), "--target", "android", "--out", str(tmp_path / "a"), "--sample", str(tmp_path / "x.npy"))
+    assert proc.returncode == 0, proc.stderr
+    # Without labels.txt or labels in report.json, classes are named by their index.
+    assert (tmp_path / "a" / "assets" / "labels.txt").read_text().split() == [f"class_{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize("content,received", [
+    (b"not a zip", "not such an .npz"),
+    (None, "x of shape (3, 2)"),
+])
+def test_unusable_sample_npz_is_one_message(digits_build, tmp_path, content, received):
+    if content is None:
+        np.savez(digits_build / SAMPLE, x=np.zeros((3, 2), np.float32), y=np.zeros(3, np.int64))
+    else:
+        (digits_build / SAMPLE).write_bytes(content)
+    proc = _cli(str(digits_build), "--target", "android", "--out", str(tmp_path / "a"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "sample.npz" in proc.stderr and received in proc.stderr and "Rebuild" in proc.stderr
+    assert "allow_pickle" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "a").exists()
+
+
+def test_bundle_uses_the_builds_labels_file(digits_build, tmp_path):
+    (digits_build / "labels.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
+    bundle = make_bundle(digits_build, "android", tmp_path / "a")
+    assert (bundle.path / "assets" / "labels.txt").read_text().splitlines() == [f"digit {i}" for i in range(10)]
+    assert bundle.expected["label"].startswith("digit ")
+
+
+def _tree(path: Path) -> dict[str, str]:
+    """Every file under `path` (relative name -> sha256), and every directory (-> 'dir')."""
+    return {str(p.relative_to(path)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*"))}
+
+
+def test_force_never_replaces_a_users_files(digits_build, tmp_path):
+    """--force replaces an earlier bundle only: a directory of the user's files, or a file, is refused (exit 2)."""
+    mine = tmp_path / "thesis"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "thesis.txt").write_text("three years of work\n")
+    (mine / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    (mine / "bundle.json").write_text('{"note": "my own bundle.json, not edgesparse\'s"}')
+    plain = tmp_path / "notes.txt"
+    plain.write_text("keep me\n")
+    before = _tree(tmp_path)
+    for out, received in ((mine, "a directory that is not an earlier edgesparse deploy bundle"),
+                          (plain, "an existing file")):
+        proc = _cli(str(digits_build), "--target", "android", "--out", str(out), "--force")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "The output location holds something edgesparse did not write" in proc.stderr
+        assert received in proc.stderr and "--force never replaces your own files" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert _tree(tmp_path) == before                                   # nothing changed, nothing left behind
+
+
+def test_force_replaces_an_earlier_bundle(digits_build, tmp_path):
+    out = tmp_path / "bundle"
+    proc = _cli(str(digits_build), "--target", "android", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (out / "stale.txt").write_text("from an earlier run\n")
+    proc = _cli(str(digits_build), "--target", "rpi", "--out", str(out))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "already exists" in proc.stderr and "an earlier edgesparse deploy bundle" in proc.stderr
+    proc = _cli(str(digits_build), "--target", "rpi", "--out", str(out), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / MANIFEST).read_text())["target"] == "rpi"
+    assert not (out / "stale.txt").exists() and not (out / "assets").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "bundle"]        # no staging, no .old copy
+
+
+def test_bundle_files_follow_the_umask(kws_build, digits_build, tmp_path):
+    """Under umask 022 every bundle file is readable by others (0644, run.sh 0755) and every directory 0755."""
+    build, _ = kws_build
+    old = os.umask(0o022)
+    try:
+        bundles = [make_bundle(build, "rpi", tmp_path / "kws-rpi"), make_bundle(build, "mcu", tmp_path / "kws-mcu"),
+                   make_bundle(digits_build, "rpi", tmp_path / "digits-rpi"),
+                   make_bundle(digits_build, "android", tmp_path / "digits-android")]
+    finally:
+        os.umask(old)
+    for bundle in bundles:
+        assert stat.S_IMODE(bundle.path.stat().st_mode) == 0o755, bundle.path
+        for path in bundle.path.rglob("*"):
+            mode = stat.S_IMODE(path.stat().st_mode)
+            executable = path.is_dir() or path.name == "run.sh"
+            assert mode == (0o755 if executable else 0o644), (path, oct(mode))
+    kws_files = set(bundles[0].files)
+    assert {"kws_app.py", "edgesparse_app.py", "lib/edgesparse/data/audio.py", "test_input.npy"} <= kws_files
+    assert "vision_app.py" in bundles[2].files
 
 
 @needs_sshd
@@ -471,12 +435,8 @@ def test_block_sparse_int8_fully_connected_needs_ai_edge_litert_on_the_device(ss
     model, `--runtime tflite-runtime` is refused, and forcing it is caught by the
     device-vs-here comparison (exit 3).
     """
-    from edgesparse.deploy import bundle as deploy
-    from edgesparse.tflite import edit as tflite_edit
-    from edgesparse.runtime import verify
-
     data, x, _ = tiny_models["sparse_fc"]
-    assert "DENSIFY" not in deploy.model_ops(data)
+    assert "DENSIFY" not in op_types(data)
     assert [t.block_size for t in tflite_edit.sparse_encoding_report(data)] == [(1, 16), (1, 16)]
     build = make_build_dir(tmp_path / "build" / "mlp-rpi4", data, name="mlp", input_shape=(8, 8, 1),
                            num_classes=10, labels=[f"digit{i}" for i in range(10)])

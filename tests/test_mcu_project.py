@@ -15,12 +15,13 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import KWS_LABELS
 
-from edgesparse.deploy import bundle as deploy
-
+from edgesparse import deploy
+from edgesparse.deploy import DeployError, make_bundle
+from edgesparse.deploy import mcu as mcu_module
 from edgesparse.runtime import verify
-from edgesparse.deploy.bundle import DeployError
-from test_deploy import kws_build, tiny_models  # noqa: F401 - fixtures
+from edgesparse.tflite.graph import io_quantization, op_types
 
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None,
                                reason="needs gcc-arm-none-eabi and binutils-arm-none-eabi (make system-deps)")
@@ -35,7 +36,7 @@ ARCH = {"cortex-m4": ("v7E-M", "VFPv4-D16"), "cortex-m7": ("v7E-M", "FPv5/FP-D16
 @pytest.fixture()
 def mcu_bundle(kws_build, tmp_path):
     build, _ = kws_build
-    return deploy.make_bundle(build, "mcu", tmp_path / "kws-mcu"), build
+    return make_bundle(build, "mcu", tmp_path / "kws-mcu"), build
 
 
 @needs_arm
@@ -61,7 +62,7 @@ def test_compiled_model_bytes_equal_the_tflite_and_are_16_byte_aligned(mcu_bundl
 @pytest.mark.parametrize("profile,core", sorted(ARM_PROFILES.items()))
 def test_model_data_compiles_for_each_profiles_core(kws_build, tmp_path, profile, core):
     build, _ = kws_build
-    bundle = deploy.make_bundle(build, "mcu", tmp_path / profile, profile=profile)
+    bundle = make_bundle(build, "mcu", tmp_path / profile, profile=profile)
     model_size = len((build / "model.tflite").read_bytes())
     assert bundle.mcu.core == core
     assert f"-mcpu={core}" in bundle.mcu.flags
@@ -81,7 +82,7 @@ def test_model_data_compiles_for_each_profiles_core(kws_build, tmp_path, profile
 
 def test_esp32s3_is_xtensa_and_says_so(kws_build, tmp_path):
     build, _ = kws_build
-    bundle = deploy.make_bundle(build, "esp32s3", tmp_path / "esp")     # a profile name as the target
+    bundle = make_bundle(build, "esp32s3", tmp_path / "esp")     # a profile name as the target
     assert bundle.mcu.flash_bytes is None and bundle.mcu.compiler is None
     assert "Xtensa" in bundle.mcu.skipped and "not arm-none-eabi" in bundle.mcu.skipped
     assert (bundle.path / "model_data.cc").is_file()
@@ -91,7 +92,7 @@ def test_esp32s3_is_xtensa_and_says_so(kws_build, tmp_path):
 def test_resolver_registers_exactly_the_models_ops(mcu_bundle):
     bundle, build = mcu_bundle
     main_cc = (bundle.path / "main.cc").read_text()
-    ops = deploy.model_ops((build / "model.tflite").read_bytes())
+    ops = op_types((build / "model.tflite").read_bytes())
     assert ops == ["CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
     registered = re.findall(r"resolver\.(Add\w+)\(\)", main_cc)
     assert registered == [deploy.resolver_method(op) for op in ops]
@@ -118,10 +119,13 @@ def test_test_vector_is_quantized_validation_data_and_gives_the_expected_label(m
     bundle, build = mcu_bundle
     _, x, y = tiny_models["kws"]
     model = (build / "model.tflite").read_bytes()
-    io = deploy._io_quantization(model)["input"]
-    vector = _c_values((bundle.path / "test_vector.cc").read_text(), "g_test_vector").astype(np.int8)
+    io = io_quantization(model)["input"]
+    source = (bundle.path / "test_vector.cc").read_text()
+    vector = _c_values(source, "g_test_vector").astype(np.int8)
     assert np.array_equal(vector, deploy.quantize_input(x[0], io).reshape(-1))    # x_val[0]
-    run = verify.run_tflite(model, vector.reshape((1,) + x.shape[1:]), runtime="tflm")
+    # it is the build's sample.npz x[0], with its true label from y[0]
+    assert f"sample.npz: x[0] (true label: {KWS_LABELS[int(y[0])]})." in source.splitlines()[0]
+    run = verify.run_tflite(model, vector.reshape((1, *x.shape[1:])), runtime="tflm")
     best = int(np.argmax(np.asarray(run.outputs).reshape(-1)))
     expected = json.loads((bundle.path / "expected.json").read_text())
     assert expected["index"] == best
@@ -208,9 +212,9 @@ def test_main_cc_is_well_formed_against_the_tflm_api(mcu_bundle, tmp_path):
 
 def test_sparse_model_is_refused_with_the_fix(mcu_bundle, kws_build, tmp_path, monkeypatch):
     build, _ = kws_build
-    monkeypatch.setattr(deploy, "model_ops", lambda data: ["DENSIFY", "FULLY_CONNECTED"])
+    monkeypatch.setattr(mcu_module, "op_types", lambda data: ["DENSIFY", "FULLY_CONNECTED"])
     with pytest.raises(DeployError) as info:
-        deploy.make_bundle(build, "mcu", tmp_path / "sparse")
+        make_bundle(build, "mcu", tmp_path / "sparse")
     assert "DENSIFY" in str(info.value) and "--profile nrf52840" in str(info.value)
     assert not (tmp_path / "sparse").exists()
 
@@ -218,5 +222,5 @@ def test_sparse_model_is_refused_with_the_fix(mcu_bundle, kws_build, tmp_path, m
 def test_mcu_target_needs_a_microcontroller_profile(kws_build, tmp_path):
     build, _ = kws_build
     with pytest.raises(DeployError) as info:
-        deploy.make_bundle(build, "mcu", tmp_path / "x", profile="rpi4")
+        make_bundle(build, "mcu", tmp_path / "x", profile="rpi4")
     assert "microcontroller profile" in str(info.value) and "rpi4 (sbc)" in str(info.value)

@@ -122,7 +122,7 @@ def _version(name: str) -> str | None:
         from importlib import metadata
 
         return metadata.version(name.replace("_", "-"))
-    except Exception:  # noqa: BLE001 - the version is informative only
+    except Exception:
         return None
 
 

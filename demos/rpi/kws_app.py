@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Keyword spotting on the device: WAV files or the microphone -> label, score, latency.
+"""Keyword spotting on the device: WAV files, MFCC .npy files or the microphone -> label, score, latency.
 
 Features come from `lib/edgesparse/data/audio.py`, a byte-for-byte copy of the module
 the model was trained with (copied by `edgesparse deploy`), so the MFCCs here
-are the training MFCCs. Needs numpy and tflite-runtime or ai-edge-litert; the
-microphone mode also needs `sounddevice` (PortAudio) and an input device.
+are the training MFCCs. A `.npy` holds those features already (one model input,
+49x10x1 float32, as the build's held-out sample); it is classified as it is.
+Needs numpy and tflite-runtime or ai-edge-litert; the microphone mode also
+needs `sounddevice` (PortAudio) and an input device.
 
-    ./run.sh test_input.wav            # label, score, latency
+    ./run.sh test_input.npy            # label, score, latency
     ./run.sh clip1.wav clip2.wav --json
     ./run.sh --mic --threshold 0.7     # stream from the default microphone
 """
@@ -18,11 +20,10 @@ import hashlib
 import sys
 import time
 
+import edgesparse_app as app
 import numpy as np
 
-import edgesparse_app as app
-
-from edgesparse.data import audio  # noqa: E402 - the bundled copy (lib/ is on sys.path via edgesparse_app)
+from edgesparse.data import audio  # the bundled copy (lib/ is on sys.path via edgesparse_app)
 
 QUIET_LABELS = ("_silence_", "_unknown_", "silence", "unknown")
 
@@ -32,9 +33,22 @@ def features(samples: np.ndarray, rate: int) -> np.ndarray:
     return audio.features_for_model(samples, rate)
 
 
+def load_features(path: str) -> np.ndarray:
+    """MFCCs for a file: computed from a .wav, or read as they are from a .npy of one model input."""
+    if not path.lower().endswith(".npy"):
+        samples, rate = audio.read_wav(path)
+        return features(samples, rate)
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError):
+        raise app.AppError(f"{path}: not a numpy .npy array of MFCC features") from None
+    if x.size != int(np.prod(audio.FEATURE_SHAPE)):
+        raise app.AppError(f"{path} holds {x.shape}, the model takes {tuple(audio.FEATURE_SHAPE)} MFCC features")
+    return np.asarray(x, np.float32).reshape(audio.FEATURE_SHAPE)
+
+
 def classify_file(path: str, model: app.Model, labels: list[str], repeat: int) -> dict:
-    samples, rate = audio.read_wav(path)
-    x = features(samples, rate)
+    x = load_features(path)
     scores, times = model.run(x, repeat=repeat)
     record = app.result(path, labels, scores, times, model)
     record["features_sha256"] = hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()
@@ -50,7 +64,7 @@ def stream(model: app.Model, labels: list[str], args) -> None:
                            "pip install sounddevice && sudo apt-get install libportaudio2") from None
     try:
         sd.check_input_settings(samplerate=audio.SAMPLE_RATE, channels=1, dtype="float32")
-    except Exception as exc:  # noqa: BLE001 - PortAudio raises several types
+    except Exception as exc:
         raise app.AppError(f"no usable microphone: {exc}") from None
     window = np.zeros(audio.CLIP_SAMPLES, np.float32)
     hop = max(1, int(args.hop * audio.SAMPLE_RATE))
@@ -67,7 +81,8 @@ def stream(model: app.Model, labels: list[str], args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("wav", nargs="*", help="16-bit/float WAV files (any rate; resampled to 16 kHz)")
+    parser.add_argument("wav", nargs="*", help="16-bit/float WAV files (any rate; resampled to 16 kHz), "
+                                               "or .npy files of MFCC features (one model input each)")
     parser.add_argument("--mic", action="store_true", help="stream from the default microphone")
     parser.add_argument("--hop", type=float, default=0.5, help="seconds between microphone inferences")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop streaming after this long (0: never)")

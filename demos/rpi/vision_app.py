@@ -20,9 +20,8 @@ import os
 import sys
 import time
 
-import numpy as np
-
 import edgesparse_app as app
+import numpy as np
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -31,7 +30,10 @@ def load_input(path: str, shape: tuple[int, ...], image: dict) -> np.ndarray:
     """A file -> one float32 model input of `shape` (H, W, C)."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".npy":
-        x = np.load(path, allow_pickle=False).astype(np.float32)
+        try:
+            x = np.load(path, allow_pickle=False).astype(np.float32)
+        except (ValueError, EOFError):
+            raise app.AppError(f"{path}: not a numpy .npy array of one model input") from None
         if x.size != int(np.prod(shape)):
             raise app.AppError(f"{path} holds {x.shape}, the model takes {shape}")
         return x.reshape(shape)

@@ -28,8 +28,8 @@ from edgesparse import __version__, interrupts
 from edgesparse.builddir import ARTIFACT, BASELINES, load_report
 from edgesparse.cli import render
 from edgesparse.cli.progress import BuildProgress, StageLines, SweepProgress
-from edgesparse.deploy.bundle import DeployOptions
-from edgesparse.deploy.bundle import deploy as run_deploy
+from edgesparse.deploy import DeployOptions
+from edgesparse.deploy import deploy as run_deploy
 from edgesparse.errors import (
     EXIT_BUDGET,
     EXIT_INTERNAL,
