@@ -99,7 +99,7 @@ def test_class_names_follow_the_model_outputs():
     assert class_names(SimpleNamespace(labels=["cat", "dog", "cow"]), 3) == ["cat", "dog", "cow"]
     assert class_names(SimpleNamespace(labels=None), 4) == ["0", "1", "2", "3"]
     assert class_names(SimpleNamespace(labels=["cat"]), 3) == ["cat", "1", "2"]      # ids for unnamed outputs
-    assert class_names(SimpleNamespace(labels=["no", "yes"]), 1) == ["no", "yes"]    # one sigmoid unit: 0 and 1
+    assert class_names(SimpleNamespace(labels=["a", "b", "c"]), 2) == ["a", "b"]     # one line per model output
 
 
 def test_tflm_build_has_no_densify_and_runs_in_tflm(tflm_build):

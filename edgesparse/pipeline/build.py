@@ -312,15 +312,13 @@ def _failures(drop_points: float, dense: float, tflite: float, options: BuildOpt
 
 
 def class_names(dataset: Dataset, num_outputs: int) -> list[str]:
-    """One name per class the model's top-1 can produce, in output order (builddir.LABELS).
+    """One name per model output, in output order (builddir.LABELS; deploy checks the count).
 
     The data set's names (digits "0".."9", the KWS classes, image or recording
-    folder names, an .npz `labels`/`class_names` array), else the class ids;
-    a single sigmoid output yields classes 0 and 1.
+    folder names, an .npz `labels`/`class_names` array), else the class ids.
     """
-    count = 2 if num_outputs == 1 else num_outputs
     names = list(dataset.labels or [])
-    return [names[i] if i < len(names) else str(i) for i in range(count)]
+    return [names[i] if i < len(names) else str(i) for i in range(num_outputs)]
 
 
 def _sample_npz(dataset: Dataset) -> bytes:
