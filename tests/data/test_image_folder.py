@@ -13,7 +13,7 @@ from PIL import Image
 from edgesparse import data
 from edgesparse.errors import DataError, MissingDependency
 
-RPI_DEMO = Path(__file__).resolve().parent.parent / "demos" / "rpi"
+RPI_DEMO = Path(__file__).resolve().parents[2] / "demos" / "rpi"
 
 
 def _png(path: Path, pixels: np.ndarray, mode: str = "L") -> Path:

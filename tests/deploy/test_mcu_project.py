@@ -15,7 +15,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import KWS_LABELS
+from support.builds import KWS_LABELS
 
 from edgesparse import deploy
 from edgesparse.deploy import DeployError, make_bundle

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import kws_wav_bytes
+from support.builds import kws_wav_bytes
 
 from edgesparse.data import audio
 from edgesparse.deploy import demos_dir, make_bundle

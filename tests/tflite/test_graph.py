@@ -136,7 +136,7 @@ def test_graph_imports_no_tensorflow(mlperf_dir):
             f"g = load_graph({str(mlperf_dir / MLPERF_MODELS[0])!r}); assert g.total_macs > 0; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')]; "
             "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 # --------------------------------------------------------------------------- MACs by hand

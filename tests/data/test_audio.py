@@ -3,9 +3,11 @@
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from support.audio import chirp_signal
 
 from edgesparse.data import audio
 from edgesparse.errors import DataError
@@ -16,15 +18,6 @@ RATE = audio.SAMPLE_RATE
 def _tone(freq, seconds=1.0, rate=RATE, amp=0.5):
     t = np.arange(round(seconds * rate)) / rate
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def _test_signal(seed=0):
-    """A chirp plus noise with a quiet start: exercises every mel band and the log floor."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(RATE) / RATE
-    x = 0.4 * np.sin(2 * np.pi * (100 * t + 1900 * t * t)) + 0.05 * rng.standard_normal(RATE)
-    x[:2000] *= 1e-4
-    return x.astype(np.float32)
 
 
 def _riff(fmt_body: bytes, data: bytes) -> bytes:
@@ -100,7 +93,7 @@ def test_resampling_is_band_limited():
 
 
 def test_mfcc_shape_dtype_and_exact_repeatability():
-    x = _test_signal()
+    x = chirp_signal()
     a = audio.mfcc(x)
     assert a.shape == (49, 10) and a.dtype == np.float32
     assert audio.mfcc(x.copy()).tobytes() == a.tobytes()
@@ -112,11 +105,11 @@ def test_mfcc_shape_dtype_and_exact_repeatability():
 def test_features_are_bit_identical_in_a_fresh_process():
     """No hidden state: another interpreter computes the very same bytes."""
     code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
-            "from tests.test_audio import _test_signal; from edgesparse.data import audio;"
-            "sys.stdout.write(audio.features_for_model(_test_signal(), 16000).tobytes().hex())")
-    from conftest import REPO
-    out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, check=True).stdout
-    assert out == audio.features_for_model(_test_signal()).tobytes().hex()
+            "from support.audio import chirp_signal; from edgesparse.data import audio;"
+            "sys.stdout.write(audio.features_for_model(chirp_signal(), 16000).tobytes().hex())")
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code, tests_dir], capture_output=True, text=True, check=True).stdout
+    assert out == audio.features_for_model(chirp_signal()).tobytes().hex()
 
 
 def test_audio_imports_neither_tensorflow_nor_scipy():
@@ -137,7 +130,7 @@ def test_mfcc_matches_tf_signal_reference(seed):
     from edgesparse.pipeline.tf_env import import_tf
 
     tf, _ = import_tf()
-    x = audio.normalise_peak(_test_signal(seed)).astype(np.float32)
+    x = audio.normalise_peak(chirp_signal(seed)).astype(np.float32)
     stft = tf.signal.stft(x, frame_length=480, frame_step=320, fft_length=None, window_fn=tf.signal.hann_window)
     weights = tf.signal.linear_to_mel_weight_matrix(40, stft.shape[-1], 16000, 20.0, 4000.0)
     log_mel = tf.math.log(tf.tensordot(tf.abs(stft), weights, 1) + 1e-6)

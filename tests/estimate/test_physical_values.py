@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_build_dir
+from support.builds import make_build_dir
 
 from edgesparse import estimate
 from edgesparse.cli.commands import main

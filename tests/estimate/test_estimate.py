@@ -17,7 +17,7 @@ from edgesparse.errors import DataError
 from edgesparse.estimate import Buffer, energy_and_battery, parse_rate, plan_greedy
 from edgesparse.estimate.calibrate import render_table, replace_table, set_latency_sources
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 MLPERF_INT8 = [
     "keyword_spotting/kws_ref_model.tflite",

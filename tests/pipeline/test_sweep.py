@@ -208,7 +208,7 @@ def test_sweep_interrupted_then_resumed(tmp_path, monkeypatch):
     assert result.exit_code == 0 and calls == {"build": 0, "prepare": 0}, result.output
 
     # sweep.html renders in a real browser: every plot drawn, no errors, no fetches.
-    from test_html_report import CHROMIUM, assert_renders_cleanly, render_in_chromium
+    from support.chromium import CHROMIUM, assert_renders_cleanly, render_in_chromium
 
     if Path(CHROMIUM).exists():
         assert_renders_cleanly(render_in_chromium(out / "sweep.html"), expected_svgs=3)

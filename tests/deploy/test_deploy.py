@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import KWS_LABELS, make_build_dir
+from support.builds import KWS_LABELS, make_build_dir
 
 from edgesparse.builddir import SAMPLE
 from edgesparse.data import audio
@@ -32,7 +32,7 @@ from edgesparse.runtime import verify
 from edgesparse.tflite import edit as tflite_edit
 from edgesparse.tflite.graph import io_quantization, op_types
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- a throwaway sshd

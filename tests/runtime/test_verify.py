@@ -17,7 +17,7 @@ from edgesparse.runtime.measure import measure
 from edgesparse.runtime.verify import run_tflite, top1, verify_artifact
 from edgesparse.tflite import edit as tflite_edit
 
-REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 FEATURES = 24
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from test_convert import mixed_data, mixed_model
+from support.models import mixed_data, mixed_model
 
 from edgesparse.errors import ModelError
 from edgesparse.pipeline.convert import convert_keras
