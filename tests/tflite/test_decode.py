@@ -179,7 +179,8 @@ def test_fuzzed_ancillary_data_never_crashes(seed):
         for _ in range(int(rng.integers(1, 4))):
             data[int(rng.integers(len(data)))] = int(rng.integers(256))
         data = data[:int(rng.integers(len(data) + 1))] if rng.random() < 0.3 else data
-        bitmap = bytes(rng.integers(0, 256, len(enc.encoded) + int(rng.integers(-1, 2)), dtype=np.uint8))
+        bitmap = enc.encoded if rng.random() < 0.5 else bytes(
+            rng.integers(0, 256, len(enc.encoded) + int(rng.integers(-1, 2)), dtype=np.uint8))
         try:
             decode_reference(bitmap, bytes(data), values.shape, "int8")
             outcomes["decoded"] += 1
