@@ -424,8 +424,10 @@ def choose_compression(model_bytes: bytes, mode: str = "auto", *, keep_dense: Co
         if c.index in forced:
             final[c.index] = replace(c, method="dense", reason="kept dense on request")
         elif c.dense_bytes - c.payload_bytes < margin:
-            final[c.index] = replace(c, method="dense", reason=f"{c.method} saves {c.dense_bytes - c.payload_bytes:,}"
-                                     f" B of payload, under the {margin:,} B margin")
+            gain = c.dense_bytes - c.payload_bytes
+            why = (f"{c.method} would store {c.payload_bytes:,} B for {c.dense_bytes:,} B" if gain <= 0 else
+                   f"{c.method} saves only {gain:,} B of payload, under the {margin:,} B margin")
+            final[c.index] = replace(c, method="dense", reason=why)
         else:
             chosen[c.index] = c
     model = builder.data
@@ -435,10 +437,10 @@ def choose_compression(model_bytes: bytes, mode: str = "auto", *, keep_dense: Co
                    for i in chosen}
         losers = {i for i, s in savings.items() if s < _margin(chosen[i], min_saving_bytes, min_saving_fraction)}
         for i, c in chosen.items():
-            final[i] = replace(c, file_saving=savings[i]) if i not in losers else replace(
-                c, method="dense", file_saving=savings[i],
-                reason=f"the file shrinks by only {savings[i]:,} B with {c.method}, under the "
-                       f"{_margin(c, min_saving_bytes, min_saving_fraction):,} B margin")
+            change = f"{'shrinks' if savings[i] >= 0 else 'grows'} by {abs(savings[i]):,} B with {c.method}"
+            final[i] = replace(c, file_saving=savings[i], reason=f"the file {change}") if i not in losers else replace(
+                c, method="dense", file_saving=savings[i], reason=f"the file {change}: under the "
+                f"{_margin(c, min_saving_bytes, min_saving_fraction):,} B margin")
         if not losers:
             break
         chosen = {i: c for i, c in chosen.items() if i not in losers}

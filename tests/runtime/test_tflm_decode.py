@@ -1,0 +1,75 @@
+"""A pruned int8 Keras model, DECODE-compressed, in TFLite Micro: bitwise-identical outputs, decoded tensors
+equal to the weights (read back with preserve-all-tensors), the arena TFLM records, probed in child processes."""
+
+import numpy as np
+import pytest
+
+from edgesparse.runtime.tflm_decode import (
+    arena_fits,
+    decoded_tensors,
+    measured_arena,
+    random_inputs,
+    smallest_arena,
+    verify_compressed,
+)
+from edgesparse.tflite.decode import decode_sites
+from edgesparse.tflite.decode_compress import choose_compression, compress_model, decoded_originals
+
+pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
+pytest.importorskip("tflite_micro")
+
+
+@pytest.fixture(scope="module")
+def pruned_int8():
+    """Conv 8x3x3 -> depthwise 3x3 -> Dense 512x64 -> Dense 4, every kernel 80 % zero, int8 (tiny: ~40 KB)."""
+    from edgesparse.pipeline.convert import convert_keras
+    from edgesparse.pipeline.tf_env import import_tf
+
+    _, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.layers.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu", name="fc"),
+        keras.layers.Dense(4, name="logits"),
+    ])
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.get_weights():
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * (rng.random(kernel.shape) >= 0.8), bias])
+    x = rng.normal(size=(32, 8, 8, 1)).astype(np.float32)
+    return convert_keras(model, quantize="int8", representative=x)
+
+
+def test_compressed_model_is_bitwise_the_same_in_tflm(pruned_int8):
+    plan = choose_compression(pruned_int8)
+    assert plan.file_bytes < 0.6 * len(pruned_int8), plan.tensors
+    assert any(t.dense_bytes == 512 * 64 for t in plan.compressed)          # the FC kernel pays
+    assert [t.shape for t in plan.compressed] == [(64, 512)], plan.tensors  # small kernels grow the file
+    samples = random_inputs(pruned_int8, 4, seed=1)
+    proof = verify_compressed(pruned_int8, plan.model, samples, random_samples=12)
+    assert (proof.samples, proof.decoded_tensors) == (16, len(plan.compressed))
+    assert proof.arena_dense["total"] > 0
+    assert proof.arena_added_bytes >= plan.largest_decoded_bytes - 4096   # the decoded FC kernel lives in the arena
+
+
+def test_decoded_tensors_read_back_equal_the_weights(pruned_int8):
+    from edgesparse.tflite.edit import constant_tensor
+
+    compressed = compress_model(pruned_int8, {t.index: "PRUNING" for t in choose_compression(pruned_int8).compressed})
+    decoded = decoded_tensors(compressed, random_inputs(pruned_int8, 1))
+    origins = decoded_originals(pruned_int8, compressed)
+    assert decoded and set(decoded) == {(0, s.output) for s in decode_sites(compressed)}
+    for key, values in decoded.items():
+        assert values.tobytes() == constant_tensor(pruned_int8, origins[key]).tobytes()
+
+
+def test_arena_is_probed_in_child_processes(pruned_int8):
+    plan = choose_compression(pruned_int8)
+    recorded = measured_arena(plan.model)["total"]
+    assert arena_fits(plan.model, recorded)
+    assert not arena_fits(plan.model, recorded // 4)                     # a failure (or crash) is only False
+    assert smallest_arena(plan.model) == recorded
