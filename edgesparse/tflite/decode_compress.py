@@ -69,11 +69,11 @@ _MODE_METHODS = {"off": (), "prune": ("PRUNING",), "lut": ("LUT",), "auto": ("PR
 # Ops and input positions whose kernels read the constant only in Eval, so a DECODE output (no data at
 # Prepare) may replace it: weights and biases. Everything else (shapes, paddings, ...) stays constant.
 DECODE_INPUTS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED": (1, 2), "TRANSPOSE_CONV": (1, 3)}
-# The worthwhile margin. A DECODE costs about 200 B of arena for as long as the model is loaded (its
-# DecodeState, node and eval tensors; measured 96 B of persistent buffers per DECODE in the digits demo) and
-# its whole tensor in the arena while decoded, and it decodes every element on every invoke. Below 64 B of
-# flash the saving is smaller than that fixed RAM; below 1/20 of the tensor it decodes more than 20
-# elements per byte saved, where an 80 %-sparse int8 tensor decodes about 1.4.
+# The worthwhile margin. A DECODE costs arena for as long as the model is loaded (measured in TFLM on the
+# digits demo: 208 B of tail per DECODE = 96 B persistent buffers for its DecodeState and pointer, 64 B node,
+# 2 x 24 B eval tensors), its whole tensor in the arena while decoded, and it decodes every element on every
+# invoke. Below 64 B of flash the saving is smaller than that fixed RAM; below 1/20 of the tensor it decodes
+# more than 20 elements per byte saved, where an 80 %-sparse int8 tensor decodes about 1.4.
 MIN_SAVING_BYTES = 64
 MIN_SAVING_FRACTION = 0.05
 

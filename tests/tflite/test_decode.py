@@ -371,3 +371,32 @@ def _run_fc(model_bytes):
 
 def test_decode_op_name_is_the_one_tflm_registers():
     assert DECODE_OP == "TFLM_DECODE"
+
+
+def test_analysis_half_needs_no_tflite_micro(tmp_path):
+    """On a Pi (no tflite-micro wheel) the formats, the parser and the candidates work; building says why not."""
+    import subprocess
+    import sys
+
+    model, _ = _fc()
+    path = tmp_path / "fc.tflite"
+    path.write_bytes(compress_model(model, {"weights": "PRUNING"}))
+    (tmp_path / "dense.tflite").write_bytes(model)
+    code = f"""
+import sys
+sys.modules["tflite_micro"] = None
+from edgesparse.errors import MissingDependency
+from edgesparse.tflite.decode import decode_sites, reference_decode_all
+from edgesparse.tflite.decode_compress import choose_compression, compression_candidates
+data = open({str(path)!r}, "rb").read()
+assert len(decode_sites(data)) == 1 and len(reference_decode_all(data)) == 1
+dense = open({str(tmp_path / "dense.tflite")!r}, "rb").read()
+assert any(c.method == "PRUNING" for c in compression_candidates(dense))
+try:
+    choose_compression(dense)
+except MissingDependency as exc:
+    print("missing:", exc.fix)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "missing: pip install tflite-micro" in done.stdout
