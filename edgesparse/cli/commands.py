@@ -97,6 +97,12 @@ def _split_names(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 _BATTERY_MAH = click.FloatRange(min=0, min_open=True)
 _SLEEP_MW = click.FloatRange(min=0)
 _THREADS = click.IntRange(min=1)
+# Build and sweep options that cannot be (issue 9 item 10): click names the flag, before TensorFlow loads.
+_POSITIVE_INT = click.IntRange(min=1)
+_STEP = click.IntRange(min=0)
+_FRACTION = click.FloatRange(min=0, max=1)
+_SPARSITY = click.FloatRange(min=0, max=1, max_open=True)
+_POINTS = click.FloatRange(min=0)
 
 
 def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -124,25 +130,31 @@ def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="Allow Lambda layers and custom objects (runs code from the model file).")
 @click.option("--schedule", type=click.Choice(["polynomial", "constant"]), default="polynomial",
               show_default=True, help="TFMOT PolynomialDecay or ConstantSparsity.")
-@click.option("--initial-sparsity", type=float, default=0.0, show_default=True)
-@click.option("--final-sparsity", type=float, default=None,
+@click.option("--initial-sparsity", type=_SPARSITY, default=0.0, show_default=True)
+@click.option("--final-sparsity", type=_SPARSITY, default=None,
               help="Target sparsity of pruned layers [default: 0.8; M/N with --structured].")
-@click.option("--begin-step", type=int, default=0, show_default=True)
-@click.option("--end-step", type=int, default=None,
+@click.option("--begin-step", type=_STEP, default=0, show_default=True)
+@click.option("--end-step", type=_POSITIVE_INT, default=None,
               help="Step at which the final sparsity is reached [default: derived from --epochs and the data size].")
-@click.option("--power", type=int, default=3, show_default=True, help="PolynomialDecay exponent.")
-@click.option("--frequency", type=int, default=100, show_default=True,
+@click.option("--power", type=_POSITIVE_INT, default=3, show_default=True, help="PolynomialDecay exponent.")
+@click.option("--frequency", type=_POSITIVE_INT, default=100, show_default=True,
               help="Steps between mask updates (capped for small data sets).")
 @click.option("--structured", default=None, help="M:N structured sparsity, e.g. 2:4 (TFMOT sparsity_m_by_n).")
 @click.option("--skip-layers", callback=_split_names, default="", help="Comma-separated layer names to leave dense.")
-@click.option("--epochs", type=int, default=8, show_default=True, help="Fine-tuning epochs.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--prune-output-layer", is_flag=True,
+              help="Prune the output layer too (left dense by default: each of its weights costs the most accuracy).")
+@click.option("--min-params", type=_STEP, default=1000, show_default=True,
+              help="Leave layers with fewer prunable weights than this dense.")
+@click.option("--epochs", type=_POSITIVE_INT, default=8, show_default=True, help="Fine-tuning epochs.")
+@click.option("--batch-size", type=_POSITIVE_INT, default=32, show_default=True)
 @click.option("--quantize", type=click.Choice(["int8", "dynamic", "float16", "none"]), default="int8",
               show_default=True)
-@click.option("--max-accuracy-drop", type=float, default=2.0, show_default=True,
+@click.option("--max-accuracy-drop", type=_POINTS, default=2.0, show_default=True,
               help="Percentage points allowed from the dense float model to the .tflite.")
+@click.option("--min-agreement", type=_FRACTION, default=0.9, show_default=True,
+              help="Fail when the .tflite's top-1 agrees with the pruned Keras model on fewer validation inputs.")
 @click.option("--tensorboard", type=click.Path(path_type=Path), default=None,
-              help="Write TFMOT pruning summaries here.")
+              help="Write TFMOT pruning summaries to this directory.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def build(**kwargs: Any) -> None:
     """Prune, quantize, verify and check a Keras model for a device profile."""
@@ -153,6 +165,8 @@ def build(**kwargs: Any) -> None:
     with BuildProgress(console) as progress:
         result = run_build(BuildOptions(**kwargs), progress=progress)
     render.print_summary(console, summary_rows(result.report), f"edgesparse build -> {result.out_dir}")
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     raise_for_failures(result)
     console.print(f"[green]ok[/] wrote {result.out_dir}/: model.tflite, report.json, report.html")
 
@@ -390,15 +404,20 @@ def report_cmd(build_dir: Path) -> None:
               help="Comma-separated target sparsities.")
 @click.option("--quantize", default="int8", show_default=True,
               help="Comma-separated quantization modes: int8, float16, dynamic, none.")
-@click.option("--max-accuracy-drop", type=float, default=None,
+@click.option("--max-accuracy-drop", type=_POINTS, default=None,
               help="Pick the sparsest point within this many accuracy points of the dense model that fits every "
                    "budget, and copy it to --out.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Sweep directory: points/ (the cache), sweep.json/.csv/.html, the chosen build "
                    "[default: build/sweep-<model>].")
-@click.option("--epochs", type=int, default=8, show_default=True, help="Fine-tuning epochs per point.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--epochs", type=_POSITIVE_INT, default=8, show_default=True, help="Fine-tuning epochs per point.")
+@click.option("--batch-size", type=_POSITIVE_INT, default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prune-output-layer", is_flag=True, help="Prune the output layer too (as for build).")
+@click.option("--min-params", type=_STEP, default=1000, show_default=True,
+              help="Leave layers with fewer prunable weights than this dense.")
+@click.option("--min-agreement", type=_FRACTION, default=0.9, show_default=True,
+              help="A point whose .tflite agrees with its Keras model on fewer validation inputs is not chosen.")
 @click.option("--trust-model", is_flag=True,
               help="Allow Lambda layers and custom objects (runs code from the model file).")
 @click.option("--fresh", is_flag=True, help="Delete the cached points and rebuild every one.")

@@ -29,8 +29,10 @@ __all__ = [
     "NAME_ARRAYS",
     "Dataset",
     "Splits",
+    "absent_classes",
     "check_compatible",
     "generate_for_model",
+    "input_range",
     "load_npz",
     "representative_dataset",
     "save_npz",
@@ -41,6 +43,9 @@ ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 # Class names, one string per class id: the first of these arrays an .npz holds.
 NAME_ARRAYS = ("labels", "class_names")
 _FORMAT = "an .npz with x_train, y_train, x_val, y_val (integer labels); see docs/data.md"
+# A float32 network multiplies inputs by weights and sums many of them; inputs beyond this magnitude
+# overflow or swamp every activation, whatever the model.
+_HUGE_INPUT = 1e15
 
 
 @dataclass
@@ -100,8 +105,8 @@ def load_npz(path: Path | str) -> Dataset:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(
-            "The data file is not an .npz archive", where=source, expected=_FORMAT,
-            received=f"{type(exc).__name__}: {exc}", fix="Write it with numpy.savez (see docs/data.md)",
+            "The data file is not an .npz archive of plain arrays", where=source, expected=_FORMAT,
+            received=_not_npz_reason(exc), fix="Write it with numpy.savez (see docs/data.md)",
         ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(
@@ -162,17 +167,32 @@ def _read_array(archive: np.lib.npyio.NpzFile, key: str, source: str) -> np.ndar
     try:
         return archive[key]
     except ValueError as exc:  # object arrays need pickle, which is refused
+        if "pickle" not in str(exc).lower():
+            raise DataError(
+                f"Array '{key}' cannot be read", where=f"{source}: {key}", expected=_FORMAT,
+                received=_not_npz_reason(exc), fix="Write the file again with numpy.savez",
+            ) from None
         raise DataError(
-            f"Array '{key}' holds Python objects, which would need unpickling to read",
+            f"Array '{key}' holds Python objects, so this is not a plain-array .npz",
             where=f"{source}: {key}", expected="a numeric array (strings for 'labels')",
-            received=f"ValueError: {exc}",
+            received="an object array (reading it would run pickle, which edgesparse never does for data files)",
             fix="Stack samples into one numeric array (numpy.stack(list_of_arrays).astype('float32')) before saving",
         ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(
             f"Array '{key}' cannot be read", where=f"{source}: {key}", expected=_FORMAT,
-            received=f"{type(exc).__name__}: {exc}", fix="Write the file again with numpy.savez",
+            received=_not_npz_reason(exc), fix="Write the file again with numpy.savez",
         ) from None
+
+
+def _not_npz_reason(exc: BaseException) -> str:
+    """What numpy found, in words that never suggest allow_pickle (loading an untrusted pickle runs its code)."""
+    text = str(exc)
+    if "pickle" in text.lower():
+        return "neither a zip of .npy arrays nor a single .npy array"
+    if isinstance(exc, (zipfile.BadZipFile, EOFError)):
+        return f"a damaged or truncated archive ({text or type(exc).__name__})"
+    return f"{type(exc).__name__}: {text}"
 
 
 def check_compatible(
@@ -217,6 +237,32 @@ def check_compatible(
                 received=f"label {top} ({int(np.sum(y >= num_classes))} samples >= {num_classes})",
                 fix="Use a model with one output per class, or remap the labels to 0..N-1",
             )
+
+
+def absent_classes(dataset: Dataset, num_classes: int) -> dict[str, list[int]]:
+    """Class ids 0..num_classes-1 with no sample, per label split ("y_train", "y_val"); complete splits are left out.
+
+    A small data set may well lack a class the model outputs: that is worth a
+    warning (fine-tuning never sees it), not a refusal. Labels at or above
+    `num_classes` are `check_compatible`'s error.
+    """
+    out = {}
+    for key in ("y_train", "y_val"):
+        y = np.asarray(getattr(dataset, key)).reshape(-1).astype(np.int64)
+        present = np.bincount(y[(y >= 0) & (y < num_classes)], minlength=num_classes)
+        missing = [int(c) for c in np.flatnonzero(present == 0)]
+        if missing:
+            out[key] = missing
+    return out
+
+
+def input_range(dataset: Dataset) -> str:
+    """'inputs range from -3 to 1e+30 (...)' for messages that name the data's scale as the cause."""
+    lo = float(min(np.min(dataset.x_train), np.min(dataset.x_val)))
+    hi = float(max(np.max(dataset.x_train), np.max(dataset.x_val)))
+    huge = max(abs(lo), abs(hi)) > _HUGE_INPUT
+    return f"inputs range from {lo:.3g} to {hi:.3g}" + (" (far beyond what a float32 network can take)"
+                                                         if huge else "")
 
 
 def shape_text(shape: Sequence[int | None]) -> str:

@@ -10,9 +10,17 @@ pruned Keras model, the dense baselines, report.json and report.html, and the
 sample (a few held-out inputs and their labels) and labels.txt that deploy uses
 instead of rebuilding the data set.
 
-Raises DataError (bad options or data), ModelError, PruningError,
-ConversionError, VerificationError; AccuracyDropExceeded and BudgetExceeded
-come from raise_for_failures once the outputs are written.
+The output location and every option a click range cannot express are
+checked before anything is loaded (fsutil.check_output_free with
+builddir.is_build_dir: --force replaces only an earlier build). A finished
+build fails (exit 1) not only on its budgets but when the .tflite is not the
+model that was trained: an output that ignores the input, or top-1 agreement
+with the pruned Keras model below --min-agreement (pipeline.build_checks).
+
+Raises DataError (bad options or data), OutputExistsError and
+OutputLocationError (--out), ModelError, PruningError, ConversionError,
+VerificationError; AccuracyDropExceeded and BudgetExceeded come from
+raise_for_failures once the outputs are written.
 """
 
 from __future__ import annotations
@@ -36,6 +44,13 @@ from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError
 from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir
 from edgesparse.pipeline import convert, models, prune
+from edgesparse.pipeline.build_checks import (
+    DEFAULT_MIN_AGREEMENT,
+    artifact_failures,
+    check_dense_outputs,
+    check_options,
+    dense_model_warnings,
+)
 from edgesparse.pipeline.demos import digits, kws
 from edgesparse.profiles.profile import Profile, load_profile
 from edgesparse.report.document import build_report
@@ -86,6 +101,9 @@ class BuildOptions:
     batch_size: int = 32
     quantize: str = "int8"
     max_accuracy_drop: float = 2.0
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    prune_output_layer: bool = False
+    min_params: int = prune.MIN_PARAMS
     tensorboard: Path | None = None
     seed: int = 0
 
@@ -99,6 +117,7 @@ class BuildResult:
     out_dir: Path
     report: dict[str, Any]
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -115,6 +134,7 @@ class PreparedInputs:
     dense_accuracy: float
     test: tuple[np.ndarray, np.ndarray] | None = None   # held-out split, when the data set has one
     dense_test_accuracy: float | None = None
+    warnings: list[str] = field(default_factory=list)    # about the data and the dense model, before pruning
 
 
 def parse_structured(text: str | None) -> tuple[int, int] | None:
@@ -153,6 +173,13 @@ def _predict(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def _accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
     return float(np.mean(verify.top1(_predict(model, x, batch_size)) == np.asarray(y)))
+
+
+def _dense_accuracy(model: Any, dataset: Dataset, batch_size: int) -> float:
+    """The dense model's validation accuracy; non-finite outputs are the data's scale (DataError), not pruning's."""
+    predictions = _predict(model, dataset.x_val, batch_size)
+    check_dense_outputs(predictions, dataset)
+    return float(np.mean(verify.top1(predictions) == np.asarray(dataset.y_val)))
 
 
 def _output_count(model: Any) -> int:
@@ -195,11 +222,14 @@ def prepare_inputs(options: BuildOptions, progress: Progress | None = None) -> P
     input_shape = tuple(int(d) if d is not None else -1 for d in model.input_shape[1:])
     num_classes = _output_count(model)
     check_compatible(dataset, input_shape, num_classes, source=str(options.data) if options.data else info["source"])
+    # The classes are the model's outputs: a class the data happens not to hold is a warning, not a smaller model.
+    dataset = dataclasses.replace(dataset, num_classes=max(num_classes, 2))
     info.update(input_shape=list(input_shape), num_classes=num_classes, params=int(model.count_params()),
                 labels=list(dataset.labels) if dataset.labels else None)
-    dense_accuracy = _accuracy(model, dataset.x_val, dataset.y_val, options.batch_size)
+    dense_accuracy = _dense_accuracy(model, dataset, options.batch_size)
     dense_test = _accuracy(model, *test, options.batch_size) if test is not None else None
-    return PreparedInputs(model, dataset, info, dense_accuracy, test, dense_test)
+    warnings = dense_model_warnings(model, dataset, num_classes, dense_accuracy)
+    return PreparedInputs(model, dataset, info, dense_accuracy, test, dense_test, warnings)
 
 
 class _Stages:
@@ -231,16 +261,21 @@ def build(options: BuildOptions, progress: Progress | None = None,
     structured = parse_structured(options.structured)
     options = dataclasses.replace(options, final_sparsity=_final_sparsity(options.final_sparsity, structured))
     out_dir = Path(options.out) if options.out else default_out_dir(model_name(options), profile)
-    check_output_free(out_dir, options.force)
+    check_output_free(out_dir, options.force, ours=builddir.is_build_dir)
+    check_options(tensorboard=options.tensorboard, min_agreement=options.min_agreement, epochs=options.epochs,
+                  batch_size=options.batch_size, min_params=options.min_params)
     if options.demo not in DEMOS:
         raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
+    schedule = _schedule(options, structured)  # its option errors, before anything is loaded
 
     with stages.run("load", "Loading model and data"):
         if prepared is None:
             prepared = prepare_inputs(options, progress)
     dataset = prepared.dataset
+    for warning in prepared.warnings:
+        progress("warning", {"message": warning})
     with stages.run("prune", "Pruning and fine-tuning"):
-        policies, pruned = _prune(prepared, options, profile, structured, progress)
+        policies, pruned = _prune(prepared, options, profile, schedule, progress)
         pruned_top1 = verify.top1(_predict(pruned.model, dataset.x_val, options.batch_size))
         acc_pruned = float(np.mean(pruned_top1 == dataset.y_val))
     with stages.run("convert", f"Converting to TFLite ({options.quantize})"):
@@ -253,30 +288,38 @@ def build(options: BuildOptions, progress: Progress | None = None,
     test_accuracy = _test_accuracy(prepared, conversion.artifact, pruned.model, profile, options.batch_size)
 
     drop_points = round((prepared.dense_accuracy - verification.accuracy) * 100.0, 3)
-    failures = _failures(drop_points, prepared.dense_accuracy, verification.accuracy, options, check, profile)
+    failures = artifact_failures(agreement=verification.agreement, outputs=verification.predictions,
+                                 n_samples=verification.n_samples, min_agreement=options.min_agreement)
+    failures += _failures(drop_points, prepared.dense_accuracy, verification.accuracy, options, check, profile)
     stages.timings["total"] = round(time.perf_counter() - started, 3)
     document = build_report(
         options=options.to_dict(), profile=profile, model_info=dict(prepared.model_info), dataset=dataset,
         policies=policies, pruned=pruned, conversion=conversion, verification=verification,
         accuracies={"dense_float": prepared.dense_accuracy, "pruned_keras": acc_pruned, "test": test_accuracy},
         drop_points=drop_points, check=check, failures=failures, timings=stages.timings)
+    document["warnings"] = list(prepared.warnings)
 
     with stages.run("write", f"Writing {out_dir}"):
         _publish(out_dir, options.force, conversion, pruned.model, document,
                  sample=_sample_npz(dataset), sample_count=min(SAMPLE_SIZE, dataset.n_val),
                  labels=class_names(dataset, prepared.model_info["num_classes"]))
-    return BuildResult(out_dir=out_dir, report=document, failures=failures)
+    return BuildResult(out_dir=out_dir, report=document, failures=failures, warnings=list(prepared.warnings))
 
 
-def _prune(prepared: PreparedInputs, options: BuildOptions, profile: Profile, structured: tuple[int, int] | None,
-           progress: Progress) -> tuple[list[prune.LayerPolicy], prune.PruneResult]:
-    """The per-layer plan for this profile, then TFMOT fine-tuning to it."""
-    schedule = prune.ScheduleOptions(
+def _schedule(options: BuildOptions, structured: tuple[int, int] | None) -> prune.ScheduleOptions:
+    """The pruning schedule the options ask for (PruningError naming the flag when they conflict)."""
+    return prune.ScheduleOptions(
         kind=options.schedule, initial_sparsity=options.initial_sparsity,
         final_sparsity=options.final_sparsity, begin_step=options.begin_step, end_step=options.end_step,
         power=options.power, frequency=options.frequency, structured=structured)
+
+
+def _prune(prepared: PreparedInputs, options: BuildOptions, profile: Profile, schedule: prune.ScheduleOptions,
+           progress: Progress) -> tuple[list[prune.LayerPolicy], prune.PruneResult]:
+    """The per-layer plan for this profile, then TFMOT fine-tuning to it."""
     policies = prune.plan_policy(prepared.model, profile, schedule, skip_layers=frozenset(options.skip_layers),
-                                 quantize=options.quantize)
+                                 quantize=options.quantize, min_params=options.min_params,
+                                 prune_output_layer=options.prune_output_layer)
     pruned = prune.prune_and_finetune(
         prepared.model, prepared.dataset, policies, schedule, epochs=options.epochs, batch_size=options.batch_size,
         tensorboard_dir=options.tensorboard, progress=progress)
@@ -341,7 +384,7 @@ def _publish(out_dir: Path, force: bool, conversion: convert.ConversionResult, p
     files = document.setdefault("files", {})
     files[builddir.SAMPLE] = dict(_file_entry(sample), samples=sample_count)
     files[builddir.LABELS] = dict(_file_entry(labels_text.encode()), classes=len(labels))
-    with staged_output_dir(out_dir, force) as staging:
+    with staged_output_dir(out_dir, force, ours=builddir.is_build_dir) as staging:
         atomic_write_bytes(staging / builddir.ARTIFACT, conversion.artifact)
         for variant, relative in builddir.BASELINES.items():
             if getattr(conversion, variant):
@@ -358,13 +401,19 @@ def raise_for_failures(result: BuildResult) -> None:
     if not result.failures:
         return
     accuracy = [f for f in result.failures if f.startswith("accuracy drop")]
+    untrusted = [f for f in result.failures if f.startswith("the .tflite")]
     fixes = ["The artifact, report.json and report.html were written for inspection"]
+    if untrusted:
+        fixes.append("for the .tflite: it does not compute what the Keras model does; build with --quantize none "
+                     "to see whether int8 quantization is the cause, check that --data is on the model's input "
+                     "scale (int8 calibration uses it; docs/data.md), or lower --min-agreement if a few flipped "
+                     "near-ties are expected")
     if accuracy:
         fixes.append("for accuracy: lower --final-sparsity, fine-tune longer (--epochs) or skip sensitive layers "
                      "(--skip-layers)")
-    if len(accuracy) < len(result.failures):
+    if len(accuracy) + len(untrusted) < len(result.failures):
         fixes.append("for the device: a smaller model, another profile, or your own budget in a copy of the profile "
                      "(--profile ./my.toml); `edgesparse check` shows each budget's margin")
     error_cls = AccuracyDropExceeded if accuracy else BudgetExceeded
-    raise error_cls("The build did not meet its budget", where=str(result.out_dir),
-                    received="; ".join(result.failures), fix="; ".join(fixes))
+    what = "The build's .tflite cannot be trusted" if untrusted else "The build did not meet its budget"
+    raise error_cls(what, where=str(result.out_dir), received="; ".join(result.failures), fix="; ".join(fixes))

@@ -22,13 +22,21 @@ Outputs: OUT/sweep.json, sweep.csv, sweep.html; with max_accuracy_drop, the
 chosen point's build (model.tflite, report.json, report.html) copied to OUT
 (other families' builds of that point to OUT/for-<profile>/).
 
+Output location. --out must be new, empty, or a sweep directory (`is_sweep_dir`:
+sweep.json written by edgesparse, or a points/ cache); it is checked, with the
+options, before anything is loaded. The sweep writes only its own names there.
+
 Raises DataError (bad options), OutputExistsError (an --out that is not a sweep
-directory) and whatever a build raises for the model and data (a failed point's
-pruning, conversion or verification is recorded and the sweep goes on).
+directory), OutputLocationError (one that cannot be written) and whatever a
+build raises for the model and data. A failed point's pruning, conversion or
+verification is recorded and the sweep goes on; when every point failed, the
+sweep raises the first point's error with the distinct causes (exit code as a
+single build's: the sweep produced nothing a build would not have).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as _dt
@@ -54,9 +62,10 @@ from edgesparse.errors import (
     VerificationError,
 )
 from edgesparse.estimate import check_model
-from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, staged_output_dir
+from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_writable_location, staged_output_dir
 from edgesparse.pipeline import build as pipeline_build
 from edgesparse.pipeline.build import DEMOS, BuildOptions, model_name
+from edgesparse.pipeline.build_checks import check_options, untrusted_in_report
 from edgesparse.profiles.profile import Profile, load_profile
 from edgesparse.report.html import render_sweep
 
@@ -77,6 +86,7 @@ __all__ = [
     "csv_text",
     "families",
     "inputs_key",
+    "is_sweep_dir",
     "parse_quantize",
     "parse_sparsities",
     "pareto",
@@ -97,7 +107,8 @@ METRICS = (("latency_ms", "latency (ms)"), ("model_bytes", "model size (bytes)")
            ("energy_mj", "energy per inference (mJ)"))
 # Options that change a build's artifact or accuracy; they key the cache.
 _KEYED_OPTIONS = ("schedule", "initial_sparsity", "begin_step", "end_step", "power", "frequency", "structured",
-                  "skip_layers", "epochs", "batch_size", "seed", "trust_model", "demo")
+                  "skip_layers", "prune_output_layer", "min_params", "epochs", "batch_size", "seed", "trust_model",
+                  "demo")
 
 
 _PER_POINT = ("profile", "final_sparsity", "quantize", "out", "force", "max_accuracy_drop")  # set by the sweep
@@ -284,6 +295,8 @@ def _problems(point: dict, profiles: Sequence[str], max_drop: float) -> list[str
         if c is None or c.get("error"):
             out.append(f"not buildable for {name}: {c.get('error') if c else 'no build'}")
             continue
+        if c.get("untrusted"):
+            out.append(f"{name}'s .tflite cannot be trusted: " + "; ".join(c["untrusted"]))
         if c.get("drop_points") is None:
             out.append(f"no accuracy for {name}'s build")
         elif c["drop_points"] > max_drop:
@@ -371,6 +384,8 @@ def _plan(options: SweepOptions) -> _Plan:
     base = options.base
     if base.demo not in DEMOS:
         raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(base.demo))
+    check_options(tensorboard=base.tensorboard, min_agreement=base.min_agreement, epochs=base.epochs,
+                  batch_size=base.batch_size, min_params=base.min_params)
     loaded = [load_profile(p) for p in options.profiles]
     names = [p.name for p in loaded]
     if len(set(names)) != len(names):
@@ -412,7 +427,7 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
                              "cached": len(plan.cached), "to_build": len(todo), "profiles": plan.names,
                              "families": [f.to_dict() for f in plan.families], "out": str(plan.out_dir)})
     built = _run_jobs(plan, progress)
-    points = _assemble(plan.jobs, options.sparsities, options.quantize, plan.out_dir)
+    points = _assemble(plan.jobs, options.sparsities, options.quantize, plan.out_dir, options.base.min_agreement)
     chosen = None
     explanation = None
     rejected: list[dict] = []
@@ -425,6 +440,7 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
         "explanation": explanation, "rejected": rejected, "copied_to": str(plan.out_dir) if chosen else None}
     _publish_choice(plan.out_dir, chosen, plan.families)
     write_outputs(plan.out_dir, document)
+    _raise_if_nothing_built(plan)
     progress("sweep_done", {"out": str(plan.out_dir), "built": built, "cached": len(plan.cached),
                             "chosen": chosen["label"] if chosen else None})
     return SweepResult(plan.out_dir, document, chosen, built, len(plan.cached))
@@ -455,10 +471,12 @@ def _run_jobs(plan: _Plan, progress: Progress) -> int:
         build_options = dataclasses.replace(
             base, profile=job["profile"], final_sparsity=job["sparsity"], quantize=job["quantize"],
             out=job["dir"], force=True, max_accuracy_drop=max_drop if max_drop is not None else 100.0)
+        _remove_incomplete_point(job["dir"], plan.points_dir)
         try:
             result = pipeline_build.build(build_options, progress=progress, prepared=prepared)
         except (ConversionError, PruningError, VerificationError) as exc:  # this point only: record, go on
             job["skip"] = f"build failed: {exc.message}"
+            job["error"] = exc
             job["report"] = None
             progress("point_skipped", dict(fields, reason=job["skip"]))
             continue
@@ -502,16 +520,47 @@ def _document(plan: _Plan, points: list[dict], built: int, seconds: float) -> di
     }
 
 
+def _remove_incomplete_point(point_dir: Path, points_dir: Path) -> None:
+    """A point directory that is not a complete build (its artifact deleted) is debris of the sweep's own cache."""
+    if point_dir.parent == points_dir and point_dir.is_dir() and not builddir.is_build_dir(point_dir):
+        shutil.rmtree(point_dir)
+
+
+def _raise_if_nothing_built(plan: _Plan) -> None:
+    """Every point failed or cannot run: the sweep produced nothing, so it fails like one of its builds would."""
+    if any(j.get("report") is not None for j in plan.jobs):
+        return
+    errors = [j["error"] for j in plan.jobs if j.get("error") is not None]
+    causes = list(dict.fromkeys([e.message for e in errors] or [str(j["skip"]) for j in plan.jobs if j["skip"]]))
+    shown = " | ".join(causes[:3]) + (f" | and {len(causes) - 3} other cause(s)" if len(causes) > 3 else "")
+    error_cls = type(errors[0]) if errors else DataError
+    raise error_cls(f"Every point of the sweep failed ({len(plan.jobs)} of {len(plan.jobs)})", where=str(plan.out_dir),
+                    received=shown, fix=f"Fix the cause above and run the same command again; {SWEEP_JSON} lists "
+                                        "each point's error")
+
+
+def is_sweep_dir(path: Path) -> bool:
+    """A directory an earlier sweep wrote (its sweep.json, or its points/ cache): reused without --force."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    with contextlib.suppress(OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        if json.loads((path / SWEEP_JSON).read_text("utf-8")).get("tool", {}).get("name") == "edgesparse":
+            return True
+    return (path / POINTS_DIR).is_dir() and not (path / POINTS_DIR).is_symlink()
+
+
 def _check_sweep_dir(out_dir: Path) -> None:
     """Refuse a directory that holds something else: the sweep replaces the chosen build's files in it."""
-    if not out_dir.exists():
+    check_writable_location(out_dir)
+    if not out_dir.exists() and not out_dir.is_symlink():
         return
-    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / POINTS_DIR).is_dir()
-                                and not (out_dir / SWEEP_JSON).is_file()):
+    empty = out_dir.is_dir() and not out_dir.is_symlink() and not any(out_dir.iterdir())
+    if not empty and not is_sweep_dir(out_dir):
         raise OutputExistsError(
             "The sweep directory holds something that is not a sweep", where=str(out_dir),
             expected="a new or empty directory, or one an earlier `edgesparse sweep` wrote (points/, sweep.json)",
-            received="a file" if not out_dir.is_dir() else "other files (an `edgesparse build` output?)",
+            received="a file" if not out_dir.is_dir() else "files no sweep wrote (no sweep.json or points/)",
             fix="Choose another --out: the sweep copies its chosen build over model.tflite and report.json there")
 
 
@@ -526,7 +575,8 @@ def _point_label(s: float, q: str) -> str:
     return f"{s:g}/{q}"
 
 
-def _assemble(jobs: list[dict], sparsities: Sequence[float], quantizes: Sequence[str], out_dir: Path) -> list[dict]:
+def _assemble(jobs: list[dict], sparsities: Sequence[float], quantizes: Sequence[str], out_dir: Path,
+              min_agreement: float) -> list[dict]:
     """One entry per (sparsity, quantize): each family's build, each profile's check."""
     points = []
     for s in sparsities:
@@ -541,6 +591,7 @@ def _assemble(jobs: list[dict], sparsities: Sequence[float], quantizes: Sequence
                     continue
                 artifact = (job["dir"] / builddir.ARTIFACT).read_bytes()
                 acc = report["accuracy"]
+                untrusted = untrusted_in_report(report, min_agreement)
                 point["builds"][fam.name] = {
                     "dir": str(job["dir"].relative_to(out_dir)), "key": job["key"],
                     "achieved_sparsity": report["sparsity"]["overall"], "accuracy_dense": acc["dense_float"],
@@ -556,7 +607,8 @@ def _assemble(jobs: list[dict], sparsities: Sequence[float], quantizes: Sequence
                         "drop_points": acc["drop_points"], "model_bytes": len(artifact),
                         "flash_bytes": c["flash_bytes"], "ram_bytes": c["ram_bytes"], "latency_ms": c["latency_ms"],
                         "energy_mj": c["energy_mj"], "battery_hours": c["battery_hours"], "fits": c["fits"],
-                        "basis": c["basis"], "budgets": c["budgets"], "warnings": c["warnings"]}
+                        "basis": c["basis"], "budgets": c["budgets"], "warnings": c["warnings"],
+                        "untrusted": untrusted}
             points.append(point)
     return points
 
@@ -579,7 +631,7 @@ def _publish_choice(out_dir: Path, chosen: dict | None, fams: Sequence[Family]) 
     for name in CHOSEN_FILES:
         (out_dir / name).unlink(missing_ok=True)
     for old in out_dir.glob("for-*"):
-        if old.is_dir():
+        if old.is_dir() and not old.is_symlink() and builddir.is_build_dir(old):
             shutil.rmtree(old)
     if chosen is None:
         return
@@ -593,7 +645,7 @@ def _publish_choice(out_dir: Path, chosen: dict | None, fams: Sequence[Family]) 
                 if (src / name).is_file():
                     atomic_write_bytes(out_dir / name, (src / name).read_bytes())
         else:
-            with staged_output_dir(out_dir / f"for-{fam.name}", force=True) as staging:
+            with staged_output_dir(out_dir / f"for-{fam.name}", force=True, ours=builddir.is_build_dir) as staging:
                 for name in CHOSEN_FILES:
                     if (src / name).is_file():
                         atomic_write_bytes(staging / name, (src / name).read_bytes())

@@ -8,6 +8,7 @@ import pytest
 from edgesparse.data import (
     Dataset,
     Splits,
+    absent_classes,
     check_compatible,
     generate_for_model,
     load_data,
@@ -112,6 +113,24 @@ def test_not_an_npz(tmp_path):
         load_npz(single)
 
 
+@pytest.mark.parametrize("content", [b"\x80\x04garbage" * 50, b"PK\x03\x04" + b"x" * 100, bytes(range(256)) * 8])
+def test_garbage_npz_never_suggests_allow_pickle(tmp_path, content):
+    """numpy's own message tells the reader to pass allow_pickle=True, i.e. to run an untrusted pickle."""
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"not an \.npz archive of plain arrays") as info:
+        load_npz(path)
+    assert "allow_pickle" not in str(info.value)
+
+
+def test_object_array_message_never_suggests_allow_pickle(tmp_path):
+    arrays = _arrays()
+    arrays["y_val"] = np.array([{"label": 1}] * len(arrays["y_val"]), dtype=object)
+    with pytest.raises(DataError, match=r"not a plain-array \.npz") as info:
+        load_npz(_write(tmp_path, **arrays))
+    assert "allow_pickle" not in str(info.value)
+
+
 def test_missing_arrays_are_named(tmp_path):
     arrays = _arrays()
     del arrays["y_val"], arrays["x_val"]
@@ -129,6 +148,16 @@ def test_pickled_object_arrays_are_refused(tmp_path):
     with pytest.raises(DataError, match="'x_train' holds Python objects") as info:
         load_npz(_write(tmp_path, **arrays))
     assert info.value.where.endswith(": x_train") and "numpy.stack" in info.value.fix
+
+
+def test_absent_classes_are_listed_per_split():
+    """Valid data may lack a class the model outputs (issue 9 item 8): listed for a warning, not refused."""
+    ds = _dataset(y_train=(np.arange(20) % 2).astype(np.int64), y_val=np.zeros(10, np.int64))
+    assert absent_classes(ds, 4) == {"y_train": [2, 3], "y_val": [1, 2, 3]}
+    assert absent_classes(_dataset(), 4) == {}
+    check_compatible(ds, (8, 8, 1), 4)  # a class without samples is no error
+    with pytest.raises(DataError, match="label the model cannot output"):
+        check_compatible(_dataset(), (8, 8, 1), 3)
 
 
 def test_too_few_class_names(tmp_path):

@@ -11,8 +11,10 @@ frequency, pruned_layers}, "batch_end" {epoch, step, loss, accuracy, sparsity},
 step count from 1; sparsity is the zero fraction of the live pruning masks over
 all pruned weights.
 
-Raises DataError (data that does not fit the model, via data.check_compatible),
-PruningError and MissingDependency; KeyboardInterrupt propagates untouched.
+Raises DataError (data that does not fit the model, via data.check_compatible,
+and a loss that became NaN or infinite: diverging on the user's data is the
+data's scale far more often than the schedule's), PruningError and
+MissingDependency; KeyboardInterrupt propagates untouched.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgesparse._types import Progress, no_progress
-from edgesparse.data import check_compatible
-from edgesparse.errors import MissingDependency, PruningError
+from edgesparse.data import check_compatible, input_range
+from edgesparse.errors import DataError, MissingDependency, PruningError
 from edgesparse.pipeline.prune.policy import LayerPolicy, check_prunable_model, output_activation
 from edgesparse.pipeline.prune.schedule import ResolvedSchedule, ScheduleOptions, resolve_schedule
 from edgesparse.pipeline.tf_env import import_tf, import_tfmot
@@ -112,7 +114,7 @@ def _clone_with_pruning(model, policies: Sequence[LayerPolicy], tf_schedule, ker
     except ValueError as exc:  # TFMOT rejects a block size or layer it cannot handle
         raise PruningError("TFMOT could not wrap the model for pruning", where=model.name,
                            received=str(exc).splitlines()[0],
-                           fix="Leave the offending layer dense with skip_layers") from None
+                           fix="Leave the offending layer dense with --skip-layers") from None
     for name, new in fresh.items():
         new.set_weights(model.get_layer(name).get_weights())
     return pruned
@@ -244,7 +246,7 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
     pruned.compile(optimizer=optimizer, loss=loss, metrics=[metric])
 
     sparsity_api = tfmot.sparsity.keras
-    callbacks = [sparsity_api.UpdatePruningStep()]
+    callbacks = [sparsity_api.UpdatePruningStep(), keras.callbacks.TerminateOnNaN()]
     if tensorboard_dir is not None:
         callbacks.append(sparsity_api.PruningSummaries(log_dir=str(tensorboard_dir),
                                                        profile_batch=0, write_graph=False))
@@ -258,6 +260,7 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
                      validation_data=(xv, yv) if xv is not None else None, callbacks=callbacks)
 
     stripped = sparsity_api.strip_pruning(pruned)
+    _check_converged(fit.history, stripped, dataset)
     layers, overall = measure_sparsity(stripped, policies, resolved)
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     if state["epoch_sparsity"]:
@@ -265,6 +268,21 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
     return PruneResult(model=stripped, layers=layers, overall_sparsity=overall,
                        end_step=resolved.end_step, history=history, schedule=resolved,
                        policies=list(policies))
+
+
+def _check_converged(history: dict, stripped: Any, dataset: Any) -> None:
+    """A NaN or infinite loss (or weights) is named as what it almost always is: inputs on the wrong scale."""
+    losses = [float(v) for v in history.get("loss", [])]
+    bad_loss = next((i for i, v in enumerate(losses) if not np.isfinite(v)), None)
+    bad_weights = not all(np.isfinite(w).all() for w in stripped.get_weights())
+    if bad_loss is None and not bad_weights:
+        return
+    when = f"loss {losses[bad_loss]} in epoch {bad_loss + 1}" if bad_loss is not None else "NaN or infinite weights"
+    raise DataError("Fine-tuning diverged: the loss became NaN or infinite", where=getattr(dataset, "source", None),
+                    expected="inputs on the scale the model was trained on (e.g. 0..1, -1..1 or 0..255)",
+                    received=f"{when}; {input_range(dataset)}",
+                    fix="Scale --data as in the model's training (docs/data.md); the pruning schedule is not the "
+                        "cause")
 
 
 def _check_policies(model, policies: Sequence[LayerPolicy], resolved: ResolvedSchedule) -> None:
@@ -280,8 +298,8 @@ def _check_policies(model, policies: Sequence[LayerPolicy], resolved: ResolvedSc
         reasons = "; ".join(f"{p.name}: {p.reason}" for p in policies) or "no layer has weights"
         raise PruningError("No layer would be pruned", where=model.name,
                            expected="at least one layer to prune", received=reasons,
-                           fix="Lower min_params, pass prune_output_layer=True, or shorten "
-                               "skip_layers")
+                           fix="Lower --min-params, pass --prune-output-layer, or shorten --skip-layers "
+                               "(min_params, prune_output_layer, skip_layers in Python)")
     wrong = [p.name for p in pruned
              if p.m_by_n != resolved.structured or abs(p.target_sparsity - resolved.target) > 1e-9]
     if wrong:

@@ -240,7 +240,7 @@ def plan_policy(model, profile, schedule: ScheduleOptions, *,
                                pattern="dense", reason=reason, **base)
 
         if layer.name in skip:
-            policies.append(dense("skipped by request (skip_layers)"))
+            policies.append(dense("skipped by request (--skip-layers / skip_layers)"))
         elif weights is None:
             policies.append(dense(why_not))
         elif not weights:
@@ -251,9 +251,9 @@ def plan_policy(model, profile, schedule: ScheduleOptions, *,
         elif layer.name in outputs and not prune_output_layer:
             policies.append(dense("output layer: its weights produce the model's output directly, "
                                   "so each pruned weight costs the most accuracy; pass "
-                                  "prune_output_layer=True to prune it"))
+                                  "--prune-output-layer (prune_output_layer=True) to prune it"))
         elif params < min_params:
-            policies.append(dense(f"too small to matter: {params} weights < min_params "
+            policies.append(dense(f"too small to matter: {params} weights < --min-params "
                                   f"({min_params})"))
         elif params < min_share * total:
             policies.append(dense(f"too small to matter: {params} weights, under {min_share:.0%} "
@@ -273,7 +273,7 @@ def _check_skip_layers(model: Any, skip: set[str], candidates: list) -> None:
     if unknown:
         hints = [f"'{u}' -> '{c[0]}'" for u in unknown
                  if (c := difflib.get_close_matches(u, all_names, n=1))]
-        raise PruningError("skip_layers names layers the model does not have", where=model.name,
+        raise PruningError("--skip-layers names layers the model does not have", where=model.name,
                            expected="names from: " + ", ".join(layer.name for layer in candidates),
                            received=", ".join(repr(u) for u in unknown),
                            fix=("Did you mean " + ", ".join(hints) + "? " if hints else "")

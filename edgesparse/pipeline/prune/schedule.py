@@ -5,6 +5,10 @@ Why its own module: the schedule is where most pruning runs silently go wrong
 the final sparsity, m:n masks that ignore the schedule), so every such case is
 refused here with the step numbers that would fix it, before TensorFlow runs.
 
+Every error names the command-line flag first and the Python field after it
+(`--final-sparsity / ScheduleOptions.final_sparsity`), so both kinds of user
+find what to change.
+
 Raises PruningError.
 """
 
@@ -27,6 +31,7 @@ __all__ = [
     "ResolvedSchedule",
     "ScheduleOptions",
     "derive_end_step",
+    "flag_and_field",
     "resolve_schedule",
     "steps_per_epoch",
 ]
@@ -40,6 +45,16 @@ MIN_MASK_UPDATES = 10
 #: How far below final_sparsity the last mask update of an explicit end_step may land.
 _ALIGN_SLACK = 0.005
 KINDS = ("polynomial", "constant")
+# The `edgesparse build` flag of each ScheduleOptions field a user sets (kind is --schedule).
+_FLAGS = {"kind": "--schedule", "initial_sparsity": "--initial-sparsity", "final_sparsity": "--final-sparsity",
+          "begin_step": "--begin-step", "end_step": "--end-step", "power": "--power", "frequency": "--frequency",
+          "structured": "--structured"}
+
+
+def flag_and_field(key: str) -> str:
+    """Where an option error points: the flag, then the ScheduleOptions field (Python-only fields alone)."""
+    field = f"ScheduleOptions.{key}"
+    return f"{_FLAGS[key]} / {field}" if key in _FLAGS else field
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,7 @@ def _int_pair(value: Any, name: str) -> tuple[int, int]:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise PruningError(f"Invalid {name}", where=f"ScheduleOptions.{name}",
+        raise PruningError(f"Invalid {name}", where=flag_and_field(name),
                            expected="two positive integers, e.g. (2, 4)" if name == "structured"
                            else "two positive integers in TFLite [out, in] layout, e.g. (1, 4)",
                            received=repr(value))
@@ -82,8 +97,7 @@ def _int_pair(value: Any, name: str) -> tuple[int, int]:
 
 
 def _bad(what: str, key: str, expected: str, received: object, fix: str | None = None) -> PruningError:
-    return PruningError(what, where=f"ScheduleOptions.{key}", expected=expected,
-                        received=received, fix=fix)
+    return PruningError(what, where=flag_and_field(key), expected=expected, received=received, fix=fix)
 
 
 def _validate_options(o: ScheduleOptions) -> None:
@@ -91,19 +105,20 @@ def _validate_options(o: ScheduleOptions) -> None:
         close = difflib.get_close_matches(str(o.kind), KINDS, n=1)
         raise _bad("Unknown pruning schedule kind", "kind", "'polynomial' (PolynomialDecay) or "
                    "'constant' (ConstantSparsity)", repr(o.kind),
-                   f"Did you mean '{close[0]}'?" if close else None)
+                   f"Did you mean '{close[0]}' (--schedule {close[0]})?" if close else None)
     for key in ("initial_sparsity", "final_sparsity"):
         value = getattr(o, key)
         if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
             raise _bad("Sparsity out of range", key, "a fraction in [0, 1), e.g. 0.8 for 80% zeros",
-                       repr(value), "TFMOT cannot prune every weight; percentages are fractions")
+                       repr(value), "TFMOT cannot prune every weight; percentages are fractions (0.8, not 80)")
     if o.final_sparsity == 0.0:
         raise _bad("final_sparsity is 0: nothing would be pruned", "final_sparsity",
-                   "a fraction in (0, 1)", 0.0, "Skip the prune stage instead")
+                   "a fraction in (0, 1)", 0.0, "Give --final-sparsity above 0, or skip the prune stage")
     if o.kind == "constant" and o.initial_sparsity:
         raise _bad("initial_sparsity only applies to PolynomialDecay", "initial_sparsity",
                    "0 with kind='constant' (ConstantSparsity prunes to final_sparsity at once)",
-                   o.initial_sparsity, "Use kind='polynomial' to ramp up from initial_sparsity")
+                   o.initial_sparsity, "Use --schedule polynomial (kind='polynomial') to ramp up from "
+                   "--initial-sparsity")
     if o.kind == "polynomial" and o.initial_sparsity > o.final_sparsity:
         raise _bad("PolynomialDecay would lower the sparsity", "initial_sparsity",
                    f"initial_sparsity <= final_sparsity ({o.final_sparsity})", o.initial_sparsity)
@@ -117,7 +132,7 @@ def _validate_options(o: ScheduleOptions) -> None:
         if o.end_step <= o.begin_step:
             raise _bad("begin_step must come before end_step", "end_step",
                        f"end_step > begin_step ({o.begin_step})", o.end_step,
-                       "Leave end_step unset to derive it from the training length")
+                       "Leave --end-step unset to derive it from the training length")
     if not isinstance(o.frequency, int) or o.frequency < 1:
         raise _bad("frequency must be a positive step count", "frequency",
                    "an integer >= 1 (steps between mask updates)", repr(o.frequency))
@@ -136,7 +151,7 @@ def _validate_options(o: ScheduleOptions) -> None:
             raise _bad(f"{m}:{n} structured pruning always zeroes exactly {m} of every {n} "
                        f"weights, so its sparsity is {m / n:g}", "final_sparsity",
                        f"final_sparsity={m / n:g} with structured={o.structured}",
-                       o.final_sparsity, f"Pass final_sparsity={m / n:g}")
+                       o.final_sparsity, f"Pass --final-sparsity {m / n:g} (final_sparsity={m / n:g}), or omit it")
         if o.block_size is not None and o.block_size != (1, 1):
             raise _bad(f"{m}:{n} structured sparsity cannot be combined with block sparsity",
                        "block_size", "block_size=None with structured pruning", o.block_size,
@@ -146,7 +161,7 @@ def _validate_options(o: ScheduleOptions) -> None:
                        "begin_step" if o.begin_step else "end_step",
                        "begin_step=0 and end_step=None with structured pruning",
                        f"begin_step={o.begin_step}, end_step={o.end_step}",
-                       "Drop begin_step/end_step, or use unstructured pruning")
+                       "Drop --begin-step/--end-step, or use unstructured pruning (no --structured)")
 
 
 @dataclass(frozen=True)
@@ -230,7 +245,7 @@ def _derive(s: ScheduleOptions, total: int, training: str) -> tuple[int, int, li
     if span < 1:
         raise PruningError("Too few training steps to ramp the sparsity up", where="prune",
                            expected="at least 2 steps after begin_step", received=training,
-                           fix="Train for more epochs or use a smaller batch")
+                           fix="Train for more --epochs or use a smaller --batch-size")
     frequency, notes = s.frequency, []
     if s.auto_frequency and _capped_frequency(frequency, span) < frequency:
         frequency = _capped_frequency(frequency, span)
@@ -239,9 +254,9 @@ def _derive(s: ScheduleOptions, total: int, training: str) -> tuple[int, int, li
     end = derive_end_step(total, s.begin_step, frequency, s.settle_fraction)
     if end <= s.begin_step:
         raise PruningError("frequency is longer than the pruning ramp: no mask would be updated",
-                           where="ScheduleOptions.frequency",
+                           where=flag_and_field("frequency"),
                            expected=f"frequency <= {span} steps ({training})", received=frequency,
-                           fix="Lower frequency or keep auto_frequency=True")
+                           fix="Lower --frequency (or keep auto_frequency=True in Python)")
     notes.append(f"end_step derived: {end} of {total} steps; the last {total - end} steps "
                  "train at the final sparsity so masks settle")
     return end, frequency, notes
@@ -256,7 +271,8 @@ def resolve_schedule(schedule: ScheduleOptions, *, num_train: int, batch_size: i
     for key, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                                 ("number of training examples", num_train, 1)):
         if not isinstance(value, int) or value < minimum:
-            raise PruningError(f"Invalid {key} for fine-tuning", where="prune",
+            raise PruningError(f"Invalid {key} for fine-tuning",
+                               where=f"--{key.replace('_', '-')}" if key in ("epochs", "batch_size") else "prune",
                                expected=f"an integer >= {minimum}", received=repr(value))
     spe = steps_per_epoch(num_train, batch_size)
     total = spe * epochs
@@ -272,9 +288,9 @@ def resolve_schedule(schedule: ScheduleOptions, *, num_train: int, batch_size: i
                                 spe, epochs, total, 1, tuple(notes))
 
     if s.begin_step >= total:
-        raise PruningError("Pruning would begin after training ends", where="ScheduleOptions.begin_step",
+        raise PruningError("Pruning would begin after training ends", where=flag_and_field("begin_step"),
                            expected=f"begin_step < {total} total training steps ({training})",
-                           received=s.begin_step, fix="Lower begin_step or train for more epochs")
+                           received=s.begin_step, fix="Lower --begin-step or train for more --epochs")
     if s.end_step is None:
         end, frequency, derived_notes = _derive(s, total, training)
         notes += derived_notes
@@ -286,10 +302,10 @@ def resolve_schedule(schedule: ScheduleOptions, *, num_train: int, batch_size: i
             except PruningError:
                 suggestion = "no end_step fits this training length"
             raise PruningError("end_step is beyond the end of training: the final sparsity would "
-                               "never be reached", where="ScheduleOptions.end_step",
+                               "never be reached", where=flag_and_field("end_step"),
                                expected=f"end_step <= {total} total training steps ({training})",
-                               received=end, fix=f"Leave end_step unset ({suggestion}) "
-                                                 "or train for more epochs")
+                               received=end, fix=f"Leave --end-step unset ({suggestion}) "
+                                                 "or train for more --epochs")
         if s.auto_frequency and _capped_frequency(frequency, end - s.begin_step) < frequency:
             frequency = _capped_frequency(frequency, end - s.begin_step)
             notes.append(f"frequency lowered from {s.frequency} to {frequency} so the ramp gets "
@@ -297,9 +313,9 @@ def resolve_schedule(schedule: ScheduleOptions, *, num_train: int, batch_size: i
     last = s.begin_step + ((end - s.begin_step) // frequency) * frequency
     if last < 1:
         raise PruningError("No mask update would happen between begin_step and end_step",
-                           where="ScheduleOptions.frequency",
+                           where=flag_and_field("frequency"),
                            expected=f"frequency <= end_step - begin_step ({end - s.begin_step})",
-                           received=frequency, fix="Lower frequency or keep auto_frequency=True")
+                           received=frequency, fix="Lower --frequency (or keep auto_frequency=True in Python)")
     resolved = ResolvedSchedule(s.kind, s.initial_sparsity, s.final_sparsity, s.begin_step, end,
                                 s.power, frequency, None, spe, epochs, total,
                                 (end - s.begin_step) // frequency + (1 if s.begin_step >= 1 else 0),
@@ -309,11 +325,11 @@ def resolve_schedule(schedule: ScheduleOptions, *, num_train: int, batch_size: i
         aligned = s.begin_step + max(1, (end - s.begin_step) // frequency) * frequency
         raise PruningError(
             "The last mask update falls before end_step, so the final sparsity is never applied",
-            where="ScheduleOptions.end_step",
+            where=flag_and_field("end_step"),
             expected=f"end_step - begin_step a multiple of frequency ({frequency})",
             received=f"end_step={end}: last update at step {last} sets {reached:.1%}, "
                      f"not {s.final_sparsity:.1%}",
-            fix=f"Use end_step={aligned}, or leave end_step unset")
+            fix=f"Use end_step={aligned} (--end-step {aligned}), or leave it unset")
     return resolved
 
 

@@ -1,0 +1,175 @@
+"""What a build checks besides its budgets: options before any work, and whether its results can be trusted.
+
+Why its own module: a build that "passes" with an artifact that ignores its
+input, or that blames the pruning schedule for data scaled to 1e30, is worse
+than one that fails. The checks here run at three moments: before any work
+(`check_options`: options a click range cannot express, such as a TensorBoard
+path that is a file), on the dense model before pruning (`dense_model_warnings`,
+`check_dense_outputs`), and on the verified artifact (`artifact_failures`).
+Numpy only; the model is passed in, never imported here.
+
+Raises DataError (an option or the data is the cause) and OutputLocationError
+(a --tensorboard location that cannot be written).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesparse.data import Dataset, absent_classes, input_range
+from edgesparse.errors import DataError, OutputLocationError
+from edgesparse.fsutil import check_writable_location
+
+__all__ = [
+    "DEFAULT_MIN_AGREEMENT",
+    "artifact_failures",
+    "at_chance",
+    "check_dense_outputs",
+    "check_options",
+    "chance_level",
+    "dense_model_warnings",
+    "output_ignores_input",
+    "untrusted_in_report",
+]
+
+# Top-1 agreement of the .tflite with the pruned Keras model on the validation set, below which the artifact
+# is not the model that was trained. The demos measure 100 % (digits on rpi4 and nrf52840, keyword spotting);
+# int8 quantization flips only near-ties, typically well under 2 % of predictions, so 0.9 leaves five times that
+# margin (and room for a one-sample flip in a validation set of ten) while a broken conversion (0 % or a
+# constant output, ~1/classes) falls far below it. `--min-agreement` changes it.
+DEFAULT_MIN_AGREEMENT = 0.9
+# How a constant-output failure begins, in report.json's failures (the sweep reads it from cached points).
+_CONSTANT_OUTPUT = "the .tflite's output does not depend on its input"
+# Outputs whose spread across inputs is below this fraction of their magnitude do not depend on the input.
+_CONSTANT_RTOL = 1e-6
+
+
+def _flag_path_error(flag: str, path: Path, what: str, received: str) -> DataError:
+    return DataError(f"{flag} {what}", where=str(path), expected="a directory for the logs (created if missing)",
+                     received=received, fix=f"Choose another {flag} directory")
+
+
+def check_options(*, tensorboard: Path | None, min_agreement: float, epochs: int, batch_size: int,
+                  min_params: int) -> None:
+    """Options the CLI's ranges cannot check, or a library caller may pass: refused before any work, by flag."""
+    for flag, value, minimum in (("--epochs", epochs, 1), ("--batch-size", batch_size, 1),
+                                 ("--min-params", min_params, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise DataError(f"Bad {flag}", where=flag, expected=f"a whole number >= {minimum}", received=repr(value))
+    if not isinstance(min_agreement, (int, float)) or not 0.0 <= min_agreement <= 1.0:
+        raise DataError("Bad --min-agreement", where="--min-agreement",
+                        expected="a fraction in [0, 1] (0.9 = the .tflite agrees with Keras on 90 % of inputs)",
+                        received=repr(min_agreement))
+    if tensorboard is None:
+        return
+    path = Path(tensorboard).expanduser()
+    if path.exists() and not path.is_dir():
+        raise _flag_path_error("--tensorboard", path, "points at a file", "an existing file")
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise _flag_path_error("--tensorboard", path, "is below a regular file", f"{ancestor} is a file")
+    if not path.exists():
+        try:
+            check_writable_location(path)
+        except OutputLocationError as exc:
+            raise OutputLocationError(f"--tensorboard: {exc.what}", where=exc.where, expected=exc.expected,
+                                      received=exc.received, fix="Choose another --tensorboard directory") from None
+
+
+def chance_level(y: np.ndarray) -> float:
+    """The accuracy of always answering the most frequent class."""
+    y = np.asarray(y).reshape(-1)
+    return float(np.bincount(y.astype(np.int64)).max() / len(y)) if len(y) else 0.0
+
+
+def at_chance(accuracy: float, y: np.ndarray) -> bool:
+    """True when `accuracy` is within two standard errors of `chance_level(y)` (a coin would do as well)."""
+    n = len(np.asarray(y).reshape(-1))
+    if n == 0:
+        return False
+    p = chance_level(y)
+    return accuracy <= p + 2.0 * math.sqrt(max(p * (1.0 - p), 1e-12) / n)
+
+
+def dense_model_warnings(model: Any, dataset: Dataset, num_classes: int, accuracy: float) -> list[str]:
+    """Warnings about the dense model and data before pruning: absent classes, chance accuracy and its likely cause."""
+    warnings = []
+    for split, missing in absent_classes(dataset, num_classes).items():
+        names = dataset.labels or []
+        shown = ", ".join(f"{c} ({names[c]})" if c < len(names) else str(c) for c in missing[:8])
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        warnings.append(f"class(es) {shown}{more} of the model's {num_classes} outputs have no sample in {split}: "
+                        + ("fine-tuning never sees them" if split == "y_train" else "accuracy does not cover them"))
+    if at_chance(accuracy, dataset.y_val):
+        cause = ("the model has BatchNormalization layers, whose moving statistics are only right for inputs on "
+                 "the scale the model was trained on: scale --data to that range (docs/data.md, 'Input scale of "
+                 "pretrained models')" if _has_batch_norm(model) else
+                 "the weights are untrained, the inputs are not preprocessed as in the model's training, or the "
+                 "labels are not in the model's output order (docs/data.md)")
+        warnings.append(f"the dense model is at chance before pruning: {accuracy:.2%} on {dataset.n_val} validation "
+                        f"samples, where always answering the most frequent class scores "
+                        f"{chance_level(dataset.y_val):.2%}. Likely cause: {cause}. Pruning and the accuracy budget "
+                        "measure nothing useful until it is above chance")
+    return warnings
+
+
+def _has_batch_norm(model: Any) -> bool:
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        if "BatchNormalization" in type(layer).__name__:
+            return True
+        stack.extend(getattr(layer, "layers", []))
+    return False
+
+
+def check_dense_outputs(predictions: np.ndarray, dataset: Dataset) -> None:
+    """The dense model's outputs on the validation data must be finite; NaN or inf there is the data's scale."""
+    bad = ~np.isfinite(np.asarray(predictions, np.float64))
+    if not bad.any():
+        return
+    raise DataError("The dense model's outputs are NaN or infinite on the validation data", where=dataset.source,
+                    expected="inputs on the scale the model was trained on (e.g. 0..1, -1..1 or 0..255)",
+                    received=f"{int(bad.reshape(len(bad), -1).any(axis=1).sum())} of {len(bad)} samples give "
+                             f"non-finite outputs; {input_range(dataset)}",
+                    fix="Scale the inputs as in the model's training (docs/data.md); pruning cannot fix this")
+
+
+def output_ignores_input(outputs: np.ndarray) -> bool:
+    """True when every input gave the same output (two inputs at least): the model computes a constant."""
+    out = np.asarray(outputs, np.float64)
+    if out.ndim == 0 or len(out) < 2:
+        return False
+    out = out.reshape(len(out), -1)
+    if not np.isfinite(out).all():
+        return False
+    spread = float(np.max(np.ptp(out, axis=0)))
+    return spread <= _CONSTANT_RTOL * max(float(np.max(np.abs(out))), 1e-30)
+
+
+def artifact_failures(*, agreement: float | None, outputs: np.ndarray | None, n_samples: int,
+                      min_agreement: float) -> list[str]:
+    """Why the verified .tflite is not the model that was trained: an output that ignores the input, low agreement."""
+    failures = []
+    if outputs is not None and output_ignores_input(outputs):
+        first = np.asarray(outputs, np.float64).reshape(len(outputs), -1)[0]
+        shown = ", ".join(f"{v:.4g}" for v in first[:4]) + (", ..." if first.size > 4 else "")
+        failures.append(f"{_CONSTANT_OUTPUT}: all {n_samples} validation inputs give the same output [{shown}]")
+    if agreement is not None and agreement < min_agreement:
+        failures.append(f"the .tflite agrees with the pruned Keras model on {agreement:.2%} of {n_samples} validation "
+                        f"inputs, below --min-agreement {min_agreement:g}")
+    return failures
+
+
+def untrusted_in_report(report: dict[str, Any], min_agreement: float) -> list[str]:
+    """`artifact_failures` of a finished build, from its report.json (a sweep's cached point), at `min_agreement`."""
+    accuracy = report.get("accuracy") or {}
+    constant = [f for f in report.get("failures") or [] if str(f).startswith(_CONSTANT_OUTPUT)]
+    return constant + artifact_failures(agreement=accuracy.get("agreement_pruned_keras_vs_tflite"), outputs=None,
+                                        n_samples=int(accuracy.get("n_samples") or 0), min_agreement=min_agreement)
