@@ -61,7 +61,7 @@ CHILD_TIMEOUT_S = 300.0
 # --------------------------------------------------------------------------- child processes
 
 
-def _in_child(task: str, model_bytes: bytes, arena_bytes: int = 0) -> tuple[str, Any]:
+def _in_child(task: str, model_bytes: bytes, arena_bytes: int = 0, alt_bytes: int = 0) -> tuple[str, Any]:
     """("ok", arena report) | ("error", text) | ("crashed", how) of one task run in a fresh Python process.
 
     A plain subprocess (not multiprocessing): nothing of the caller's __main__
@@ -74,7 +74,8 @@ def _in_child(task: str, model_bytes: bytes, arena_bytes: int = 0) -> tuple[str,
         code = "import sys; from edgesparse.runtime.tflm_decode import child_task; child_task(*sys.argv[1:])"
         try:
             done = subprocess.run([sys.executable, "-c", code, task, str(model_path), str(int(arena_bytes)),
-                                   str(result_path)], capture_output=True, timeout=CHILD_TIMEOUT_S, check=False)
+                                   str(int(alt_bytes)), str(result_path)],
+                                  capture_output=True, timeout=CHILD_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
             return "crashed", f"no answer in {CHILD_TIMEOUT_S:.0f} s"
         if done.returncode < 0:
@@ -86,24 +87,25 @@ def _in_child(task: str, model_bytes: bytes, arena_bytes: int = 0) -> tuple[str,
         return outcome["status"], outcome["result"]
 
 
-def child_task(task: str, model_path: str, arena_bytes: str, result_path: str) -> None:
+def child_task(task: str, model_path: str, arena_bytes: str, alt_bytes: str, result_path: str) -> None:
     """The child's side of `_in_child` (public only so the child can import it): run, write JSON."""
     data = Path(model_path).read_bytes()
     try:
-        result: Any = (_recorded_arena(data) if task == "recorded"
-                       else _allocate_and_invoke(data, int(arena_bytes)))
+        result: Any = (_allocate_and_invoke(data, int(arena_bytes), int(alt_bytes)) if task == "fits"
+                       else _recorded_arena(data, int(alt_bytes)))
         status = "ok"
     except Exception as exc:  # reported to the parent, which decides what it means
         status, result = "error", f"{type(exc).__name__}: {exc}"
     Path(result_path).write_text(json.dumps({"status": status, "result": result}))
 
 
-def _allocate_and_invoke(model_bytes: bytes, arena_bytes: int) -> dict[str, int]:
+def _allocate_and_invoke(model_bytes: bytes, arena_bytes: int, alt_bytes: int) -> dict[str, int]:
     """In the child: one TFLM interpreter with exactly this arena, one invoke, its recorded allocation."""
     runtime = tflm_module()
     with captured_stderr() as err:
         try:
-            interpreter = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=int(arena_bytes))
+            interpreter = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=int(arena_bytes),
+                                                         alt_decompression_memory_size=int(alt_bytes))
             interpreter.invoke()
             failure = None
         except (RuntimeError, ValueError) as exc:
@@ -113,21 +115,30 @@ def _allocate_and_invoke(model_bytes: bytes, arena_bytes: int) -> dict[str, int]
     return arena_usage(interpreter)
 
 
-def _recorded_arena(model_bytes: bytes) -> dict[str, int]:
-    """In the child: the adapter's arena policy, one invoke, TFLM's recorded allocation."""
-    interpreter = open_interpreter(model_bytes)
-    interpreter.invoke()
-    return arena_usage(interpreter)
+def _recorded_arena(model_bytes: bytes, alt_bytes: int) -> dict[str, int]:
+    """In the child: the adapter's arena policy (start large, grow fourfold), one invoke, TFLM's record."""
+    arena = initial_arena_bytes(model_bytes)
+    while True:
+        try:
+            return _allocate_and_invoke(model_bytes, arena, alt_bytes)
+        except RuntimeError:
+            if arena * 4 > MAX_ARENA_BYTES:
+                raise
+            arena *= 4
 
 
-def arena_fits(model_bytes: bytes, arena_bytes: int) -> bool:
-    """Whether TFLM allocates and invokes the model in an arena of exactly this size (probed in a child)."""
-    return _in_child("fits", model_bytes, arena_bytes)[0] == "ok"
+def arena_fits(model_bytes: bytes, arena_bytes: int, *, alt_decompression_bytes: int = 0) -> bool:
+    """Whether TFLM allocates and invokes the model in an arena of exactly this size (probed in a child).
+
+    `alt_decompression_bytes`: a separate memory for DECODE outputs (TFLM's
+    alt_decompression_memory_size), where a device has one; 0 = the arena.
+    """
+    return _in_child("fits", model_bytes, arena_bytes, alt_decompression_bytes)[0] == "ok"
 
 
-def measured_arena(model_bytes: bytes) -> dict[str, int]:
+def measured_arena(model_bytes: bytes, *, alt_decompression_bytes: int = 0) -> dict[str, int]:
     """TFLM's recorded arena use after one invoke ("total", "head", "tail", per category), from a child."""
-    status, result = _in_child("recorded", model_bytes)
+    status, result = _in_child("recorded", model_bytes, 0, alt_decompression_bytes)
     if status != "ok":
         raise VerificationError("TFLite Micro could not allocate the model", where=interpreter_name(),
                                 expected="a model TFLM can allocate and invoke", received=result,
@@ -135,22 +146,23 @@ def measured_arena(model_bytes: bytes) -> dict[str, int]:
     return dict(result)
 
 
-def smallest_arena(model_bytes: bytes, *, granule: int = 16) -> int:
+def smallest_arena(model_bytes: bytes, *, granule: int = 16, alt_decompression_bytes: int = 0) -> int:
     """The smallest arena TFLM runs the model in, to `granule` bytes, every probe in its own process.
 
     Starts from TFLM's recorded allocation, which on the demos is exactly the
     answer (16 B less fails), so this usually costs three child processes; it
     bisects when the recorded figure is off either way.
     """
-    recorded = int(measured_arena(model_bytes)["total"])
-    if arena_fits(model_bytes, recorded):
+    alt = alt_decompression_bytes
+    recorded = int(measured_arena(model_bytes, alt_decompression_bytes=alt)["total"])
+    if arena_fits(model_bytes, recorded, alt_decompression_bytes=alt):
         fails, fits = recorded - granule, recorded
-        if fails <= 0 or not arena_fits(model_bytes, fails):
+        if fails <= 0 or not arena_fits(model_bytes, fails, alt_decompression_bytes=alt):
             return recorded
         fails, fits = 0, fails
     else:
         fails, fits = recorded, recorded * 2
-        while not arena_fits(model_bytes, fits):
+        while not arena_fits(model_bytes, fits, alt_decompression_bytes=alt):
             fails, fits = fits, fits * 2
             if fits > MAX_ARENA_BYTES:
                 raise VerificationError("No arena size lets TFLite Micro run the model", where=interpreter_name(),
@@ -158,7 +170,7 @@ def smallest_arena(model_bytes: bytes, *, granule: int = 16) -> int:
                                         received=f"failures from {recorded:,} B up")
     while fits - fails > granule:
         mid = (fails + fits) // 2
-        fails, fits = (fails, mid) if arena_fits(model_bytes, mid) else (mid, fits)
+        fails, fits = (fails, mid) if arena_fits(model_bytes, mid, alt_decompression_bytes=alt) else (mid, fits)
     return fits
 
 

@@ -229,6 +229,7 @@ class _Builder:
         self.data = bytes(model_bytes)
         self.graph = load_graph(self.data)
         self._encoded: dict[tuple[int, str], EncodedTensor] = {}
+        self._editable: Any = None   # one model_editor read of the input, for the LUT compressor to read from
 
     def encoded(self, index: int, method: str) -> EncodedTensor:
         key = (index, method)
@@ -253,7 +254,9 @@ class _Builder:
         up = self.up
         bits, _ = lut_shape(_values(self.graph, tensor), channels)
         mode = up.spec.PerTensor() if channels.axis is None else up.spec.PerChannel(axis=channels.axis)
-        editable = up.model_editor.read(self.data).subgraphs[0].tensors[tensor.index]
+        if self._editable is None:
+            self._editable = up.model_editor.read(self.data)
+        editable = self._editable.subgraphs[0].tensors[tensor.index]
         try:
             result = up.lut.LutCompressor().compress(
                 editable, up.spec.LookUpTableCompression(index_bitwidth=bits, mode=mode))

@@ -73,3 +73,13 @@ def test_arena_is_probed_in_child_processes(pruned_int8):
     assert arena_fits(plan.model, recorded)
     assert not arena_fits(plan.model, recorded // 4)                     # a failure (or crash) is only False
     assert smallest_arena(plan.model) == recorded
+
+
+def test_alternate_decompression_memory_takes_the_decoded_tensor_out_of_the_arena(pruned_int8):
+    """With alt_decompression_memory_size = the largest decoded tensor, the arena is the dense one plus state."""
+    plan = choose_compression(pruned_int8)
+    dense = measured_arena(pruned_int8)["total"]
+    alt = plan.largest_decoded_bytes
+    with_alt = measured_arena(plan.model, alt_decompression_bytes=alt)["total"]
+    assert dense < with_alt < dense + 1024 < measured_arena(plan.model)["total"]
+    assert not arena_fits(plan.model, with_alt, alt_decompression_bytes=alt - 1)
