@@ -1,12 +1,33 @@
 """The one error family edgesparse raises for anything a user can fix.
 
-`cli.py` turns an `EdgesparseError` into one readable message and its
+`edgesparse.cli` turns an `EdgesparseError` into one readable message and its
 `exit_code`; no traceback reaches the terminal. Messages follow one shape so a
 user always learns the same four things: what went wrong, where, what was
 expected and what was received, and how to fix it.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_BUDGET",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "AccuracyDropExceeded",
+    "BudgetExceeded",
+    "ConversionError",
+    "DataError",
+    "EdgesparseError",
+    "Interrupted",
+    "MissingDependency",
+    "ModelError",
+    "OutputExistsError",
+    "OutputLocationError",
+    "ProfileError",
+    "PruningError",
+    "VerificationError",
+]
 
 EXIT_OK = 0
 EXIT_BUDGET = 1
