@@ -9,7 +9,15 @@ refuse the model (XNNPACK cannot run a sparse int8 FULLY_CONNECTED) the same
 work again with builtin kernels only, keeping the refusal as the reason. The
 private `_get_ops_details` call that tells which kernels ran lives only here.
 
+LiteRT's loader is also the best verifier installed: building an Interpreter
+(without allocating) runs the C++ flatbuffers Verifier and InterpreterBuilder's
+index, size and quantization checks over the whole file, including the parts
+`load_graph` never reads (options tables, deprecated fields). `check_structure`
+asks it, in about a millisecond, before TFLite Micro (which verifies nothing)
+sees a file.
+
 Raises: `MissingDependency` when no LiteRT interpreter is installed;
+`ModelError` from `check_structure` when the loader rejects the file;
 `NotRunnable` (not an EdgesparseError: the caller decides whether an
 interpreter failure is bad input or a failed verification) when the model
 fails with and without the default delegates.
@@ -24,8 +32,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TypeVar
 
-from edgesparse.errors import MissingDependency
+from edgesparse.errors import MissingDependency, ModelError
 from edgesparse.runtime.capture import captured_stderr, dist_version, first_lines
+from edgesparse.runtime.isolate import run_isolated
 from edgesparse.tflite.graph import Graph
 
 __all__ = [
@@ -33,6 +42,7 @@ __all__ = [
     "NotRunnable",
     "Prepared",
     "activation_arena_bytes",
+    "check_structure",
     "count_names",
     "delegate_partition",
     "interpreter_module",
@@ -123,6 +133,41 @@ def _attempt(mod: ModuleType, model_bytes: bytes, work: Callable[[Any], T], thre
             failure = exc
     text = re.sub(r"(#\d+)(Node number)", r"\1; \2", str(failure).strip())  # LiteRT joins two lines
     return None, text or first_lines(err.text) or type(failure).__name__
+
+
+# What the loader says when it only lacks a kernel (a custom op, a Flex op, TFLM's DECODE): not damage.
+_NOT_DAMAGE = ("Missing registration for opcode", "Encountered unresolved custom op",
+               "Didn't find op for builtin opcode")
+
+
+def check_structure(model_bytes: bytes, *, where: str) -> None:
+    """ModelError when LiteRT's loader (flatbuffers Verifier + InterpreterBuilder) rejects the file.
+
+    Nothing is allocated or run. Kernels the loader lacks are not damage, and
+    without any LiteRT interpreter installed the check is skipped: the graph
+    checks and the child process still stand between the file and TFLM.
+    """
+    try:
+        mod, _ = interpreter_module()
+    except MissingDependency:
+        return
+    options: dict[str, Any] = {"model_content": bytes(model_bytes)}
+    resolvers = getattr(mod, "OpResolverType", None)
+    if resolvers is not None:
+        options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with captured_stderr() as err:
+        try:
+            mod.Interpreter(**options)
+            return
+        except (RuntimeError, ValueError) as exc:
+            text = str(exc).strip()
+    if any(s in text or s in err.text for s in _NOT_DAMAGE):
+        return
+    raise ModelError("corrupt TFLite flatbuffer", where=where,
+                     expected="a file LiteRT's loader accepts (flatbuffers Verifier, tensor and buffer checks)",
+                     received=re.sub(r"\s+", " ", text or first_lines(err.text))[:300],
+                     fix="Re-export the model with tf.lite.TFLiteConverter, or copy it again: "
+                         "the file is corrupted")
 
 
 def ops_details(interpreter: Any) -> list[dict[str, Any]]:
@@ -223,32 +268,41 @@ def activation_arena_bytes(model_bytes: bytes, alignment: int = 64) -> int | Non
     Only tensors produced per inference (not by run-once ops such as DENSIFY,
     whose outputs LiteRT keeps in its persistent arena) are read. If their
     addresses do not form one arena (span larger than the sum of their sizes),
-    or LiteRT cannot prepare the model here, the answer is None.
+    or LiteRT cannot prepare the model here (or crashes on it: it runs in a
+    child process), the answer is None.
     """
     try:
-        mod, _ = interpreter_module()
-        builtin = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        with captured_stderr():
-            interp = mod.Interpreter(model_content=bytes(model_bytes), experimental_op_resolver_type=builtin)
-            interp.allocate_tensors()
-        ops = ops_details(interp)
-        once = {t for op in ops if op["op_name"] == "DENSIFY" for t in op["outputs"]}
-        planned = {d["index"] for d in interp.get_input_details()}
-        planned |= {t for op in ops if op["op_name"] != "DENSIFY" for t in op["outputs"]}
-        lo, hi, total = None, 0, 0
-        for idx in sorted(planned - once):
-            try:
-                array = interp.tensor(idx)()
-            except (ValueError, RuntimeError):
-                continue
-            if array.nbytes == 0:
-                continue
-            addr = array.ctypes.data
-            lo = addr if lo is None else min(lo, addr)
-            hi = max(hi, addr + array.nbytes)
-            total += -(-array.nbytes // alignment) * alignment
-        if lo is None or hi - lo > total + alignment:
-            return None
-        return int(hi - lo)
+        interpreter_module()
+        arena: int | None = run_isolated(_arena_here, bytes(model_bytes), alignment, label="LiteRT", where=None)
+        return arena
     except Exception:  # any failure means "not readable": the caller's planner answers
         return None
+
+
+def _arena_here(model_bytes: bytes, alignment: int, progress: Callable[[str], None]) -> int | None:
+    """activation_arena_bytes' work, in the child process."""
+    mod, _ = interpreter_module()
+    builtin = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    progress("allocating")
+    with captured_stderr():
+        interp = mod.Interpreter(model_content=model_bytes, experimental_op_resolver_type=builtin)
+        interp.allocate_tensors()
+    ops = ops_details(interp)
+    once = {t for op in ops if op["op_name"] == "DENSIFY" for t in op["outputs"]}
+    planned = {d["index"] for d in interp.get_input_details()}
+    planned |= {t for op in ops if op["op_name"] != "DENSIFY" for t in op["outputs"]}
+    lo, hi, total = None, 0, 0
+    for idx in sorted(planned - once):
+        try:
+            array = interp.tensor(idx)()
+        except (ValueError, RuntimeError):
+            continue
+        if array.nbytes == 0:
+            continue
+        addr = array.ctypes.data
+        lo = addr if lo is None else min(lo, addr)
+        hi = max(hi, addr + array.nbytes)
+        total += -(-array.nbytes // alignment) * alignment
+    if lo is None or hi - lo > total + alignment:
+        return None
+    return int(hi - lo)

@@ -6,10 +6,14 @@ XNNPACK weight packing, lazy DENSIFY), then timed `invoke()` calls on one
 random input of the right dtype; the result has median, p90, min, mean and std.
 Needs only an interpreter (`runtime.litert`: ai-edge-litert or tflite-runtime;
 `runtime.tflm`: TFLite Micro's Python interpreter). Never imports TensorFlow.
+A user's file is validated before an interpreter sees it, and the interpreter
+runs in a child process (`runtime.isolate`): a corrupt file that still
+crashes native code is exit 2 with the signal named, never a dead process.
 
-Raises: `ModelError` (missing or corrupt file, bad options, a model the
-interpreter cannot prepare: bad input here, exit 2), `VerificationError` (the
-model fails while timed), `MissingDependency` (the interpreter is not installed).
+Raises: `ModelError` (missing, corrupt or inconsistent file, bad options, a
+model the interpreter cannot prepare or run, an interpreter that crashed or
+hung on it: bad input here, exit 2), `MissingDependency` (the interpreter is
+not installed).
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ import numpy as np
 from edgesparse._types import RUNTIMES
 from edgesparse.errors import ModelError, VerificationError
 from edgesparse.runtime import litert, tflm
+from edgesparse.runtime.isolate import DEFAULT_IDLE_TIMEOUT, run_isolated
 from edgesparse.tflite.graph import Graph, load_graph
 
 __all__ = ["Measurement", "measure", "random_input", "tflm_arena_bytes"]
+
+_NAMES = {"litert": "LiteRT", "tflm": "TFLite Micro"}   # the interpreter, as crash messages name it
 
 
 @dataclass
@@ -79,27 +86,53 @@ def _stats(samples: list[float]) -> tuple[float, float, float, float, float]:
 
 
 def measure(model: bytes | str | Path, *, threads: int = 1, runs: int = 50, warmup: int = 5,
-            runtime: str = "litert", seed: int = 0, max_seconds: float | None = None) -> Measurement:
-    """Warm up, then time `runs` invokes; stats in milliseconds. `max_seconds` caps the timed loop."""
+            runtime: str = "litert", seed: int = 0, max_seconds: float | None = None,
+            timeout: float = DEFAULT_IDLE_TIMEOUT) -> Measurement:
+    """Warm up, then time `runs` invokes; stats in milliseconds. `max_seconds` caps the timed loop.
+
+    The file is validated first (`load_graph(validate=True)`), then prepared
+    and timed in a child process (`runtime.isolate`): an interpreter that
+    crashes, or makes no progress for `timeout` seconds, is a ModelError.
+    """
     if runs < 1 or warmup < 0 or threads < 1:
         raise ModelError("Bad measurement options", expected="runs >= 1, warmup >= 0, threads >= 1",
                          received=f"runs={runs}, warmup={warmup}, threads={threads}")
     if runtime not in RUNTIMES:
         raise ModelError("Unknown runtime", expected=" or ".join(RUNTIMES), received=repr(runtime))
-    graph = load_graph(model)  # validates the file before an interpreter follows its offsets
-    data, label = graph.data, str(graph.path) if graph.path else "<bytes>"
+    graph = load_graph(model, validate=True)  # before an interpreter follows the file's offsets
+    label = str(graph.path) if graph.path else "<bytes>"
+    _load_interpreter(runtime)  # MissingDependency here; the children inherit the imported module
+    return run_isolated(_measure_here, graph, runtime, threads, runs, warmup, seed, max_seconds, label,
+                        label=_NAMES[runtime], where=label, idle_timeout=timeout)
+
+
+def _load_interpreter(runtime: str) -> None:
+    if runtime == "tflm":
+        tflm.tflm_module()
+    else:
+        litert.interpreter_module()
+
+
+def _measure_here(graph: Graph, runtime: str, threads: int, runs: int, warmup: int, seed: int,
+                  max_seconds: float | None, label: str, progress: Callable[[str], None]) -> Measurement:
+    """The measurement itself, in the child process."""
+    data = graph.data
     rng = np.random.default_rng(seed)
     arena = None
     try:
         if runtime == "litert":
+            progress("preparing")
             invoke, name, kernels = _prepare_litert(data, graph, threads, rng)
         else:
+            progress("checking the file")
+            litert.check_structure(data, where=label)  # TFLM verifies nothing: LiteRT's loader does
+            progress("preparing")
             invoke, arena = _prepare_tflm(data, graph, rng)
             name, kernels, threads = "tflite-micro (Python, reference kernels)", ["TFLM reference kernels"], 1
     except VerificationError as exc:  # for `measure`, a model TFLM cannot load is bad input (exit 2)
         raise ModelError(exc.what, where=exc.where or label, expected=exc.expected, received=exc.received,
                          fix=exc.fix) from None
-    samples = _time(invoke, runs, warmup, max_seconds, label)
+    samples = _time(invoke, runs, warmup, max_seconds, label, progress)
     median, p90, low, mean, std = _stats(samples)
     return Measurement(model=label, runtime=runtime, interpreter=name, threads=threads, runs=len(samples),
                        warmup=warmup, median_ms=median, p90_ms=p90, min_ms=low, mean_ms=mean, std_ms=std,
@@ -126,34 +159,57 @@ def _prepare_litert(data: bytes, graph: Graph, threads: int,
 def _prepare_tflm(data: bytes, graph: Graph, rng: np.random.Generator) -> tuple[Callable[[], None], int | None]:
     """A TFLM interpreter with random inputs set: its invoke and its arena use in bytes."""
     interp = tflm.open_interpreter(data)
-    for index in range(max(len(graph.inputs), 1)):
-        detail = interp.get_input_details(index)
-        interp.set_input(random_input(detail["shape"], detail["dtype"], rng), index)
+    try:
+        for index in range(max(len(graph.inputs), 1)):
+            detail = interp.get_input_details(index)
+            interp.set_input(random_input(detail["shape"], detail["dtype"], rng), index)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise ModelError("TFLite Micro could not take the model's inputs", where=tflm.interpreter_name(),
+                         expected="inputs shaped as the file declares them", received=str(exc)[:300],
+                         fix="The file is probably corrupt: re-export it with the TFLite converter") from None
     return interp.invoke, tflm.arena_usage(interp).get("total")
 
 
-def _time(invoke: Callable[[], None], runs: int, warmup: int, max_seconds: float | None, label: str) -> list[float]:
+def _time(invoke: Callable[[], None], runs: int, warmup: int, max_seconds: float | None, label: str,
+          progress: Callable[[str], None]) -> list[float]:
     """Milliseconds per timed invoke, after `warmup` untimed ones."""
     try:
-        for _ in range(warmup):
+        for i in range(warmup):
+            progress(f"warm-up invoke {i + 1}/{warmup}")
             invoke()
         samples = []
         deadline = None if max_seconds is None else time.perf_counter() + max_seconds
-        for _ in range(runs):
+        for i in range(runs):
+            progress(f"invoke {i + 1}/{runs}")
             start = time.perf_counter_ns()
             invoke()
             samples.append((time.perf_counter_ns() - start) / 1e6)
             if deadline is not None and time.perf_counter() > deadline:
                 break
-    except RuntimeError as exc:
-        raise VerificationError("The model failed while running", where=label, received=str(exc)[:300]) from None
+    except (RuntimeError, ValueError) as exc:  # the user's file fails in the interpreter: bad input
+        raise ModelError("The model failed while running", where=label, expected="a model the interpreter can invoke",
+                         received=str(exc)[:300],
+                         fix="The file is probably corrupt: check it with `edgesparse check` and re-export it"
+                         ) from None
     return samples
 
 
-def tflm_arena_bytes(model: bytes | str | Path) -> dict[str, int]:
+def tflm_arena_bytes(model: bytes | str | Path, *, timeout: float = DEFAULT_IDLE_TIMEOUT) -> dict[str, int]:
     """TFLM's own arena figures for a model (after one invoke): total, head, tail and per category."""
-    interp = tflm.open_interpreter(load_graph(model).data)
+    graph = load_graph(model, validate=True)
+    label = str(graph.path) if graph.path else "<bytes>"
+    tflm.tflm_module()
+    return run_isolated(_tflm_arena_here, graph.data, label, label=_NAMES["tflm"], where=label,
+                        idle_timeout=timeout)
+
+
+def _tflm_arena_here(data: bytes, label: str, progress: Callable[[str], None]) -> dict[str, int]:
+    progress("checking the file")
+    litert.check_structure(data, where=label)
+    progress("preparing")
+    interp = tflm.open_interpreter(data)
     detail = interp.get_input_details(0)
     interp.set_input(random_input(detail["shape"], detail["dtype"], np.random.default_rng(0)), 0)
+    progress("invoking")
     interp.invoke()
     return tflm.arena_usage(interp)

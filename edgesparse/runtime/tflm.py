@@ -12,12 +12,16 @@ model really uses is read from TFLM's RecordingMicroAllocator report.
 
 Raises: `MissingDependency` when tflite-micro is not installed (x86-64 wheels
 only); `VerificationError` when TFLM cannot load or run the model (with the
-missing kernel named when that is the reason).
+missing kernel named when that is the reason). TFLM verifies nothing and can
+crash on a corrupt file: callers validate the file first
+(`load_graph(validate=True)`, `litert.check_structure`) and run this adapter
+in a child process (`runtime.isolate`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -66,14 +70,19 @@ def initial_arena_bytes(model_bytes: bytes) -> int:
 
 
 def open_interpreter(model_bytes: bytes) -> Any:
-    """A TFLM interpreter for the model, its arena grown until TFLM can allocate every tensor."""
+    """A TFLM interpreter for the model, its arena grown until TFLM can allocate every tensor.
+
+    Anything `from_bytes` raises is a VerificationError: besides TFLM's own
+    RuntimeError, its Python pre-pass (a full unpack of the flatbuffer) raises
+    struct.error, TypeError, IndexError... on a damaged file.
+    """
     runtime = tflm_module()
     arena = initial_arena_bytes(model_bytes)
     while True:
         with captured_stderr() as err:
             try:
                 return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
-            except (RuntimeError, ValueError) as exc:
+            except Exception as exc:  # the pre-pass raises whatever a broken buffer makes it raise
                 failure = exc
         if _ARENA_TOO_SMALL.search(err.text) and arena < MAX_ARENA_BYTES:
             arena *= 4
@@ -81,14 +90,20 @@ def open_interpreter(model_bytes: bytes) -> Any:
         raise _error(err.text, failure)
 
 
-def invoke_each(interpreter: Any, samples: np.ndarray) -> np.ndarray:
-    """Output 0 for each sample of input 0, one sample per invoke as on the microcontroller (raw dtype)."""
+def invoke_each(interpreter: Any, samples: np.ndarray,
+                progress: Callable[[str], None] | None = None) -> np.ndarray:
+    """Output 0 for each sample of input 0, one sample per invoke as on the microcontroller (raw dtype).
+
+    `progress("invoke i/n")` before each invoke (a child process's heartbeat).
+    """
     in_shape = tuple(int(d) for d in interpreter.get_input_details(0)["shape"])
     out_shape = tuple(int(d) for d in interpreter.get_output_details(0)["shape"])
     outs = []
     with captured_stderr() as err:
         try:
             for i in range(len(samples)):
+                if progress is not None:
+                    progress(f"invoke {i + 1}/{len(samples)}")
                 interpreter.set_input(np.ascontiguousarray(samples[i:i + 1]).reshape(in_shape), 0)
                 interpreter.invoke()
                 outs.append(np.array(interpreter.get_output(0)).reshape((1, *out_shape[1:])))
@@ -114,7 +129,13 @@ def arena_usage(interpreter: Any) -> dict[str, int]:
     return out
 
 
-def _error(text: str, exc: Exception) -> VerificationError:
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (RuntimeError, ValueError)):
+        return str(exc)[:300]
+    return f"tflite_micro could not read the file ({type(exc).__name__}: {exc})"[:300]
+
+
+def _error(text: str, exc: BaseException) -> VerificationError:
     """TFLM's own words as a VerificationError: a missing kernel is named, with what to do about it."""
     name = interpreter_name()
     missing = _MISSING_OP.search(text)
@@ -126,6 +147,7 @@ def _error(text: str, exc: Exception) -> VerificationError:
         return VerificationError(f"TFLite Micro has no kernel for {op}", where=name,
                                  expected="ops in TFLM's op resolver", received=first_lines(text), fix=fix)
     return VerificationError("The artifact does not run in TFLite Micro", where=name,
-                             expected="a model TFLM can allocate and invoke", received=first_lines(text) or str(exc),
+                             expected="a model TFLM can allocate and invoke",
+                             received=first_lines(text) or _reason(exc),
                              fix="TFLM runs full-integer int8 models (and float32 reference kernels): "
                                  "convert with --quantize int8")

@@ -4,19 +4,23 @@ Why: a converted model is only known to work once the device's own
 interpreter has run it, so the build runs the validation set through it and
 compares with the labels and with the pruned Keras model (`verify_artifact`).
 Imports no TensorFlow: `edgesparse check` runs this on a Raspberry Pi. Every
-file is index-checked by `tflite.edit.load_model` first, since TFLM does not
-verify flatbuffers and would crash on a corrupt one. The interpreters
-themselves are `runtime.litert` and `runtime.tflm`; `top1` is the one rule for
-turning model outputs into class predictions.
+file is validated first (`load_graph(validate=True)`, and LiteRT's loader
+before TFLM, which verifies nothing), and the interpreter runs in a child
+process (`runtime.isolate`), so a file that still crashes native code is a
+clean error. The interpreters themselves are `runtime.litert` and
+`runtime.tflm`; `top1` is the one rule for turning model outputs into class
+predictions.
 
-Raises: `ModelError` (not bytes, corrupt file), `DataError` (input shape or
-dtype, sample counts, models with several inputs), `VerificationError` (unknown
-runtime, or the interpreter cannot run the model), `MissingDependency` (the
-interpreter is not installed).
+Raises: `ModelError` (not bytes, corrupt or inconsistent file, an interpreter
+that crashed or hung on it), `DataError` (input shape or dtype, sample counts,
+models with several inputs), `VerificationError` (unknown runtime, or the
+interpreter cannot run the model), `MissingDependency` (the interpreter is not
+installed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +29,12 @@ import numpy as np
 from edgesparse._types import RUNTIMES
 from edgesparse.errors import DataError, ModelError, VerificationError
 from edgesparse.runtime import litert, tflm
-from edgesparse.tflite import edit as tflite_edit
+from edgesparse.runtime.isolate import run_isolated
 from edgesparse.tflite.graph import Graph, load_graph
 
 __all__ = ["RunResult", "VerificationResult", "run_tflite", "top1", "verify_artifact"]
+
+_WHERE = "<in-memory model>"
 
 
 @dataclass
@@ -120,7 +126,7 @@ def _check_input(x: Any, sig: _Signature, runtime: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- the two interpreters
 
-def _run_litert(graph: Graph, model_bytes: bytes, x: Any) -> RunResult:
+def _run_litert(graph: Graph, model_bytes: bytes, x: Any, progress: Callable[[str], None]) -> RunResult:
     def work(it: Any) -> tuple[np.ndarray, _Signature, _Signature]:
         in_sig = _signature(it.get_input_details()[0])
         out_sig = _signature(it.get_output_details()[0])
@@ -129,6 +135,7 @@ def _run_litert(graph: Graph, model_bytes: bytes, x: Any) -> RunResult:
         in_idx, out_idx = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
         outs = []
         for start in range(0, len(xq), batch):
+            progress(f"invoke {start // batch + 1}/{-(-len(xq) // batch)}")
             chunk = xq[start:start + batch]
             n = len(chunk)
             if n < batch:  # fixed batch > 1: pad the last chunk, drop the padding after
@@ -154,11 +161,14 @@ def _run_litert(graph: Graph, model_bytes: bytes, x: Any) -> RunResult:
                      fallback_reason=prepared.fallback_reason)
 
 
-def _run_tflm(graph: Graph, model_bytes: bytes, x: Any) -> RunResult:
+def _run_tflm(graph: Graph, model_bytes: bytes, x: Any, progress: Callable[[str], None]) -> RunResult:
+    progress("checking the file")
+    litert.check_structure(model_bytes, where=_WHERE)  # TFLM verifies nothing: LiteRT's loader does
+    progress("preparing")
     it = tflm.open_interpreter(model_bytes)
     in_sig, out_sig = _signature(it.get_input_details(0)), _signature(it.get_output_details(0))
     xq = _quantize(_check_input(x, in_sig, "tflm"), in_sig)
-    outputs = tflm.invoke_each(it, xq)
+    outputs = tflm.invoke_each(it, xq, progress)
     names = [op.opcode for op in graph.ops]
     return RunResult(outputs=_dequantize(outputs, out_sig), interpreter=tflm.interpreter_name(),
                      kernels=[f"TFLM reference kernels ran {len(names)} ops: {litert.count_names(names)}"],
@@ -177,15 +187,16 @@ def run_tflite(model_bytes: bytes, x: Any, *, runtime: str = "litert") -> RunRes
         raise ModelError("Model must be the bytes of a .tflite file", where="run_tflite",
                          expected="bytes", received=type(model_bytes).__name__)
     model_bytes = bytes(model_bytes)
-    tflite_edit.load_model(model_bytes)  # the strict check: TFLM would crash on a corrupt file
-    graph = load_graph(model_bytes)
+    graph = load_graph(model_bytes, validate=True)  # before an interpreter follows the file's offsets
     if len(graph.inputs) != 1:
         raise DataError("Only single-input models can be verified", where="model inputs",
                         expected="1 input tensor", received=f"{len(graph.inputs)} inputs",
                         fix="Verify multi-input models with your own harness")
     if runtime == "tflm":
-        return _run_tflm(graph, model_bytes, x)
-    return _run_litert(graph, model_bytes, x)
+        tflm.tflm_module()  # MissingDependency here; the child inherits the imported module
+        return run_isolated(_run_tflm, graph, model_bytes, x, label="TFLite Micro", where=_WHERE)
+    litert.interpreter_module()
+    return run_isolated(_run_litert, graph, model_bytes, x, label="LiteRT", where=_WHERE)
 
 
 def top1(scores: Any) -> np.ndarray:

@@ -19,8 +19,9 @@ Counting conventions (docs/graph.md has the full table):
     bytes_moved       activation_bytes_in + weight_bytes + activation_bytes_out
     analyzed=False    the op's cost is unknown (custom op, control flow, op not modelled)
 
-Raises: `ModelError` for a missing, unreadable, truncated or corrupt file, or
-anything that is not a TFLite flatbuffer.
+Raises: `ModelError` for a missing, unreadable, truncated or corrupt file,
+anything that is not a TFLite flatbuffer, and (with `validate=True`) a graph
+an interpreter would crash on (`tflite.validate`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from edgesparse.tflite.ir import (
 )
 from edgesparse.tflite.parse import PARSE_ERRORS, CorruptModel, parse_model
 from edgesparse.tflite.schema import FILE_IDENTIFIER
+from edgesparse.tflite.validate import validate_graph
 
 __all__ = [
     "FILE_IDENTIFIER",
@@ -61,6 +63,7 @@ __all__ = [
     "io_quantization",
     "load_graph",
     "op_types",
+    "validate_graph",
 ]
 
 ModelSource = bytes | bytearray | memoryview | str | Path
@@ -72,8 +75,12 @@ def _where(path: Path | None) -> str:
     return str(path) if path is not None else "<in-memory model>"
 
 
-def load_graph(source: ModelSource) -> Graph:
-    """Parse a .tflite file or its bytes. Raises ModelError for anything that is not a sane TFLite flatbuffer."""
+def load_graph(source: ModelSource, *, validate: bool = False) -> Graph:
+    """Parse a .tflite file or its bytes. Raises ModelError for anything that is not a sane TFLite flatbuffer.
+
+    `validate=True` also runs `validate_graph` (tflite.validate): what every
+    caller that hands the file to an interpreter asks for.
+    """
     path: Path | None = None
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -95,11 +102,18 @@ def load_graph(source: ModelSource) -> Graph:
     except PARSE_ERRORS as exc:
         raise ModelError("truncated or corrupt TFLite flatbuffer", where=where,
                          expected="a complete TFLite model",
-                         received=f"{type(exc).__name__} while reading it ({len(data)} bytes)",
+                         received=f"{_parse_failure(exc)} while reading it ({len(data)} bytes)",
                          fix=_FIX_CORRUPT) from exc
     for sg in graph.subgraphs:
         analyze_subgraph(sg)
-    return graph
+    return validate_graph(graph) if validate else graph
+
+
+def _parse_failure(exc: BaseException) -> str:
+    """What went wrong while reading, in words: struct.error's class name is just "error"."""
+    if isinstance(exc, struct.error):
+        return "a read outside the file"
+    return f"{type(exc).__name__} ({str(exc)[:80]})" if str(exc) else type(exc).__name__
 
 
 def _read_file(path: Path) -> bytes:
