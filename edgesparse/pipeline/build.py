@@ -40,7 +40,7 @@ import numpy as np
 from edgesparse import builddir
 from edgesparse._types import Progress, no_progress
 from edgesparse.data import Dataset, check_compatible, load_data
-from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError
+from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError, OutputLocationError
 from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir
 from edgesparse.pipeline import convert, models, prune
@@ -389,11 +389,21 @@ def _publish(out_dir: Path, force: bool, conversion: convert.ConversionResult, p
         for variant, relative in builddir.BASELINES.items():
             if getattr(conversion, variant):
                 atomic_write_bytes(staging / relative, getattr(conversion, variant))
-        pruned_model.save(staging / builddir.PRUNED_MODEL)
+        _save_keras(pruned_model, staging / builddir.PRUNED_MODEL)
         atomic_write_bytes(staging / builddir.SAMPLE, sample)
         atomic_write_text(staging / builddir.LABELS, labels_text)
         builddir.write_report(staging, document)
         write_report_html(staging, document)
+
+
+def _save_keras(model: Any, path: Path) -> None:
+    """Keras writes the file itself; a full disk there is the same exit-2 write error as fsutil's writes."""
+    try:
+        model.save(path)
+    except OSError as exc:
+        raise OutputLocationError("Could not write the output", where=str(path),
+                                  expected="a writable location with free space", received=exc.strerror or str(exc),
+                                  fix="Free some space or choose another --out; nothing earlier was changed") from None
 
 
 def raise_for_failures(result: BuildResult) -> None:

@@ -531,7 +531,8 @@ def _raise_if_nothing_built(plan: _Plan) -> None:
     if any(j.get("report") is not None for j in plan.jobs):
         return
     errors = [j["error"] for j in plan.jobs if j.get("error") is not None]
-    causes = list(dict.fromkeys([e.message for e in errors] or [str(j["skip"]) for j in plan.jobs if j["skip"]]))
+    causes = list(dict.fromkeys([e.message.rstrip(".") for e in errors]
+                                or [str(j["skip"]) for j in plan.jobs if j["skip"]]))
     shown = " | ".join(causes[:3]) + (f" | and {len(causes) - 3} other cause(s)" if len(causes) > 3 else "")
     error_cls = type(errors[0]) if errors else DataError
     raise error_cls(f"Every point of the sweep failed ({len(plan.jobs)} of {len(plan.jobs)})", where=str(plan.out_dir),

@@ -191,3 +191,35 @@ def test_battery_compares_the_artifact_with_its_dense_baselines(litert_build, tf
     assert "dense int8 flatbuffer" in result.output
     # The nRF52840 profile has int8 coefficients only: float32 is unknown, not a wrong number.
     assert "unknown" in result.output
+
+
+@pytest.mark.parametrize("free_kib", [150, 600], ids=["full-in-baselines", "full-in-keras-save"])
+def test_a_disk_that_fills_mid_write_is_exit_2_and_keeps_the_earlier_build(tmp_path, free_kib):
+    """Issue 9 item 2: the write error names the path and the OS reason; the earlier build and nothing else stays."""
+    import contextlib
+    import shutil
+    import subprocess
+
+    from support.builds import make_build_dir
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        earlier = make_build_dir(disk / "digits", b"an earlier build's model", name="digits", input_shape=(8, 8, 1),
+                                 num_classes=10)
+        before = {p.name: p.read_bytes() for p in earlier.iterdir()}
+        with contextlib.suppress(OSError), open(disk / "filler", "wb") as filler:   # leave free_kib free
+            while shutil.disk_usage(disk).free > free_kib * 1024:
+                filler.write(b"\0" * 16384)
+                filler.flush()
+        result = _build("--profile", "rpi4", "--epochs", "1", "--out", str(earlier), "--force")
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2, output
+        assert "Could not write the output" in output and "No space left on device" in output, output
+        assert str(disk) in output and "internal error" not in output
+        assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+        assert sorted(p.name for p in disk.iterdir()) == ["digits", "filler"]     # no staging or .old- copy
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

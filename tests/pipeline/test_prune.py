@@ -235,6 +235,24 @@ def test_block_size_override_and_indivisible_dense(rpi4):
     assert plan["even"].pattern == "block 1x16" and plan["even"].block_size == (16, 1)
 
 
+def test_a_single_row_of_blocks_is_pruned_element_wise(rpi4):
+    """TFMOT's block pruning squeezes a kernel that is one block tall or wide to rank 1 and fails mid-training
+    ("Input tensor must be rank 2"), so such a kernel is planned element-wise and fine-tunes."""
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = k.Sequential([k.Input((16,)), k.layers.Dense(64, activation="relu", name="hidden"),
+                          k.layers.Dense(64, activation="relu", name="wide"), k.layers.Dense(3, name="head")])
+    schedule = ScheduleOptions(final_sparsity=0.5)
+    plan = by_name(plan_policy(model, rpi4, schedule, quantize="int8", min_params=0, min_share=0))
+    assert plan["hidden"].pattern == "element-wise" and "single row of 1x16 blocks" in plan["hidden"].reason
+    assert plan["wide"].pattern == "block 1x16"
+    rng = np.random.default_rng(0)
+    data = types.SimpleNamespace(x_train=rng.normal(size=(64, 16)).astype("float32"), y_train=np.arange(64) % 3,
+                                 x_val=None, y_val=None, num_classes=3, source="synthetic", labels=None)
+    result = prune_and_finetune(model, data, list(plan.values()), schedule, epochs=2, batch_size=16)
+    assert by_name(result.layers)["hidden"].achieved == pytest.approx(0.5, abs=0.02)
+
+
 # --------------------------------------------------------------------------- fine-tuning
 
 

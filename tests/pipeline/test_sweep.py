@@ -112,6 +112,64 @@ def test_sweep_refuses_a_directory_that_is_not_a_sweep(tmp_path):
     assert (build / "report.json").read_text() == "{}" and sorted(p.name for p in build.iterdir()) == ["report.json"]
 
 
+def test_a_sweep_whose_every_point_failed_fails_naming_the_causes(tmp_path, monkeypatch):
+    """Issue 9 item 6: not "ok" and exit 0, and not "lower the sparsity, train longer" either."""
+    from edgesparse.errors import ConversionError, PruningError
+    from edgesparse.pipeline import build as pipeline
+
+    causes = iter([ConversionError("The converter failed", received="'tf.TensorListReserve' op requires "
+                                   "element_shape to be static")] * 2
+                  + [PruningError("No layer would be pruned", received="head: output layer")] * 4)
+
+    def build(options, progress=None, prepared=None):
+        raise next(causes)
+
+    monkeypatch.setattr(pipeline, "prepare_inputs", lambda options, progress=None: object())
+    monkeypatch.setattr(pipeline, "build", build)
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, ["sweep", "--profile", "rpi4", "--profile", "nrf52840", "--sparsities",
+                                       "0.5,0.8,0.9", "--max-accuracy-drop", "2", "--out", str(out)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output                # a ConversionError, as the single build would exit
+    assert "Every point of the sweep failed (6 of 6)" in output
+    assert "element_shape to be static" in output and "No layer would be pruned" in output
+    assert "lower the sparsity" not in output and "ok" not in output.split("error:")[0].split()
+    doc = json.loads((out / "sweep.json").read_text())  # written for inspection, each point with its error
+    assert all("error" in c for p in doc["points"] for c in p["checks"].values())
+    assert not (out / "model.tflite").exists()
+
+
+def test_a_sweep_that_can_build_no_point_fails(tmp_path):
+    """Every job unbuildable (TFLite Micro has no float16 kernels): nothing to chart, so no exit 0."""
+    result = CliRunner().invoke(main, ["sweep", "--profile", "nrf52840", "--quantize", "float16", "--sparsities",
+                                       "0.5", "--out", str(tmp_path / "sweep")])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert "Every point of the sweep failed" in output and "no float16 kernels" in output
+
+
+@pytest.mark.slow
+def test_a_real_sweep_of_a_model_with_nothing_to_prune_fails(tmp_path):
+    """A real model whose one weight layer is its output: every point raises "No layer would be pruned"."""
+    import numpy as np
+
+    from edgesparse.pipeline.tf_env import import_tf
+
+    keras = import_tf()[1]
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, name="head"), keras.layers.Softmax()])
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.random((128, 8), np.float32), y_train=np.arange(128) % 2,
+             x_val=rng.random((8, 8), np.float32), y_val=np.arange(8) % 2)
+    result = CliRunner().invoke(main, ["sweep", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"),
+                                       "--profile", "rpi4", "--sparsities", "0.5,0.8", "--epochs", "1",
+                                       "--out", str(tmp_path / "sweep")])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert "Every point of the sweep failed (2 of 2)" in output and "No layer would be pruned" in output
+    assert "--prune-output-layer" in output                 # a fix a command-line user can apply
+
+
 # --------------------------------------------------------------------------- a real sweep, interrupted and resumed
 
 SPARSITIES = "0.5,0.8,0.95"

@@ -316,6 +316,10 @@ def _unstructured_policy(layer, weights, tflite_block, target, profile, schedule
         return LayerPolicy(**{**element.__dict__, "reason": (
             f"element-wise; the kernel [out={d_out}, in={d_in}] does not divide into {label} "
             "blocks")})
+    if d_out == b_out or d_in == b_in:  # TFMOT squeezes a single row of blocks to rank 1 and fails mid-training
+        return LayerPolicy(**{**element.__dict__, "reason": (
+            f"element-wise; the kernel [out={d_out}, in={d_in}] is a single row of {label} blocks, "
+            "which TFMOT's block pruning cannot handle")})
     source = "ScheduleOptions.block_size" if schedule.block_size else f"{profile.name}'s profile"
     runtime = ""
     if profile is not None and (profile.runtime == "tflm" or not profile.sparse_weights):
