@@ -209,8 +209,8 @@ def measure_sparsity(stripped: Any, policies: Sequence[LayerPolicy],
             received=f"schedule {resolved.kind}, last mask update at step {last} of "
                      f"{resolved.total_steps} (end_step {resolved.end_step}, frequency "
                      f"{resolved.frequency})",
-            fix="Make sure end_step is reached well before training ends (leave it unset to "
-                "derive it), or train for more epochs")
+            fix="Make sure --end-step is reached well before training ends (leave it unset to "
+                "derive it), or train for more --epochs")
     overall = zeros_total / size_total if size_total else 0.0
     return layers, overall
 
