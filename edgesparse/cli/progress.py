@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from edgesparse.interrupts import raise_if_interrupted
 from edgesparse.report import format as fmt
 
-__all__ = ["BuildProgress", "StageLines", "SweepProgress", "training_metrics"]
+__all__ = ["BuildProgress", "StageLines", "SweepProgress", "plain_line", "training_metrics"]
 
 
 def training_metrics(fields: dict[str, Any]) -> str:
@@ -31,15 +31,51 @@ def training_metrics(fields: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def plain_line(event: str, fields: dict[str, Any]) -> str | None:
+    """The line a non-interactive console (a CI log, a pipe) gets for an event, as it happens; None for none.
+
+    Live bars are drawn only on a terminal; elsewhere rich would print them once at the end, so a log
+    would show nothing while a long build runs.
+    """
+    if event == "stage":
+        return str(fields["description"])
+    if event == "sweep_begin":
+        return f"sweep: {fields['points']} point(s), {fields['jobs']} to build, {fields['cached']} cached"
+    if event == "point_begin":
+        return f"  {fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
+    if event == "demo_data_begin":
+        return f"  generating the {fields['name']} data set with {fields['source']} (cached afterwards)"
+    if event == "demo_train_begin":
+        return "  training the dense demo model (cached afterwards)"
+    if event == "train_begin":
+        return "  fine-tuning with UpdatePruningStep"
+    if event == "demo_epoch_end":
+        return "    " + training_metrics(dict(fields, epoch=fields["epoch"] + 1))  # the demo counts from 0
+    if event == "epoch_end":
+        return "    " + training_metrics(fields)
+    return None
+
+
 class BuildProgress:
-    """`build`'s events: a line per stage, a bar for the demo data, demo training and fine-tuning."""
+    """`build`'s events: a line per stage, a bar for the demo data, demo training and fine-tuning.
+
+    On a terminal these are live bars; in a log or a pipe, one plain line per stage and epoch as it happens.
+    """
 
     def __init__(self, console: Console) -> None:
+        self._plain = not console.is_interactive
         self._progress = Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"),
                                   BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
-                                  TextColumn("{task.fields[info]}"), console=console, transient=False)
+                                  TextColumn("{task.fields[info]}"), console=console, transient=False,
+                                  disable=self._plain)
         self._stages: dict[str, TaskID] = {}
         self._bars: dict[str, TaskID] = {}
+
+    def _print_plain(self, event: str, fields: dict[str, Any]) -> None:
+        line = plain_line(event, fields)
+        if line is not None:
+            self._progress.console.print(escape(line), soft_wrap=True)
+            self._progress.console.file.flush()
 
     def __enter__(self) -> BuildProgress:
         self._progress.__enter__()
@@ -50,6 +86,9 @@ class BuildProgress:
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         raise_if_interrupted()  # a signal some library swallowed still stops the command here
+        if self._plain:
+            self._print_plain(event, fields)
+            return
         p = self._progress
         if event == "stage":
             self._stages[fields["name"]] = p.add_task(fields["description"], total=1, info="")
@@ -85,6 +124,9 @@ class SweepProgress(BuildProgress):
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         raise_if_interrupted()  # a signal some library swallowed still stops the command here
+        if self._plain and event not in ("point_done", "point_skipped"):
+            self._print_plain(event, fields)
+            return
         p = self._progress
         if event == "sweep_begin":
             families = len(fields["families"])
