@@ -112,7 +112,7 @@ def check_writable_location(out: Path | str) -> None:
                                   fix="Choose another --out, or fix the permissions") from None
 
 
-def check_output_free(out_dir: Path | str, force: bool, *, ours: Recogniser | None = None,
+def check_output_free(out_dir: Path | str, force: bool, *, ours: Recogniser,
                       kind: str = "edgesparse build") -> None:
     """Fail early, before any work, unless `out_dir` is new, empty, or (with --force) our own earlier output."""
     out_dir = Path(out_dir)
@@ -121,7 +121,7 @@ def check_output_free(out_dir: Path | str, force: bool, *, ours: Recogniser | No
         return
     if out_dir.is_dir() and not out_dir.is_symlink() and not any(out_dir.iterdir()):
         return
-    if out_dir.is_dir() and not out_dir.is_symlink() and (ours is None or ours(out_dir)):
+    if out_dir.is_dir() and not out_dir.is_symlink() and ours(out_dir):
         if force:
             return
         raise OutputExistsError("The output directory already exists", where=str(out_dir),
@@ -155,7 +155,7 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_output_dir(out_dir: Path | str, force: bool, *, ours: Recogniser | None = None,
+def staged_output_dir(out_dir: Path | str, force: bool, *, ours: Recogniser,
                       kind: str = "edgesparse build") -> Iterator[Path]:
     """Yield a temporary directory beside `out_dir`; publish it only on success.
 
