@@ -15,7 +15,6 @@ from edgesparse.runtime.tflm_decode import (
 from edgesparse.tflite.decode import decode_sites
 from edgesparse.tflite.decode_compress import choose_compression, compress_model, decoded_originals
 
-pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
 pytest.importorskip("tflite_micro")
 
 
@@ -44,6 +43,8 @@ def pruned_int8():
     return convert_keras(model, quantize="int8", representative=x)
 
 
+@pytest.mark.tensorflow
+@pytest.mark.slow
 def test_compressed_model_is_bitwise_the_same_in_tflm(pruned_int8):
     plan = choose_compression(pruned_int8)
     assert plan.file_bytes < 0.6 * len(pruned_int8), plan.tensors
@@ -56,6 +57,8 @@ def test_compressed_model_is_bitwise_the_same_in_tflm(pruned_int8):
     assert proof.arena_added_bytes >= plan.largest_decoded_bytes - 4096   # the decoded FC kernel lives in the arena
 
 
+@pytest.mark.tensorflow
+@pytest.mark.slow
 def test_decoded_tensors_read_back_equal_the_weights(pruned_int8):
     from edgesparse.tflite.edit import constant_tensor
 
@@ -67,6 +70,8 @@ def test_decoded_tensors_read_back_equal_the_weights(pruned_int8):
         assert values.tobytes() == constant_tensor(pruned_int8, origins[key]).tobytes()
 
 
+@pytest.mark.tensorflow
+@pytest.mark.slow
 def test_arena_is_probed_in_child_processes(pruned_int8):
     plan = choose_compression(pruned_int8)
     recorded = measured_arena(plan.model)["total"]
@@ -75,6 +80,8 @@ def test_arena_is_probed_in_child_processes(pruned_int8):
     assert smallest_arena(plan.model) == recorded
 
 
+@pytest.mark.tensorflow
+@pytest.mark.slow
 def test_alternate_decompression_memory_takes_the_decoded_tensor_out_of_the_arena(pruned_int8):
     """With alt_decompression_memory_size = the largest decoded tensor, the arena is the dense one plus state."""
     plan = choose_compression(pruned_int8)
@@ -83,3 +90,13 @@ def test_alternate_decompression_memory_takes_the_decoded_tensor_out_of_the_aren
     with_alt = measured_arena(plan.model, alt_decompression_bytes=alt)["total"]
     assert dense < with_alt < dense + 1024 < measured_arena(plan.model)["total"]
     assert not arena_fits(plan.model, with_alt, alt_decompression_bytes=alt - 1)
+
+
+@pytest.mark.slow
+def test_mlperf_visual_wake_words_compresses_and_stays_bitwise(mlperf_dir):
+    """The unpruned MLPerf Tiny VWW model already has mostly-zero 1x1 kernels: PRUNING pays on 8 of them."""
+    model = (mlperf_dir / "visual_wake_words" / "vww_96_int8.tflite").read_bytes()
+    plan = choose_compression(model)
+    assert plan.file_bytes < 0.6 * len(model) and len(plan.compressed) >= 4
+    proof = verify_compressed(model, plan.model, random_samples=4)
+    assert proof.decoded_tensors == len(plan.compressed)
