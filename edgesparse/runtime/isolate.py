@@ -87,8 +87,9 @@ def run_isolated(work: Callable[..., Any], *args: Any, label: str, where: str | 
             raise ModelError(f"{label} stopped responding on this file", where=where,
                              expected=f"progress at least every {idle_timeout:g} s",
                              received=f"no progress for {idle_timeout:g} s while {stage}",
-                             fix="The file is probably corrupt: check it with `edgesparse check` and re-export "
-                                 "it with the TFLite converter")
+                             fix=f"The interpreter loops on this model, or one step takes longer than "
+                                 f"{idle_timeout:g} s here. If the file was copied or edited it may be corrupt: "
+                                 "re-export it with the TFLite converter; otherwise try the other runtime")
         status = child.wait()
         tail = _tail(log)
     return _result(outcome, status, stage, tail, label, where)
@@ -113,11 +114,12 @@ def _result(outcome: tuple[Any, ...], status: int, stage: str, tail: list[str], 
         raise ModelError(f"{label} crashed on this file (signal {number}, {name}){memory}", where=where,
                          expected="a model the interpreter can load and run",
                          received=f"{name} while {stage}{printed}",
-                         fix="The file is probably corrupt: check it with `edgesparse check` and re-export it "
-                             "with the TFLite converter. If it is not corrupt, report it with the file")
+                         fix=f"Either the file is corrupt (re-export it with the TFLite converter) or {label} cannot "
+                             "handle one of its ops, types or sizes (`edgesparse check` lists them): try the other "
+                             "runtime, and report it with the file if it should run")
     raise ModelError(f"{label} exited unexpectedly on this file (status {status})", where=where,
                      expected="a model the interpreter can load and run", received=f"while {stage}{printed}",
-                     fix="The file is probably corrupt: re-export it with the TFLite converter")
+                     fix="If the file was copied or edited it may be corrupt: re-export it with the TFLite converter")
 
 
 def _collect(child: _Child, idle_timeout: float) -> tuple[tuple[Any, ...] | None, str]:

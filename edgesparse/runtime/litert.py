@@ -36,6 +36,7 @@ from edgesparse.errors import MissingDependency, ModelError
 from edgesparse.runtime.capture import captured_stderr, dist_version, first_lines
 from edgesparse.runtime.isolate import run_isolated
 from edgesparse.tflite.graph import Graph
+from edgesparse.tflite.validate import read_only_by_custom_ops
 
 __all__ = [
     "KernelReport",
@@ -138,12 +139,19 @@ def _attempt(mod: ModuleType, model_bytes: bytes, work: Callable[[Any], T], thre
 # What the loader says when it only lacks a kernel (a custom op, a Flex op, TFLM's DECODE): not damage.
 _NOT_DAMAGE = ("Missing registration for opcode", "Encountered unresolved custom op",
                "Didn't find op for builtin opcode")
+# Two complaints of LiteRT's loader about files TFLM runs (both made by TFLM's DECODE compression): an
+# activation whose buffer holds an empty (rather than no) data vector, as files rewritten through the
+# flatbuffer object API have; per-channel quantization left on a tensor only a custom op (DECODE) reads.
+_EMPTY_BUFFER = re.compile(r"(?:[\w/]+\.cc:\d+ )?required_bytes <= bytes was not true\.\s*"
+                           r"Tensor (\d+) is invalidly specified in schema\.")
+_CUSTOM_QUANTIZATION = re.compile(r"num_scales must be [^.]*\.\s*Tensor (\d+) has invalid quantization parameters\.")
 
 
-def check_structure(model_bytes: bytes, *, where: str) -> None:
+def check_structure(model_bytes: bytes, *, where: str, graph: Graph | None = None) -> None:
     """ModelError when LiteRT's loader (flatbuffers Verifier + InterpreterBuilder) rejects the file.
 
-    Nothing is allocated or run. Kernels the loader lacks are not damage, and
+    Nothing is allocated or run. Kernels the loader lacks are not damage, nor
+    (given the parsed `graph`) an empty data vector on a tensor without values;
     without any LiteRT interpreter installed the check is skipped: the graph
     checks and the child process still stand between the file and TFLM.
     """
@@ -161,13 +169,24 @@ def check_structure(model_bytes: bytes, *, where: str) -> None:
             return
         except (RuntimeError, ValueError) as exc:
             text = str(exc).strip()
-    if any(s in text or s in err.text for s in _NOT_DAMAGE):
+    if any(s in text or s in err.text for s in _NOT_DAMAGE) or _only_tolerated(text, graph):
         return
     raise ModelError("corrupt TFLite flatbuffer", where=where,
                      expected="a file LiteRT's loader accepts (flatbuffers Verifier, tensor and buffer checks)",
                      received=re.sub(r"\s+", " ", text or first_lines(err.text))[:300],
                      fix="Re-export the model with tf.lite.TFLiteConverter, or copy it again: "
                          "the file is corrupted")
+
+
+def _only_tolerated(text: str, graph: Graph | None) -> bool:
+    """Whether every complaint of the loader is one about a file TFLM runs (see _EMPTY_BUFFER), given the graph."""
+    if graph is None or not text.strip():
+        return False
+    valueless = {t.index for sg in graph.subgraphs for t in sg.tensors if t.buffer_bytes == 0 and not t.is_constant}
+    custom_only = {t for sg in graph.subgraphs for t in read_only_by_custom_ops(sg)}
+    rest = _EMPTY_BUFFER.sub(lambda m: "" if int(m.group(1)) in valueless else m.group(0), text)
+    rest = _CUSTOM_QUANTIZATION.sub(lambda m: "" if int(m.group(1)) in custom_only else m.group(0), rest)
+    return not rest.strip()
 
 
 def ops_details(interpreter: Any) -> list[dict[str, Any]]:

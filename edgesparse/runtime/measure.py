@@ -125,7 +125,7 @@ def _measure_here(graph: Graph, runtime: str, threads: int, runs: int, warmup: i
             invoke, name, kernels = _prepare_litert(data, graph, threads, rng)
         else:
             progress("checking the file")
-            litert.check_structure(data, where=label)  # TFLM verifies nothing: LiteRT's loader does
+            litert.check_structure(data, where=label, graph=graph)  # TFLM verifies nothing; LiteRT's loader
             progress("preparing")
             invoke, arena = _prepare_tflm(data, graph, rng)
             name, kernels, threads = "tflite-micro (Python, reference kernels)", ["TFLM reference kernels"], 1
@@ -199,15 +199,14 @@ def tflm_arena_bytes(model: bytes | str | Path, *, timeout: float = DEFAULT_IDLE
     graph = load_graph(model, validate=True)
     label = str(graph.path) if graph.path else "<bytes>"
     tflm.tflm_module()
-    return run_isolated(_tflm_arena_here, graph.data, label, label=_NAMES["tflm"], where=label,
-                        idle_timeout=timeout)
+    return run_isolated(_tflm_arena_here, graph, label, label=_NAMES["tflm"], where=label, idle_timeout=timeout)
 
 
-def _tflm_arena_here(data: bytes, label: str, progress: Callable[[str], None]) -> dict[str, int]:
+def _tflm_arena_here(graph: Graph, label: str, progress: Callable[[str], None]) -> dict[str, int]:
     progress("checking the file")
-    litert.check_structure(data, where=label)
+    litert.check_structure(graph.data, where=label, graph=graph)
     progress("preparing")
-    interp = tflm.open_interpreter(data)
+    interp = tflm.open_interpreter(graph.data)
     detail = interp.get_input_details(0)
     interp.set_input(random_input(detail["shape"], detail["dtype"], np.random.default_rng(0)), 0)
     progress("invoking")

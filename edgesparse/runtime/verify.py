@@ -163,7 +163,7 @@ def _run_litert(graph: Graph, model_bytes: bytes, x: Any, progress: Callable[[st
 
 def _run_tflm(graph: Graph, model_bytes: bytes, x: Any, progress: Callable[[str], None]) -> RunResult:
     progress("checking the file")
-    litert.check_structure(model_bytes, where=_WHERE)  # TFLM verifies nothing: LiteRT's loader does
+    litert.check_structure(model_bytes, where=_WHERE, graph=graph)  # TFLM verifies nothing; LiteRT's loader
     progress("preparing")
     it = tflm.open_interpreter(model_bytes)
     in_sig, out_sig = _signature(it.get_input_details(0)), _signature(it.get_output_details(0))

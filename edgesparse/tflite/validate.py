@@ -21,7 +21,7 @@ import math
 from edgesparse.errors import ModelError
 from edgesparse.tflite.ir import Graph, Op, Subgraph, Tensor
 
-__all__ = ["MAX_ACTIVATION_BYTES", "graph_problems", "validate_graph"]
+__all__ = ["MAX_ACTIVATION_BYTES", "graph_problems", "read_only_by_custom_ops", "validate_graph"]
 
 MAX_ACTIVATION_BYTES = 256 << 20   # TFLM's largest arena in edgesparse: no activation can be larger
 _MAX_ELEMENTS = 1 << 31
@@ -98,10 +98,7 @@ def graph_problems(graph: Graph) -> list[str]:
         problems.append(f"the main subgraph has {len(main.inputs)} inputs, {len(main.outputs)} outputs "
                         f"and {len(main.ops)} operators")
     for sg in graph.subgraphs:
-        # An encoded tensor only a custom op reads (TFLM's DECODE) may keep the decoded tensor's
-        # per-channel quantization: the custom kernel, not a builtin, interprets it.
-        builtin_reads = {t for op in sg.ops if op.builtin for t in op.inputs}
-        custom_only = {t for op in sg.ops if not op.builtin for t in op.inputs} - builtin_reads
+        custom_only = read_only_by_custom_ops(sg)
         for t in sg.tensors:
             problems.extend(_where(sg, f"tensor {t.index}") + m
                             for m in _tensor_problems(t, per_channel=t.index not in custom_only))
@@ -112,6 +109,16 @@ def graph_problems(graph: Graph) -> list[str]:
                 code.lstrip("-").isdigit() and not 0 <= int(code) <= _MAX_BUILTIN_CODE):
             problems.append(f"operator code {name[:24]!r} is neither a builtin nor a printable custom name")
     return problems
+
+
+def read_only_by_custom_ops(sg: Subgraph) -> set[int]:
+    """Tensors only custom ops read: their quantization is the custom kernel's business.
+
+    TFLM's DECODE compression leaves the decoded tensor's per-channel
+    quantization on the encoded UINT8 tensor; TFLM runs such files.
+    """
+    builtin_reads = {t for op in sg.ops if op.builtin for t in op.inputs}
+    return {t for op in sg.ops if not op.builtin for t in op.inputs} - builtin_reads
 
 
 def _where(sg: Subgraph, what: str) -> str:

@@ -10,7 +10,9 @@ from click.testing import CliRunner
 
 from edgesparse.cli.commands import main
 from edgesparse.errors import ModelError
+from edgesparse.runtime import litert
 from edgesparse.runtime.measure import measure, random_input, tflm_arena_bytes
+from edgesparse.tflite import edit as tflite_edit
 
 KWS = "keyword_spotting/kws_ref_model.tflite"
 
@@ -119,3 +121,27 @@ def test_measure_tflm_without_tflite_micro_exits_2_with_the_install_hint(mlperf_
     assert res.exit_code == 2, res.output
     assert "TFLite Micro's Python interpreter is not installed" in res.output
     assert "pip install tflite-micro" in res.output
+
+
+def test_measure_refuses_a_graph_without_operators(mlperf_dir):
+    model = tflite_edit.load_model((mlperf_dir / KWS).read_bytes())
+    model.subgraphs[0].operators = []
+    for runtime in ("litert", "tflm"):
+        with pytest.raises(ModelError, match="0 operators") as info:
+            measure(tflite_edit.save_model(model), runs=1, warmup=0, runtime=runtime)
+        assert info.value.exit_code == 2
+
+
+class _FailsToInvoke:
+    def invoke(self):
+        raise RuntimeError("Node number 3 (CONV_2D) failed to invoke.")
+
+
+def test_a_failure_while_invoking_a_users_file_is_exit_2(mlperf_dir, monkeypatch):
+    monkeypatch.setattr(litert, "run_with_fallback",
+                        lambda data, work, threads=None: (litert.Prepared(_FailsToInvoke(), "ai-edge-litert", "LiteRT"),
+                                                          None))
+    monkeypatch.setattr(litert, "kernel_report", lambda prepared, graph: litert.KernelReport(["builtin kernels"]))
+    res = CliRunner().invoke(main, ["measure", str(mlperf_dir / KWS), "--runs", "2"])
+    assert res.exit_code == 2, res.output
+    assert "The model failed while running" in res.output and "failed to invoke" in res.output

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from edgesparse.errors import ModelError
-from edgesparse.tflite.graph import FILE_IDENTIFIER, Graph, load_graph
+from edgesparse.tflite.graph import FILE_IDENTIFIER, Graph, load_graph, validate_graph
+from edgesparse.tflite.validate import graph_problems
 
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
 
@@ -558,6 +559,8 @@ def test_truncated_files_raise_model_error(mlperf_dir):
     for cut in cuts:
         err = _raises_model_error(data[:cut])
         assert "<in-memory model>" in str(err), cut
+        assert "error while reading" not in str(err), cut  # struct.error's class name is just "error"
+    assert "a read outside the file" in str(_raises_model_error(data[:len(data) // 2]))
 
 
 def test_structural_corruption_raises_model_error(mlperf_dir):
@@ -615,6 +618,90 @@ def test_inconsistent_models_raise_model_error(mlperf_dir, edit, expect):
     assert load_graph(_crafted(data, lambda m: None)).total_macs == HAND_MACS["ad01"]
     err = _raises_model_error(_crafted(data, edit))
     assert expect in str(err)
+
+
+# --------------------------------------------------------------------------- validation (G1-G9, docs/graph.md)
+
+
+@pytest.mark.parametrize("rel", MLPERF_MODELS)
+def test_every_mlperf_tiny_model_passes_validation(mlperf_graphs, rel):
+    assert graph_problems(mlperf_graphs[rel]) == []
+    assert validate_graph(mlperf_graphs[rel]) is mlperf_graphs[rel]
+
+
+def _kws_operator(model, k: int):
+    return model.subgraphs[0].operators[k]
+
+
+def _set_shape(tensor, shape):
+    tensor.shape = np.array(shape, np.int32)
+    tensor.shapeSignature = np.array(shape, np.int32)
+
+
+# KWS: op 0 CONV_2D (0, 17, 3) -> 22, op 1 DEPTHWISE_CONV_2D (22, 5, 4) -> 23, ... op 12 SOFTMAX (33,) -> 34.
+@pytest.mark.parametrize("edit, expect", [
+    (lambda m: setattr(m.subgraphs[0], "operators", []), "the main subgraph has 1 inputs, 1 outputs and 0 operators"),
+    (lambda m: _kws_operator(m, 1).inputs.__setitem__(0, 30), "reads tensor 30, which nothing produced before it"),
+    (lambda m: setattr(_kws_operator(m, 0), "outputs", np.array([23], np.int32)), "writes tensor 23, which already"),
+    (lambda m: setattr(_kws_operator(m, 0), "inputs", np.array([], np.int32)), "(CONV_2D): has 0 inputs"),
+    (lambda m: _kws_operator(m, 0).inputs.__setitem__(1, -1), "omits a required input"),
+    (lambda m: _set_shape(m.subgraphs[0].tensors[5], [1, 3, 3, 640]), "needs 5760 bytes, its buffer holds 576"),
+    (lambda m: setattr(m.subgraphs[0].tensors[0], "shape", np.array([1, 49, 10, 2], np.int32)),
+     "disagrees with its signature"),
+    (lambda m: setattr(m.subgraphs[0].tensors[22].quantization, "scale", np.array([0.0], np.float32)),
+     "tensor 22: a zero or negative or non-finite scale"),
+    (lambda m: setattr(m.subgraphs[0].tensors[5].quantization, "scale", np.ones(3, np.float32)),
+     "3 quantization scales but 64 zero points"),
+    (lambda m: setattr(m.subgraphs[0].tensors[22], "quantization", None), "quantized tensor 22 has no scale"),
+    (lambda m: _set_shape(m.subgraphs[0].tensors[22], [1, 25, 5, 32]), "output [1, 25, 5, 32] for input"),
+    (lambda m: setattr(_kws_operator(m, 12).builtinOptions, "beta", 0.0), "softmax beta = 0.0"),
+    (lambda m: (setattr(_kws_operator(m, 12), "builtinOptions", None),
+                setattr(_kws_operator(m, 12), "builtinOptionsType", 0)), "option beta is missing"),
+    (lambda m: setattr(_kws_operator(m, 9).builtinOptions, "strideW", 0), "option stride_w = 0"),
+    (lambda m: _set_shape(m.subgraphs[0].tensors[33], [1, 1 << 29]), "would need 536870912 bytes"),
+])
+def test_validation_names_what_an_interpreter_would_crash_on(mlperf_dir, edit, expect):
+    data = (mlperf_dir / "keyword_spotting" / "kws_ref_model.tflite").read_bytes()
+    graph = load_graph(_crafted(data, edit))  # structurally sound: load_graph alone accepts it
+    with pytest.raises(ModelError) as info:
+        load_graph(_crafted(data, edit), validate=True)
+    assert expect in str(info.value.received), graph_problems(graph)
+    assert info.value.what == "corrupt or inconsistent TFLite model" and "<in-memory model>" in str(info.value)
+
+
+def test_validation_keeps_what_converters_and_tflm_accept(mlperf_dir):
+    """A pruned all-zero channel (weight scale 0), a tensor only a custom op reads (DECODE's per-channel
+    quantization on its encoded input), ops without outputs (ASSIGN_VARIABLE), zero-element constants."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = (mlperf_dir / "keyword_spotting" / "kws_ref_model.tflite").read_bytes()
+
+    def edit(model):
+        sg = model.subgraphs[0]
+        sg.tensors[5].quantization.scale[3] = 0.0          # a constant channel pruned to zero
+        decode = schema.OperatorCodeT()
+        decode.customCode, decode.builtinCode = b"TFLM_DECODE", schema.BuiltinOperator.CUSTOM
+        assign = schema.OperatorCodeT()
+        assign.builtinCode, assign.deprecatedBuiltinCode = schema.BuiltinOperator.ASSIGN_VARIABLE, 127
+        model.operatorCodes.extend([decode, assign])
+        values = schema.BufferT()
+        values.data = np.zeros(576, np.uint8)
+        model.buffers.append(values)
+        encoded = schema.TensorT()
+        encoded.shape, encoded.type = np.array([576], np.int32), schema.TensorType.UINT8
+        encoded.buffer = len(model.buffers) - 1
+        encoded.quantization = schema.QuantizationParametersT()
+        encoded.quantization.scale = np.ones(64, np.float32)
+        encoded.quantization.zeroPoint = np.zeros(64, np.int64)
+        sg.tensors.append(encoded)
+        n = len(model.operatorCodes)
+        for code, inputs in ((n - 2, [len(sg.tensors) - 1]), (n - 1, [2, 1])):
+            op = schema.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = code, np.array(inputs, np.int32), np.array([], np.int32)
+            sg.operators.insert(0, op)
+
+    graph = load_graph(_crafted(data, edit), validate=True)
+    assert {"TFLM_DECODE", "ASSIGN_VARIABLE"} <= set(graph.op_types)
 
 
 def test_unknown_and_custom_ops_are_flagged_not_fatal(mlperf_dir):
