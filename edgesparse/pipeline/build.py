@@ -415,9 +415,10 @@ def raise_for_failures(result: BuildResult) -> None:
     fixes = ["The artifact, report.json and report.html were written for inspection"]
     if untrusted:
         fixes.append("for the .tflite: it does not compute what the Keras model does; build with --quantize none "
-                     "to see whether int8 quantization is the cause, check that --data is on the model's input "
-                     "scale (int8 calibration uses it; docs/data.md), or lower --min-agreement if a few flipped "
-                     "near-ties are expected")
+                     "to see whether int8 quantization is the cause, and check that --data is on the model's input "
+                     "scale (int8 calibration uses it; docs/data.md)"
+                     + ("; lower --min-agreement only if flipped near-ties are expected"
+                        if any("--min-agreement" in f for f in untrusted) else ""))
     if accuracy:
         fixes.append("for accuracy: lower --final-sparsity, fine-tune longer (--epochs) or skip sensitive layers "
                      "(--skip-layers)")

@@ -107,9 +107,9 @@ def dense_model_warnings(model: Any, dataset: Dataset, num_classes: int, accurac
         warnings.append(f"class(es) {shown}{more} of the model's {num_classes} outputs have no sample in {split}: "
                         + ("fine-tuning never sees them" if split == "y_train" else "accuracy does not cover them"))
     if at_chance(accuracy, dataset.y_val):
-        cause = ("the model has BatchNormalization layers, whose moving statistics are only right for inputs on "
-                 "the scale the model was trained on: scale --data to that range (docs/data.md, 'Input scale of "
-                 "pretrained models')" if _has_batch_norm(model) else
+        cause = ("--data is not on the input scale the model was trained on, and its BatchNormalization moving "
+                 "statistics are only right for that scale: scale --data to that range (docs/data.md, 'Input scale "
+                 "of pretrained models'); or the weights are untrained" if _has_batch_norm(model) else
                  "the weights are untrained, the inputs are not preprocessed as in the model's training, or the "
                  "labels are not in the model's output order (docs/data.md)")
         warnings.append(f"the dense model is at chance before pruning: {accuracy:.2%} on {dataset.n_val} validation "

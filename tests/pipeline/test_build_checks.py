@@ -132,6 +132,20 @@ def test_tensorboard_must_be_a_directory(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+def test_an_untrusted_artifact_is_exit_1_with_what_to_try(tmp_path):
+    from edgesparse.errors import EXIT_BUDGET, BudgetExceeded
+    from edgesparse.pipeline.build import BuildResult, raise_for_failures
+
+    low = "the .tflite agrees with the pruned Keras model on 40.00% of 10 validation inputs, below --min-agreement 0.9"
+    constant = "the .tflite's output does not depend on its input: all 10 validation inputs give the same output [1]"
+    for failures, mentions_threshold in (([low], True), ([constant], False)):
+        with pytest.raises(BudgetExceeded) as info:
+            raise_for_failures(BuildResult(tmp_path, {}, failures=failures))
+        message = str(info.value)
+        assert info.value.exit_code == EXIT_BUDGET and "cannot be trusted" in message and "--quantize none" in message
+        assert ("lower --min-agreement" in message) is mentions_threshold
+
+
 # --------------------------------------------------------------------------- real builds that go wrong
 
 
