@@ -185,6 +185,8 @@ CASES: list[Case] = [
     ("deploy an unknown target", builds, ["deploy", "earlier", "--target", "toaster"], 2, "toaster"),
     ("deploy a tampered artifact", builds, ["deploy", "tampered", "--target", "rpi", "--out", "bundle"], 2,
      "not the file report.json describes"),
+    ("deploy over a user's directory", builds, ["deploy", "earlier", "--target", "rpi", "--out", "user"], 2,
+     "did not write"),
     ("deploy --force over a user's directory", builds,
      ["deploy", "earlier", "--target", "rpi", "--out", "user", "--force"], 2, "never replaces your own files"),
     # battery
