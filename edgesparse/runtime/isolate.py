@@ -17,7 +17,9 @@ length-prefixed pickles over a pipe (`multiprocessing` connections):
 message restarts the idle deadline, so a long but live measurement is never
 killed and a hang is reported with the stage it hung in. The child ignores
 SIGINT and SIGTERM (the parent decides: Ctrl-C kills and reaps the child, then
-re-raises), gets no core dumps, and has its address space capped, so an
+re-raises), gets no core dumps, and has its data memory capped (RLIMIT_DATA:
+private writable memory; an address-space cap would also count the large
+PROT_NONE reservations native allocators make, and crash them), so an
 allocation bomb is a MemoryError and not the OOM killer on a Raspberry Pi.
 Its fds 1 and 2 (TFLM's MicroPrintf, LiteRT's logging) go to a file whose
 tail is quoted when it crashes.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import faulthandler
+import gc
 import multiprocessing
 import os
 import re
@@ -53,7 +56,7 @@ from edgesparse.errors import EdgesparseError, ModelError
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_MEMORY_LIMIT", "IsolatedInternalError", "run_isolated"]
 
 DEFAULT_IDLE_TIMEOUT = 60.0      # seconds without progress before the child counts as hung
-DEFAULT_MEMORY_LIMIT = 4 << 30   # address space the child may add to what the parent already maps
+DEFAULT_MEMORY_LIMIT = 4 << 30   # data memory the child may add to what the parent already holds
 _FIELDS = ("where", "expected", "received", "fix")
 _PROGRESS_EVERY = 0.25           # seconds between progress messages of the same stage
 _TAIL_BYTES = 4096
@@ -194,11 +197,18 @@ class _Child:
         if method != "fork":
             raise ValueError(f"unknown start method {method!r}")
         reader, writer = multiprocessing.Pipe(duplex=False)
-        limit = None if memory_limit is None else _mapped_bytes() + memory_limit
+        limit = None if memory_limit is None else _data_bytes() + memory_limit
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
-        pid = os.fork()
+        # The child must never collect the parent's garbage: finalizers of objects a library (TensorFlow
+        # after a conversion) left behind touch native state the child does not have, and segfault.
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except BaseException:
+            gc.unfreeze()
+            raise
         if pid == 0:  # the child: never returns
             try:
                 reader.close()
@@ -206,6 +216,7 @@ class _Child:
                 _serve(writer, work, args, limit)
             finally:
                 os._exit(0)
+        gc.unfreeze()
         writer.close()
         return cls(reader, pid=pid)
 
@@ -236,13 +247,16 @@ class _Child:
             self.pid = None
 
 
-def _mapped_bytes() -> int:
-    """The address space this process maps now (a parent with TensorFlow loaded maps gigabytes)."""
+def _data_bytes() -> int:
+    """The private writable memory this process maps now (VmData: a parent with TensorFlow holds gigabytes)."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[0]) * resource.getpagesize()
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        return 0
+        pass
+    return 0
 
 
 def _prepare_child(log_fd: int, limit: int | None) -> None:
@@ -254,15 +268,15 @@ def _prepare_child(log_fd: int, limit: int | None) -> None:
     os.dup2(log_fd, 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limit is not None:
-        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+        hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+        resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _spawned(conn: Connection, work: Callable[..., Any], args: tuple[Any, ...], log_path: str) -> None:
-    """The spawned child's entry point (off Linux, where RLIMIT_AS is not enforced: no memory cap)."""
+    """The spawned child's entry point (off Linux, where RLIMIT_DATA is not enforced: no memory cap)."""
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     _prepare_child(log_fd, None)
     _serve(conn, work, args, None)
@@ -287,7 +301,7 @@ def _serve(conn: Connection, work: Callable[..., Any], args: tuple[Any, ...], li
     except MemoryError:
         outcome = ("error", "ModelError", {
             "what": "The model needs more memory than edgesparse allows an interpreter", "where": None,
-            "expected": f"at most {limit} bytes of address space" if limit else "less memory",
+            "expected": f"at most {limit} bytes of data memory" if limit else "less memory",
             "received": "MemoryError", "fix": "The file is probably corrupt (a tensor shape far too large): "
                                               "re-export it with the TFLite converter"})
     except BaseException as exc:  # reported to the parent, never swallowed

@@ -4,6 +4,7 @@ the child; `measure` and `verify` go through it, so a crashing interpreter is ex
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -133,6 +134,33 @@ def test_an_allocation_bomb_is_a_model_error_not_the_oom_killer():
 def test_a_child_that_exits_without_a_result():
     with pytest.raises(ModelError, match=r"exited unexpectedly on this file \(status 7\)"):
         run_isolated(exit_quietly, label="TFLite Micro", where=None)
+
+
+class _CrashesOutsideItsProcess:
+    """Garbage like a library's (TensorFlow's after a conversion): its finalizer touches state only its
+    own process has, so collecting it in a forked child crashes."""
+
+    def __init__(self) -> None:
+        self.owner, self.cycle = os.getpid(), self
+
+    def __del__(self) -> None:
+        if os.getpid() != self.owner:
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def collect_garbage(progress):
+    progress("collecting")
+    return gc.collect() >= 0
+
+
+def test_the_child_never_collects_the_parents_garbage():
+    gc.disable()
+    try:
+        _CrashesOutsideItsProcess()  # unreachable now, but not yet collected
+        assert run_isolated(collect_garbage, label="TFLite Micro", where=None)
+    finally:
+        gc.enable()
+        gc.collect()  # in its own process: harmless
 
 
 def _children() -> set[int]:
