@@ -8,28 +8,26 @@ and every decoded tensor, read back with the interpreter's preserve-all-tensors
 mode after an invoke, must equal the original weights. The arena each model
 needs is TFLM's own recorded allocation.
 
-Anything that sizes an arena runs in a child process: TFLM can segfault,
-instead of failing, when the arena is too small for some compressed models,
-and a crash must cost a probe, not the build.
+Every TFLM call runs in a child process (`runtime.isolate.run_isolated`):
+TFLM can segfault, instead of failing, when the arena is too small for some
+compressed models, so an arena probe that crashes is only a "does not fit".
 
 Raises: `MissingDependency` without tflite-micro; `VerificationError` when a
-model does not run, outputs or decoded tensors differ, or a child crashes.
+model does not run, or outputs or decoded tensors differ; `ModelError` when
+TFLM crashes or hangs on a model (not in a probe).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgesparse.errors import VerificationError
+from edgesparse.errors import ModelError, VerificationError
 from edgesparse.runtime.capture import captured_stderr, first_lines
+from edgesparse.runtime.isolate import run_isolated
 from edgesparse.runtime.tflm import (
     MAX_ARENA_BYTES,
     arena_usage,
@@ -44,10 +42,8 @@ from edgesparse.tflite.decode_compress import decoded_originals
 from edgesparse.tflite.graph import load_graph
 
 __all__ = [
-    "CHILD_TIMEOUT_S",
     "DecodeVerification",
     "arena_fits",
-    "child_task",
     "decoded_tensors",
     "measured_arena",
     "random_inputs",
@@ -55,53 +51,23 @@ __all__ = [
     "verify_compressed",
 ]
 
-CHILD_TIMEOUT_S = 300.0
+_LABEL = "TFLite Micro"
+Progress = Callable[[str], None]
 
 
-# --------------------------------------------------------------------------- child processes
+def _isolated(work: Callable[..., Any], *args: Any, where: str) -> Any:
+    """`work(*args, progress)` in a child; tflite-micro's absence is reported here, before the fork."""
+    tflm_module()
+    return run_isolated(work, *args, label=_LABEL, where=where)
 
 
-def _in_child(task: str, model_bytes: bytes, arena_bytes: int = 0, alt_bytes: int = 0) -> tuple[str, Any]:
-    """("ok", arena report) | ("error", text) | ("crashed", how) of one task run in a fresh Python process.
-
-    A plain subprocess (not multiprocessing): nothing of the caller's __main__
-    is re-imported, no file descriptor is shared, and a segfault is only a
-    negative return code.
-    """
-    with tempfile.TemporaryDirectory(prefix="edgesparse-tflm-") as tmp:
-        model_path, result_path = Path(tmp) / "model.tflite", Path(tmp) / "result.json"
-        model_path.write_bytes(bytes(model_bytes))
-        code = "import sys; from edgesparse.runtime.tflm_decode import child_task; child_task(*sys.argv[1:])"
-        try:
-            done = subprocess.run([sys.executable, "-c", code, task, str(model_path), str(int(arena_bytes)),
-                                   str(int(alt_bytes)), str(result_path)],
-                                  capture_output=True, timeout=CHILD_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            return "crashed", f"no answer in {CHILD_TIMEOUT_S:.0f} s"
-        if done.returncode < 0:
-            return "crashed", f"signal {-done.returncode}"
-        if not result_path.exists():
-            text = first_lines(done.stderr.decode("utf-8", "replace"))
-            return "crashed", f"exit code {done.returncode}: {text}"
-        outcome = json.loads(result_path.read_text())
-        return outcome["status"], outcome["result"]
+# --------------------------------------------------------------------------- arenas
 
 
-def child_task(task: str, model_path: str, arena_bytes: str, alt_bytes: str, result_path: str) -> None:
-    """The child's side of `_in_child` (public only so the child can import it): run, write JSON."""
-    data = Path(model_path).read_bytes()
-    try:
-        result: Any = (_allocate_and_invoke(data, int(arena_bytes), int(alt_bytes)) if task == "fits"
-                       else _recorded_arena(data, int(alt_bytes)))
-        status = "ok"
-    except Exception as exc:  # reported to the parent, which decides what it means
-        status, result = "error", f"{type(exc).__name__}: {exc}"
-    Path(result_path).write_text(json.dumps({"status": status, "result": result}))
-
-
-def _allocate_and_invoke(model_bytes: bytes, arena_bytes: int, alt_bytes: int) -> dict[str, int]:
+def _allocate_and_invoke(model_bytes: bytes, arena_bytes: int, alt_bytes: int, progress: Progress) -> dict[str, int]:
     """In the child: one TFLM interpreter with exactly this arena, one invoke, its recorded allocation."""
     runtime = tflm_module()
+    progress(f"allocating {arena_bytes:,} B")
     with captured_stderr() as err:
         try:
             interpreter = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=int(arena_bytes),
@@ -111,17 +77,19 @@ def _allocate_and_invoke(model_bytes: bytes, arena_bytes: int, alt_bytes: int) -
         except (RuntimeError, ValueError) as exc:
             failure = exc
     if failure is not None:
-        raise RuntimeError(first_lines(err.text) or str(failure))
+        raise VerificationError("TFLite Micro could not allocate and run the model", where=interpreter_name(),
+                                expected=f"a model that fits a {arena_bytes:,} B arena",
+                                received=first_lines(err.text) or str(failure))
     return arena_usage(interpreter)
 
 
-def _recorded_arena(model_bytes: bytes, alt_bytes: int) -> dict[str, int]:
+def _recorded_arena(model_bytes: bytes, alt_bytes: int, progress: Progress) -> dict[str, int]:
     """In the child: the adapter's arena policy (start large, grow fourfold), one invoke, TFLM's record."""
     arena = initial_arena_bytes(model_bytes)
     while True:
         try:
-            return _allocate_and_invoke(model_bytes, arena, alt_bytes)
-        except RuntimeError:
+            return _allocate_and_invoke(model_bytes, arena, alt_bytes, progress)
+        except VerificationError:
             if arena * 4 > MAX_ARENA_BYTES:
                 raise
             arena *= 4
@@ -132,18 +100,21 @@ def arena_fits(model_bytes: bytes, arena_bytes: int, *, alt_decompression_bytes:
 
     `alt_decompression_bytes`: a separate memory for DECODE outputs (TFLM's
     alt_decompression_memory_size), where a device has one; 0 = the arena.
+    A failure, a crash or a hang of the child is "does not fit".
     """
-    return _in_child("fits", model_bytes, arena_bytes, alt_decompression_bytes)[0] == "ok"
+    try:
+        _isolated(_allocate_and_invoke, bytes(model_bytes), int(arena_bytes), int(alt_decompression_bytes),
+                  where=f"arena probe ({arena_bytes:,} B)")
+    except (VerificationError, ModelError):
+        return False
+    return True
 
 
 def measured_arena(model_bytes: bytes, *, alt_decompression_bytes: int = 0) -> dict[str, int]:
     """TFLM's recorded arena use after one invoke ("total", "head", "tail", per category), from a child."""
-    status, result = _in_child("recorded", model_bytes, 0, alt_decompression_bytes)
-    if status != "ok":
-        raise VerificationError("TFLite Micro could not allocate the model", where=interpreter_name(),
-                                expected="a model TFLM can allocate and invoke", received=result,
-                                fix="Build without --mcu-compression to see whether DECODE is the cause")
-    return dict(result)
+    result: dict[str, int] = _isolated(_recorded_arena, bytes(model_bytes), int(alt_decompression_bytes),
+                                       where="arena measurement")
+    return result
 
 
 def smallest_arena(model_bytes: bytes, *, granule: int = 16, alt_decompression_bytes: int = 0) -> int:
@@ -196,15 +167,29 @@ def _open_preserving(model_bytes: bytes) -> Any:
         arena *= 4
 
 
-def decoded_tensors(model_bytes: bytes, sample: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
-    """(subgraph, tensor) -> each DECODE output as TFLM holds it after invoking on `sample` (input 0)."""
+def _read_decoded(model_bytes: bytes, sample: np.ndarray, progress: Progress) -> dict[tuple[int, int], np.ndarray]:
+    """In the child: one invoke with every tensor preserved, then each DECODE output as TFLM holds it."""
+    progress("allocating with every tensor preserved")
     interpreter = _open_preserving(model_bytes)
-    invoke_each(interpreter, np.asarray(sample)[:1])
+    invoke_each(interpreter, np.asarray(sample)[:1], progress)
     out = {}
     for site in decode_sites(model_bytes):
         held = interpreter.GetTensor(site.output, site.subgraph)
         out[(site.subgraph, site.output)] = np.array(held["tensor_data"]).reshape(site.shape)
     return out
+
+
+def decoded_tensors(model_bytes: bytes, sample: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """(subgraph, tensor) -> each DECODE output as TFLM holds it after invoking on `sample` (input 0)."""
+    result: dict[tuple[int, int], np.ndarray] = _isolated(_read_decoded, bytes(model_bytes), np.asarray(sample),
+                                                          where="decoded tensors")
+    return result
+
+
+def _outputs(model_bytes: bytes, x: np.ndarray, progress: Progress) -> np.ndarray:
+    """In the child: output 0 for each sample, the adapter's arena policy."""
+    progress("preparing")
+    return invoke_each(open_interpreter(model_bytes), x, progress)
 
 
 # --------------------------------------------------------------------------- the proof
@@ -258,8 +243,8 @@ def verify_compressed(original: bytes, compressed: bytes, samples: np.ndarray | 
         raise VerificationError("Nothing to compare the compressed model on", where="verify_compressed",
                                 expected="samples or random_samples > 0", received="neither")
     x = np.concatenate(parts)
-    dense_out = invoke_each(open_interpreter(original), x)
-    comp_out = invoke_each(open_interpreter(compressed), x)
+    dense_out = _isolated(_outputs, bytes(original), x, where="uncompressed model")
+    comp_out = _isolated(_outputs, bytes(compressed), x, where="compressed model")
     differ = [i for i in range(len(x)) if dense_out[i].tobytes() != comp_out[i].tobytes()]
     if differ:
         raise VerificationError("The compressed model's outputs differ from the uncompressed model's",
