@@ -15,6 +15,7 @@ def test_ctrl_c_during_fine_tuning_leaves_the_earlier_build_untouched(tmp_path):
     out = tmp_path / "build"
     out.mkdir()
     (out / "model.tflite").write_bytes(b"earlier build")
+    (out / "report.json").write_text('{"schema_version": 1}')   # an earlier build: what --force may replace
     env = dict(os.environ, EDGESPARSE_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgesparse", "build", "--profile", "rpi4", "--epochs", "400",
@@ -31,4 +32,5 @@ def test_ctrl_c_during_fine_tuning_leaves_the_earlier_build_untouched(tmp_path):
     assert proc.returncode == 130, (stdout, stderr)
     assert "interrupted" in stderr and "Traceback" not in stderr + stdout
     assert (out / "model.tflite").read_bytes() == b"earlier build"
+    assert (out / "report.json").read_text() == '{"schema_version": 1}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "cache"]
