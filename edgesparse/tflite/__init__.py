@@ -3,8 +3,11 @@
 `schema` owns the flatbuffer schema, enum names, dtype tables and op kinds;
 `graph.load_graph` is the one validating reader (building the IR of `ir`
 with `parse`, costed by `analysis`); `edit` changes files through the schema's
-object API. Import the module you need: `from edgesparse.tflite.graph import load_graph`.
+object API; `validate` checks a parsed graph before any interpreter sees it;
+`decode` is TFLite Micro's DECODE format (the PRUNING encoder, reference
+decoders, ancillary data) and `decode_compress` chooses and inserts it per
+tensor. Import the module you need: `from edgesparse.tflite.graph import load_graph`.
 Raises `ModelError` for anything that is not a sane .tflite (see each module).
 """
 
-__all__ = ["analysis", "edit", "graph", "ir", "parse", "schema"]
+__all__ = ["analysis", "decode", "decode_compress", "edit", "graph", "ir", "parse", "schema", "validate"]

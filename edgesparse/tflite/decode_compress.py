@@ -46,7 +46,7 @@ from edgesparse.tflite.decode import (
     pruning_payload_bytes,
     reference_decode_all,
 )
-from edgesparse.tflite.edit import load_model, save_model
+from edgesparse.tflite.edit import load_model, remove_buffers, save_model
 from edgesparse.tflite.graph import Graph, Tensor, load_graph
 
 __all__ = [
@@ -298,18 +298,7 @@ def _drop_unreferenced_buffers(model: Any) -> None:
     """Remove buffers no tensor or metadata entry points to (buffer 0, the empty one, stays)."""
     used = {0} | {t.buffer for sg in model.subgraphs for t in sg.tensors or []}
     used |= {m.buffer for m in model.metadata or []} | {int(b) for b in model.metadataBuffer or []}
-    if len(used) == len(model.buffers):
-        return
-    keep = [b for b in range(len(model.buffers)) if b in used]
-    remap = {old: new for new, old in enumerate(keep)}
-    model.buffers = [model.buffers[b] for b in keep]
-    for sg in model.subgraphs:
-        for t in sg.tensors or []:
-            t.buffer = remap[t.buffer]
-    for m in model.metadata or []:
-        m.buffer = remap[m.buffer]
-    if model.metadataBuffer is not None:
-        model.metadataBuffer = [remap[int(b)] for b in model.metadataBuffer]
+    remove_buffers(model, set(range(len(model.buffers))) - used)
 
 
 def decoded_originals(original: bytes | Graph, compressed: bytes | Graph) -> dict[tuple[int, int], int]:

@@ -34,6 +34,7 @@ from edgesparse.tflite.schema import (
 )
 
 __all__ = [
+    "remove_buffers",
     "SparseTensor",
     "constant_tensor",
     "decode_sparse",
@@ -514,7 +515,7 @@ def densify_tensors(model_bytes: bytes, tensors: Iterable[int | str], *,
         _remove_tensors(model, s, drop)
     used = {t.buffer for sg in model.subgraphs for t in sg.tensors or []}
     used |= {m.buffer for m in model.metadata or []} | set(model.metadataBuffer or [])
-    _remove_buffers(model, {b for b in dropped_buffers if b not in used and b != 0})
+    remove_buffers(model, {b for b in dropped_buffers if b not in used and b != 0})
     _remove_unused_opcodes(model, {densify_code})
     return save_model(model)
 
@@ -586,7 +587,8 @@ def _remove_tensors(model, s: int, drop: set[int]) -> None:
                 io.tensorIndex = remap[int(io.tensorIndex)]
 
 
-def _remove_buffers(model, drop: set[int]) -> None:
+def remove_buffers(model: Any, drop: set[int]) -> None:
+    """Delete buffers `drop` from an unpacked model (ModelT), renumbering every tensor and metadata reference."""
     if not drop:
         return
     keep = [b for b in range(len(model.buffers)) if b not in drop]
