@@ -82,18 +82,16 @@ def run_isolated(work: Callable[..., Any], *args: Any, label: str, where: str | 
         child = _Child.start(method, work, args, log, memory_limit)
         try:
             outcome, stage = _collect(child, idle_timeout)
-        except BaseException:  # Ctrl-C, SIGTERM: never leave the child behind
+            if outcome is None:
+                raise ModelError(f"{label} stopped responding on this file", where=where,
+                                 expected=f"progress at least every {idle_timeout:g} s",
+                                 received=f"no progress for {idle_timeout:g} s while {stage}",
+                                 fix=f"The interpreter loops on this model, or one step takes longer than "
+                                     f"{idle_timeout:g} s here. If the file was copied or edited it may be corrupt: "
+                                     "re-export it with the TFLite converter; otherwise try the other runtime")
+            status = child.wait()
+        finally:  # a hang, Ctrl-C, SIGTERM: never leave the child behind (a no-op once it was reaped)
             child.kill()
-            raise
-        if outcome is None:
-            child.kill()
-            raise ModelError(f"{label} stopped responding on this file", where=where,
-                             expected=f"progress at least every {idle_timeout:g} s",
-                             received=f"no progress for {idle_timeout:g} s while {stage}",
-                             fix=f"The interpreter loops on this model, or one step takes longer than "
-                                 f"{idle_timeout:g} s here. If the file was copied or edited it may be corrupt: "
-                                 "re-export it with the TFLite converter; otherwise try the other runtime")
-        status = child.wait()
         tail = _tail(log)
     return _result(outcome, status, stage, tail, label, where)
 
@@ -139,6 +137,8 @@ def _collect(child: _Child, idle_timeout: float) -> tuple[tuple[Any, ...] | None
             message = child.conn.recv()
         except (EOFError, OSError):  # the child died before (or while) sending a result
             return ("died",), stage
+        except Exception as exc:  # a result this process cannot unpickle
+            return ("internal", f"cannot read the child's result ({type(exc).__name__}: {exc})", ""), stage
         if message[0] == "progress":
             stage = message[1]
             deadline = time.monotonic() + idle_timeout
@@ -221,24 +221,27 @@ class _Child:
         return cls(reader, pid=pid)
 
     def wait(self) -> int:
-        """The child's exit status: its exit code, or minus the signal that killed it."""
+        """Reap the child: its exit code, or minus the signal that killed it."""
         self.conn.close()
         if self.process is not None:
             self.process.join()
-            return int(self.process.exitcode)
+            code = int(self.process.exitcode)
+            self.process = None
+            return code
         assert self.pid is not None
         _, status = os.waitpid(self.pid, 0)
+        self.pid = None
         return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
     def kill(self) -> None:
-        """SIGKILL and reap (idempotent)."""
+        """SIGKILL and reap, unless it was reaped already (idempotent)."""
         with contextlib.suppress(OSError):
             self.conn.close()
         if self.process is not None:
             with contextlib.suppress(Exception):
                 self.process.kill()
                 self.process.join()
-            return
+            self.process = None
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
