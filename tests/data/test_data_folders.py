@@ -83,12 +83,19 @@ def wav_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kws_model(tmp_path_factory) -> Path:
+def kws_model(wav_folder, tmp_path_factory) -> Path:
+    """A DS-CNN trained briefly on the folder itself: an untrained one's .tflite gives every clip the same output,
+    which the build rightly fails (issue 9 item 5)."""
     from edgesparse.pipeline.tf_env import import_tf
 
-    import_tf()[1].utils.set_random_seed(0)
+    keras = import_tf()[1]
+    keras.utils.set_random_seed(0)
+    model = kws.build_ds_cnn(filters=32)     # 32: conv_1 and pw_i reach min_params
+    train = kws.load_folder(wav_folder).dataset
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(train.x_train, train.y_train, epochs=30, batch_size=8, verbose=0)
     path = tmp_path_factory.mktemp("models") / "kws_tiny.keras"
-    kws.build_ds_cnn(filters=32).save(path)     # 32: conv_1 and pw_i reach min_params
+    model.save(path)
     return path
 
 
