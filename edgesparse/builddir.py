@@ -49,7 +49,8 @@ BASELINES = {"dense_float32": "baselines/dense_float32.tflite", "dense_int8": "b
 REPORT_SECTIONS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int, "tool": dict, "versions": dict, "created_utc": str, "options": dict, "profile": dict,
     "model": dict, "data": dict, "pruning": dict, "sparsity": dict, "conversion": dict, "sizes": dict,
-    "accuracy": dict, "verification": dict, "check": dict, "passed": bool, "failures": list, "timings_s": dict,
+    "accuracy": dict, "verification": dict, "check": dict, "passed": bool, "failures": list, "warnings": list,
+    "timings_s": dict,
     "files": dict,
 }
 

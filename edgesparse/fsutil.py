@@ -33,6 +33,7 @@ __all__ = [
     "check_writable_location",
     "staged_output_dir",
     "umask",
+    "write_error",
 ]
 
 Recogniser = Callable[[Path], bool]
@@ -49,7 +50,8 @@ def umask() -> int:
     return mask
 
 
-def _write_error(path: Path, exc: OSError) -> OutputLocationError:
+def write_error(path: Path, exc: OSError) -> OutputLocationError:
+    """The exit-2 error for an OS write failure: the path and the OS reason (a full disk, a read-only mount)."""
     return OutputLocationError("Could not write the output", where=str(path),
                                expected="a writable location with free space",
                                received=exc.strerror or str(exc),
@@ -70,7 +72,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except OSError as exc:
-        raise _write_error(path, exc) from None
+        raise write_error(path, exc) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -89,8 +91,8 @@ def check_writable_location(out: Path | str) -> None:
     directory can really be created in it (this catches read-only file systems,
     which `os.access` does not).
     """
-    out = Path(out).absolute()
-    cwd = Path.cwd().absolute()
+    out = Path(os.path.abspath(out))  # normalised, so `..` is recognised as a parent of the current directory
+    cwd = Path(os.path.abspath(Path.cwd()))
     if out == cwd or out in cwd.parents:
         raise OutputExistsError("The output location is the current directory or one of its parents",
                                 where=str(out), expected="a new directory for the output",
@@ -168,7 +170,7 @@ def staged_output_dir(out_dir: Path | str, force: bool, *, ours: Recogniser,
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _write_error(out_dir.parent, exc) from None
+        raise write_error(out_dir.parent, exc) from None
     with deferred():
         staging = _make_staging(out_dir)
     try:
@@ -180,7 +182,7 @@ def staged_output_dir(out_dir: Path | str, force: bool, *, ours: Recogniser,
                 try:
                     _publish(staging, out_dir)
                 except OSError as exc:
-                    raise _write_error(out_dir, exc) from None
+                    raise write_error(out_dir, exc) from None
     finally:
         with deferred():
             if staging.exists():

@@ -39,6 +39,8 @@ def plain_line(event: str, fields: dict[str, Any]) -> str | None:
     """
     if event == "stage":
         return str(fields["description"])
+    if event == "warning":
+        return f"warning: {fields['message']}"
     if event == "sweep_begin":
         return f"sweep: {fields['points']} point(s), {fields['jobs']} to build, {fields['cached']} cached"
     if event == "point_begin":
@@ -150,6 +152,8 @@ class SweepProgress(BuildProgress):
             self._train = None
         elif event in ("point_done", "point_skipped"):
             self._point_finished(event, fields)
+        elif event == "warning":
+            p.console.print(f"  [bold yellow]warning:[/] {escape(fields['message'])}", soft_wrap=True)
 
     def _point_finished(self, event: str, fields: dict[str, Any]) -> None:
         p = self._progress

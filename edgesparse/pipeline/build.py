@@ -40,9 +40,9 @@ import numpy as np
 from edgesparse import builddir
 from edgesparse._types import Progress, no_progress
 from edgesparse.data import Dataset, check_compatible, load_data
-from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError, OutputLocationError
+from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError
 from edgesparse.estimate import check_model
-from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir
+from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir, write_error
 from edgesparse.pipeline import convert, models, prune
 from edgesparse.pipeline.build_checks import (
     DEFAULT_MIN_AGREEMENT,
@@ -401,9 +401,7 @@ def _save_keras(model: Any, path: Path) -> None:
     try:
         model.save(path)
     except OSError as exc:
-        raise OutputLocationError("Could not write the output", where=str(path),
-                                  expected="a writable location with free space", received=exc.strerror or str(exc),
-                                  fix="Free some space or choose another --out; nothing earlier was changed") from None
+        raise write_error(path, exc) from None
 
 
 def raise_for_failures(result: BuildResult) -> None:

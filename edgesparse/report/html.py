@@ -474,7 +474,8 @@ def report_context(document: dict) -> dict[str, Any]:
         "timings": list((document.get("timings_s") or {}).items()),
         "model_items": [(k, v) for k, v in _flatten("", model) if k not in ("labels",)],
         "conversion": document.get("conversion") or {}, "verification": document.get("verification") or {},
-        "failures": document.get("failures") or [], "passed": document.get("passed"),
+        "failures": document.get("failures") or [], "warnings": document.get("warnings") or [],
+        "passed": document.get("passed"),
         "files": document.get("files") or {},
     }
 

@@ -39,6 +39,7 @@ def test_existing_output_directory_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.tflite").write_bytes(b"earlier")
+    (out / "report.json").write_text('{"schema_version": 1}')  # an earlier build, as builddir recognises one
     result = CliRunner().invoke(main, ["build", "--out", str(out)])
     assert result.exit_code == 2
     assert "already exists" in result.output and "--force" in result.output
