@@ -43,7 +43,7 @@ from edgesparse.data import Dataset, check_compatible, load_data
 from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError
 from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir, write_error
-from edgesparse.pipeline import convert, models, prune
+from edgesparse.pipeline import convert, models, prune, recurrent
 from edgesparse.pipeline.build_checks import (
     DEFAULT_MIN_AGREEMENT,
     artifact_failures,
@@ -219,6 +219,7 @@ def prepare_inputs(options: BuildOptions, progress: Progress | None = None) -> P
         info = {"source": str(options.model), "format": loaded.format, "name": loaded.name,
                 "rebuilt_from_keras3": loaded.rebuilt_from_keras3,
                 "rebuild_max_abs_error": loaded.rebuild_max_abs_error}
+    recurrent.check_recurrent(model)  # before any prediction or fine-tuning: what no --quantize mode converts
     input_shape = tuple(int(d) if d is not None else -1 for d in model.input_shape[1:])
     num_classes = _output_count(model)
     check_compatible(dataset, input_shape, num_classes, source=str(options.data) if options.data else info["source"])

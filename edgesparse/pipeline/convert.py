@@ -27,6 +27,7 @@ import numpy as np
 from edgesparse._types import QUANTIZE_MODES
 from edgesparse.data import representative_dataset
 from edgesparse.errors import ConversionError, EdgesparseError
+from edgesparse.pipeline.recurrent import recurrent_converter
 from edgesparse.pipeline.tf_env import import_tf
 from edgesparse.runtime.capture import captured_stderr
 from edgesparse.runtime.verify import run_tflite
@@ -105,6 +106,9 @@ def _conversion_error(exc: Exception, stderr: str, quantize: str, sparse: bool) 
                "or replace that layer for TFLM")
     elif "representative" in text.lower() or "Cannot set tensor" in text or "Dimension mismatch" in text:
         fix = "The representative data must match the model input (shape and float32 dtype)"
+    elif "TensorList" in text or "tf.While" in text:
+        fix = ("A recurrent loop did not convert in any --quantize mode: use GRU / LSTM / SimpleRNN layers "
+               "(stateful=False, no mask, a fixed number of time steps) and report the line above")
     else:
         fix = "Try --quantize none to see whether quantization is the cause; report the line above"
     return ConversionError("The TFLite converter failed", where=where,
@@ -127,7 +131,8 @@ def convert_keras(model, *, quantize: str, representative=None, sparse: bool = F
                               received="none", fix="Pass the training data, or use --quantize dynamic")
     tf, _ = import_tf()
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    # A recurrent model traced with a dynamic batch does not convert in any mode: batch-1 inference copy.
+    converter = recurrent_converter(model) or tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = [] if quantize == "none" else [tf.lite.Optimize.DEFAULT]
     if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)

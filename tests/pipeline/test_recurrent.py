@@ -1,0 +1,113 @@
+"""Recurrent models (Conv1D then GRU / LSTM) end to end: `edgesparse build` converts, verifies and refuses early."""
+
+import json
+import time
+
+import keras  # Keras 3, for the .keras file a Keras 3 user saves
+import numpy as np
+import pytest
+import tf_keras as tfk
+from click.testing import CliRunner
+
+from edgesparse.cli.commands import main
+from edgesparse.tflite.graph import load_graph
+
+pytestmark = pytest.mark.slow
+
+SHAPE = (49, 10)
+CLASSES = 3
+
+
+def _data(path):
+    """Learnable: each class shifts a different feature, so a 1-epoch model's output depends on its input."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = rng.integers(0, CLASSES, n)
+        x = rng.normal(0, 1, (n, *SHAPE)).astype(np.float32)
+        x[np.arange(n), :, y] += 2.0
+        return x, y.astype(np.int64)
+
+    (xt, yt), (xv, yv) = split(192), split(48)
+    np.savez(path, x_train=xt, y_train=yt, x_val=xv, y_val=yv)
+    return path
+
+
+def _model(api, recurrent, data=None, **options):
+    layer = {"gru": api.layers.GRU, "lstm": api.layers.LSTM}[recurrent]
+    model = api.Sequential([api.Input(SHAPE), api.layers.Conv1D(8, 3, activation="relu", name="conv"),
+                            layer(8, name=recurrent, **options),
+                            api.layers.Dense(CLASSES, activation="softmax", name="out")], name=f"tiny_{recurrent}")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    if data is not None:  # above chance before pruning, as a user's trained model is
+        arrays = np.load(data)
+        model.fit(arrays["x_train"], arrays["y_train"], epochs=3, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return _data(tmp_path_factory.mktemp("rnn_data") / "data.npz")
+
+
+def _build(model_path, data, out, profile, quantize="int8", epochs="1"):
+    started = time.perf_counter()
+    result = CliRunner().invoke(main, ["build", "--model", str(model_path), "--data", str(data), "--profile", profile,
+                                       "--quantize", quantize, "--epochs", epochs, "--batch-size", "32",
+                                       "--min-params", "100", "--max-accuracy-drop", "100", "--min-agreement", "0",
+                                       "--out", str(out)],
+                                catch_exceptions=False)
+    return result, time.perf_counter() - started
+
+
+def _check_built(result, out, runtime):
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is True and report["failures"] == []
+    from edgesparse.runtime.verify import run_tflite
+
+    x = np.random.default_rng(1).normal(0, 1, (2, *SHAPE)).astype(np.float32)
+    outputs = run_tflite((out / "model.tflite").read_bytes(), x, runtime=runtime).outputs
+    assert outputs.shape == (2, CLASSES) and np.isfinite(outputs).all()
+    return {op.opcode for op in load_graph(out / "model.tflite").ops}
+
+
+@pytest.mark.parametrize("profile,runtime", [("rpi4", "litert"), ("nrf52840", "tflm")])
+@pytest.mark.parametrize("recurrent", ["gru", "lstm"])
+def test_recurrent_model_builds_and_runs_in_its_interpreter(tmp_path, data, recurrent, profile, runtime):
+    path = tmp_path / f"{recurrent}.h5"
+    _model(tfk, recurrent, data).save(path)
+    result, _ = _build(path, data, tmp_path / "out", profile)
+    ops = _check_built(result, tmp_path / "out", runtime)
+    assert "WHILE" not in ops  # int8: a fused LSTM or an unrolled GRU, never a loop (TFLM hangs on some)
+    if recurrent == "lstm":
+        assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops
+
+
+@pytest.mark.parametrize("quantize", ["none", "dynamic", "float16"])
+def test_gru_builds_in_every_litert_quantize_mode(tmp_path, data, quantize):
+    path = tmp_path / "gru.h5"
+    _model(tfk, "gru", data, recurrent_dropout=0.1).save(path)
+    result, _ = _build(path, data, tmp_path / "out", "rpi4", quantize=quantize)
+    _check_built(result, tmp_path / "out", "litert")
+
+
+def test_keras3_gru_file_builds(tmp_path, data):
+    path = tmp_path / "k3gru.keras"
+    _model(keras, "gru", data).save(path)
+    result, _ = _build(path, data, tmp_path / "out", "rpi4")
+    _check_built(result, tmp_path / "out", "litert")
+
+
+def test_unsupported_recurrent_layer_is_refused_before_training(tmp_path, data):
+    path = tmp_path / "stateful.h5"
+    model = tfk.Sequential([tfk.Input(SHAPE, batch_size=1), tfk.layers.Conv1D(8, 3, name="conv"),
+                            tfk.layers.GRU(8, stateful=True, name="gru"),
+                            tfk.layers.Dense(CLASSES, activation="softmax", name="out")])
+    model.save(path)
+    result, seconds = _build(path, data, tmp_path / "out", "rpi4", quantize="none", epochs="50")
+    assert result.exit_code == 2, result.output
+    assert "gru" in result.output and "stateful=False" in result.output
+    assert "--quantize none" not in result.output
+    assert "Pruning and fine-tuning" not in result.output and not (tmp_path / "out").exists()
+    assert seconds < 20, seconds
