@@ -138,7 +138,7 @@ def check_recurrent(model: Any) -> None:
     """Raise ModelError, before any training, if a recurrent layer cannot be converted in any mode."""
     problems = recurrent_problems(model)
     if problems:
-        raise ModelError("The model's recurrent layers cannot be converted to TFLite", where="model",
+        raise ModelError("The model's recurrent layers cannot be converted to TFLite", where=f"model {model.name}",
                          expected="GRU / LSTM / SimpleRNN layers with stateful=False, return_state=False, "
                                   "no mask and a fixed number of time steps",
                          received="; ".join(problems),

@@ -99,11 +99,12 @@ def test_keras3_gru_file_builds(tmp_path, data):
     _check_built(result, tmp_path / "out", "litert")
 
 
-def test_unsupported_recurrent_layer_is_refused_before_training(tmp_path, data):
-    path = tmp_path / "stateful.h5"
-    model = tfk.Sequential([tfk.Input(SHAPE, batch_size=1), tfk.layers.Conv1D(8, 3, name="conv"),
-                            tfk.layers.GRU(8, stateful=True, name="gru"),
-                            tfk.layers.Dense(CLASSES, activation="softmax", name="out")])
+@pytest.mark.parametrize("api,suffix", [(tfk, ".h5"), (keras, ".keras")], ids=["tf_keras", "keras3"])
+def test_unsupported_recurrent_layer_is_refused_before_training(tmp_path, data, api, suffix):
+    path = tmp_path / f"stateful{suffix}"
+    model = api.Sequential([api.Input(SHAPE, batch_size=1), api.layers.Conv1D(8, 3, name="conv"),
+                            api.layers.GRU(8, stateful=True, name="gru"),
+                            api.layers.Dense(CLASSES, activation="softmax", name="out")])
     model.save(path)
     result, seconds = _build(path, data, tmp_path / "out", "rpi4", quantize="none", epochs="50")
     assert result.exit_code == 2, result.output

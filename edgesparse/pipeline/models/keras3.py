@@ -100,8 +100,12 @@ def rebuild_keras3(
 
 
 def _random_input(tensor: Any, rng: Any) -> Any:
-    """A batch of 4 random samples for a symbolic input (None dims become 16)."""
-    shape = [4] + [d if d is not None else 16 for d in tuple(tensor.shape)[1:]]
+    """A batch of 4 random samples for a symbolic input (None dims become 16).
+
+    A fixed batch size (a stateful RNN's Input(batch_size=...)) is kept: such a model refuses any other.
+    """
+    dims = tuple(tensor.shape)
+    shape = [dims[0] or 4] + [d if d is not None else 16 for d in dims[1:]]
     dtype = np.dtype(getattr(tensor.dtype, "name", None) or str(tensor.dtype))
     if dtype.kind in "iu":
         return rng.integers(0, 2, size=shape).astype(dtype)  # valid ids for any Embedding
