@@ -41,16 +41,21 @@ def run() -> str:
     sizes, acc = report["sizes"], report["accuracy"]
     r32, r8 = sizes["ratio_dense_float32_to_artifact"], sizes["ratio_dense_int8_to_artifact"]
     drop = acc["drop_points"]
+    def size(kind: str) -> str:
+        return f"{sizes[kind + '_bytes']:,} B (gzip {sizes[kind + '_gzip_bytes']:,} B)"
+
+    min32, min8, max_drop = GOALS["min_ratio_float32"], GOALS["min_ratio_int8"], GOALS["max_drop_points"]
     rows = [
-        ("dense float32 .tflite", f"{sizes['dense_float32_bytes']:,} B (gzip {sizes['dense_float32_gzip_bytes']:,} B)", ""),
-        ("dense int8 .tflite", f"{sizes['dense_int8_bytes']:,} B (gzip {sizes['dense_int8_gzip_bytes']:,} B)", ""),
-        ("final artifact", f"{sizes['artifact_bytes']:,} B (gzip {sizes['artifact_gzip_bytes']:,} B)", ""),
-        ("size ratio dense float32 / artifact", f"{r32:.2f}x", _goal(r32 >= GOALS["min_ratio_float32"], f">= {GOALS['min_ratio_float32']}x")),
-        ("size ratio dense int8 / artifact", f"{r8:.2f}x", _goal(r8 >= GOALS["min_ratio_int8"], f">= {GOALS['min_ratio_int8']}x")),
+        ("dense float32 .tflite", size("dense_float32"), ""),
+        ("dense int8 .tflite", size("dense_int8"), ""),
+        ("final artifact", size("artifact"), ""),
+        ("size ratio dense float32 / artifact", f"{r32:.2f}x", _goal(r32 >= min32, f">= {min32}x")),
+        ("size ratio dense int8 / artifact", f"{r8:.2f}x", _goal(r8 >= min8, f">= {min8}x")),
         ("sparsity of pruned weights", f"{report['sparsity']['overall']:.1%}", ""),
         ("accuracy dense float / pruned Keras / .tflite",
          f"{acc['dense_float']:.2%} / {acc['pruned_keras']:.2%} / {acc['tflite']:.2%}", ""),
-        ("accuracy drop dense float -> .tflite", f"{drop:.2f} points", _goal(drop <= GOALS["max_drop_points"], f"<= {GOALS['max_drop_points']} points")),
+        ("accuracy drop dense float -> .tflite", f"{drop:.2f} points",
+         _goal(drop <= max_drop, f"<= {max_drop} points")),
         ("wall time, build with cached dense model", f"{wall:.1f} s", ""),
         ("wall time, first build (trains the dense model)", f"{cold_wall:.1f} s", ""),
     ]
@@ -64,10 +69,13 @@ def run() -> str:
         "| figure | value | goal |",
         "|---|---|---|",
     ] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines += ["", "Per-layer policy and achieved sparsity:", "", "| layer | pattern | target | achieved |", "|---|---|---|---|"]
+    lines += ["", "Per-layer policy and achieved sparsity:", "",
+              "| layer | pattern | target | achieved |", "|---|---|---|---|"]
     for layer in report["sparsity"]["layers"]:
-        lines.append(f"| {layer.get('name')} | {layer.get('pattern')} | {layer.get('target', 0):.2f} | {layer.get('achieved', 0):.3f} |")
-    lines += ["", "Sparse encoding decisions:", "", "| tensor | dense bytes | sparse bytes | kept sparse |", "|---|---|---|---|"]
+        lines.append(f"| {layer.get('name')} | {layer.get('pattern')} | {layer.get('target', 0):.2f} "
+                     f"| {layer.get('achieved', 0):.3f} |")
+    lines += ["", "Sparse encoding decisions:", "",
+              "| tensor | dense bytes | sparse bytes | kept sparse |", "|---|---|---|---|"]
     for t in report["conversion"]["tensors"]:
         lines.append(f"| {t.get('name')} | {t.get('dense_bytes')} | {t.get('sparse_bytes')} | {t.get('kept_sparse')} |")
     for note in report["conversion"]["notes"]:
