@@ -22,14 +22,12 @@ CASES = [
     ("training the dense demo model", 1.0, signal.SIGTERM),
     ("Pruning and fine-tuning", 0.5, signal.SIGTERM),
     ("fine-tuning with UpdatePruningStep", 1.5, signal.SIGINT),
-    ("fine-tuning with UpdatePruningStep", 3.0, signal.SIGTERM),
     ("Converting to TFLite", 0.0, signal.SIGINT),
     ("Converting to TFLite", 0.8, signal.SIGTERM),
     ("Running the artifact", 0.0, signal.SIGTERM),
     ("Running the artifact", 0.3, signal.SIGINT),
     ("Checking against the", 0.0, signal.SIGINT),
     ("Writing", 0.0, signal.SIGTERM),
-    ("Writing", 0.0, signal.SIGINT),
 ]
 
 
