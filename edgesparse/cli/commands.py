@@ -41,6 +41,10 @@ from edgesparse.errors import (
 )
 from edgesparse.estimate import battery_comparison, check_model, parse_rate
 from edgesparse.estimate.calibrate import calibrate_profile
+
+# The build half; its modules import TensorFlow only inside the functions that train and convert.
+from edgesparse.pipeline import build as pipeline_build
+from edgesparse.pipeline import sweep as pipeline_sweep
 from edgesparse.profiles.profile import Profile, available_profiles, display_path, load_profile
 from edgesparse.profiles.validate import ProfileValidationError
 from edgesparse.report import format as fmt
@@ -158,16 +162,13 @@ def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--seed", type=int, default=0, show_default=True)
 def build(**kwargs: Any) -> None:
     """Prune, quantize, verify and check a Keras model for a device profile."""
-    from edgesparse.pipeline.build import BuildOptions, raise_for_failures  # TensorFlow
-    from edgesparse.pipeline.build import build as run_build
-
     console = render.make_console()
     with BuildProgress(console) as progress:
-        result = run_build(BuildOptions(**kwargs), progress=progress)
+        result = pipeline_build.build(pipeline_build.BuildOptions(**kwargs), progress=progress)
     render.print_summary(console, summary_rows(result.report), f"edgesparse build -> {result.out_dir}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
-    raise_for_failures(result)
+    pipeline_build.raise_for_failures(result)
     console.print(f"[green]ok[/] wrote {result.out_dir}/: model.tflite, report.json, report.html")
 
 
@@ -428,15 +429,13 @@ def sweep(profiles: tuple[str, ...], sparsities: str, quantize: str, max_accurac
     An interrupted sweep resumes: rerun the same command and finished points come from the cache.
     Exit 1 when --max-accuracy-drop is given and no point qualifies.
     """
-    from edgesparse.pipeline.build import BuildOptions  # TensorFlow
-    from edgesparse.pipeline.sweep import SweepOptions, run_sweep
-
-    options = SweepOptions(base=BuildOptions(**base), profiles=tuple(profiles), sparsities=sparsities,
-                           quantize=quantize, max_accuracy_drop=max_accuracy_drop, out=out, fresh=fresh)
+    options = pipeline_sweep.SweepOptions(base=pipeline_build.BuildOptions(**base), profiles=tuple(profiles),
+                                          sparsities=sparsities, quantize=quantize,
+                                          max_accuracy_drop=max_accuracy_drop, out=out, fresh=fresh)
     console = render.make_console()
     try:
         with SweepProgress(console) as progress:
-            result = run_sweep(options, progress=progress)
+            result = pipeline_sweep.run_sweep(options, progress=progress)
     except KeyboardInterrupt:
         raise Interrupted(f"The sweep was stopped by {interrupts.signal_name(interrupts.received() or signal.SIGINT)}",
                           where=str(out or "the sweep directory"),
