@@ -110,6 +110,7 @@ class Model:
         self.interpreter.set_tensor(self.input["index"], self.quantize(x))
         times = []
         for _ in range(max(1, repeat)):
+            self.interpreter.reset_all_variables()  # a fused LSTM's state must not carry over between inputs
             start = time.perf_counter()
             self.interpreter.invoke()
             times.append((time.perf_counter() - start) * 1000.0)

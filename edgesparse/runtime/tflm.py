@@ -105,6 +105,7 @@ def invoke_each(interpreter: Any, samples: np.ndarray,
                 if progress is not None:
                     progress(f"invoke {i + 1}/{len(samples)}")
                 interpreter.set_input(np.ascontiguousarray(samples[i:i + 1]).reshape(in_shape), 0)
+                interpreter.reset()  # variable tensors (a fused LSTM's state) start fresh for each sample
                 interpreter.invoke()
                 outs.append(np.array(interpreter.get_output(0)).reshape((1, *out_shape[1:])))
             failure = None

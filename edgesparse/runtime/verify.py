@@ -141,6 +141,7 @@ def _run_litert(graph: Graph, model_bytes: bytes, x: Any, progress: Callable[[st
             if n < batch:  # fixed batch > 1: pad the last chunk, drop the padding after
                 chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
             it.set_tensor(in_idx, np.ascontiguousarray(chunk))
+            it.reset_all_variables()  # a fused LSTM keeps its state in variables: each sample starts fresh, as in Keras
             it.invoke()
             outs.append(it.get_tensor(out_idx)[:n].copy())
         return np.concatenate(outs), in_sig, out_sig
