@@ -171,6 +171,11 @@ class Profile:
         return int(self.runtime_table.get("persistent_ram_bytes", 0) or 0)
 
     @property
+    def alt_decompression_bytes(self) -> int:
+        """TFLM's separate memory for decoded (DECODE) tensors, outside the arena; 0 when the device has none."""
+        return int(self.runtime_table.get("alt_decompression_bytes", 0) or 0)
+
+    @property
     def kernel_code_bytes(self) -> Mapping[str, float]:
         """Per-op kernel code by builtin op name (or 'default'); {} when the profile gives none."""
         value = self.runtime_table.get("kernel_code_bytes")

@@ -134,6 +134,9 @@ SCHEMA: dict[str, Table] = {
         "code_bytes": Key("int", "The runtime's own code (flash/storage).", required=True, minimum=0),
         "persistent_ram_bytes": Key("int", "Runtime RAM beyond the tensor arena.", required=True,
                                     minimum=0),
+        "alt_decompression_bytes": Key("int", "TFLM only: a separate memory for DECODE outputs "
+                                        "(MicroInterpreter alt_decompression_memory_size), 0 for none.",
+                                        minimum=0),
         "kernel_code_bytes": Key("number_map", "Per-op kernel code added to code_bytes for the op "
                                  "types a model uses (builtin op name or 'default').", minimum=0),
     }),
