@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgesparse.estimate.decoding import DecodeWork, decode_work
 from edgesparse.estimate.ops import is_constant, is_one_time, is_variable, op_cost_class, op_type, tensor_nbytes
 from edgesparse.profiles import Profile
 from edgesparse.runtime.litert import activation_arena_bytes
+from edgesparse.tflite.schema import DECODE_OPS
 
 __all__ = [
     "TFLM_HOST64",
@@ -185,13 +187,19 @@ class TflmLayout:
     fixed: int              # allocator, planner, subgraph tables: constant per model
     persistent_base: int    # persistent buffers every model allocates
     alignment_slack: int    # typical padding between tail allocations
+    pointer: int = 8        # sizeof(void*): DECODE's DecodeState* array, the alt-memory allocation counter
+    decode_state: int = 80  # sizeof(DecodeStatePrune), the larger of the PRUNING and LUT states
 
 
-# Measured: RecordingMicroAllocator categories on x86-64 (see docs/estimation.md).
-TFLM_HOST64 = TflmLayout("tflm x86-64 (measured)", 24, 64, 64, 32, 488, 16, 32)
+# Measured: RecordingMicroAllocator categories on x86-64 (see docs/estimation.md). DecodeStatePrune is
+# vptr, context, profiler, 6 pointer/size_t fields and 2 bytes: 80 B (LUT's 72 B takes the same 80 once
+# 16-byte aligned); measured 96 B of persistent buffers per one-output DECODE with its 8 B pointer array.
+TFLM_HOST64 = TflmLayout("tflm x86-64 (measured)", 24, 64, 64, 32, 488, 16, 32, pointer=8, decode_state=80)
 # 32-bit MCUs: pointer-only structs shrink (TfLiteEvalTensor 3 words, TfLiteNode 7
 # words + registration pointer); the rest is kept at the host figure (an upper bound).
-TFLM_MCU32 = TflmLayout("tflm 32-bit (derived)", 12, 32, 64, 32, 488, 16, 32)
+# DecodeStatePrune on ILP32: 9 words + 2 bytes = 40 B (LUT: 36 B), 48 B once 16-byte aligned, + 16 B for
+# the 4 B pointer array: 64 B per one-output DECODE (derived from the class layout, not measured).
+TFLM_MCU32 = TflmLayout("tflm 32-bit (derived)", 12, 32, 64, 32, 488, 16, 32, pointer=4, decode_state=40)
 
 
 @dataclass
@@ -207,12 +215,14 @@ class RamEstimate:
     breakdown: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     plan: MemoryPlan | None = field(default=None, repr=False)
+    decode: dict[str, Any] | None = None     # TFLM DECODE: decoded tensors, their arena and state (None: none)
+    alt_decompression: dict[str, Any] | None = None  # the alternate decompression memory, when the profile has it
 
     def to_dict(self) -> dict[str, Any]:
         return {"total_bytes": self.total_bytes, "planned_bytes": self.planned_bytes,
                 "persistent_bytes": self.persistent_bytes, "scratch_bytes": self.scratch_bytes,
                 "method": self.method, "basis": self.basis, "breakdown": dict(self.breakdown),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "decode": self.decode, "alt_decompression": self.alt_decompression}
 
 
 def _per_channel(tensors: Sequence[Any], index: int) -> int:
@@ -274,15 +284,19 @@ def cmsis_nn_scratch_bytes(op: Any, tensors: Sequence[Any]) -> int:
     return 0
 
 
-def _tflm_head(graph: Any, kernels: str) -> tuple[list[Buffer], int, int]:
-    """(buffers the planner places, variable-tensor bytes kept in the tail, CMSIS-NN scratch bytes)."""
+def _tflm_head(graph: Any, kernels: str, elsewhere: frozenset[int] = frozenset()) -> tuple[list[Buffer], int, int]:
+    """(buffers the planner places, variable-tensor bytes kept in the tail, CMSIS-NN scratch bytes).
+
+    `elsewhere`: tensors with memory outside the arena before planning (DECODE outputs in the
+    alternate decompression memory): TFLM's planner skips a tensor whose data is already set.
+    """
     tensors = list(graph.tensors)
     lifetimes = tensor_lifetimes(graph)
     buffers: list[Buffer] = []
     variable_bytes = 0
     for t, (first, last) in lifetimes.items():
         tensor = tensors[t]
-        if is_constant(tensor):
+        if is_constant(tensor) or t in elsewhere:
             continue
         size = tensor_nbytes(tensor)
         if is_variable(tensor):
@@ -311,6 +325,8 @@ def _tflm_tail(graph: Any, layout: TflmLayout) -> tuple[dict[str, int], set[str]
     unknown: set[str] = set()
     for op in ops:
         name = op_type(op)
+        if name in DECODE_OPS:
+            continue  # DECODE's persistent state is counted from its outputs (DecodeWork.persistent_bytes)
         if name not in _TFLM_OPDATA:
             unknown.add(name)
         op_data += _TFLM_OPDATA.get(name, _TFLM_OPDATA_DEFAULT)
@@ -332,33 +348,61 @@ def _tflm_tail(graph: Any, layout: TflmLayout) -> tuple[dict[str, int], set[str]
 
 
 def tflm_ram(graph: Any, *, layout: TflmLayout = TFLM_HOST64, kernels: str = "reference",
-             persistent_ram_bytes: int = 0) -> RamEstimate:
+             persistent_ram_bytes: int = 0, decode: DecodeWork | None = None,
+             alt_decompression_bytes: int = 0) -> RamEstimate:
     """The tensor arena TFLM allocates for this graph: planned head + persistent tail.
 
     Head = the greedy plan of every non-constant, non-variable tensor (and, for
-    CMSIS-NN, each op's scratch buffer, live only during its op). Tail = eval
-    tensors, node structs, I/O TfLiteTensors, kernel op data (per-channel
-    quantization arrays included), builtin options and variable tensors.
+    CMSIS-NN, each op's scratch buffer, live only during its op). A DECODE
+    output is such a tensor, live from its DECODE to its last reader, unless it
+    goes to the alternate decompression memory (`alt_decompression_bytes` > 0,
+    TFLM's alt_decompression_memory_size). Tail = eval tensors, node structs,
+    I/O TfLiteTensors, kernel op data (per-channel quantization arrays
+    included), builtin options, DECODE's state and variable tensors.
+    `decode` is the graph's `decoding.decode_work` (computed when omitted;
+    ModelError for a corrupt DECODE).
     """
-    buffers, variable_bytes, scratch = _tflm_head(graph, kernels)
+    work = decode if decode is not None else decode_work(graph)
+    alt = work.alt_placement(int(alt_decompression_bytes)) if work and alt_decompression_bytes > 0 else None
+    buffers, variable_bytes, scratch = _tflm_head(graph, kernels, alt.in_alt if alt else frozenset())
     plan = plan_greedy(buffers, alignment=16)
     breakdown, unknown = _tflm_tail(graph, layout)
     breakdown["variable_tensors"] = variable_bytes
+    notes: list[str] = []
+    if work:
+        breakdown["decode_state"] = work.persistent_bytes(layout.pointer, layout.decode_state)
+        if alt is not None:
+            breakdown["decode_state"] += -(-layout.pointer // 16) * 16  # the alt memory's allocation counter
     if persistent_ram_bytes:
         breakdown["runtime_persistent_ram"] = int(persistent_ram_bytes)
     persistent = sum(breakdown.values())
     breakdown = {"planned_activations": plan.peak_bytes, **breakdown}
-    notes: list[str] = []
     if unknown:
         notes.append("TFLM op data for " + ", ".join(sorted(unknown)) +
                      f" not measured; {_TFLM_OPDATA_DEFAULT} bytes each assumed")
     if scratch:
         notes.append(f"CMSIS-NN scratch buffers ({scratch} bytes in all, each live during its op) are in the plan")
+    decode_info = _decode_summary(work, plan, alt, breakdown.get("decode_state", 0), notes) if work else None
     return RamEstimate(
         total_bytes=plan.peak_bytes + persistent, planned_bytes=plan.peak_bytes,
         persistent_bytes=persistent, scratch_bytes=scratch,
         method=f"TFLM greedy plan, alignment 16; persistent layout {layout.name}; kernels {kernels}",
-        basis="planner", breakdown=breakdown, notes=notes, plan=plan)
+        basis="planner", breakdown=breakdown, notes=notes, plan=plan, decode=decode_info,
+        alt_decompression=alt.to_dict() if alt is not None else None)
+
+
+def _decode_summary(work: DecodeWork, plan: MemoryPlan, alt: Any, state_bytes: int,
+                    notes: list[str]) -> dict[str, Any]:
+    """What DECODE costs in RAM: decoded tensors in the arena (live from their DECODE to their reader), state."""
+    names = {s.name for s in work.sites if alt is None or s.output not in alt.in_alt}
+    in_arena = [b.size for b in plan.buffers if b.name in names]
+    if alt is not None and alt.in_arena:
+        notes.append(f"alternate decompression memory of {alt.available_bytes} B is too small for "
+                     + ", ".join(alt.in_arena) + f" (needs {alt.needed_bytes} B): TFLM decodes "
+                     "them into the arena instead")
+    return {**work.to_dict(), "persistent_bytes": state_bytes,
+            "arena_decoded_tensors": len(in_arena), "arena_decoded_bytes": sum(in_arena),
+            "alt_decompression_bytes": alt.available_bytes if alt is not None else 0}
 
 
 # --------------------------------------------------------------------------- RAM under LiteRT
@@ -411,13 +455,19 @@ def litert_ram(graph: Any, *, model_bytes: bytes | None = None, kernels: str = "
                        breakdown=breakdown, notes=notes)
 
 
-def estimate_ram(graph: Any, profile: Profile, *, model_bytes: bytes | None = None) -> RamEstimate:
-    """RAM on the profile's runtime: TFLM's arena (32-bit layout on an MCU) or LiteRT's footprint."""
+def estimate_ram(graph: Any, profile: Profile, *, model_bytes: bytes | None = None,
+                 decode: DecodeWork | None = None) -> RamEstimate:
+    """RAM on the profile's runtime: TFLM's arena (32-bit layout on an MCU) or LiteRT's footprint.
+
+    On TFLM, DECODE outputs go to the profile's alternate decompression memory
+    (`[runtime] alt_decompression_bytes`) when it has one and they fit.
+    """
     kernels = profile.kernels or "reference"
     persistent = profile.persistent_ram_bytes
     if profile.runtime == "tflm":
         layout = TFLM_MCU32 if profile.device_class == "mcu" else TFLM_HOST64
-        return tflm_ram(graph, layout=layout, kernels=kernels, persistent_ram_bytes=persistent)
+        return tflm_ram(graph, layout=layout, kernels=kernels, persistent_ram_bytes=persistent, decode=decode,
+                        alt_decompression_bytes=profile.alt_decompression_bytes)
     return litert_ram(graph, model_bytes=model_bytes, kernels=kernels, persistent_ram_bytes=persistent)
 
 

@@ -16,6 +16,7 @@ from edgesparse.tflite.ir import Op, Subgraph, Tensor, dim_extent, trace_constan
 from edgesparse.tflite.schema import (
     CONTROL_OPS,
     DATA_OPS,
+    DECODE_OPS,
     ELEMENTWISE_OPS,
     POOL_OPS,
     REDUCE_OPS,
@@ -108,7 +109,11 @@ def _count_work(op: Op, tensors: list[Tensor], const_like: set[int]) -> None:
     """MACs of the MAC-bound ops, element operations of the others (counting rules: tflite.graph)."""
     name = op.opcode
     out_elems = sum(tensors[t].num_elements for t in op.outputs)
-    if not op.builtin:
+    if not op.builtin and name in DECODE_OPS:
+        # No MACs; the decode work (every element of every output, on every invoke) is priced by the
+        # estimator from the ancillary data, which tflite.decode validates (decode_sites).
+        op.note = f"TFLM DECODE: {out_elems} elements decoded per invoke"
+    elif not op.builtin:
         op.analyzed, op.note = False, "custom op: cost unknown"
     elif name in ("CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D", "TRANSPOSE_CONV", "CONV_3D_TRANSPOSE",
                   "FULLY_CONNECTED", "BATCH_MATMUL"):

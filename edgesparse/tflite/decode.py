@@ -41,7 +41,7 @@ import numpy as np
 
 from edgesparse.errors import ModelError
 from edgesparse.tflite.graph import Graph, ModelSource, Tensor, load_graph
-from edgesparse.tflite.schema import normalize_dtype
+from edgesparse.tflite.schema import DECODE_OP, normalize_dtype
 
 __all__ = [
     "DCM_BYTES",
@@ -67,7 +67,6 @@ __all__ = [
     "reference_decode_all",
 ]
 
-DECODE_OP = "TFLM_DECODE"      # the custom code decode_insert gives the op; TFLM registers it under this name
 DCM_BYTES = 16                 # the decode common metadata header in front of every ancillary tensor
 LUT, HUFFMAN, PRUNING = 0, 1, 2
 DECODE_TYPES = {LUT: "LUT", HUFFMAN: "HUFFMAN", PRUNING: "PRUNING"}
@@ -283,6 +282,7 @@ class DecodeInfo:
     bit_width: int | None       # LUT index bits; None for PRUNING (one bit per element)
     channels: int = 1
     axis: int | None = None
+    zero_point_channels: int = 0  # per-channel zero points PRUNING copies into a persistent buffer (0: one)
 
     @property
     def decoded_bytes(self) -> int:
@@ -349,8 +349,9 @@ def _parse_pruning(bitmap: bytes, ancillary: bytes, shape: tuple[int, ...], name
         raise _corrupt("PRUNING value table is shorter than its bitmap needs", where,
                        f"{kept} {name} values ({DCM_BYTES + kept * itemsize} bytes with the header)",
                        f"{len(ancillary)} bytes")
+    per_channel = len(channels.zero_points) if len(channels.zero_points) > 1 else 0
     return DecodeInfo("PRUNING", PRUNING, 1, name, n, len(bitmap), len(ancillary), kept, None,
-                      channels.count, channels.axis)
+                      channels.count, channels.axis, per_channel)
 
 
 def _parse_lut(indices: bytes, ancillary: bytes, shape: tuple[int, ...], name: str, channels: Channels,

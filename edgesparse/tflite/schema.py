@@ -28,6 +28,8 @@ __all__ = [
     "CONV_OPS",
     "COST_CLASSES",
     "DATA_OPS",
+    "DECODE_OP",
+    "DECODE_OPS",
     "DWCONV_OPS",
     "ELEMENTWISE_OPS",
     "FC_OPS",
@@ -195,6 +197,13 @@ DATA_OPS = frozenset({
     "VAR_HANDLE", "BITCAST", "REVERSE_SEQUENCE", "MATRIX_DIAG", "MATRIX_SET_DIAG",
 })
 CONTROL_OPS = frozenset({"CALL_ONCE", "WHILE", "IF", "CALL"})
+# Custom ops with a known kind: TFLite Micro's DECODE (kernels/decode.cc, registered as "TFLM_DECODE") expands
+# an encoded constant into the arena before the op that reads it. It passes data through (kind "data": no
+# MACs, never a weight-consuming op); the decode work it does on every invoke is priced by the estimator
+# from its ancillary data (tflite.decode), not by the per-element classes. It is not a PASS_THROUGH_OP:
+# tracing a weight through it would reach the encoded bitmap, not the weights.
+DECODE_OP = "TFLM_DECODE"
+DECODE_OPS = frozenset({DECODE_OP})
 # Ops a runtime runs once, at preparation, when their inputs are constant (their output then is too).
 ONE_TIME_OPS = frozenset({"DENSIFY"})
 # Ops the converter leaves in front of weights: their output is a constant when their input is.
@@ -214,8 +223,10 @@ COST_CLASSES = ("conv", "dwconv", "fc", "elementwise", "data")
 
 def op_kind(op_name: str, *, builtin: bool = True) -> str:
     """What an op computes: conv, dwconv, fc, matmul, recurrent, elementwise, pool, reduce, data,
-    control, unknown (a builtin without a cost model) or custom."""
-    return _KIND.get(op_name, "unknown") if builtin else "custom"
+    control, unknown (a builtin without a cost model) or custom (DECODE_OPS: data)."""
+    if not builtin:
+        return "data" if op_name in DECODE_OPS else "custom"
+    return _KIND.get(op_name, "unknown")
 
 
 def cost_class(kind: str) -> str:
