@@ -22,9 +22,11 @@ from edgesparse.estimate import iter_budget_keys
 from edgesparse.profiles.profile import Profile
 from edgesparse.profiles.schema import SCHEMA
 from edgesparse.report import format as fmt
+from edgesparse.report.compression import compression_summary
 
 __all__ = [
     "basis_markup",
+    "compression_rows",
     "make_console",
     "print_battery",
     "print_calibration",
@@ -64,6 +66,38 @@ def print_summary(console: Console, rows: list[tuple[str, str]], title: str) -> 
     for label, value in rows:
         table.add_row(label, value)
     console.print(table)
+
+
+def compression_rows(section: Any) -> list[tuple[str, str]]:
+    """The build summary's lines for report.json's compression section (TFLM builds); [] without one.
+
+    Values are rich markup: a decode time whose basis is an assumption is yellow, as everywhere.
+    """
+    c = compression_summary(section)
+    if c is None:
+        return []
+    methods = ", ".join(f"{n} {m}" for m, n in c["methods"].items())
+    rows = [("mcu compression", escape(f"{c['mode'] or fmt.UNKNOWN}: {c['compressed_tensors']} of {c['tensors']} "
+                                       f"tensors compressed" + (f" ({methods})" if methods else "")))]
+    if not c["applied"]:
+        return rows
+    rows += [
+        ("model file before -> after", escape(
+            f"{fmt.byte_count(c['uncompressed_bytes'])} -> {fmt.byte_count(c['compressed_bytes'])}  "
+            f"({fmt.ratio(c['ratio_vs_dense_int8'])} smaller than dense int8)")),
+        ("arena added by DECODE", escape(
+            f"{fmt.byte_count(c['arena_added_bytes'])}  (measured in TFLM: "
+            f"{fmt.byte_count(c['arena_uncompressed_bytes'])} -> {fmt.byte_count(c['arena_compressed_bytes'])})")),
+        ("decode per invoke", escape(f"{fmt.quantity(c['decode_ms'], 'ms')} for "
+                                     f"{fmt.integer(c['decoded_elements_per_invoke'])} elements; basis ")
+         + basis_markup(str(c["decode_basis"] or "none"))),
+    ]
+    if c["kept_dense_for_ram"]:
+        why = f": {c['ram_reason']}" if c["ram_reason"] else ""
+        rows.append(("kept dense for RAM", f"[yellow]{escape(', '.join(c['kept_dense_for_ram']) + why)}[/]"))
+    if c["bitwise_identical"] is False:
+        rows.append(("TFLM outputs", "[bold red]NOT bitwise identical to the uncompressed int8 file[/]"))
+    return rows
 
 
 # --------------------------------------------------------------------------- profiles
@@ -329,12 +363,22 @@ def _sweep_cell(c: dict[str, Any]) -> str:
     return f"{verdict} {fmt.number(c.get('latency_ms'), 3, 'ms', missing='-')}"
 
 
+def _decode_cell(point: dict[str, Any]) -> str:
+    """A microcontroller build's compressed file, from its int8 size before DECODE, and the ratio to dense int8."""
+    c = next((b["compression"] for b in point["builds"].values() if b.get("compression")), None)
+    if c is None:
+        return "-"
+    return (f"{fmt.byte_size(c.get('compressed_bytes'))} from {fmt.byte_size(c.get('uncompressed_bytes'))}, "
+            f"{fmt.ratio(c.get('ratio_vs_dense_int8'))}")
+
+
 def print_sweep(console: Console, doc: dict[str, Any]) -> None:
     """Points as rows; per profile PASS/FAIL with the failed budgets and the latency."""
     names = [p["name"] for p in doc["profiles"]]
     chosen = (doc.get("choice") or {}).get("point")
+    compressed = any(b.get("compression") for p in doc["points"] for b in p["builds"].values())
     table = Table(title="sweep", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("point", "sparsity", ".tflite acc", "drop", "model"):
+    for col in ("point", "sparsity", ".tflite acc", "drop", "model") + (("MCU DECODE",) if compressed else ()):
         table.add_column(col, justify="left" if col == "point" else "right")
     for name in names:
         table.add_column(name, justify="left")
@@ -342,6 +386,8 @@ def print_sweep(console: Console, doc: dict[str, Any]) -> None:
         first: dict[str, Any] = next((b for b in p["builds"].values() if not b.get("error")), {})
         built = [fmt.percent(first["achieved_sparsity"], 1), fmt.percent(first["accuracy"]),
                  f"{first['drop_points']:+.2f}", fmt.byte_size(first["artifact_bytes"])] if first else ["-"] * 4
+        if compressed:
+            built.append(_decode_cell(p))
         mark = " [bold green]*[/]" if p["label"] == chosen else ""
         table.add_row(escape(p["label"]) + mark, *built, *[_sweep_cell(p["checks"].get(n) or {}) for n in names])
     console.print(table)

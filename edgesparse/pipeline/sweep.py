@@ -4,14 +4,14 @@ Why: one build answers "does 80 % sparsity fit this device"; a sweep answers "ho
 sparse can I go, and what does each step buy on each device". The dense model is
 loaded or trained once (pipeline.prepare_inputs) and reused for every point.
 
-Runtime families. An artifact is specific to the runtime that will load it: LiteRT
-with sparse kernels gets a sparse (DENSIFY / block-sparse FULLY_CONNECTED) file,
-TFLite Micro a dense int8 file with no DENSIFY, and the pruning policy itself
-(block shapes) follows the runtime. So profiles are grouped into families by
-(runtime, sparse_weights, block_sparsity, block_sparsity_int8); each point is built
-once per family, for the family's first profile, and that artifact is checked with
-estimate.check_model against every profile of the family. A point a family cannot
-run (float16 or dynamic on TFLM) is recorded as not buildable there.
+Runtime families. An artifact is specific to the runtime that will load it: LiteRT with sparse kernels
+gets a sparse (DENSIFY / block-sparse FULLY_CONNECTED) file, TFLite Micro an int8 file whose pruned
+constants are compressed with DECODE (that file is what is checked, sized and charted; its uncompressed
+size and ratio come from the build's report.json), and the pruning policy itself (block shapes) follows
+the runtime. So profiles are grouped into families by (runtime, sparse_weights, block_sparsity,
+block_sparsity_int8); each point is built once per family, for the family's first profile, and that
+artifact is checked with estimate.check_model against every profile of the family. A point a family
+cannot run (float16 or dynamic on TFLM) is recorded as not buildable there.
 
 Resume. Every finished build is published atomically under OUT/points/ and listed
 in OUT/points/index.json, keyed by a hash of the model and data (file contents, or
@@ -67,6 +67,7 @@ from edgesparse.pipeline import build as pipeline_build
 from edgesparse.pipeline.build import DEMOS, BuildOptions, model_name
 from edgesparse.pipeline.build_checks import check_options, untrusted_in_report
 from edgesparse.profiles.profile import Profile, load_profile
+from edgesparse.report.compression import compression_summary
 from edgesparse.report.html import render_sweep
 
 __all__ = [
@@ -108,7 +109,7 @@ METRICS = (("latency_ms", "latency (ms)"), ("model_bytes", "model size (bytes)")
 # Options that change a build's artifact or accuracy; they key the cache.
 _KEYED_OPTIONS = ("schedule", "initial_sparsity", "begin_step", "end_step", "power", "frequency", "structured",
                   "skip_layers", "prune_output_layer", "min_params", "epochs", "batch_size", "seed", "trust_model",
-                  "demo")
+                  "demo", "mcu_compression", "cluster")
 
 
 _PER_POINT = ("profile", "final_sparsity", "quantize", "out", "force", "max_accuracy_drop")  # set by the sweep
@@ -600,7 +601,8 @@ def _assemble(jobs: list[dict], sparsities: Sequence[float], quantizes: Sequence
                     "drop_points": acc["drop_points"], "test": acc.get("test"),
                     "artifact_bytes": report["sizes"]["artifact_bytes"],
                     "artifact_gzip_bytes": report["sizes"]["artifact_gzip_bytes"],
-                    "has_densify": report["conversion"]["has_densify"]}
+                    "has_densify": report["conversion"]["has_densify"],
+                    "compression": compression_summary(report.get("compression"))}
                 for p in fam.profiles:
                     c = check_model(artifact, p).to_dict()
                     point["checks"][p.name] = {
@@ -655,8 +657,9 @@ def _publish_choice(out_dir: Path, chosen: dict | None, fams: Sequence[Family]) 
 # --------------------------------------------------------------------------- outputs
 
 CSV_COLUMNS = ("point", "sparsity", "quantize", "profile", "build", "achieved_sparsity", "accuracy", "drop_points",
-               "model_bytes", "flash_bytes", "ram_bytes", "latency_ms", "energy_mj", "battery_hours", "fits",
-               "failed_budgets", "unknown_budgets", "pareto_latency", "pareto_size", "pareto_energy", "chosen", "error")
+               "model_bytes", "uncompressed_bytes", "compression_ratio", "flash_bytes", "ram_bytes", "latency_ms",
+               "energy_mj", "battery_hours", "fits", "failed_budgets", "unknown_budgets", "pareto_latency",
+               "pareto_size", "pareto_energy", "chosen", "error")
 
 
 def csv_text(document: dict) -> str:
@@ -668,11 +671,14 @@ def csv_text(document: dict) -> str:
     for p in document["points"]:
         for name, c in p["checks"].items():
             build = p["builds"].get(c.get("build") or "", {})
+            compression = build.get("compression") or {}
             front = document["pareto"].get(name, {})
             writer.writerow({
                 "point": p["label"], "sparsity": p["sparsity"], "quantize": p["quantize"], "profile": name,
                 "build": c.get("build", ""), "achieved_sparsity": build.get("achieved_sparsity"),
                 "accuracy": c.get("accuracy"), "drop_points": c.get("drop_points"), "model_bytes": c.get("model_bytes"),
+                "uncompressed_bytes": compression.get("uncompressed_bytes"),
+                "compression_ratio": compression.get("ratio_vs_dense_int8"),
                 "flash_bytes": c.get("flash_bytes"), "ram_bytes": c.get("ram_bytes"), "latency_ms": c.get("latency_ms"),
                 "energy_mj": c.get("energy_mj"), "battery_hours": c.get("battery_hours"), "fits": c.get("fits"),
                 "failed_budgets": ";".join(b["name"] for b in c.get("budgets", [])

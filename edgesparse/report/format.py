@@ -19,10 +19,12 @@ __all__ = [
     "byte_count",
     "byte_size",
     "hours",
+    "integer",
     "number",
     "percent",
     "quantity",
     "rate",
+    "ratio",
 ]
 
 UNKNOWN = "unknown"
@@ -43,7 +45,16 @@ def byte_size(n: Any, missing: str = UNKNOWN) -> str:
 
 def byte_count(n: Any, missing: str = UNKNOWN) -> str:
     """An exact byte count, for where every byte matters (tensor arena, flash parts): '26,388,336 B'."""
-    return missing if n is None else f"{int(n):,} B"
+    if not isinstance(n, Real) or isinstance(n, bool):
+        return missing
+    return f"{int(float(n)):,} B"
+
+
+def integer(n: Any, missing: str = UNKNOWN) -> str:
+    """A count of things (weights, elements) exactly, with thousands separators: 4608 -> '4,608'."""
+    if not isinstance(n, Real) or isinstance(n, bool):
+        return missing
+    return f"{int(float(n)):,}"
 
 
 def _significant(x: float, digits: int) -> str:
@@ -103,3 +114,10 @@ def quantity(value: Any, unit: str, missing: str = UNKNOWN) -> str:
 def rate(per_second: Any, missing: str = UNKNOWN) -> str:
     """An inference rate the way --rate takes it (1/s, 10/min, 3/h): the estimator's own spelling."""
     return missing if per_second is None else format_rate(float(per_second))
+
+
+def ratio(x: Any, digits: int = 3, missing: str = UNKNOWN) -> str:
+    """How many times smaller (or larger) one size is than another: 2.386 -> '2.39×'."""
+    if not isinstance(x, Real) or isinstance(x, bool):
+        return missing
+    return f"{_significant(float(x), digits)}×"

@@ -28,6 +28,7 @@ from edgesparse.estimate import energy_and_battery
 from edgesparse.fsutil import atomic_write_text
 from edgesparse.profiles.profile import load_profile
 from edgesparse.report import format as fmt
+from edgesparse.report.compression import compression_view
 
 __all__ = [
     "BLUE",
@@ -367,9 +368,10 @@ def template_env():
         return lambda x, *a: formatter(None if isinstance(x, jinja2.Undefined) else x, *a)
 
     env.filters["assumed"] = is_assumption
-    env.filters.update({name: known(f) for name, f in (("bytes", fmt.byte_size), ("num", fmt.number),
-                                                       ("pct", fmt.percent), ("hours", fmt.hours),
-                                                       ("budget", fmt.quantity), ("rate", fmt.rate))})
+    env.filters.update({name: known(f) for name, f in (
+        ("bytes", fmt.byte_size), ("byte_count", fmt.byte_count), ("integer", fmt.integer), ("num", fmt.number),
+        ("pct", fmt.percent), ("hours", fmt.hours), ("budget", fmt.quantity), ("rate", fmt.rate),
+        ("ratio", fmt.ratio))})
     return env
 
 
@@ -477,6 +479,7 @@ def report_context(document: dict) -> dict[str, Any]:
         "failures": document.get("failures") or [], "warnings": document.get("warnings") or [],
         "passed": document.get("passed"),
         "files": document.get("files") or {},
+        "compression": compression_view(document.get("compression")),
     }
 
 
@@ -602,7 +605,9 @@ def render_sweep(document: dict) -> str:
     figures = [(label, sweep_figure(document, metric, label)) for metric, label in
                (("latency_ms", "latency per inference (ms)"), ("model_bytes", "model file (KiB)"),
                 ("energy_mj", "energy per inference (mJ)"))]
+    # Microcontroller builds carry their DECODE compression: their file's size before it, and the ratio.
+    compressed = any(b.get("compression") for p in document.get("points", []) for b in p["builds"].values())
     return template_env().get_template("sweep.html.j2").render(
         doc=document, profiles=document.get("profiles", []), names=profiles, matrix=matrix,
         figures=[(label, f) for label, f in figures], choice=document.get("choice"),
-        options=document.get("options", {}), families=document.get("families", []))
+        options=document.get("options", {}), families=document.get("families", []), compressed=compressed)
