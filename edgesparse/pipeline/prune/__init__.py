@@ -2,12 +2,22 @@
 
 `schedule` checks and resolves what the user asked for into steps, `policy`
 decides each layer's pattern for the target runtime (and says why), and
-`finetune` trains, strips and measures. Everything imports TensorFlow lazily
+`finetune` trains, strips and measures; `cluster` fine-tunes the pruned
+layers with sparsity-preserving weight clustering (few values per kernel,
+for TFLite Micro's LUT decoder). Everything imports TensorFlow lazily
 (edgesparse.pipeline.tf_env), never prints and never exits.
 """
 
 from __future__ import annotations
 
+from edgesparse.pipeline.prune.cluster import (
+    MAX_CLUSTERS,
+    MIN_CLUSTERS,
+    ClusteredLayer,
+    ClusterResult,
+    check_clusters,
+    cluster_and_finetune,
+)
 from edgesparse.pipeline.prune.finetune import (
     TOLERANCE,
     LayerSparsity,
@@ -31,16 +41,22 @@ from edgesparse.pipeline.prune.schedule import (
 __all__ = [
     "DEFAULT_FINAL_SPARSITY",
     "DEFAULT_FREQUENCY",
+    "MAX_CLUSTERS",
+    "MIN_CLUSTERS",
     "MIN_MASK_UPDATES",
     "MIN_PARAMS",
     "MIN_SHARE",
     "SETTLE_FRACTION",
     "TOLERANCE",
+    "ClusterResult",
+    "ClusteredLayer",
     "LayerPolicy",
     "LayerSparsity",
     "PruneResult",
     "ResolvedSchedule",
     "ScheduleOptions",
+    "check_clusters",
+    "cluster_and_finetune",
     "derive_end_step",
     "measure_sparsity",
     "plan_policy",
