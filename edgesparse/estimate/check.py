@@ -12,11 +12,12 @@ capacity, sleep power or thread count).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgesparse.errors import ModelError
+from edgesparse.estimate.decoding import DecodeWork, decode_work
 from edgesparse.estimate.energy import EnergyEstimate, estimate_energy, format_rate
 from edgesparse.estimate.latency import LatencyEstimate, estimate_latency
 from edgesparse.estimate.memory import FlashEstimate, RamEstimate, estimate_flash, estimate_ram
@@ -92,6 +93,7 @@ class CheckResult:
     budgets: list[BudgetCheck]
     assumptions: list[str]
     warnings: list[str]
+    decode: DecodeWork = field(default_factory=DecodeWork)
 
     @property
     def fits(self) -> bool:
@@ -149,7 +151,20 @@ class CheckResult:
             "energy": self.energy.to_dict(),
             "ops": [o.to_dict() for o in self.latency.ops],
             "assumptions": list(self.assumptions), "warnings": list(self.warnings),
+            "decode": self._decode_dict(),
         }
+
+    def _decode_dict(self) -> dict[str, Any] | None:
+        """TFLM DECODE in one place: the decoded tensors, the RAM and time they cost (None: no DECODE)."""
+        if not self.decode:
+            return None
+        lat = self.latency.decode or {}
+        ram = self.ram.decode or {}
+        return {**self.decode.to_dict(), "decode_ms": lat.get("decode_ms"), "decode_us": lat.get("decode_us"),
+                "latency_coefficients": lat.get("coefficients", []),
+                "arena_decoded_bytes": ram.get("arena_decoded_bytes"),
+                "persistent_bytes": ram.get("persistent_bytes"),
+                "alt_decompression": self.ram.alt_decompression}
 
 
 
@@ -193,13 +208,14 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Profile | str,
     if not graph.ops:
         raise ModelError("The model has no operators", where=path or "<bytes>",
                          expected="a .tflite with at least one op", received="an empty graph")
+    decode = decode_work(graph)  # validates every DECODE's ancillary data: ModelError before any estimate
     # latency and energy first: they refuse an impossible thread count, battery or sleep power
     # before the RAM estimate loads the model into LiteRT
-    latency = estimate_latency(graph, prof, threads=threads)
+    latency = estimate_latency(graph, prof, threads=threads, decode=decode)
     energy = estimate_energy(latency.latency_ms, prof, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw,
                              latency_basis=latency.basis)
     flash = estimate_flash(graph, prof, model_size=len(data))
-    ram = estimate_ram(graph, prof, model_bytes=data)
+    ram = estimate_ram(graph, prof, model_bytes=data, decode=decode)
     values = {"flash_bytes": flash.total_bytes, "ram_bytes": ram.total_bytes, "latency_ms": latency.latency_ms,
               "energy_mj": energy.energy_mj, "battery_hours": energy.battery_hours,
               "battery_days": energy.battery_days}
@@ -212,10 +228,19 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Profile | str,
     if prof.runtime == "tflm" and any(op_type(op) == "DENSIFY" for op in graph.ops):
         warnings.append("TFLM cannot run DENSIFY (sparse weights): this file will not load on the device; "
                         "build a dense int8 flatbuffer for TFLM targets")
+    if decode and prof.runtime != "tflm":
+        warnings.append(f"{prof.runtime} has no DECODE kernel (a TFLite Micro custom op): this compressed file "
+                        "runs only on TFLite Micro profiles")
+    alt = ram.alt_decompression
+    if alt is not None and alt["tensors_in_arena"]:
+        warnings.append(f"alternate decompression memory: {alt['needed_bytes']} B needed, the profile has "
+                        f"{alt['available_bytes']} B; TFLM decodes {', '.join(alt['tensors_in_arena'])} into "
+                        "the arena instead (counted in ram_bytes)")
     return CheckResult(profile=prof.name, profile_path=str(prof.path), profile_sha256=prof.sha256,
                        runtime=prof.runtime, model=path, model_size=len(data), flash=flash, ram=ram,
                        latency=latency, energy=energy, budgets=budgets,
-                       assumptions=_assumptions(graph, flash, ram, latency, energy), warnings=warnings)
+                       assumptions=_assumptions(graph, flash, ram, latency, energy), warnings=warnings,
+                       decode=decode)
 
 
 def _assumptions(graph: Any, flash: FlashEstimate, ram: RamEstimate, latency: LatencyEstimate,

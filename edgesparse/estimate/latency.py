@@ -19,11 +19,14 @@ from numbers import Integral
 from typing import Any
 
 from edgesparse.errors import DataError, ProfileError
+from edgesparse.estimate.decoding import DecodeWork, decode_work
 from edgesparse.estimate.ops import is_one_time, op_cost_class, op_dtype, op_type, tensor_nbytes
 from edgesparse.profiles import Profile
-from edgesparse.tflite.schema import dtype_bytes, dtype_class
+from edgesparse.tflite.schema import DECODE_OPS, dtype_bytes, dtype_class
 
 __all__ = [
+    "DECODE_MACS_PER_ELEMENT",
+    "DECODE_SOURCE",
     "XNNPACK_BUILTIN_INT8",
     "XNNPACK_DISPATCH_MIN_WORK",
     "CoefficientUse",
@@ -43,6 +46,16 @@ __all__ = [
 
 MAC_CLASSES = ("conv", "dwconv", "fc")
 
+# What one decoded element costs, in the profile's own int8 FULLY_CONNECTED MACs: measured on this host by
+# bench/decode_cost.py (TFLM's Python interpreter, reference kernels: a 512 x 1024 int8 FULLY_CONNECTED
+# timed dense and with its weights decoded; PRUNING at 20 % kept, LUT with 4-bit indices, which takes
+# decode_state_lut.cc's int8 fast path). A profile's [latency] decode_macs_per_element table overrides it.
+DECODE_MACS_PER_ELEMENT = {"PRUNING": 2.28, "LUT": 0.67}
+DECODE_SOURCE = ("assumption: transferred from a host measurement (bench/decode_cost.py: in TFLM's reference "
+                 "kernels on x86-64 a decoded element costs 2.28 (PRUNING) / 0.67 (LUT) int8 FULLY_CONNECTED "
+                 "MACs), priced at this profile's fc_int8 MAC rate; not measured on the device (optimized "
+                 "MAC kernels such as CMSIS-NN make the real ratio larger)")
+
 # --------------------------------------------------------------------------- op features
 
 @dataclass
@@ -60,6 +73,7 @@ class OpCost:
     bytes_moved: int
     kernel: str              # what runs it and what it exploits
     dispatched: bool = True  # whether it pays overhead_us_per_op (see XNNPACK_DISPATCH_MIN_WORK)
+    decoded: dict[str, int] = field(default_factory=dict)  # TFLM DECODE: elements per invoke by decode type
 
 
 # int8 ops without MACs that the XNNPACK delegate of LiteRT 2.3 leaves to LiteRT's builtin kernels (timed on
@@ -125,7 +139,7 @@ def _runs_builtin_int8(op: Any, dtype: str, k: _Kernels) -> bool:
     return k.xnnpack and dtype == "int8" and (k.refused or op_type(op) in XNNPACK_BUILTIN_INT8)
 
 
-def op_features(graph: Any, profile: Profile) -> list[OpCost]:
+def op_features(graph: Any, profile: Profile, *, decode: DecodeWork | None = None) -> list[OpCost]:
     """Per-op cost features for this profile's runtime: which kernel runs it, what it exploits.
 
     LiteRT: a FULLY_CONNECTED whose weights are stored sparse (and not handed
@@ -133,11 +147,26 @@ def op_features(graph: Any, profile: Profile) -> list[OpCost]:
     zero blocks (effective MACs): XNNPACK refuses sparse int8 FC. With DENSIFY
     in front the kernel sees dense weights and does every MAC. TFLM runs dense
     (it cannot even load DENSIFY). Ops whose inputs are all constant (DENSIFY)
-    run once, not per inference.
+    run once, not per inference. A TFLM DECODE op decodes every element of its
+    outputs on every invoke (no MACs): priced per element and decode type.
+    `decode` is the graph's `decoding.decode_work` (computed when omitted).
     """
     k = _Kernels.of(graph, profile)
     tensors = list(graph.tensors)
-    return [_op_cost(i, op, tensors, k) for i, op in enumerate(graph.ops)]
+    by_op = (decode if decode is not None else decode_work(graph)).elements_by_op()
+    features = []
+    for i, op in enumerate(graph.ops):
+        if op_type(op) in DECODE_OPS:
+            decoded = by_op.get(i) or {"PRUNING": sum(tensor_nbytes(tensors[t]) for t in op.outputs if t >= 0)}
+            out_dtype = getattr(tensors[op.outputs[0]], "dtype", "int8") if op.outputs else "int8"
+            features.append(OpCost(index=i, op=op_type(op), kind="decode", dtype=dtype_class(out_dtype),
+                                   coef_key="decode", macs=0, macs_used=0, elementwise_ops=0, bytes_moved=0,
+                                   kernel="TFLM DECODE: " + ", ".join(f"{n} {m} elements" for m, n in
+                                                                      decoded.items()) + " per invoke",
+                                   decoded=decoded))
+        else:
+            features.append(_op_cost(i, op, tensors, k))
+    return features
 
 
 def _op_cost(index: int, op: Any, tensors: Sequence[Any], k: _Kernels) -> OpCost:
@@ -226,6 +255,16 @@ class LatencyCoefficients:
     overhead_from: str = ""
     overhead_factor: float | None = None
     sources: dict[str, str] = field(default_factory=dict)  # "macs_per_cycle.int8" -> [sources] text
+    decode_macs_per_element: dict[str, float] = field(default_factory=lambda: dict(DECODE_MACS_PER_ELEMENT))
+
+    def decode_rate(self, method: str) -> tuple[float, str]:
+        """(cycles per decoded element of this decode type, coefficient path); 0 when no MAC rate prices it.
+
+        A decoded element costs decode_macs_per_element[method] of the profile's int8 FULLY_CONNECTED MACs.
+        """
+        mpc, _ = self.macs_rate("fc_int8")
+        factor = self.decode_macs_per_element.get(method, max(self.decode_macs_per_element.values(), default=0.0))
+        return (factor / mpc if mpc > 0 else 0.0), f"decode_macs_per_element.{method}"
 
     def elementwise_rate(self, dtype: str, key: str = "") -> float:
         """Element ops per cycle of an op without MACs: macs_per_cycle[key] ('pool_int8', 'nonlinear_float32'...)
@@ -316,7 +355,21 @@ def latency_coefficients(profile: Profile) -> LatencyCoefficients | None:
         notes=str(lat.get("notes", "")), basis=str(lat.get("basis", "") or ""),
         transferred_from=str(lat.get("transferred_from", "") or ""), transfer_factor=opt_float("transfer_factor"),
         overhead_from=str(lat.get("overhead_from", "") or ""), overhead_factor=opt_float("overhead_factor"),
-        sources=profile.sources_of("latency"))
+        sources=_decode_sources(profile.sources_of("latency"), lat.get("decode_macs_per_element")),
+        decode_macs_per_element={**DECODE_MACS_PER_ELEMENT,
+                                 **{str(k).upper(): float(v) for k, v in
+                                    (lat.get("decode_macs_per_element") or {}).items()}})
+
+
+def _decode_sources(sources: dict[str, str], own: Any) -> dict[str, str]:
+    """The [sources] of a [latency] table plus the built-in decode coefficients' source (DECODE_SOURCE) for
+    each decode type the table does not set itself."""
+    out = dict(sources)
+    overridden = {str(k).upper() for k in (own or {})}
+    for method in DECODE_MACS_PER_ELEMENT:
+        if method not in overridden:
+            out.setdefault(f"decode_macs_per_element.{method}", DECODE_SOURCE)
+    return out
 
 
 # --------------------------------------------------------------------------- pricing
@@ -335,12 +388,14 @@ class OpLatency:
     coefficient: str
     kernel: str
     flag: str = ""
+    elements_decoded: int = 0   # TFLM DECODE: elements it decodes per invoke
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "op": self.op, "type": self.kind, "dtype": self.dtype,
                 "macs": self.macs, "macs_used": self.macs_used, "bytes": self.bytes_moved,
                 "predicted_us": round(self.predicted_us, 3), "share": round(self.share, 4),
-                "coefficient": self.coefficient, "kernel": self.kernel, "flag": self.flag}
+                "coefficient": self.coefficient, "kernel": self.kernel, "flag": self.flag,
+                "elements_decoded": self.elements_decoded}
 
 
 @dataclass
@@ -369,13 +424,15 @@ class LatencyEstimate:
     warnings: list[str] = field(default_factory=list)
     coefficients: list[CoefficientUse] = field(default_factory=list)
     summary: str = ""          # one line: which coefficients are fitted to what, which transferred/assumed
+    decode: dict[str, Any] | None = None  # TFLM DECODE work per invoke (see _decode_summary); None: no DECODE
 
     def to_dict(self) -> dict[str, Any]:
         return {"latency_ms": None if self.latency_ms is None else round(self.latency_ms, 4),
                 "basis": self.basis, "fit_source": self.fit_source, "summary": self.summary,
                 "threads": self.threads, "fixed_overhead_us": round(self.fixed_overhead_us, 3),
                 "coefficients": [c.to_dict() for c in self.coefficients],
-                "ops": [o.to_dict() for o in self.ops], "warnings": list(self.warnings)}
+                "ops": [o.to_dict() for o in self.ops], "warnings": list(self.warnings),
+                "decode": self.decode}
 
 
 def thread_factor(coefs: LatencyCoefficients, threads: int, cores: int | None = None) -> float:
@@ -403,6 +460,10 @@ def price_ops(features: Sequence[OpCost], coefs: LatencyCoefficients, threads: i
             rate, path = coefs.elementwise_rate_key(f.dtype, f.coef_key)
             if rate > 0:
                 parts[path] = parts.get(path, 0.0) + f.elementwise_ops / rate * scale
+        for method, elements in f.decoded.items():
+            cycles, path = coefs.decode_rate(method)
+            if cycles > 0:
+                parts[path] = parts.get(path, 0.0) + elements * cycles / coefs.clock_mhz
         if f.bytes_moved and coefs.bytes_per_cycle > 0:
             parts["bytes_per_cycle"] = f.bytes_moved / coefs.bytes_per_cycle * scale
         if f.coef_key != "once" and f.dispatched and coefs.overhead_us_per_op > 0:
@@ -435,6 +496,8 @@ def _origin(coefs: LatencyCoefficients, path: str) -> str:
     overhead_from (each falling back to the other)."""
     if path in ("overhead_us_per_op", "fixed_overhead_us"):
         return coefs.overhead_from or coefs.transferred_from or "another device"
+    if path.startswith("decode_macs_per_element") and coefs.source_of(path) == DECODE_SOURCE:
+        return "a host measurement (bench/decode_cost.py)"
     return coefs.transferred_from or coefs.overhead_from or "another device"
 
 
@@ -481,7 +544,8 @@ def _basis_summary(coefs: LatencyCoefficients, uses: Sequence[CoefficientUse]) -
 # --------------------------------------------------------------------------- the estimate
 
 
-def estimate_latency(graph: Any, profile: Profile, *, threads: int | None = None) -> LatencyEstimate:
+def estimate_latency(graph: Any, profile: Profile, *, threads: int | None = None,
+                     decode: DecodeWork | None = None) -> LatencyEstimate:
     """Latency of one inference on the profile, per op and in total, with what each figure rests on.
 
     `threads` (default: the profile's) must be >= 1 (`DataError` otherwise). With no
@@ -490,7 +554,7 @@ def estimate_latency(graph: Any, profile: Profile, *, threads: int | None = None
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, Integral) or threads < 1):
         raise DataError("--threads (threads) must be >= 1", expected="a whole number of interpreter threads >= 1",
                         received=repr(threads), fix="Pass --threads 1 or more, or leave it out for the profile's")
-    features = op_features(graph, profile)
+    features = op_features(graph, profile, decode=decode)
     coefs = latency_coefficients(profile)
     threads = int(threads) if threads is not None else profile.threads
     if coefs is None or not coefs.macs_per_cycle:
@@ -506,6 +570,7 @@ def estimate_latency(graph: Any, profile: Profile, *, threads: int | None = None
     summary = _basis_summary(coefs, uses)
     warnings = _basis_warnings(profile.name, coefs, basis, uses)
     rows, unpriced = _op_rows(features, priced, coefs, total_us)
+    decode_info = _decode_summary(features, priced, coefs)
     if unpriced:
         # A total that leaves MACs unpriced would understate latency (e.g. float32 on an
         # MCU profile fitted to int8 only): say "unknown" rather than print a wrong number.
@@ -513,7 +578,7 @@ def estimate_latency(graph: Any, profile: Profile, *, threads: int | None = None
                         + ", ".join(sorted(unpriced)) + ", so their MACs cannot be priced")
         return LatencyEstimate(None, "none", "", threads, rows, coefs.fixed_overhead_us, warnings,
                                coefficients=uses, summary="incomplete: no coefficient for "
-                               + ", ".join(sorted(unpriced)))
+                               + ", ".join(sorted(unpriced)), decode=decode_info)
     if threads != coefs.fit_threads:
         note = (f"coefficients were fitted at {coefs.fit_threads} thread(s); {threads} requested")
         if coefs.parallel_efficiency <= 0:
@@ -521,7 +586,31 @@ def estimate_latency(graph: Any, profile: Profile, *, threads: int | None = None
         warnings.append(note)
     fit_source = coefs.fit_source if coefs.fitted and coefs.fit_source else summary
     return LatencyEstimate(total_us / 1000.0, basis, fit_source, threads, rows, coefs.fixed_overhead_us,
-                           warnings, coefficients=uses, summary=summary)
+                           warnings, coefficients=uses, summary=summary, decode=decode_info)
+
+
+def _decode_summary(features: Sequence[OpCost], priced: Sequence[tuple[float, str, dict[str, float]]],
+                    coefs: LatencyCoefficients) -> dict[str, Any] | None:
+    """The DECODE work per invoke: elements by decode type, the time it adds, and its coefficients' basis."""
+    rows = [(f, parts) for f, (_, _, parts) in zip(features, priced) if f.decoded]
+    if not rows:
+        return None
+    by_type: dict[str, int] = {}
+    for f, _ in rows:
+        for method, n in f.decoded.items():
+            by_type[method] = by_type.get(method, 0) + n
+    decode_us = sum(us for _, parts in rows for path, us in parts.items() if path.startswith("decode_"))
+    op_us = sum(sum(parts.values()) for _, parts in rows)
+    coefficients = []
+    for method in sorted(by_type):
+        cycles, path = coefs.decode_rate(method)
+        coefficients.append({"type": method, "coefficient": path,
+                             "macs_per_element": coefs.decode_macs_per_element.get(method),
+                             "cycles_per_element": round(cycles, 4), "basis": coefs.basis_of(path),
+                             "source": coefs.source_of(path)})
+    return {"ops": len(rows), "elements_per_invoke": sum(by_type.values()), "elements_by_type": by_type,
+            "decode_us": round(decode_us, 3), "decode_ms": round(decode_us / 1000.0, 4),
+            "ops_us": round(op_us, 3), "coefficients": coefficients}
 
 
 def _coefficient_uses(coefs: LatencyCoefficients, priced: Sequence[tuple[float, str, dict[str, float]]],
@@ -563,6 +652,9 @@ def _op_rows(features: Sequence[OpCost], priced: Sequence[tuple[float, str, dict
         if f.macs_used and not used:
             flag = "no coefficient for this op class"
             unpriced.add(f.coef_key)
+        elif f.decoded and not any(p.startswith("decode_") for p in parts):
+            flag = "no int8 FULLY_CONNECTED rate to price the decode work"
+            unpriced.add("decode")
         elif used and used not in (f.coef_key, f.dtype) and f.kind in MAC_CLASSES:
             flag = f"priced with '{used}' (no own coefficient)"
         op_bases = {coefs.basis_of(p) for p, v in parts.items() if v > 0}
@@ -571,6 +663,9 @@ def _op_rows(features: Sequence[OpCost], priced: Sequence[tuple[float, str, dict
         elif used and coefs.basis_of(f"macs_per_cycle.{used}") == "transferred":
             note = f"transferred from {coefs.transferred_from or 'another device'} (assumption)"
             flag = (note + "; " + flag) if flag else note
+        elif f.decoded and any(coefs.basis_of(p) == "transferred" for p in parts if p.startswith("decode_")):
+            flag = "decode cost transferred from a host measurement (assumption)"
         rows.append(OpLatency(f.index, f.op, f.kind, f.dtype, f.macs, f.macs_used, f.bytes_moved, us,
-                              us / total_us if total_us > 0 else 0.0, used, f.kernel, flag))
+                              us / total_us if total_us > 0 else 0.0, used, f.kernel, flag,
+                              sum(f.decoded.values())))
     return rows, unpriced
