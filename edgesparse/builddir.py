@@ -42,7 +42,9 @@ SAMPLE = "sample.npz"
 # One class name a line, in output order.
 LABELS = "labels.txt"
 # The dense references the artifact is compared against (sizes, battery gain from pruning).
-BASELINES = {"dense_float32": "baselines/dense_float32.tflite", "dense_int8": "baselines/dense_int8.tflite"}
+# pruned_int8: on TFLite Micro builds whose model.tflite is DECODE-compressed, the same model before compression.
+BASELINES = {"dense_float32": "baselines/dense_float32.tflite", "dense_int8": "baselines/dense_int8.tflite",
+             "pruned_int8": "baselines/pruned_int8.tflite"}
 
 
 # The JSON type of each top-level section of report.json, as `edgesparse build` writes it.
@@ -51,7 +53,7 @@ REPORT_SECTIONS: dict[str, type | tuple[type, ...]] = {
     "model": dict, "data": dict, "pruning": dict, "sparsity": dict, "conversion": dict, "sizes": dict,
     "accuracy": dict, "verification": dict, "check": dict, "passed": bool, "failures": list, "warnings": list,
     "timings_s": dict,
-    "files": dict,
+    "files": dict, "compression": dict,
 }
 
 

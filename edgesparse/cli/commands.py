@@ -160,6 +160,11 @@ def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--tensorboard", type=click.Path(path_type=Path), default=None,
               help="Write TFMOT pruning summaries to this directory.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--mcu-compression", type=click.Choice(["off", "prune", "lut", "auto"]), default=None,
+              help="TFLite Micro profiles: store weights for TFLM's DECODE op where the file shrinks and the "
+                   "profile's RAM budget holds the decoded tensor; prune = PRUNING only, lut = LUT only, auto = the "
+                   "smaller per tensor, off = the plain int8 file. Proven bitwise identical in TFLM. "
+                   "[default: auto on TFLite Micro profiles; refused on others]")
 def build(**kwargs: Any) -> None:
     """Prune, quantize, verify and check a Keras model for a device profile."""
     console = render.make_console()

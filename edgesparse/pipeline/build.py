@@ -1,4 +1,4 @@
-"""build(): load -> prune -> convert -> verify -> estimate -> report.
+"""build(): load -> prune -> convert -> compress (TFLite Micro) -> verify -> estimate -> report.
 
 The one place that strings the stages together. It never prints: progress goes
 through a callback (`progress(event, fields)`) that the CLI renders. Every output
@@ -8,7 +8,11 @@ error or Ctrl-C leaves no half-written build and never clobbers an earlier one.
 The build directory holds (names from edgesparse.builddir): the artifact, the
 pruned Keras model, the dense baselines, report.json and report.html, and the
 sample (a few held-out inputs and their labels) and labels.txt that deploy uses
-instead of rebuilding the data set.
+instead of rebuilding the data set. On TFLite Micro profiles the artifact is
+DECODE-compressed where that pays and the profile's RAM allows
+(`pipeline.mcu_compress`; `--mcu-compression`), and the same model before
+compression is kept as baselines/pruned_int8.tflite; the verify and estimate
+stages run the file that is written.
 
 The output location and every option a click range cannot express are
 checked before anything is loaded (fsutil.check_output_free with
@@ -43,13 +47,14 @@ from edgesparse.data import Dataset, check_compatible, load_data
 from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError
 from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir, write_error
-from edgesparse.pipeline import convert, models, prune, recurrent
+from edgesparse.pipeline import convert, mcu_compress, models, prune, recurrent
 from edgesparse.pipeline.build_checks import (
     DEFAULT_MIN_AGREEMENT,
     artifact_failures,
     check_dense_outputs,
     check_options,
     dense_model_warnings,
+    mcu_compression_mode,
 )
 from edgesparse.pipeline.demos import digits, kws
 from edgesparse.profiles.profile import Profile, load_profile
@@ -106,6 +111,7 @@ class BuildOptions:
     min_params: int = prune.MIN_PARAMS
     tensorboard: Path | None = None
     seed: int = 0
+    mcu_compression: str | None = None    # None: auto on TFLite Micro profiles, off elsewhere
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
@@ -264,7 +270,10 @@ def build(options: BuildOptions, progress: Progress | None = None,
     out_dir = Path(options.out) if options.out else default_out_dir(model_name(options), profile)
     check_output_free(out_dir, options.force, ours=builddir.is_build_dir)
     check_options(tensorboard=options.tensorboard, min_agreement=options.min_agreement, epochs=options.epochs,
-                  batch_size=options.batch_size, min_params=options.min_params)
+                  batch_size=options.batch_size, min_params=options.min_params, runtime=profile.runtime,
+                  mcu_compression=options.mcu_compression)
+    options = dataclasses.replace(options, mcu_compression=mcu_compression_mode(options.mcu_compression,
+                                                                                 profile.runtime))
     if options.demo not in DEMOS:
         raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
     schedule = _schedule(options, structured)  # its option errors, before anything is loaded
@@ -281,11 +290,18 @@ def build(options: BuildOptions, progress: Progress | None = None,
         acc_pruned = float(np.mean(pruned_top1 == dataset.y_val))
     with stages.run("convert", f"Converting to TFLite ({options.quantize})"):
         conversion = convert.build_artifact(pruned.model, dataset, quantize=options.quantize, profile=profile)
+    compression = _compress(conversion, profile, options.mcu_compression, dataset, stages)
+    if compression is not None:
+        conversion = dataclasses.replace(conversion, artifact=compression.model, dense_int8=compression.dense_int8,
+                                         notes=[*conversion.notes, _compression_note(compression)])
+    warnings = list(prepared.warnings) + (compression.warnings if compression is not None else [])
     with stages.run("verify", f"Running the artifact in {'TFLite Micro' if profile.runtime == 'tflm' else 'LiteRT'}"):
         verification = verify.verify_artifact(conversion.artifact, dataset.x_val, dataset.y_val,
                                               runtime=profile.runtime, reference_predictions=pruned_top1)
     with stages.run("estimate", f"Checking against the {profile.name} profile"):
         check = check_model(conversion.artifact, profile).to_dict()
+    section = compression.section if compression is not None else None
+    mcu_compress.add_estimate(section, check)
     test_accuracy = _test_accuracy(prepared, conversion.artifact, pruned.model, profile, options.batch_size)
 
     drop_points = round((prepared.dense_accuracy - verification.accuracy) * 100.0, 3)
@@ -297,14 +313,46 @@ def build(options: BuildOptions, progress: Progress | None = None,
         options=options.to_dict(), profile=profile, model_info=dict(prepared.model_info), dataset=dataset,
         policies=policies, pruned=pruned, conversion=conversion, verification=verification,
         accuracies={"dense_float": prepared.dense_accuracy, "pruned_keras": acc_pruned, "test": test_accuracy},
-        drop_points=drop_points, check=check, failures=failures, timings=stages.timings)
-    document["warnings"] = list(prepared.warnings)
+        drop_points=drop_points, check=check, failures=failures, timings=stages.timings, compression=section)
+    document["warnings"] = warnings
 
     with stages.run("write", f"Writing {out_dir}"):
-        _publish(out_dir, options.force, conversion, pruned.model, document,
-                 sample=_sample_npz(dataset), sample_count=min(SAMPLE_SIZE, dataset.n_val),
+        _publish(out_dir, options.force, conversion.artifact, _baselines(conversion, compression), pruned.model,
+                 document, sample=_sample_npz(dataset), sample_count=min(SAMPLE_SIZE, dataset.n_val),
                  labels=class_names(dataset, prepared.model_info["num_classes"]))
-    return BuildResult(out_dir=out_dir, report=document, failures=failures, warnings=list(prepared.warnings))
+    return BuildResult(out_dir=out_dir, report=document, failures=failures, warnings=warnings)
+
+
+def _compress(conversion: convert.ConversionResult, profile: Profile, mode: str, dataset: Dataset,
+              stages: _Stages) -> mcu_compress.McuCompression | None:
+    """DECODE compression of a TFLite Micro artifact (None on other runtimes); a stage of its own unless off."""
+    if profile.runtime != "tflm":
+        return None
+    if mode == "off":
+        return mcu_compress.compress_for_mcu(conversion.artifact, profile, mode, None,
+                                             dense_int8=conversion.dense_int8, progress=stages.progress)
+    with stages.run("compress", f"Compressing for TFLite Micro (DECODE, {mode}) and proving it in TFLM"):
+        return mcu_compress.compress_for_mcu(conversion.artifact, profile, mode, dataset.x_val,
+                                             dense_int8=conversion.dense_int8, progress=stages.progress)
+
+
+def _compression_note(compression: mcu_compress.McuCompression) -> str:
+    """conversion.notes' line for what DECODE compression did."""
+    section = compression.section
+    if not section["applied"]:
+        return f"DECODE compression {section['mode']}: no tensor compressed (model.tflite is the dense int8 file)"
+    count = sum(1 for t in section["tensors"] if t["method"] != "dense")
+    return (f"DECODE compression {section['mode']}: {count} tensor(s) compressed, {section['uncompressed_bytes']:,} "
+            f"-> {section['compressed_bytes']:,} B, bitwise identical in TFLite Micro")
+
+
+def _baselines(conversion: convert.ConversionResult,
+               compression: mcu_compress.McuCompression | None) -> dict[str, bytes]:
+    """builddir.BASELINES variant -> bytes to write; pruned_int8 only when model.tflite differs from it."""
+    found = {"dense_float32": conversion.dense_float32, "dense_int8": conversion.dense_int8}
+    if compression is not None and compression.applied:
+        found["pruned_int8"] = compression.uncompressed
+    return {variant: data for variant, data in found.items() if data}
 
 
 def _schedule(options: BuildOptions, structured: tuple[int, int] | None) -> prune.ScheduleOptions:
@@ -378,18 +426,19 @@ def _file_entry(data: bytes) -> dict[str, Any]:
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def _publish(out_dir: Path, force: bool, conversion: convert.ConversionResult, pruned_model: Any,
+def _publish(out_dir: Path, force: bool, artifact: bytes, baselines: dict[str, bytes], pruned_model: Any,
              document: dict[str, Any], *, sample: bytes, sample_count: int, labels: list[str]) -> None:
     """Write every output into a staging directory, then publish it as `out_dir` in one rename."""
     labels_text = "".join(f"{name}\n" for name in labels)
     files = document.setdefault("files", {})
+    if "pruned_int8" in baselines:  # the file the compressed artifact is proven identical to
+        files[builddir.BASELINES["pruned_int8"]] = _file_entry(baselines["pruned_int8"])
     files[builddir.SAMPLE] = dict(_file_entry(sample), samples=sample_count)
     files[builddir.LABELS] = dict(_file_entry(labels_text.encode()), classes=len(labels))
     with staged_output_dir(out_dir, force, ours=builddir.is_build_dir) as staging:
-        atomic_write_bytes(staging / builddir.ARTIFACT, conversion.artifact)
-        for variant, relative in builddir.BASELINES.items():
-            if getattr(conversion, variant):
-                atomic_write_bytes(staging / relative, getattr(conversion, variant))
+        atomic_write_bytes(staging / builddir.ARTIFACT, artifact)
+        for variant, data in baselines.items():
+            atomic_write_bytes(staging / builddir.BASELINES[variant], data)
         _save_keras(pruned_model, staging / builddir.PRUNED_MODEL)
         atomic_write_bytes(staging / builddir.SAMPLE, sample)
         atomic_write_text(staging / builddir.LABELS, labels_text)

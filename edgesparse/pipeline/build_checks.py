@@ -4,9 +4,10 @@ Why its own module: a build that "passes" with an artifact that ignores its
 input, or that blames the pruning schedule for data scaled to 1e30, is worse
 than one that fails. The checks here run at three moments: before any work
 (`check_options`: options a click range cannot express, such as a TensorBoard
-path that is a file), on the dense model before pruning (`dense_model_warnings`,
-`check_dense_outputs`), and on the verified artifact (`artifact_failures`).
-Numpy only; the model is passed in, never imported here.
+path that is a file, or `--mcu-compression` on a profile without TFLite Micro;
+`mcu_compression_mode` is the one rule for that option's default), on the
+dense model before pruning (`dense_model_warnings`, `check_dense_outputs`),
+and on the verified artifact (`artifact_failures`). Numpy only; the model is passed in, never imported here.
 
 Raises DataError (an option or the data is the cause) and OutputLocationError
 (a --tensorboard location that cannot be written).
@@ -23,6 +24,7 @@ import numpy as np
 from edgesparse.data import Dataset, absent_classes, input_range
 from edgesparse.errors import DataError, OutputLocationError
 from edgesparse.fsutil import check_writable_location
+from edgesparse.tflite.decode_compress import MODES
 
 __all__ = [
     "DEFAULT_MIN_AGREEMENT",
@@ -32,6 +34,7 @@ __all__ = [
     "check_options",
     "chance_level",
     "dense_model_warnings",
+    "mcu_compression_mode",
     "output_ignores_input",
     "untrusted_in_report",
 ]
@@ -54,9 +57,31 @@ def _flag_path_error(flag: str, path: Path, what: str, received: str) -> DataErr
                      received=received, fix=f"Choose another {flag} directory")
 
 
+def mcu_compression_mode(requested: str | None, runtime: str) -> str:
+    """The DECODE compression a build applies: `requested`, or by default `auto` on TFLite Micro, `off` elsewhere.
+
+    Only TFLite Micro has the DECODE op, so asking for compression on another
+    runtime is refused (DataError, exit 2) instead of silently ignored.
+    """
+    if requested is not None and requested not in MODES:
+        raise DataError("Bad --mcu-compression", where="--mcu-compression",
+                        expected=" | ".join(MODES), received=repr(requested))
+    if runtime == "tflm":
+        return requested or "auto"
+    if requested in (None, "off"):
+        return "off"
+    raise DataError("--mcu-compression applies only to TFLite Micro profiles", where="--mcu-compression",
+                    expected="a profile whose runtime is tflm (a microcontroller), or no --mcu-compression",
+                    received=f"--mcu-compression {requested} on a {runtime} profile",
+                    fix="Drop --mcu-compression: LiteRT profiles use TFLite's own sparse format where the profile "
+                        "lists sparse_weights")
+
+
 def check_options(*, tensorboard: Path | None, min_agreement: float, epochs: int, batch_size: int,
-                  min_params: int) -> None:
+                  min_params: int, runtime: str | None = None, mcu_compression: str | None = None) -> None:
     """Options the CLI's ranges cannot check, or a library caller may pass: refused before any work, by flag."""
+    if runtime is not None:
+        mcu_compression_mode(mcu_compression, runtime)
     for flag, value, minimum in (("--epochs", epochs, 1), ("--batch-size", batch_size, 1),
                                  ("--min-params", min_params, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -94,8 +94,12 @@ def size_breakdowns(conversion) -> dict[str, dict[str, int] | None]:
 
 
 def build_report(*, options, profile, model_info, dataset, policies, pruned, conversion,
-                 verification, accuracies, drop_points, check, failures, timings) -> dict[str, Any]:
-    """The report.json document of one build (see the module docstring for what it carries)."""
+                 verification, accuracies, drop_points, check, failures, timings,
+                 compression=None) -> dict[str, Any]:
+    """The report.json document of one build (see the module docstring for what it carries).
+
+    `compression`: the DECODE section of a TFLite Micro build (pipeline.mcu_compress), None on other builds.
+    """
     f32, f32_gz = size_entry(conversion.dense_float32)
     i8, i8_gz = size_entry(conversion.dense_int8)
     art, art_gz = size_entry(conversion.artifact)
@@ -126,6 +130,7 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
             "ratio_dense_int8_to_artifact": round(i8 / art, 3) if i8 and art else None,
             "breakdown": size_breakdowns(conversion),
         },
+        "compression": compression,
         "accuracy": {
             "dense_float": accuracies["dense_float"],
             "pruned_keras": accuracies["pruned_keras"],
