@@ -8,7 +8,7 @@
 
 #include "model_data.h"
 #include "test_vector.h"
-#include "tensorflow/lite/micro/micro_interpreter.h"
+@DECODE_INCLUDE@#include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_log.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 #include "tensorflow/lite/micro/system_setup.h"
@@ -19,8 +19,8 @@ namespace {
 @ARENA_COMMENT@
 constexpr int kTensorArenaSize = @ARENA_SIZE@;
 alignas(16) uint8_t g_tensor_arena[kTensorArenaSize];
-
-// Exactly the @NUM_OPS@ builtin ops this model uses (read from its flatbuffer).
+@DECOMPRESSION_MEMORY@
+@OPS_COMMENT@
 using OpResolver = tflite::MicroMutableOpResolver<@NUM_OPS@>;
 
 TfLiteStatus RegisterOps(OpResolver& resolver) {
@@ -53,7 +53,7 @@ int main(int argc, char* argv[]) {
   }
 
   static tflite::MicroInterpreter interpreter(model, resolver, g_tensor_arena, kTensorArenaSize);
-  if (interpreter.AllocateTensors() != kTfLiteOk) {
+@SET_DECOMPRESSION_MEMORY@  if (interpreter.AllocateTensors() != kTfLiteOk) {
     MicroPrintf("AllocateTensors failed: increase kTensorArenaSize (now %d bytes)", kTensorArenaSize);
     return 1;
   }

@@ -2,13 +2,31 @@
 
 Why generated C++: a microcontroller has no file system or Python; the model is
 a 16-byte-aligned array in flash (model_data.cc), main.cc registers exactly the
-model's ops in a MicroMutableOpResolver, the arena is sized from the estimator's
-plan and the TFLM interpreter's own use plus a margin, and the test vector is
-the sample quantized as the input tensor expects. model_data.cc is compiled
-with arm-none-eabi-g++ for the profile's core so the flash figure is measured.
+model's ops in a MicroMutableOpResolver (DECODE, TFLM's custom op for
+compressed constants, included), the arena is sized from the estimator's plan
+and the TFLM interpreter's own use plus a margin and then proven in TFLM (in a
+child process: TFLM can segfault on a too small arena for compressed models),
+and the test vector is the sample quantized as the input tensor expects.
+model_data.cc is compiled with arm-none-eabi-g++ for the profile's core so the
+flash figure is measured, and the compiled array is read back and compared
+with the .tflite byte for byte.
+
+The TFLM API main.cc uses for compressed models was read in tflite-micro's git
+history (github.com/tensorflow/tflite-micro, at 90b983c, 2026-08-20):
+`MicroMutableOpResolver::AddDecode()` (micro_mutable_op_resolver.h, registers
+`Register_DECODE()` under the custom code "TFLM_DECODE"; since d96fe663d,
+2025-10-17, PR #3132, LUT only; the PRUNING decoder since ecf58d7a4,
+2025-10-23, PR #3162) and `MicroInterpreter::SetDecompressionMemory(const
+MicroContext::AlternateMemoryRegion* regions, size_t count)`
+(micro_interpreter.h; micro_context.h declares the region struct; alternate
+decompression memory for DECODE since 6c1c1a89f, 2025-11-19, PR #3213, with an
+initializer_list argument; this pointer-and-count form since f5c36ef2e,
+2025-12-10, PR #3267). Neither needs USE_TFLM_COMPRESSION (the decode kernels
+are in the default make sources).
 
 Raises `DeployError` (not an mcu profile, ops TFLM cannot run, an input type
-without test-vector support, a failed compile, an arena that cannot be sized),
+without test-vector support, a failed compile or compiled bytes that differ
+from the model, an arena that cannot be sized or does not run the model),
 and `MissingDependency` when tflite-micro is not installed (from edgesparse.runtime).
 """
 
@@ -21,8 +39,8 @@ import re
 import shutil
 import subprocess
 import textwrap
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +50,30 @@ from edgesparse._types import Progress
 from edgesparse.deploy.layout import Bundle, fill_template, template, write_json
 from edgesparse.deploy.source import BuildInfo, DeployError, Sample
 from edgesparse.errors import EdgesparseError
-from edgesparse.estimate import check_model
+from edgesparse.estimate import align_up, check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text
 from edgesparse.profiles import Profile, load_profile
+from edgesparse.runtime.tflm import interpreter_name
+from edgesparse.runtime.tflm_decode import arena_fits, measured_arena
 from edgesparse.runtime.verify import RunResult, run_tflite
-from edgesparse.tflite.graph import io_quantization, op_types
+from edgesparse.tflite.decode import DECODE_OP, DecodeSite, decode_sites
+from edgesparse.tflite.graph import io_quantization, load_graph, op_types
 
 __all__ = [
     "ARENA_MARGIN_FRACTION",
     "ARENA_MARGIN_MIN_BYTES",
     "CORE_FLAGS",
+    "TFLM_ALT_MEMORY_SINCE",
+    "TFLM_DECODE_SINCE",
+    "TFLM_SOURCE_READ",
     "McuCompile",
     "arena_size",
     "compile_model_data",
+    "decompression_memory_bytes",
     "mcu_profile",
     "quantize_input",
     "resolver_method",
+    "tflm_requirement",
     "write_mcu",
 ]
 
@@ -63,13 +89,21 @@ CORE_FLAGS = {
 ARENA_MARGIN_FRACTION = 0.25
 ARENA_MARGIN_MIN_BYTES = 2048
 
-# Builtin operator names whose MicroMutableOpResolver method is not the plain CamelCase.
+# The tflite-micro commits main.cc's DECODE code needs, from the repository's git history (see the docstring).
+TFLM_SOURCE_READ = "90b983c (2026-08-20)"
+TFLM_DECODE_SINCE = "ecf58d7a4 (2025-10-23, PR #3162: DECODE with the LUT and PRUNING decoders, AddDecode())"
+TFLM_ALT_MEMORY_SINCE = ("f5c36ef2e (2025-12-10, PR #3267: MicroInterpreter::SetDecompressionMemory(regions, count); "
+                         "from 6c1c1a89f, 2025-11-19, it took an initializer_list)")
+_DECOMPRESSION_ALIGNMENT = 16     # MicroArenaBufferAlignment(): each DECODE output starts on it
+
+# Operator names whose MicroMutableOpResolver method is not the plain CamelCase.
 _RESOLVER_EXCEPTIONS = {"PADV2": "AddPadV2", "CUMSUM": "AddCumSum",
                         "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
-                        "LOG_SOFTMAX": "AddLogSoftmax", "BATCH_MATMUL": "AddBatchMatMul"}
+                        "LOG_SOFTMAX": "AddLogSoftmax", "BATCH_MATMUL": "AddBatchMatMul",
+                        DECODE_OP: "AddDecode"}
 _NOT_IN_TFLM = {"DENSIFY": "TFLM cannot expand sparse weights: rebuild for a TFLM profile "
-                           "(edgesparse build --profile nrf52840 ...), which writes a dense int8 flatbuffer",
-                "CUSTOM": "register the custom kernel in main.cc yourself (resolver.AddCustom)"}
+                           "(edgesparse build --profile nrf52840 ...), which writes a dense int8 flatbuffer"}
+_CUSTOM_FIX = "register the custom kernel in main.cc yourself (resolver.AddCustom)"
 # Tensor type -> (C type, TfLitePtrUnion field).
 _CTYPES = {"int8": ("int8_t", "int8"), "uint8": ("uint8_t", "uint8"), "float32": ("float", "f")}
 
@@ -86,13 +120,30 @@ class McuCompile:
     rodata_bytes: int | None
     alignment: int | None                # of the section that holds g_model
     skipped: str | None = None           # why no compile happened (Xtensa, no toolchain)
+    bytes_match: bool | None = None      # g_model read back from the object (objcopy) == the .tflite
 
 
 def resolver_method(op: str) -> str:
-    """BuiltinOperator name -> MicroMutableOpResolver method ('DEPTHWISE_CONV_2D' -> 'AddDepthwiseConv2D')."""
+    """Operator name -> MicroMutableOpResolver method ('DEPTHWISE_CONV_2D' -> 'AddDepthwiseConv2D').
+
+    DECODE is the custom op "TFLM_DECODE"; its method is AddDecode().
+    """
     if op in _RESOLVER_EXCEPTIONS:
         return _RESOLVER_EXCEPTIONS[op]
     return "Add" + "".join(part if re.fullmatch(r"\d+D", part) else part.capitalize() for part in op.split("_"))
+
+
+def tflm_requirement(uses_decode: bool, decompression_memory: bool) -> str:
+    """The TFLM version the generated main.cc needs, as one README sentence (why: DECODE is recent)."""
+    if not uses_decode:
+        return ("any TFLite Micro with MicroMutableOpResolver and MicroInterpreter::arena_used_bytes() "
+                "(every release since 2022); the model has no DECODE op")
+    need = f"tflite-micro at commit {TFLM_DECODE_SINCE} or later"
+    if decompression_memory:
+        need = f"tflite-micro at commit {TFLM_ALT_MEMORY_SINCE} or later"
+    return (f"{need}: the model uses DECODE (custom op {DECODE_OP}); in older trees main.cc does not compile "
+            "(no AddDecode() or SetDecompressionMemory) or Prepare refuses the decoder "
+            f"(the API was read at tflite-micro {TFLM_SOURCE_READ})")
 
 
 def mcu_profile(info: BuildInfo, profile: str | None) -> Profile:
@@ -117,26 +168,70 @@ def quantize_input(x: np.ndarray, io: dict[str, Any]) -> np.ndarray:
     return np.clip(q, limits.min, limits.max).astype(dtype)
 
 
-def arena_size(model_bytes: bytes, prof: Profile, tflm_used: int | None) -> tuple[int, str, str]:
+def decompression_memory_bytes(sites: Sequence[DecodeSite], available: int) -> int:
+    """The separate decompression memory main.cc allocates: what one DECODE op's outputs take, at most `available`.
+
+    Why not all of `available`: TFLM resets the memory in every DECODE's Prepare,
+    so each DECODE op reuses it from its start (outputs 16-byte aligned), and
+    beyond the largest op's outputs it would be RAM allocated for nothing. A
+    decoded tensor that does not fit goes to the arena (TFLM's fallback), which
+    the arena measurement then includes.
+    """
+    if available <= 0 or not sites:
+        return 0
+    per_op: dict[tuple[int, int], int] = {}
+    for site in sites:
+        key = (site.subgraph, site.op)
+        per_op[key] = align_up(per_op.get(key, 0), _DECOMPRESSION_ALIGNMENT) + site.info.decoded_bytes
+    return min(int(available), align_up(max(per_op.values()), _DECOMPRESSION_ALIGNMENT))
+
+
+def _planned_arena(model_bytes: bytes, prof: Profile) -> tuple[int, str]:
+    ram = check_model(model_bytes, prof).ram
+    return int(ram.total_bytes - ram.breakdown.get("runtime_persistent_ram", 0)), ram.method
+
+
+def _estimated_arena(model_bytes: bytes, prof: Profile, decompression_bytes: int) -> tuple[int | None, str]:
+    """The estimator's arena plan, or None (with why) when it is unavailable or not for this memory layout.
+
+    With a decompression memory the plan counts only if the estimator models it,
+    i.e. its plan changes when the profile's alt_decompression_bytes is 0: a plan
+    that keeps the decoded tensors in the arena would size it as if there were none.
+    """
+    try:
+        planned, method = _planned_arena(model_bytes, prof)
+        basis = f"the estimator's TFLM plan ({method}) = {planned} bytes"
+        if decompression_bytes:
+            runtime = {**prof.runtime_table, "alt_decompression_bytes": 0}
+            without, _ = _planned_arena(model_bytes, replace(prof, raw={**prof.raw, "runtime": runtime}))
+            if without == planned:
+                return None, (basis + ", which keeps the decoded tensors in the arena (it does not model the "
+                                      "separate decompression memory), so it is not used")
+    except EdgesparseError as exc:
+        return None, f"the estimator was unavailable ({exc})"
+    return planned, basis
+
+
+def arena_size(model_bytes: bytes, prof: Profile, tflm_used: int | None, *,
+               decompression_bytes: int = 0) -> tuple[int, str, str]:
     """Tensor arena bytes for main.cc, a sentence saying where the figure comes from, and a short form.
 
     The estimator's plan is for the profile's 32-bit layout and kernels (CMSIS-NN
     scratch included); the TFLM Python run is the real allocator, on a 64-bit host
-    with reference kernels. The larger of the two, plus a margin, is taken.
+    with reference kernels. The larger of the two, plus a margin, is taken. With
+    `decompression_bytes` of separate decompression memory (DECODE outputs outside
+    the arena), `tflm_used` must be TFLM's use with that memory
+    (runtime.tflm_decode.measured_arena).
     """
-    planned = None
-    try:
-        ram = check_model(model_bytes, prof).ram
-        planned = int(ram.total_bytes - ram.breakdown.get("runtime_persistent_ram", 0))
-        basis = f"the estimator's TFLM plan ({ram.method}) = {planned} bytes"
-    except EdgesparseError as exc:
-        basis = f"the estimator was unavailable ({exc})"
+    planned, basis = _estimated_arena(model_bytes, prof, decompression_bytes)
+    with_memory = f" with {decompression_bytes} bytes of decompression memory" if decompression_bytes else ""
     base = planned
     if tflm_used is not None and (base is None or tflm_used > base):
         base = tflm_used
-        basis += f"; the TFLM Python interpreter used {tflm_used} bytes on this host, the larger, taken"
+        basis += (f"; the TFLM Python interpreter used {tflm_used} bytes{with_memory} on this host, "
+                  + ("taken" if planned is None else "the larger, taken"))
     elif tflm_used is not None:
-        basis += f" (the TFLM Python interpreter used {tflm_used} bytes on this 64-bit host)"
+        basis += f" (the TFLM Python interpreter used {tflm_used} bytes{with_memory} on this 64-bit host)"
     source = "estimator plan" if base == planned else "TFLM Python run"
     if base is None:
         raise DeployError("Cannot size the tensor arena", expected="the estimator's plan or a TFLM run",
@@ -148,19 +243,33 @@ def arena_size(model_bytes: bytes, prof: Profile, tflm_used: int | None) -> tupl
     return size, long, f"tensor arena {size:,} B = {base:,} B ({source}) + margin"
 
 
+def _prove_arena(model_bytes: bytes, size: int, decompression_bytes: int) -> None:
+    """The chosen arena really runs the model in TFLM (a child process: TFLM can crash on a too small arena)."""
+    if not arena_fits(model_bytes, size, alt_decompression_bytes=decompression_bytes):
+        raise DeployError("The tensor arena chosen for main.cc does not run the model in TFLite Micro",
+                          where=interpreter_name(), expected=f"a model that allocates and runs in {size:,} bytes",
+                          received="AllocateTensors or Invoke failed (or TFLM crashed) in a child process",
+                          fix="This is a bug in edgesparse's arena sizing; please report it")
+
+
 def _c_array(values: np.ndarray, per_line: int, fmt: Callable[[Any], str]) -> str:
     items = [fmt(v) for v in values.reshape(-1).tolist()]
     return "\n".join("    " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line))
 
 
 def _tflm_ops(info: BuildInfo) -> list[str]:
-    """The model's ops, refused when TFLM cannot run one of them."""
+    """The model's ops, refused when TFLM cannot run one of them (DECODE, a custom op, is TFLM's own)."""
     ops = op_types(info.model_bytes)
+    custom = {op.opcode for sg in load_graph(info.model_bytes).subgraphs for op in sg.ops if not op.builtin}
     for op in ops:
         if op in _NOT_IN_TFLM:
             raise DeployError(f"The model uses {op}, which TFLite Micro cannot run", where=str(info.path),
                               expected="a dense int8 flatbuffer from a TFLM profile build",
                               received=f"ops {', '.join(ops)}", fix=_NOT_IN_TFLM[op])
+        if op in custom and op != DECODE_OP:
+            raise DeployError(f"The model uses the custom op {op}, which edgesparse cannot register for TFLite Micro",
+                              where=str(info.path), expected=f"builtin ops and {DECODE_OP}",
+                              received=f"ops {', '.join(ops)}", fix=_CUSTOM_FIX)
     return ops
 
 
@@ -211,7 +320,56 @@ def _vector_files(info: BuildInfo, smp: Sample, t: _Run) -> dict[str, str]:
                 "VALUES": _c_array(t.vector, 16, fmt)})}
 
 
-def _main_cc(info: BuildInfo, ops: list[str], t: _Run, arena: int, arena_basis: str) -> str:
+@dataclass
+class _Memory:
+    """The RAM main.cc sets aside: the tensor arena and, for DECODE outputs, a separate decompression memory."""
+
+    arena: int
+    basis: str                   # where the arena figure comes from (a sentence)
+    short: str
+    decompression: int           # bytes of separate decompression memory (0: none, decoded tensors in the arena)
+    arena_without: int | None    # TFLM's arena use without that memory, when there is one
+
+
+def _size_memory(info: BuildInfo, prof: Profile, sites: list[DecodeSite], t: _Run) -> _Memory:
+    """Arena (and decompression memory) for main.cc, proven in TFLM in a child process."""
+    decompression = decompression_memory_bytes(sites, prof.alt_decompression_bytes)
+    tflm_used = t.run.arena_bytes
+    if decompression:
+        tflm_used = int(measured_arena(info.model_bytes, alt_decompression_bytes=decompression)["total"])
+    size, basis, short = arena_size(info.model_bytes, prof, tflm_used, decompression_bytes=decompression)
+    _prove_arena(info.model_bytes, size, decompression)
+    return _Memory(size, basis, short, decompression, t.run.arena_bytes if decompression else None)
+
+
+def _decompression_blocks(prof: Profile, mem: _Memory) -> dict[str, str]:
+    """main.cc's decompression memory and its hand-over to the interpreter (empty without one)."""
+    if not mem.decompression:
+        return {"DECODE_INCLUDE": "", "DECOMPRESSION_MEMORY": "", "SET_DECOMPRESSION_MEMORY": ""}
+    comment = (f"Separate decompression memory (profile {prof.name}: runtime.alt_decompression_bytes = "
+               f"{prof.alt_decompression_bytes}). DECODE writes the decoded tensors here instead of the tensor "
+               "arena; TFLM resets it in every DECODE's Prepare, so it needs only the largest DECODE's outputs "
+               f"({mem.decompression} bytes, 16-byte aligned). A decoded tensor that does not fit goes to the arena. "
+               "If the device's separate RAM is not the default data region, place this array there with a "
+               "section attribute and your linker script.")
+    return {
+        "DECODE_INCLUDE": '#include "tensorflow/lite/micro/micro_context.h"\n',
+        "DECOMPRESSION_MEMORY": "\n" + "\n".join("// " + line for line in textwrap.wrap(comment, 96)) + "\n"
+        f"constexpr int kDecompressionMemorySize = {mem.decompression};\n"
+        "alignas(16) uint8_t g_decompression_memory[kDecompressionMemorySize];\n"
+        "const tflite::MicroContext::AlternateMemoryRegion kDecompressionRegions[] = {\n"
+        "    {g_decompression_memory, sizeof(g_decompression_memory)}};\n",
+        "SET_DECOMPRESSION_MEMORY":
+        "  // Only before AllocateTensors (the interpreter's init state); needs " + TFLM_ALT_MEMORY_SINCE.split(" (")[0]
+        + " or later.\n"
+        "  if (interpreter.SetDecompressionMemory(kDecompressionRegions, 1) != kTfLiteOk) {\n"
+        '    MicroPrintf("SetDecompressionMemory failed");\n'
+        "    return 1;\n"
+        "  }\n",
+    }
+
+
+def _main_cc(info: BuildInfo, prof: Profile, ops: list[str], t: _Run, mem: _Memory) -> str:
     """main.cc: the resolver with exactly the model's ops, the arena, the test vector and the expected label."""
     out_io = t.io["output"]
     q_best = (int(np.round(t.scores[t.best] / out_io["scale"] + out_io["zero_point"])) if out_io["scale"]
@@ -221,22 +379,70 @@ def _main_cc(info: BuildInfo, ops: list[str], t: _Run, arena: int, arena_basis: 
                   if out_field != "f" else "output->data.f[best]")
     return fill_template(template("mcu", "main.cc"), {
         "NAME": info.name, "EXPECTED_LABEL": info.labels[t.best], "EXPECTED_SCORE_Q": q_best,
-        "ARENA_COMMENT": "\n".join("// " + line for line in textwrap.wrap("Tensor arena: " + arena_basis + ".", 96)),
-        "ARENA_SIZE": arena, "NUM_OPS": len(ops),
+        "ARENA_COMMENT": "\n".join("// " + line for line in textwrap.wrap("Tensor arena: " + mem.basis + ".", 96)),
+        "ARENA_SIZE": mem.arena, "NUM_OPS": len(ops),
+        "OPS_COMMENT": "\n".join("// " + line for line in textwrap.wrap(
+            f"Exactly the {len(ops)} ops this model uses (read from its flatbuffer"
+            + (f"; DECODE, TFLM's custom op {DECODE_OP} that expands compressed weights, counts as one)."
+               if DECODE_OP in ops else ")."), 96)),
         "REGISTER_OPS": "\n".join(f"  if (resolver.{resolver_method(op)}() != kTfLiteOk) return kTfLiteError;"
                                   for op in ops),
         "LABELS": ", ".join(json.dumps(label) for label in info.labels), "NUM_LABELS": len(info.labels),
-        "EXPECTED_INDEX": t.best, "OUTPUT_FIELD": out_field, "DEQUANTIZE_BEST": dequantize})
+        "EXPECTED_INDEX": t.best, "OUTPUT_FIELD": out_field, "DEQUANTIZE_BEST": dequantize,
+        **_decompression_blocks(prof, mem)})
+
+
+def _decode_notes(sites: list[DecodeSite], mem: _Memory) -> str:
+    """README bullets on the compressed tensors and where they are decoded to (empty for a plain model)."""
+    if not sites:
+        return ""
+    methods = ", ".join(sorted({site.info.method for site in sites}))
+    elements = sum(site.info.elements for site in sites)
+    notes = (f"* Compressed: {len(sites)} constant tensors are stored encoded ({methods}) and expanded by DECODE "
+             f"right before the op that reads them, on every invoke ({elements:,} elements decoded per invoke). "
+             "The decoded copy lives in RAM while it is used.\n")
+    if mem.decompression:
+        notes += (f"* Decompression memory: {mem.decompression:,} bytes (`g_decompression_memory`, handed to the "
+                  "interpreter with `SetDecompressionMemory`) hold the decoded tensors; with it TFLM's arena "
+                  f"use here drops from {mem.arena_without or 0:,} to the figure below.\n")
+    else:
+        notes += "* Decoded tensors live in the tensor arena (the profile names no separate decompression memory).\n"
+    return notes
+
+
+def _readme(info: BuildInfo, prof: Profile, ops: list[str], t: _Run, mem: _Memory, sites: list[DecodeSite],
+            compiled: McuCompile) -> str:
+    core = compiled.core
+    flash = (f"{compiled.flash_bytes:,} bytes (arm-none-eabi-size of model_data.o, {core})"
+             if compiled.flash_bytes is not None else f"not compiled here: {compiled.skipped}")
+    checked = (f"`model_data.cc` compiles for {core}, and `g_model` read back from the object "
+               f"(`arm-none-eabi-objcopy -O binary -j .rodata.g_model`) equals `model.tflite` byte for byte, "
+               f"{compiled.alignment}-byte aligned." if compiled.bytes_match
+               else f"`model_data.cc` was not compiled here ({compiled.skipped}).")
+    version = tflm_requirement(bool(sites), bool(mem.decompression))
+    if sites:
+        version += (". Libraries that bundle a TFLM snapshot (Arduino libraries, X-CUBE-AI, the nRF Connect SDK "
+                    "module) may predate it: they need `tensorflow/lite/micro/kernels/decode.cc`")
+    return fill_template(template("mcu", "README.md"), {
+        "NAME": info.name, "PROFILE": prof.name, "CORE": core, "FLAGS": " ".join(compiled.flags) or "(none)",
+        "OPS": ", ".join(ops), "DECODE_NOTES": _decode_notes(sites, mem), "ARENA_SIZE": f"{mem.arena:,}",
+        "ARENA_SOURCE": mem.basis, "LABEL": info.labels[t.best], "FLASH": flash,
+        "MODEL_BYTES": f"{len(info.model_bytes):,}",
+        "TFLM_ARENA": (f"{mem.arena_without:,} without the decompression memory" if mem.decompression
+                       else f"{t.run.arena_bytes:,}" if t.run.arena_bytes else "n/a"),
+        "TFLM_VERSION": version, "TFLM_WHEEL": t.run.interpreter, "COMPILE_CHECKED": checked,
+        "ALT_CHECKED": (f" with {mem.decompression:,} bytes of decompression memory" if mem.decompression else "")})
 
 
 def write_mcu(staging: Path, info: BuildInfo, smp: Sample, *, profile: str | None, progress: Progress) -> Bundle:
     """Write the TFLM project into `staging`, run its test vector in TFLM here, compile model_data.cc."""
     prof = mcu_profile(info, profile)
     ops = _tflm_ops(info)
+    sites = decode_sites(info.model_bytes)
     progress("stage", {"name": "tflm", "description": "Running the test vector in TFLite Micro"})
     t = _run_test_vector(info, smp)
-    size, arena_basis, arena_short = arena_size(info.model_bytes, prof, t.run.arena_bytes)
-    files = {**_model_files(info), **_vector_files(info, smp, t), "main.cc": _main_cc(info, ops, t, size, arena_basis)}
+    mem = _size_memory(info, prof, sites, t)
+    files = {**_model_files(info), **_vector_files(info, smp, t), "main.cc": _main_cc(info, prof, ops, t, mem)}
     for file_name, text in files.items():
         atomic_write_text(staging / file_name, text)
     atomic_write_bytes(staging / "model.tflite", info.model_bytes)
@@ -244,28 +450,33 @@ def write_mcu(staging: Path, info: BuildInfo, smp: Sample, *, profile: str | Non
 
     core = prof.core or "unknown"
     progress("stage", {"name": "compile", "description": f"Compiling model_data.cc for {core}"})
-    compiled = compile_model_data(staging, core)
+    compiled = compile_model_data(staging, core, expected=info.model_bytes)
     expected = {"label": info.labels[t.best], "index": t.best, "score": float(t.scores[t.best]),
                 "scores": [float(s) for s in t.scores], "interpreter": t.run.interpreter,
                 "test_vector_sha256": hashlib.sha256(t.vector.tobytes()).hexdigest()}
     write_json(staging / "expected.json", expected)
-    flash = (f"{compiled.flash_bytes:,} bytes (arm-none-eabi-size of model_data.o, {core})"
-             if compiled.flash_bytes is not None else f"not compiled here: {compiled.skipped}")
-    atomic_write_text(staging / "README.md", fill_template(template("mcu", "README.md"), {
-        "NAME": info.name, "PROFILE": prof.name, "CORE": core, "FLAGS": " ".join(compiled.flags) or "(none)",
-        "OPS": ", ".join(ops), "ARENA_SIZE": f"{size:,}", "ARENA_SOURCE": arena_basis,
-        "LABEL": info.labels[t.best], "FLASH": flash, "MODEL_BYTES": f"{len(info.model_bytes):,}",
-        "TFLM_ARENA": f"{t.run.arena_bytes:,}" if t.run.arena_bytes else "n/a"}))
-    notes = [arena_short] + ([compiled.skipped] if compiled.skipped else [])
+    atomic_write_text(staging / "README.md", _readme(info, prof, ops, t, mem, sites, compiled))
+    notes = [mem.short]
+    if sites:
+        notes.append(f"DECODE registered ({len(sites)} compressed tensors): needs tflite-micro "
+                     f"{(TFLM_ALT_MEMORY_SINCE if mem.decompression else TFLM_DECODE_SINCE).split(' (')[0]} or later")
+    if mem.decompression:
+        notes.append(f"decompression memory {mem.decompression:,} B (arena without it: {mem.arena_without or 0:,} B)")
+    notes += [compiled.skipped] if compiled.skipped else []
     return Bundle(path=staging, target="mcu", kind=info.kind, files=[], test_input="test_vector.cc",
-                  expected=expected, mcu=compiled, arena_bytes=size, notes=notes)
+                  expected=expected, mcu=compiled, arena_bytes=mem.arena, notes=notes)
 
 
-def compile_model_data(project_dir: Path, core: str) -> McuCompile:
+_MODEL_SECTION = ".rodata.g_model"
+
+
+def compile_model_data(project_dir: Path, core: str, *, expected: bytes | None = None) -> McuCompile:
     """Compile model_data.cc for `core` with arm-none-eabi-g++; flash size from arm-none-eabi-size.
 
     -fdata-sections puts g_model in its own .rodata.g_model section, so its bytes
-    and alignment can be read back from the object (tests compare them to the .tflite).
+    and alignment can be read back from the object. With `expected` (the .tflite),
+    the section is extracted with arm-none-eabi-objcopy and must equal it byte for
+    byte: the README says so only because it was checked.
     """
     if core not in CORE_FLAGS:
         why = ("ESP32-S3 is an Xtensa LX7 core: build it with ESP-IDF (xtensa-esp32s3-elf-gcc), "
@@ -294,8 +505,30 @@ def compile_model_data(project_dir: Path, core: str) -> McuCompile:
     flash = int(numbers[0][0]) + int(numbers[0][1]) if numbers else None
     return McuCompile(compiler=os.path.basename(compiler), core=core, flags=flags,
                       object_file=str(obj.relative_to(project_dir)), flash_bytes=flash,
-                      rodata_bytes=sections.get(".rodata.g_model"),
-                      alignment=_section_alignment(obj, ".rodata.g_model"))
+                      rodata_bytes=sections.get(_MODEL_SECTION), alignment=_section_alignment(obj, _MODEL_SECTION),
+                      bytes_match=None if expected is None else _check_model_section(obj, expected))
+
+
+def _check_model_section(obj: Path, expected: bytes) -> bool:
+    """g_model's bytes as compiled (objcopy -O binary -j .rodata.g_model) equal the .tflite; else DeployError."""
+    objcopy = shutil.which("arm-none-eabi-objcopy")
+    if objcopy is None:
+        raise DeployError("arm-none-eabi-objcopy is missing beside arm-none-eabi-g++", where=str(obj),
+                          fix="Install binutils-arm-none-eabi (Debian)")
+    blob = obj.with_suffix(".bin")
+    try:
+        proc = subprocess.run([objcopy, "-O", "binary", "-j", _MODEL_SECTION, str(obj), str(blob)],
+                              capture_output=True, text=True, timeout=60)
+        compiled = blob.read_bytes() if proc.returncode == 0 and blob.is_file() else b""
+    finally:
+        blob.unlink(missing_ok=True)
+    if compiled != expected:
+        raise DeployError("The compiled model array differs from model.tflite", where=f"{obj} ({_MODEL_SECTION})",
+                          expected=f"{len(expected):,} bytes equal to model.tflite",
+                          received=f"{len(compiled):,} bytes" + ("" if proc.returncode == 0 else
+                                                                f": objcopy failed: {proc.stderr.strip()}"),
+                          fix="This is a bug in edgesparse's generator; please report it")
+    return True
 
 
 def _section_alignment(obj: Path, section: str) -> int | None:

@@ -1,9 +1,16 @@
 """The generated TFLite Micro project: model bytes in flash, ops, arena, test vector, per-core compiles.
 
-No TFLM source tree is available here, so main.cc is only syntax-checked against
-small stand-in headers declaring the TFLM API it uses (names and signatures
-taken from tflite-micro's micro_interpreter.h / micro_mutable_op_resolver.h).
-model_data.cc is really compiled with arm-none-eabi-g++ for each profile's core.
+No TFLM source tree is available on a fresh machine, so main.cc is syntax-checked
+against small stand-in headers declaring the TFLM API it uses (names and
+signatures copied from tflite-micro's micro_interpreter.h, micro_context.h and
+micro_mutable_op_resolver.h at commit 90b983c). model_data.cc is really compiled
+with arm-none-eabi-g++ for each profile's core.
+
+A DECODE-compressed model (a pruned int8 Keras model through choose_compression)
+checks what is particular to compressed builds: AddDecode() registered and
+counted, the compiled array equal to the compressed .tflite, the arena TFLM
+itself needs (proven in child processes), and a profile's separate decompression
+memory handed to the interpreter.
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ import subprocess
 
 import numpy as np
 import pytest
-from support.builds import KWS_LABELS
+from support.builds import KWS_LABELS, make_build_dir
 
 from edgesparse import deploy
 from edgesparse.deploy import DeployError, make_bundle
 from edgesparse.deploy import mcu as mcu_module
+from edgesparse.profiles import load_profile
 from edgesparse.runtime import verify
+from edgesparse.runtime.tflm_decode import arena_fits, measured_arena
+from edgesparse.tflite.decode import decode_sites
+from edgesparse.tflite.decode_compress import choose_compression
 from edgesparse.tflite.graph import io_quantization, op_types
 
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None,
@@ -105,7 +116,8 @@ def test_resolver_method_names():
              "RESHAPE": "AddReshape", "SOFTMAX": "AddSoftmax", "QUANTIZE": "AddQuantize", "RELU6": "AddRelu6",
              "L2_NORMALIZATION": "AddL2Normalization", "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd",
              "PADV2": "AddPadV2", "ADD_N": "AddAddN", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
-             "HARD_SWISH": "AddHardSwish", "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor"}
+             "HARD_SWISH": "AddHardSwish", "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor",
+             "TFLM_DECODE": "AddDecode"}
     for op, method in cases.items():
         assert deploy.resolver_method(op) == method
 
@@ -159,11 +171,21 @@ _STUBS = {
 namespace tflite { struct Model { uint32_t version() const; }; const Model* GetModel(const void* buf); }
 """,
     "tensorflow/lite/micro/micro_log.h": "#pragma once\nvoid MicroPrintf(const char* format, ...);\n",
+    "tensorflow/lite/micro/micro_context.h": """#pragma once
+#include <stddef.h>
+namespace tflite {
+class MicroContext {
+ public:
+  struct AlternateMemoryRegion { void* address; size_t bytes; };
+};
+}  // namespace tflite
+""",
     "tensorflow/lite/micro/system_setup.h": "#pragma once\nnamespace tflite { void InitializeTarget(); }\n",
     "tensorflow/lite/micro/micro_interpreter.h": """#pragma once
 #include <stddef.h>
 #include <stdint.h>
 #include "tensorflow/lite/schema/schema_generated.h"
+#include "tensorflow/lite/micro/micro_context.h"
 typedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
 typedef union { int8_t* int8; uint8_t* uint8; float* f; void* raw; } TfLitePtrUnion;
 typedef struct { TfLitePtrUnion data; size_t bytes; } TfLiteTensor;
@@ -178,6 +200,7 @@ class MicroInterpreter {
   TfLiteTensor* input(size_t index);
   TfLiteTensor* output(size_t index);
   size_t arena_used_bytes() const;
+  TfLiteStatus SetDecompressionMemory(const MicroContext::AlternateMemoryRegion* regions, size_t count);
 };
 }  // namespace tflite
 """,
@@ -190,24 +213,29 @@ class MicroMutableOpResolver : public MicroOpResolver {
   TfLiteStatus AddAveragePool2D(); TfLiteStatus AddConv2D(); TfLiteStatus AddDepthwiseConv2D();
   TfLiteStatus AddFullyConnected(); TfLiteStatus AddMaxPool2D(); TfLiteStatus AddReshape();
   TfLiteStatus AddSoftmax(); TfLiteStatus AddQuantize(); TfLiteStatus AddDequantize(); TfLiteStatus AddRelu();
+  TfLiteStatus AddDecode();
 };
 }  // namespace tflite
 """,
 }
 
 
-@needs_arm
-def test_main_cc_is_well_formed_against_the_tflm_api(mcu_bundle, tmp_path):
-    bundle, _ = mcu_bundle
+def _syntax_check_against_stubs(project, stubs):
     for rel, text in _STUBS.items():
-        path = tmp_path / "stubs" / rel
+        path = stubs / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     for source in ("main.cc", "test_vector.cc", "model_data.cc"):
         proc = subprocess.run(["arm-none-eabi-g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
-                               "-mcpu=cortex-m4", "-mthumb", f"-I{tmp_path / 'stubs'}", f"-I{bundle.path}",
-                               str(bundle.path / source)], capture_output=True, text=True)
+                               "-mcpu=cortex-m4", "-mthumb", f"-I{stubs}", f"-I{project}",
+                               str(project / source)], capture_output=True, text=True)
         assert proc.returncode == 0, source + ": " + proc.stderr
+
+
+@needs_arm
+def test_main_cc_is_well_formed_against_the_tflm_api(mcu_bundle, tmp_path):
+    bundle, _ = mcu_bundle
+    _syntax_check_against_stubs(bundle.path, tmp_path / "stubs")
 
 
 def test_sparse_model_is_refused_with_the_fix(mcu_bundle, kws_build, tmp_path, monkeypatch):
@@ -224,3 +252,154 @@ def test_mcu_target_needs_a_microcontroller_profile(kws_build, tmp_path):
     with pytest.raises(DeployError) as info:
         make_bundle(build, "mcu", tmp_path / "x", profile="rpi4")
     assert "microcontroller profile" in str(info.value) and "rpi4 (sbc)" in str(info.value)
+
+
+# --------------------------------------------------------------------------- DECODE-compressed models
+
+_CLASSES = ["circle", "cross", "square", "wave"]
+
+
+@pytest.fixture(scope="module")
+def compressed_model(tmp_path_factory):
+    """(compressed .tflite, the plan, x, y): a pruned int8 Keras model (conv, depthwise, Dense 512x64 80 % zero,
+    Dense 4) through choose_compression, as `build` writes model.tflite on TFLM profiles."""
+    from edgesparse.pipeline.convert import convert_keras
+    from edgesparse.pipeline.tf_env import import_tf
+
+    _, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.layers.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu", name="fc"),
+        keras.layers.Dense(len(_CLASSES), name="logits"),
+    ])
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.get_weights():
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * (rng.random(kernel.shape) >= 0.8), bias])
+    x = rng.normal(size=(32, 8, 8, 1)).astype(np.float32)
+    plan = choose_compression(convert_keras(model, quantize="int8", representative=x))
+    assert plan.compressed and plan.file_bytes < plan.original_bytes, plan.tensors
+    return plan.model, plan, x, np.arange(len(x)) % len(_CLASSES)
+
+
+@pytest.fixture()
+def compressed_build(compressed_model, tmp_path):
+
+    data, _, x, y = compressed_model
+    return make_build_dir(tmp_path / "build" / "pruned-nrf52840", data, name="pruned", input_shape=(8, 8, 1),
+                          num_classes=len(_CLASSES), profile="nrf52840", runtime="tflm", device_class="mcu",
+                          labels=_CLASSES, sample=(x, y))
+
+
+def _profile_with_decompression_memory(tmp_path, alt_bytes: int):
+    """nrf52840 as shipped, plus runtime.alt_decompression_bytes (with the source a profile must give)."""
+    text = load_profile("nrf52840").path.read_text()
+    text = text.replace("[runtime]\n", f"[runtime]\nalt_decompression_bytes = {alt_bytes}\n", 1)
+    text = text.replace("[sources]\n", '[sources]\n"runtime.alt_decompression_bytes" = "assumption: test device '
+                                       'with a separate RAM for decoded tensors"\n', 1)
+    path = tmp_path / "nrf52840-alt.toml"
+    path.write_text(text)
+    assert load_profile(str(path)).alt_decompression_bytes == alt_bytes
+    return str(path)
+
+
+def _arena(main_cc: str) -> int:
+    return int(re.search(r"kTensorArenaSize = (\d+);", main_cc).group(1))
+
+
+def test_compressed_model_registers_decode_and_counts_it(compressed_build, tmp_path):
+    bundle = make_bundle(compressed_build, "mcu", tmp_path / "mcu")
+    model = (compressed_build / "model.tflite").read_bytes()
+    ops = op_types(model)
+    assert "TFLM_DECODE" in ops and len(decode_sites(model)) >= 1
+    main_cc = (bundle.path / "main.cc").read_text()
+    registered = re.findall(r"resolver\.(Add\w+)\(\)", main_cc)
+    assert registered == [deploy.resolver_method(op) for op in ops] and "AddDecode" in registered
+    assert f"MicroMutableOpResolver<{len(ops)}>" in main_cc                    # DECODE counts against tOpCount
+    assert "SetDecompressionMemory" not in main_cc and "g_decompression_memory" not in main_cc   # nrf52840: none
+    readme = (bundle.path / "README.md").read_text()
+    assert "tflite-micro at commit ecf58d7a4 (2025-10-23" in readme              # DECODE's PRUNING decoder
+    assert re.search(r"tflite-micro 0\.dev\d+", readme)                         # the wheel that ran it here
+    assert any("DECODE registered" in note for note in bundle.notes)
+
+
+@needs_arm
+def test_compressed_model_array_compiles_to_the_tflite_bytes(compressed_build, tmp_path):
+    bundle = make_bundle(compressed_build, "mcu", tmp_path / "mcu")
+    tflite = (compressed_build / "model.tflite").read_bytes()
+    assert "TFLM_DECODE" in op_types(tflite)
+    blob = tmp_path / "g_model.bin"
+    subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", "-j", ".rodata.g_model",
+                    str(bundle.path / bundle.mcu.object_file), str(blob)], check=True)
+    assert blob.read_bytes() == tflite
+    assert bundle.mcu.bytes_match is True and bundle.mcu.alignment == 16
+    assert bundle.mcu.flash_bytes == len(tflite) + 4                           # arm-none-eabi-size: text + data
+    readme = (bundle.path / "README.md").read_text()
+    assert f"{bundle.mcu.flash_bytes:,} bytes (arm-none-eabi-size" in readme
+    assert "equals `model.tflite` byte for byte" in readme
+
+
+def test_compressed_model_arena_is_tflms_own_use_plus_margin(compressed_build, compressed_model, tmp_path):
+    """The decoded tensor lives in the arena: TFLM's recorded use (a child process) is the floor, and it runs."""
+    from edgesparse import estimate
+
+    model, plan, _, _ = compressed_model
+    bundle = make_bundle(compressed_build, "mcu", tmp_path / "mcu")
+    size = _arena((bundle.path / "main.cc").read_text())
+    used = measured_arena(model)["total"]
+    ram = estimate.check_model(model, "nrf52840").ram
+    base = max(used, ram.total_bytes - ram.breakdown.get("runtime_persistent_ram", 0))
+    assert used > plan.largest_decoded_bytes                                   # the 32 KiB FC kernel is decoded there
+    assert base + deploy.ARENA_MARGIN_MIN_BYTES <= size == bundle.arena_bytes
+    assert size <= base + max(deploy.ARENA_MARGIN_MIN_BYTES, base * deploy.ARENA_MARGIN_FRACTION) + 16
+    assert arena_fits(model, size)
+
+
+def test_decompression_memory_is_allocated_and_handed_to_the_interpreter(compressed_build, compressed_model,
+                                                                         tmp_path):
+    model, plan, _, _ = compressed_model
+    without = make_bundle(compressed_build, "mcu", tmp_path / "plain")
+    bundle = make_bundle(compressed_build, "mcu", tmp_path / "alt",
+                         profile=_profile_with_decompression_memory(tmp_path, 1 << 20))
+    main_cc = (bundle.path / "main.cc").read_text()
+    memory = mcu_module.decompression_memory_bytes(decode_sites(model), 1 << 20)
+    assert memory == max(-(-t.dense_bytes // 16) * 16 for t in plan.compressed)   # one DECODE per consumer
+    assert f"kDecompressionMemorySize = {memory};" in main_cc
+    assert "alignas(16) uint8_t g_decompression_memory[kDecompressionMemorySize];" in main_cc
+    set_at = main_cc.index("interpreter.SetDecompressionMemory(kDecompressionRegions, 1)")
+    assert main_cc.index("static tflite::MicroInterpreter interpreter(") < set_at < main_cc.index("AllocateTensors()")
+    size = _arena(main_cc)
+    with_memory = measured_arena(model, alt_decompression_bytes=memory)["total"]
+    assert with_memory + deploy.ARENA_MARGIN_MIN_BYTES <= size < _arena((without.path / "main.cc").read_text())
+    assert arena_fits(model, size, alt_decompression_bytes=memory)
+    assert not arena_fits(model, size)                       # without the memory the decoded tensor has no room
+    readme = (bundle.path / "README.md").read_text()
+    assert "tflite-micro at commit f5c36ef2e (2025-12-10" in readme             # SetDecompressionMemory(ptr, n)
+    assert f"Decompression memory: {memory:,} bytes" in readme
+
+
+@needs_arm
+def test_compressed_main_cc_is_well_formed_against_the_tflm_api(compressed_build, tmp_path):
+    bundle = make_bundle(compressed_build, "mcu", tmp_path / "alt",
+                         profile=_profile_with_decompression_memory(tmp_path, 1 << 20))
+    assert "SetDecompressionMemory" in (bundle.path / "main.cc").read_text()
+    _syntax_check_against_stubs(bundle.path, tmp_path / "stubs")
+
+
+def test_an_unknown_custom_op_is_refused(compressed_model, tmp_path):
+    """A custom op TFLM does not ship (here DECODE's custom code renamed) cannot be registered by main.cc."""
+
+    data, _, x, y = compressed_model
+    renamed = data.replace(b"TFLM_DECODE", b"TFLM_DECODX")
+    assert op_types(renamed).count("TFLM_DECODX") == 1
+    build = make_build_dir(tmp_path / "build", renamed, name="renamed", input_shape=(8, 8, 1), num_classes=4,
+                           profile="nrf52840", runtime="tflm", device_class="mcu", labels=_CLASSES, sample=(x, y))
+    with pytest.raises(DeployError) as info:
+        make_bundle(build, "mcu", tmp_path / "mcu")
+    assert "custom op TFLM_DECODX" in str(info.value) and "AddCustom" in str(info.value)
+    assert not (tmp_path / "mcu").exists()
