@@ -778,3 +778,36 @@ def test_buffers_stored_outside_the_flatbuffer(mlperf_dir):
 
     truncated = moved[: len(moved) - 100]
     assert "points past the end" in str(_raises_model_error(truncated))
+
+
+# --------------------------------------------------------------------------- TFLM DECODE
+
+
+def test_decode_op_is_a_data_op_without_macs():
+    """A DECODE-compressed file: DECODE is analysed (kind data, no MACs, its elements in the note) and the
+    consumer keeps its dense MACs; the ancillary data is parsed by tflite.decode alone."""
+    pytest.importorskip("tflite_micro")
+    from tflite_micro.tensorflow.lite.micro.compression import model_editor as me
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    from edgesparse.tflite.decode import decode_sites
+    from edgesparse.tflite.decode_compress import compress_model
+
+    rng = np.random.default_rng(0)
+    weights = np.where(rng.random((16, 40)) < 0.2, rng.integers(-127, 128, (16, 40)), 0).astype(np.int8)
+    x = me.Tensor(shape=(1, 40), dtype=fb.TensorType.INT8, quantization=me.Quantization(0.05, 0), name="x")
+    w = me.Tensor(shape=(16, 40), dtype=fb.TensorType.INT8, data=weights,
+                  quantization=me.Quantization([0.01] * 16, [0] * 16, axis=0), name="w")
+    y = me.Tensor(shape=(1, 16), dtype=fb.TensorType.INT8, quantization=me.Quantization(0.1, 0), name="y")
+    model = me.Model()
+    model.add_subgraph(tensors=[x, w, y], inputs=[x], outputs=[y], operators=[
+        me.Operator(opcode=fb.BuiltinOperator.FULLY_CONNECTED, inputs=[x, w], outputs=[y])])
+    graph = load_graph(compress_model(bytes(model.build()), {"w": "PRUNING"}))
+    decode, fc = graph.ops
+    assert (decode.opcode, decode.builtin, decode.kind, decode.macs, decode.analyzed) == (
+        "TFLM_DECODE", False, "data", 0, True)
+    assert "640 elements decoded per invoke" in decode.note
+    assert fc.macs == 640 and graph.fully_analyzed
+    [site] = decode_sites(graph)
+    assert (site.info.method, site.info.elements, site.info.value_count) == (
+        "PRUNING", 640, int(np.count_nonzero(weights)))
