@@ -364,12 +364,12 @@ def _sweep_cell(c: dict[str, Any]) -> str:
 
 
 def _decode_cell(point: dict[str, Any]) -> str:
-    """A microcontroller build's compressed file, from its int8 size before DECODE, and the ratio to dense int8."""
+    """A microcontroller build's int8 file before and after DECODE, and the ratio of dense int8 to it."""
     c = next((b["compression"] for b in point["builds"].values() if b.get("compression")), None)
     if c is None:
         return "-"
-    return (f"{fmt.byte_size(c.get('compressed_bytes'))} from {fmt.byte_size(c.get('uncompressed_bytes'))}, "
-            f"{fmt.ratio(c.get('ratio_vs_dense_int8'))}")
+    return (f"{fmt.byte_size(c.get('uncompressed_bytes'))} -> {fmt.byte_size(c.get('compressed_bytes'))} "
+            f"({fmt.ratio(c.get('ratio_vs_dense_int8'))})")
 
 
 def print_sweep(console: Console, doc: dict[str, Any]) -> None:
@@ -378,7 +378,7 @@ def print_sweep(console: Console, doc: dict[str, Any]) -> None:
     chosen = (doc.get("choice") or {}).get("point")
     compressed = any(b.get("compression") for p in doc["points"] for b in p["builds"].values())
     table = Table(title="sweep", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("point", "sparsity", ".tflite acc", "drop", "model") + (("MCU DECODE",) if compressed else ()):
+    for col in ("point", "sparsity", ".tflite acc", "drop", "model") + (("TFLM int8 -> DECODE",) if compressed else ()):
         table.add_column(col, justify="left" if col == "point" else "right")
     for name in names:
         table.add_column(name, justify="left")

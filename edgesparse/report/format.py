@@ -116,8 +116,8 @@ def rate(per_second: Any, missing: str = UNKNOWN) -> str:
     return missing if per_second is None else format_rate(float(per_second))
 
 
-def ratio(x: Any, digits: int = 3, missing: str = UNKNOWN) -> str:
-    """How many times smaller (or larger) one size is than another: 2.386 -> '2.39×'."""
+def ratio(x: Any, missing: str = UNKNOWN) -> str:
+    """How many times smaller (or larger) one size is than another, to 3 significant digits: 2.386 -> '2.39×'."""
     if not isinstance(x, Real) or isinstance(x, bool):
         return missing
-    return f"{_significant(float(x), digits)}×"
+    return f"{_significant(float(x), 3)}×"

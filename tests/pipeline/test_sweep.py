@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +15,7 @@ from edgesparse.cli.commands import main
 from edgesparse.errors import DataError
 from edgesparse.pipeline import sweep as sweep_mod
 from edgesparse.profiles.profile import load_profile
+from edgesparse.report import format as fmt
 
 # --------------------------------------------------------------------------- planning (no TensorFlow)
 
@@ -301,3 +303,99 @@ def test_check_prints_one_matrix_for_several_profiles(mlperf_dir, monkeypatch):
     assert detailed.count("latency per op") == 2          # rpi4 and stm32l4r5 (nrf52840 has no latency here)
     as_json = json.loads(CliRunner().invoke(main, [*args, "--json"]).output)
     assert [d["profile"] for d in as_json] == ["rpi4", "nrf52840", "stm32l4r5"]
+
+
+# --------------------------------------------------------------------------- microcontroller builds (DECODE)
+
+def _fc_int8(n: int = 64, k: int = 96, density: float = 0.2) -> bytes:
+    """input (1, k) -> FULLY_CONNECTED(int8 weights (n, k), 80 % zeros) -> output; written with TFLM's editor."""
+    pytest.importorskip("tflite_micro")
+    import numpy as np
+    from tflite_micro.tensorflow.lite.micro.compression import model_editor as me
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    rng = np.random.default_rng(3)
+    weights = np.where(rng.random((n, k)) < density, rng.integers(-127, 128, (n, k)), 0).astype(np.int8)
+    x = me.Tensor(shape=(1, k), dtype=fb.TensorType.INT8, quantization=me.Quantization(0.05, 0), name="x")
+    w = me.Tensor(shape=(n, k), dtype=fb.TensorType.INT8, data=weights,
+                  quantization=me.Quantization([0.01] * n, [0] * n, axis=0), name="fc/weights")
+    b = me.Tensor(shape=(n,), dtype=fb.TensorType.INT32, data=rng.integers(-500, 500, n).astype(np.int32),
+                  quantization=me.Quantization([0.0005] * n, [0] * n, axis=0), name="fc/bias")
+    y = me.Tensor(shape=(1, n), dtype=fb.TensorType.INT8, quantization=me.Quantization(0.1, 3), name="y")
+    op = me.Operator(opcode=fb.BuiltinOperator.FULLY_CONNECTED, inputs=[x, w, b], outputs=[y])
+    model = me.Model()
+    model.add_subgraph(tensors=[x, w, b, y], inputs=[x], outputs=[y], operators=[op])
+    return bytes(model.build())
+
+
+def _compression_of(uncompressed: bytes, compressed: bytes, plan) -> dict:
+    """The report.json section a TFLM build writes (the agreed shape), from a real compression plan."""
+    return {
+        "mode": "auto", "applied": True, "cluster": None, "uncompressed_bytes": len(uncompressed),
+        "compressed_bytes": len(compressed), "saved_bytes": len(uncompressed) - len(compressed),
+        "dense_int8_bytes": len(uncompressed), "ratio_vs_dense_int8": round(len(uncompressed) / len(compressed), 3),
+        "overhead": {"saved_bytes": 0, "items": []}, "arena": {}, "alt_decompression": {},
+        "decoded_elements_per_invoke": 64 * 96, "decode_ms": 0.1, "decode_basis": "assumption: test",
+        "ram_budget": {"limit_bytes": 131_072, "kept_dense_for_ram": [], "reason": None},
+        "tensors": [{"name": t.name, "method": t.method, "dense_bytes": t.dense_bytes} for t in plan.tensors],
+        "verification": {"bitwise_identical": True, "samples": 8, "random_samples": 8, "decoded_tensors_equal": 1}}
+
+
+def test_a_microcontroller_sweep_sizes_and_checks_the_compressed_file(tmp_path, monkeypatch):
+    """TFLM points are charted, checked and budgeted on model.tflite (the DECODE-compressed file); their int8
+    size before DECODE and the ratio are columns of sweep.csv, sweep.html and the terminal table."""
+    import hashlib
+
+    from edgesparse.estimate import check_model
+    from edgesparse.pipeline import build as pipeline
+    from edgesparse.tflite.decode_compress import choose_compression
+
+    uncompressed = _fc_int8()
+    plan = choose_compression(uncompressed)
+    compressed = plan.model
+    assert len(compressed) < len(uncompressed) and plan.compressed
+
+    def build(options, progress=None, prepared=None):      # the build's outputs, without TensorFlow's minutes
+        tflm = load_profile(options.profile).runtime == "tflm"
+        artifact = compressed if tflm else uncompressed
+        report = {"schema_version": 1, "tool": {"name": "edgesparse"}, "sparsity": {"overall": 0.8},
+                  "accuracy": {"dense_float": 0.9, "pruned_keras": 0.89, "tflite": 0.89, "drop_points": 1.0,
+                               "agreement_pruned_keras_vs_tflite": 1.0, "n_samples": 100},
+                  "sizes": {"artifact_bytes": len(artifact), "artifact_gzip_bytes": len(artifact) // 2},
+                  "conversion": {"has_densify": False}, "failures": [], "passed": True,
+                  "compression": _compression_of(uncompressed, compressed, plan) if tflm else None,
+                  "files": {"model.tflite": {"bytes": len(artifact),
+                                             "sha256": hashlib.sha256(artifact).hexdigest()}}}
+        options.out.mkdir(parents=True)
+        (options.out / "model.tflite").write_bytes(artifact)
+        (options.out / "report.json").write_text(json.dumps(report))
+        return SimpleNamespace(report=report, out_dir=options.out, warnings=[])
+
+    monkeypatch.setattr(pipeline, "prepare_inputs", lambda options, progress=None: object())
+    monkeypatch.setattr(pipeline, "build", build)
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, ["sweep", "--profile", "nrf52840", "--profile", "stm32l4r5", "--profile", "rpi4",
+                                       "--sparsities", "0.8", "--out", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    ratio = round(len(uncompressed) / len(compressed), 3)
+    cell = f"{fmt.byte_size(len(uncompressed))} -> {fmt.byte_size(len(compressed))} ({fmt.ratio(ratio)})"
+    assert "TFLM int8 -> DECODE" in result.output and cell in result.output
+    doc = json.loads((out / "sweep.json").read_text())
+    [point] = doc["points"]
+    for name in ("nrf52840", "stm32l4r5"):               # one TFLM build, checked on both of its profiles
+        c = point["checks"][name]
+        expected = check_model(compressed, load_profile(name)).to_dict()
+        assert c["model_bytes"] == len(compressed)
+        assert (c["flash_bytes"], c["ram_bytes"]) == (expected["flash_bytes"], expected["ram_bytes"])
+    assert point["checks"]["rpi4"]["model_bytes"] == len(uncompressed)
+    summary = point["builds"]["nrf52840"]["compression"]
+    assert summary["uncompressed_bytes"] == len(uncompressed) and summary["compressed_bytes"] == len(compressed)
+    assert point["builds"]["rpi4"]["compression"] is None
+    rows = {r["profile"]: r for r in csv.DictReader(io.StringIO((out / "sweep.csv").read_text()))}
+    assert (rows["nrf52840"]["uncompressed_bytes"], rows["nrf52840"]["compression_ratio"]) == (
+        str(len(uncompressed)), str(ratio))
+    assert rows["stm32l4r5"]["compression_ratio"] == str(ratio)
+    assert (rows["rpi4"]["uncompressed_bytes"], rows["rpi4"]["compression_ratio"]) == ("", "")
+    page = (out / "sweep.html").read_text()
+    assert "int8 before DECODE" in page and page.count('data-col="uncompressed"') == 2   # one per build
+    assert page.count('data-col="ratio">—<') == 1                                         # rpi4's build

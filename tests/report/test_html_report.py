@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from support.chromium import assert_renders_cleanly, render_in_chromium
+from support.compression import compression_section
 
 from edgesparse.cli.commands import main
 from edgesparse.report import format as fmt
 from edgesparse.report import html as html_report
+from edgesparse.report.compression import compression_summary
 from edgesparse.report.document import summary_rows
 
 # --------------------------------------------------------------------------- a report.json made of real parts
@@ -258,3 +260,129 @@ def test_the_chromium_probe_sees_fetches_errors_and_blank_plots(tmp_path):
     assert result["other_requests"] == ["http://127.0.0.1:9/x.png"]
     assert any("boom" in c for c in result["console_errors"]) and result["exceptions"]
     assert result["svgs"] == [{"label": None, "width": 0, "height": 0, "marks": 0}]
+
+
+# --------------------------------------------------------------------------- microcontroller compression (DECODE)
+
+@pytest.fixture(scope="module")
+def mcu_document(mlperf_dir):
+    """A TFLite Micro build's report.json (nrf52840) without its compression section; copy it to vary."""
+    return _document(mlperf_dir, "nrf52840")
+
+
+def _with_compression(mcu_document: dict, section) -> dict:
+    return dict(mcu_document, compression=section)
+
+
+@pytest.fixture(scope="module")
+def mcu_page(mcu_document):
+    return html_report.render_report(_with_compression(mcu_document, compression_section()))
+
+
+def _card(page: str) -> str:
+    match = re.search(r'<section class="card" id="compression">[\s\S]*?</section>', page)
+    assert match, "no compression card"
+    return match.group(0)
+
+
+def test_compression_card_shows_every_tensor_and_the_model_figures(mcu_page):
+    section = compression_section()
+    card = _card(mcu_page)
+    assert '<a href="#compression">' in mcu_page and "DECODE-compressed" in mcu_page   # nav link, artifact KPI
+    # One row per candidate tensor, with its encoding, bytes before/after, saving, arena and reason.
+    rows = re.findall(r'<tr class="[^"]*" data-method="(\w+)">([\s\S]*?)</tr>', card)
+    assert [m for m, _ in rows] == [t["method"] for t in section["tensors"]]
+    for (_, row), t in zip(rows, section["tensors"]):
+        assert t["name"] in row and fmt.byte_count(t["dense_bytes"]) in row
+        assert fmt.integer(t["decoded_elements"]) in row and html_report.template_env().filters["e"](t["reason"]) in row
+        if t["method"] != "dense":
+            for key in ("encoded_bytes", "saved_bytes", "arena_added_bytes"):
+                assert fmt.byte_count(t[key]) in row, key
+        else:
+            assert row.count("—") == 2                                     # no encoding, nothing saved
+    fc1 = next(row for _, row in rows if "fc1/MatMul" in row)
+    assert "128×512" in fc1 and "65,536" in fc1
+    # The model: flash before/after, the ratio to dense int8, the arena both ways and the estimate, the decode time.
+    for text in ("80,536 B → 33,744 B", "46,792 B", "58.1 %", "2.39×", "6,784 B → 70,304 B", "63,520 B",
+                 "1.23 ms", "70,144 elements", "3,912 B", "tensor names", "1,880 B", "131,072 B"):
+        assert text in card, text
+    assert card.count("70,304 B") >= 3           # measured (twice: KPI and table) and the estimator's
+    assert "No tensor kept dense for RAM" in card and 'data-ram="fits"' in card
+    # The verification in TFLM.
+    assert '<span class="badge pass">YES</span>' in card and "16 validation and 64 random inputs" in card
+    assert "2 of 2" in card
+    assert "Weight clustering" not in card           # no --cluster
+
+
+def test_page_with_compression_is_self_contained(mcu_page):
+    refs = re.findall(r'(?:href|src)\s*=\s*"([^"]*)"', mcu_page)
+    assert all(r.startswith("#") for r in refs)
+    ids = re.findall(r'\sid="([^"]+)"', mcu_page)
+    assert len(ids) == len(set(ids))
+
+
+def test_assumed_decode_time_is_flagged_like_every_other_assumption(mcu_document, mcu_page):
+    assert '<span class="badge warn" data-basis="decode">assumption</span>' in _card(mcu_page)
+    assumptions = mcu_page[mcu_page.index('id="assumptions"'):mcu_page.index('id="verification"')]
+    assert "Decode time (microcontroller compression)" in assumptions and "host measurement" in assumptions
+    fitted = compression_section(decode_basis="fitted: nrf52840 DECODE benchmark")
+    page = html_report.render_report(_with_compression(mcu_document, fitted))
+    assert '<span class="badge pass" data-basis="decode">fitted</span>' in _card(page)
+    assert "Decode time (microcontroller compression)" not in page
+
+
+def test_kept_dense_for_ram_clustering_and_a_failed_verification_are_shown(mcu_document):
+    section = compression_section(kept_for_ram=True, cluster={"clusters": 16, "accuracy_before": 0.9812,
+                                                               "accuracy_after": 0.9787})
+    section["verification"]["bitwise_identical"] = False
+    card = _card(html_report.render_report(_with_compression(mcu_document, section)))
+    [name] = section["ram_budget"]["kept_dense_for_ram"]
+    kept = re.search(r'<p class="warn-text" data-ram="kept-dense">([\s\S]*?)</p>', card)
+    assert kept and name in kept.group(1) and "RAM budget of 65,536 B" in kept.group(1)
+    flagged = re.findall(r'<tr class="flag" data-method="(\w+)">([\s\S]*?)</tr>', card)
+    assert len(flagged) == 1 and flagged[0][0] == "dense" and name in flagged[0][1]
+    assert "1 of 4 candidate tensors compressed (1 PRUNING)" in card and "1.04×" in card
+    assert "16 clusters" in card and "98.12 % → 97.87 %" in card
+    assert '<span class="badge fail">NO</span>' in card
+
+
+def test_no_compression_section_means_no_card(mcu_document, page):
+    """null on builds for LiteRT profiles, and absent from report.json written before DECODE existed."""
+    for shown in (page, html_report.render_report(_with_compression(mcu_document, None))):
+        assert 'id="compression"' not in shown and "#compression" not in shown and "DECODE" not in shown
+
+
+def test_a_partial_or_off_section_still_renders(tmp_path, mcu_document):
+    """Through `edgesparse report`, as a build's report.json is regenerated."""
+    off = {"mode": "off", "applied": False, "tensors": []}
+    (tmp_path / "report.json").write_text(json.dumps(_with_compression(mcu_document, off)))
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    card = _card((tmp_path / "report.html").read_text())
+    assert "no tensor compressed; model.tflite is the uncompressed int8 file" in card
+    assert "unknown" in card and '<span class="badge unknown">UNKNOWN</span>' in card
+
+
+def test_compression_summary_reads_any_section():
+    summary = compression_summary(compression_section())
+    assert summary["methods"] == {"PRUNING": 2} and (summary["compressed_tensors"], summary["tensors"]) == (2, 4)
+    assert summary["arena_added_bytes"] == 63_520 and summary["kept_dense_for_ram"] == []
+    assert compression_summary(None) is None and compression_summary([1]) is None
+    # A section without its ratio gets it from its two sizes; missing figures are None, never an error.
+    partial = compression_summary({"dense_int8_bytes": 80_536, "compressed_bytes": 33_744, "arena": "corrupt"})
+    assert partial["ratio_vs_dense_int8"] == 2.387 and partial["arena_added_bytes"] is None
+    assert partial["applied"] is False and partial["tensors"] == 0
+
+
+def test_compression_formatters():
+    assert fmt.ratio(2.3866) == "2.39×" and fmt.ratio(None) == "unknown" and fmt.ratio("x", missing="—") == "—"
+    assert fmt.integer(4608) == "4,608" and fmt.integer(None, "—") == "—"
+    assert fmt.byte_count(-32) == "-32 B" and fmt.byte_count("n/a", "—") == "—"
+
+
+@needs_chromium
+def test_report_with_compression_renders_in_headless_chromium(tmp_path, mcu_document, mcu_page):
+    path = tmp_path / "report.html"
+    path.write_text(mcu_page)
+    result = render_in_chromium(path)
+    assert_renders_cleanly(result, expected_svgs=5 + len(mcu_document["check"]["budgets"]))
