@@ -6,8 +6,10 @@ with `parse`, costed by `analysis`); `edit` changes files through the schema's
 object API; `validate` checks a parsed graph before any interpreter sees it;
 `decode` is TFLite Micro's DECODE format (the PRUNING encoder, reference
 decoders, ancillary data) and `decode_compress` chooses and inserts it per
-tensor. Import the module you need: `from edgesparse.tflite.graph import load_graph`.
+tensor; `strip` removes what a runtime never reads (tensor names, repeated
+zero points, unread bias quantization...). Import the module you need:
+`from edgesparse.tflite.graph import load_graph`.
 Raises `ModelError` for anything that is not a sane .tflite (see each module).
 """
 
-__all__ = ["analysis", "decode", "decode_compress", "edit", "graph", "ir", "parse", "schema", "validate"]
+__all__ = ["analysis", "decode", "decode_compress", "edit", "graph", "ir", "parse", "schema", "strip", "validate"]
