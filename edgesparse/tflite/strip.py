@@ -49,6 +49,7 @@ from typing import Any
 
 from edgesparse.errors import ModelError
 from edgesparse.tflite.edit import load_model, opcode_name, remove_buffers, save_model
+from edgesparse.tflite.schema import dtype_name
 
 __all__ = ["ITEMS", "RUNTIMES", "StripResult", "StrippedItem", "strip_overhead"]
 
@@ -58,13 +59,12 @@ ITEMS: dict[str, tuple[str, ...]] = {
     "tflm": ("tensor names", "zero points", "bias quantization", "shape signatures", "metadata", "empty buffers"),
     "litert": ("tensor names",),
 }
-# Metadata entries TFLM reads (micro_allocation_info.cc, micro_allocator.cc): never removed.
-_TFLM_METADATA_READ = frozenset({"OfflineMemoryAllocation", "COMPRESSION_METADATA"})
+# Metadata TFLM never reads (it reads only OfflineMemoryAllocation and COMPRESSION_METADATA, which stay, as do
+# entries unknown here: an application may read them).
 _UNREAD_METADATA = frozenset({"min_runtime_version", "CONVERSION_METADATA"})
 # (op, bias input position): kernels that never read their bias's quantization for int8/int16 input.
 _BIAS_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "TRANSPOSE_CONV": 3, "FULLY_CONNECTED": 2}
 _ACTIVATION_INPUT = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 0, "TRANSPOSE_CONV": 2, "FULLY_CONNECTED": 0}
-_INT8, _INT16, _INT32, _INT64 = 9, 7, 2, 4   # TensorType values
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _bias_read_without_quantization(model: Any, sg: Any, name: str, pos: int, op
         return False
     inputs = [int(i) for i in op.inputs]
     act = inputs[_ACTIVATION_INPUT[name]]
-    if act < 0 or sg.tensors[act].type not in (_INT8, _INT16):
+    if act < 0 or dtype_name(sg.tensors[act].type) not in ("int8", "int16"):
         return False
     if name != "FULLY_CONNECTED":
         return True
@@ -174,7 +174,7 @@ def _strip_bias_quantization(model: Any) -> str:
         for idx, reads in _reads(model, sg).items():
             t = sg.tensors[idx]
             data = model.buffers[t.buffer].data
-            if t.quantization is None or t.type not in (_INT32, _INT64) or data is None or not len(data):
+            if t.quantization is None or dtype_name(t.type) not in ("int32", "int64") or data is None or not len(data):
                 continue
             if idx in outputs or not all(_bias_read_without_quantization(model, sg, *r) for r in reads):
                 continue
