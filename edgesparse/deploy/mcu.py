@@ -90,8 +90,9 @@ ARENA_MARGIN_FRACTION = 0.25
 ARENA_MARGIN_MIN_BYTES = 2048
 
 # The tflite-micro commits main.cc's DECODE code needs, from the repository's git history (see the docstring).
-TFLM_SOURCE_READ = "90b983c (2026-08-20)"
-TFLM_DECODE_SINCE = "ecf58d7a4 (2025-10-23, PR #3162: DECODE with the LUT and PRUNING decoders, AddDecode())"
+TFLM_SOURCE_READ = "90b983c, 2026-08-20"
+TFLM_DECODE_SINCE = ("ecf58d7a4 (2025-10-23, PR #3162: the PRUNING decoder; DECODE and AddDecode() since d96fe663d, "
+                     "2025-10-17)")
 TFLM_ALT_MEMORY_SINCE = ("f5c36ef2e (2025-12-10, PR #3267: MicroInterpreter::SetDecompressionMemory(regions, count); "
                          "from 6c1c1a89f, 2025-11-19, it took an initializer_list)")
 _DECOMPRESSION_ALIGNMENT = 16     # MicroArenaBufferAlignment(): each DECODE output starts on it
