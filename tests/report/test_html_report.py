@@ -333,8 +333,10 @@ def test_assumed_decode_time_is_flagged_like_every_other_assumption(mcu_document
 
 
 def test_kept_dense_for_ram_clustering_and_a_failed_verification_are_shown(mcu_document):
-    section = compression_section(kept_for_ram=True, cluster={"clusters": 16, "accuracy_before": 0.9812,
-                                                               "accuracy_after": 0.9787})
+    cluster = {"clusters": 16, "accuracy_before": 0.9812, "accuracy_after": 0.9787, "accuracy_split": "validation",
+               "layers": [{"name": "fc1", "clustered": True, "reason": "pruned Dense kernel", "distinct_values": 17,
+                           "sparsity_after": 0.8}]}
+    section = compression_section(kept_for_ram=True, cluster=cluster)
     section["verification"]["bitwise_identical"] = False
     card = _card(html_report.render_report(_with_compression(mcu_document, section)))
     [name] = section["ram_budget"]["kept_dense_for_ram"]
@@ -343,7 +345,8 @@ def test_kept_dense_for_ram_clustering_and_a_failed_verification_are_shown(mcu_d
     flagged = re.findall(r'<tr class="flag" data-method="(\w+)">([\s\S]*?)</tr>', card)
     assert len(flagged) == 1 and flagged[0][0] == "dense" and name in flagged[0][1]
     assert "1 of 4 candidate tensors compressed (1 PRUNING)" in card and "1.04×" in card
-    assert "16 clusters" in card and "98.12 % → 97.87 %" in card
+    assert "16 values per kernel" in card and "98.12 % → 97.87 % on validation" in card
+    assert "pruned Dense kernel" in card and "80.0 %" in card
     assert '<span class="badge fail">NO</span>' in card
 
 
