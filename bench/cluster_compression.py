@@ -38,7 +38,7 @@ def pruned_model(sparsity: float, builds: Path):
         cmd = [str(REPO / ".venv/bin/edgesparse"), "build", "--profile", PROFILE, "--demo", "digits",
                "--final-sparsity", str(sparsity), "--out", str(out)]
         print("$", " ".join(cmd), file=sys.stderr)
-        subprocess.run(cmd, check=False)
+        subprocess.run(cmd, check=False, stdout=sys.stderr)  # the table alone goes to stdout
     _, keras = import_tf()
     return keras.models.load_model(out / "pruned_model.keras", compile=False)
 
