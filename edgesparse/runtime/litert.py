@@ -145,6 +145,9 @@ _NOT_DAMAGE = ("Missing registration for opcode", "Encountered unresolved custom
 _EMPTY_BUFFER = re.compile(r"(?:[\w/]+\.cc:\d+ )?required_bytes <= bytes was not true\.\s*"
                            r"Tensor (\d+) is invalidly specified in schema\.")
 _CUSTOM_QUANTIZATION = re.compile(r"num_scales must be [^.]*\.\s*Tensor (\d+) has invalid quantization parameters\.")
+# A third (edgesparse.tflite.strip for TFLM): one zero point for per-channel scales, which TFLM's allocator expands.
+_ONE_ZERO_POINT = re.compile(r"QuantizationParam has 1 zero_point values and \d+ scale values\. Must have same "
+                             r"number\.\s*Tensor (\d+) has invalid quantization parameters\.")
 
 
 def check_structure(model_bytes: bytes, *, where: str, graph: Graph | None = None) -> None:
@@ -186,6 +189,9 @@ def _only_tolerated(text: str, graph: Graph | None) -> bool:
     custom_only = {t for sg in graph.subgraphs for t in read_only_by_custom_ops(sg)}
     rest = _EMPTY_BUFFER.sub(lambda m: "" if int(m.group(1)) in valueless else m.group(0), text)
     rest = _CUSTOM_QUANTIZATION.sub(lambda m: "" if int(m.group(1)) in custom_only else m.group(0), rest)
+    one_zero_point = {t.index for sg in graph.subgraphs for t in sg.tensors
+                      if t.quantization and len(t.quantization.zero_points) == 1 and len(t.quantization.scales) > 1}
+    rest = _ONE_ZERO_POINT.sub(lambda m: "" if int(m.group(1)) in one_zero_point else m.group(0), rest)
     return not rest.strip()
 
 

@@ -111,6 +111,8 @@ def kernel_channels(shape: Sequence[int], dtype: Any, *, scales: int = 0, zero_p
     if scales <= 0:
         return Channels(1, None, (0,))
     zps = [int(z) for z in zero_points]
+    if len(zps) == 1:   # TFLM's allocator gives every channel the one zero point (tflite.strip writes it)
+        zps *= scales
     if len(zps) != scales:
         raise ModelError("Quantization has a different number of zero points than scales", where=where,
                          expected=f"{scales} zero points", received=len(zps), fix=_FIX_CORRUPT)

@@ -143,7 +143,9 @@ def _tensor_problems(t: Tensor, *, per_channel: bool = True) -> list[str]:
         found.append(f"shape {list(t.shape)} disagrees with its signature {list(sig)}")
     q = t.quantization
     if q is not None and q.scales:
-        if q.zero_points and len(q.zero_points) != len(q.scales):
+        # One zero point for several scales is TFLM's short form: its allocator gives every channel that one
+        # value (micro_allocator.cc); edgesparse.tflite.strip writes it for TFLM builds.
+        if q.zero_points and len(q.zero_points) not in (1, len(q.scales)):
             found.append(f"{len(q.scales)} quantization scales but {len(q.zero_points)} zero points")
         dim = q.quantized_dimension
         if per_channel and len(q.scales) > 1 and not (0 <= dim < len(t.shape) and t.shape[dim] == len(q.scales)):
@@ -215,9 +217,23 @@ def _quantization_problems(op: Op, tensors: list[Tensor]) -> list[str]:
     found = [f"quantized tensor {t} has no scale" for t in (*ins, *op.outputs)
              if t >= 0 and tensors[t].dtype in _QUANTIZED_TYPES and not _has_scale(tensors[t])]
     if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(ins) > 2 and ins[2] >= 0 \
-            and not _has_scale(tensors[ins[2]]):
+            and not _has_scale(tensors[ins[2]]) and not _bias_scale_unread(op, tensors):
         found.append(f"bias tensor {ins[2]} has no scale")
     return found
+
+
+def _bias_scale_unread(op: Op, tensors: list[Tensor]) -> bool:
+    """Kernels that never read their bias's quantization: int8/int16 convolutions and per-channel FULLY_CONNECTED.
+
+    (kernel_util.cc reads a bias scale only for uint8 input and per-tensor FULLY_CONNECTED;
+    edgesparse.tflite.strip removes it from the others on TFLM builds.)
+    """
+    if tensors[op.inputs[0]].dtype not in ("int8", "int16"):
+        return False
+    if op.opcode != "FULLY_CONNECTED":
+        return True
+    filt = tensors[op.inputs[1]] if op.inputs[1] >= 0 else None
+    return filt is not None and filt.quantization is not None and len(filt.quantization.scales) > 1
 
 
 def _has_scale(t: Tensor) -> bool:
