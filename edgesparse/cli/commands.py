@@ -165,6 +165,11 @@ def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -
                    "profile's RAM budget holds the decoded tensor; prune = PRUNING only, lut = LUT only, auto = the "
                    "smaller per tensor, off = the plain int8 file. Proven bitwise identical in TFLM. "
                    "[default: auto on TFLite Micro profiles; refused on others]")
+@click.option("--cluster", type=int, default=None, metavar="N",
+              help="After pruning, fine-tune the pruned layers with TFMOT's sparsity-preserving weight clustering "
+                   "to N values per kernel (3..128, zeros kept), so TFLite Micro's LUT decoder stores few-bit "
+                   "indices; its accuracy is reported. TFLite Micro profiles with --mcu-compression lut or auto. "
+                   "[default: off]")
 def build(**kwargs: Any) -> None:
     """Prune, quantize, verify and check a Keras model for a device profile."""
     console = render.make_console()

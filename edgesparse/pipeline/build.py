@@ -1,4 +1,4 @@
-"""build(): load -> prune -> convert -> compress (TFLite Micro) -> verify -> estimate -> report.
+"""build(): load -> prune -> [cluster] -> convert -> [compress] -> verify -> estimate -> report.
 
 The one place that strings the stages together. It never prints: progress goes
 through a callback (`progress(event, fields)`) that the CLI renders. Every output
@@ -12,7 +12,8 @@ instead of rebuilding the data set. On TFLite Micro profiles the artifact is
 DECODE-compressed where that pays and the profile's RAM allows
 (`pipeline.mcu_compress`; `--mcu-compression`), and the same model before
 compression is kept as baselines/pruned_int8.tflite; the verify and estimate
-stages run the file that is written.
+stages run the file that is written. `--cluster N` fine-tunes the pruned
+layers to N values per kernel before conversion, for the LUT decoder.
 
 The output location and every option a click range cannot express are
 checked before anything is loaded (fsutil.check_output_free with
@@ -112,6 +113,7 @@ class BuildOptions:
     tensorboard: Path | None = None
     seed: int = 0
     mcu_compression: str | None = None    # None: auto on TFLite Micro profiles, off elsewhere
+    cluster: int | None = None            # sparsity-preserving weight clustering to N values per kernel
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
@@ -265,18 +267,7 @@ def build(options: BuildOptions, progress: Progress | None = None,
     started = time.perf_counter()
     stages = _Stages(progress)
     profile = load_profile(options.profile)
-    structured = parse_structured(options.structured)
-    options = dataclasses.replace(options, final_sparsity=_final_sparsity(options.final_sparsity, structured))
-    out_dir = Path(options.out) if options.out else default_out_dir(model_name(options), profile)
-    check_output_free(out_dir, options.force, ours=builddir.is_build_dir)
-    check_options(tensorboard=options.tensorboard, min_agreement=options.min_agreement, epochs=options.epochs,
-                  batch_size=options.batch_size, min_params=options.min_params, runtime=profile.runtime,
-                  mcu_compression=options.mcu_compression)
-    options = dataclasses.replace(options, mcu_compression=mcu_compression_mode(options.mcu_compression,
-                                                                                 profile.runtime))
-    if options.demo not in DEMOS:
-        raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
-    schedule = _schedule(options, structured)  # its option errors, before anything is loaded
+    options, out_dir, schedule = _checked_options(options, profile)
 
     with stages.run("load", "Loading model and data"):
         if prepared is None:
@@ -288,12 +279,17 @@ def build(options: BuildOptions, progress: Progress | None = None,
         policies, pruned = _prune(prepared, options, profile, schedule, progress)
         pruned_top1 = verify.top1(_predict(pruned.model, dataset.x_val, options.batch_size))
         acc_pruned = float(np.mean(pruned_top1 == dataset.y_val))
+    keras_model, clustered = pruned.model, _cluster(pruned.model, dataset, policies, options, stages)
+    if clustered is not None:  # the clustered model is the one converted: agreement is measured against it
+        keras_model = clustered.model
+        pruned_top1 = verify.top1(_predict(keras_model, dataset.x_val, options.batch_size))
     with stages.run("convert", f"Converting to TFLite ({options.quantize})"):
-        conversion = convert.build_artifact(pruned.model, dataset, quantize=options.quantize, profile=profile)
+        conversion = convert.build_artifact(keras_model, dataset, quantize=options.quantize, profile=profile)
     compression = _compress(conversion, profile, options.mcu_compression, dataset, stages)
     if compression is not None:
         conversion = dataclasses.replace(conversion, artifact=compression.model, dense_int8=compression.dense_int8,
                                          notes=[*conversion.notes, _compression_note(compression)])
+        compression.section["cluster"] = _cluster_summary(clustered)
     warnings = list(prepared.warnings) + (compression.warnings if compression is not None else [])
     with stages.run("verify", f"Running the artifact in {'TFLite Micro' if profile.runtime == 'tflm' else 'LiteRT'}"):
         verification = verify.verify_artifact(conversion.artifact, dataset.x_val, dataset.y_val,
@@ -302,7 +298,7 @@ def build(options: BuildOptions, progress: Progress | None = None,
         check = check_model(conversion.artifact, profile).to_dict()
     section = compression.section if compression is not None else None
     mcu_compress.add_estimate(section, check)
-    test_accuracy = _test_accuracy(prepared, conversion.artifact, pruned.model, profile, options.batch_size)
+    test_accuracy = _test_accuracy(prepared, conversion.artifact, keras_model, profile, options.batch_size)
 
     drop_points = round((prepared.dense_accuracy - verification.accuracy) * 100.0, 3)
     failures = artifact_failures(agreement=verification.agreement, outputs=verification.predictions,
@@ -312,15 +308,54 @@ def build(options: BuildOptions, progress: Progress | None = None,
     document = build_report(
         options=options.to_dict(), profile=profile, model_info=dict(prepared.model_info), dataset=dataset,
         policies=policies, pruned=pruned, conversion=conversion, verification=verification,
-        accuracies={"dense_float": prepared.dense_accuracy, "pruned_keras": acc_pruned, "test": test_accuracy},
+        accuracies={"dense_float": prepared.dense_accuracy, "pruned_keras": acc_pruned, "test": test_accuracy,
+                    "clustered_keras": clustered.accuracy_after if clustered is not None else None},
         drop_points=drop_points, check=check, failures=failures, timings=stages.timings, compression=section)
     document["warnings"] = warnings
 
     with stages.run("write", f"Writing {out_dir}"):
-        _publish(out_dir, options.force, conversion.artifact, _baselines(conversion, compression), pruned.model,
+        _publish(out_dir, options.force, conversion.artifact, _baselines(conversion, compression), keras_model,
                  document, sample=_sample_npz(dataset), sample_count=min(SAMPLE_SIZE, dataset.n_val),
                  labels=class_names(dataset, prepared.model_info["num_classes"]))
     return BuildResult(out_dir=out_dir, report=document, failures=failures, warnings=warnings)
+
+
+def _checked_options(options: BuildOptions, profile: Profile) -> tuple[BuildOptions, Path, prune.ScheduleOptions]:
+    """Every option and the output location checked before anything is loaded; defaults resolved for report.json."""
+    structured = parse_structured(options.structured)
+    options = dataclasses.replace(options, final_sparsity=_final_sparsity(options.final_sparsity, structured))
+    out_dir = Path(options.out) if options.out else default_out_dir(model_name(options), profile)
+    check_output_free(out_dir, options.force, ours=builddir.is_build_dir)
+    check_options(tensorboard=options.tensorboard, min_agreement=options.min_agreement, epochs=options.epochs,
+                  batch_size=options.batch_size, min_params=options.min_params, runtime=profile.runtime,
+                  mcu_compression=options.mcu_compression, cluster=options.cluster)
+    options = dataclasses.replace(options, mcu_compression=mcu_compression_mode(options.mcu_compression,
+                                                                                 profile.runtime))
+    if options.demo not in DEMOS:
+        raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
+    return options, out_dir, _schedule(options, structured)  # the schedule's option errors too
+
+
+def _cluster(model: Any, dataset: Dataset, policies: list[prune.LayerPolicy], options: BuildOptions,
+             stages: _Stages) -> prune.ClusterResult | None:
+    """--cluster N: the pruned layers fine-tuned to N values per kernel, zeros kept (for TFLM's LUT decoder)."""
+    if options.cluster is None:
+        return None
+    with stages.run("cluster", f"Clustering the pruned weights ({options.cluster} values per kernel, zeros kept)"):
+        return prune.cluster_and_finetune(model, dataset, options.cluster, policies=policies, epochs=options.epochs,
+                                          batch_size=options.batch_size, progress=stages.progress, seed=options.seed)
+
+
+def _cluster_summary(clustered: prune.ClusterResult | None) -> dict[str, Any] | None:
+    """report.json's compression.cluster: the clustering stage's accuracy on the pruned model, before and after."""
+    if clustered is None:
+        return None
+    return {"clusters": clustered.clusters, "accuracy_before": clustered.accuracy_before,
+            "accuracy_after": clustered.accuracy_after, "accuracy_split": clustered.accuracy_split,
+            "clustered_layers": clustered.clustered_layers,
+            "layers": [{"name": layer.name, "clustered": layer.clustered, "reason": layer.reason,
+                        "distinct_values": layer.distinct_values, "sparsity_after": round(layer.sparsity_after, 6)}
+                       for layer in clustered.layers]}
 
 
 def _compress(conversion: convert.ConversionResult, profile: Profile, mode: str, dataset: Dataset,

@@ -4,7 +4,8 @@ Why its own module: a build that "passes" with an artifact that ignores its
 input, or that blames the pruning schedule for data scaled to 1e30, is worse
 than one that fails. The checks here run at three moments: before any work
 (`check_options`: options a click range cannot express, such as a TensorBoard
-path that is a file, or `--mcu-compression` on a profile without TFLite Micro;
+path that is a file, `--mcu-compression` on a profile without TFLite Micro, or
+`--cluster` where no LUT decoder would use the clusters;
 `mcu_compression_mode` is the one rule for that option's default), on the
 dense model before pruning (`dense_model_warnings`, `check_dense_outputs`),
 and on the verified artifact (`artifact_failures`). Numpy only; the model is passed in, never imported here.
@@ -24,6 +25,7 @@ import numpy as np
 from edgesparse.data import Dataset, absent_classes, input_range
 from edgesparse.errors import DataError, OutputLocationError
 from edgesparse.fsutil import check_writable_location
+from edgesparse.pipeline.prune import check_clusters
 from edgesparse.tflite.decode_compress import MODES
 
 __all__ = [
@@ -78,10 +80,19 @@ def mcu_compression_mode(requested: str | None, runtime: str) -> str:
 
 
 def check_options(*, tensorboard: Path | None, min_agreement: float, epochs: int, batch_size: int,
-                  min_params: int, runtime: str | None = None, mcu_compression: str | None = None) -> None:
+                  min_params: int, runtime: str | None = None, mcu_compression: str | None = None,
+                  cluster: int | None = None) -> None:
     """Options the CLI's ranges cannot check, or a library caller may pass: refused before any work, by flag."""
-    if runtime is not None:
-        mcu_compression_mode(mcu_compression, runtime)
+    mode = mcu_compression_mode(mcu_compression, runtime) if runtime is not None else None
+    if cluster is not None:
+        check_clusters(cluster)
+        if mode not in ("lut", "auto", None):
+            raise DataError("--cluster pays only where TFLite Micro's LUT decoder stores the clusters",
+                            where="--cluster",
+                            expected="a TFLite Micro profile with --mcu-compression lut or auto (the default)",
+                            received=f"--mcu-compression {mode} on a {runtime} profile",
+                            fix="Drop --cluster, or build for a microcontroller profile with --mcu-compression "
+                                "auto: clustering costs accuracy and saves nothing without LUT")
     for flag, value, minimum in (("--epochs", epochs, 1), ("--batch-size", batch_size, 1),
                                  ("--min-params", min_params, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

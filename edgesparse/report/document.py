@@ -134,6 +134,7 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
         "accuracy": {
             "dense_float": accuracies["dense_float"],
             "pruned_keras": accuracies["pruned_keras"],
+            "clustered_keras": accuracies.get("clustered_keras"),   # --cluster: the model that was converted
             "tflite": float(verification.accuracy),
             "drop_points": drop_points,
             "agreement_pruned_keras_vs_tflite": float(verification.agreement),

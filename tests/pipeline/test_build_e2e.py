@@ -116,6 +116,31 @@ def test_tflm_build_has_no_densify_and_runs_in_tflm(tflm_build):
     assert run_tflite((out / "model.tflite").read_bytes(), x, runtime="tflm").outputs.shape == (2, 10)
 
 
+def test_tflm_build_is_decode_compressed_and_bitwise_the_pruned_int8_file(tflm_build):
+    """--mcu-compression auto (the default on nrf52840): a smaller model.tflite, the same outputs in TFLM."""
+    from edgesparse.runtime.verify import run_tflite
+    from edgesparse.tflite.decode import decode_sites
+
+    result, out = tflm_build
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    compressed, uncompressed = (out / "model.tflite").read_bytes(), (out / "baselines/pruned_int8.tflite").read_bytes()
+    section = report["compression"]
+    assert report["options"]["mcu_compression"] == "auto" and section["applied"] is True
+    assert len(compressed) < 0.6 * len(uncompressed)                   # the 512x128 FC kernel at 80 % zeros
+    assert (section["compressed_bytes"], section["uncompressed_bytes"]) == (len(compressed), len(uncompressed))
+    assert report["sizes"]["artifact_bytes"] == len(compressed) and decode_sites(compressed)
+    assert section["dense_int8_bytes"] == (out / "baselines/dense_int8.tflite").stat().st_size
+    assert section["verification"]["bitwise_identical"] is True and section["verification"]["samples"] > 0
+    assert section["arena"]["compressed_measured_bytes"] > section["arena"]["uncompressed_measured_bytes"]
+    assert section["arena"]["compressed_estimated_bytes"] > 0
+    assert "compress" in report["timings_s"]
+    with np.load(out / "sample.npz") as sample:
+        x = sample["x"]
+    outputs = run_tflite(compressed, x, runtime="tflm").outputs
+    assert outputs.tobytes() == run_tflite(uncompressed, x, runtime="tflm").outputs.tobytes()
+
+
 def test_missing_model_file(tmp_path):
     npz = tmp_path / "d.npz"
     np.savez(npz, x_train=np.zeros((4, 8, 8, 1)), y_train=np.zeros(4, int), x_val=np.zeros((2, 8, 8, 1)),
@@ -188,7 +213,10 @@ def test_battery_compares_the_artifact_with_its_dense_baselines(litert_build, tf
     _, out = tflm_build
     result = CliRunner().invoke(main, ["battery", str(out), "--rate", "1/s"])
     assert result.exit_code == 0, result.output
-    assert "dense int8 flatbuffer" in result.output
+    assert "dense int8 flatbuffer" not in result.output   # DECODE compression: the artifact is not the int8 file
+    as_json = CliRunner().invoke(main, ["battery", str(out), "--rate", "1/s", "--json"])
+    rows = {row["variant"]: row for row in json.loads(as_json.output)[0]["variants"]}
+    assert rows["pruned artifact"]["model_bytes"] < rows["pruned int8"]["model_bytes"]   # the same model, before
     # The nRF52840 profile has int8 coefficients only: float32 is unknown, not a wrong number.
     assert "unknown" in result.output
 

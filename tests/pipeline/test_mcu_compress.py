@@ -201,3 +201,34 @@ def test_build_with_compression_off_writes_the_plain_int8_file(tmp_path):
     assert decode_sites(artifact) == [] and section["compressed_bytes"] == len(artifact)
     assert not (out / BASELINES["pruned_int8"]).exists()           # it would be model.tflite again
     assert "compress" not in report["timings_s"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--profile", "rpi4", "--cluster", "4"], "--cluster pays only where TFLite Micro's LUT decoder"),
+    (["--profile", "nrf52840", "--mcu-compression", "prune", "--cluster", "4"], "--mcu-compression prune"),
+    (["--profile", "nrf52840", "--cluster", "2"], "Too few clusters"),
+    (["--profile", "nrf52840", "--cluster", "200"], "Too many clusters"),
+])
+def test_cluster_is_refused_before_any_work_where_it_cannot_pay(tmp_path, args, message):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", *args, "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and not out.exists()
+
+
+@pytest.mark.slow
+def test_build_with_cluster_reports_its_accuracy_and_lut_pays(tmp_path):
+    """--cluster 4 on the digits demo: 4 values per kernel, so LUT's 2-bit indices beat PRUNING's bitmap."""
+    out = tmp_path / "digits-nrf-cluster"
+    result = CliRunner().invoke(main, ["build", "--profile", "nrf52840", "--epochs", "1", "--cluster", "4",
+                                       "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((out / "report.json").read_text())
+    cluster = report["compression"]["cluster"]
+    assert cluster["clusters"] == 4 and cluster["clustered_layers"]
+    assert all(layer["distinct_values"] <= 4 for layer in cluster["layers"] if layer["clustered"])
+    assert 0.0 <= cluster["accuracy_after"] <= 1.0 and cluster["accuracy_before"] == report["accuracy"]["pruned_keras"]
+    assert report["accuracy"]["clustered_keras"] == cluster["accuracy_after"]
+    assert "cluster" in report["timings_s"] and report["options"]["cluster"] == 4
+    assert "LUT" in {t["method"] for t in report["compression"]["tensors"]}
+    assert report["compression"]["verification"]["bitwise_identical"] is True
