@@ -294,12 +294,13 @@ def test_compression_card_shows_every_tensor_and_the_model_figures(mcu_page):
     assert [m for m, _ in rows] == [t["method"] for t in section["tensors"]]
     for (_, row), t in zip(rows, section["tensors"]):
         assert t["name"] in row and fmt.byte_count(t["dense_bytes"]) in row
-        assert fmt.integer(t["decoded_elements"]) in row and html_report.template_env().filters["e"](t["reason"]) in row
+        assert html_report.template_env().filters["e"](t["reason"]) in row
         if t["method"] != "dense":
             for key in ("encoded_bytes", "saved_bytes", "arena_added_bytes"):
                 assert fmt.byte_count(t[key]) in row, key
+            assert fmt.integer(t["decoded_elements"]) in row
         else:
-            assert row.count("—") == 2                                     # no encoding, nothing saved
+            assert row.count("—") == 4                 # no encoding, nothing saved, no arena, nothing decoded
     fc1 = next(row for _, row in rows if "fc1/MatMul" in row)
     assert "128×512" in fc1 and "65,536" in fc1
     # The model: flash before/after, the ratio to dense int8, the arena both ways and the estimate, the decode time.
