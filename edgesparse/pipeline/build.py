@@ -360,11 +360,14 @@ def _cluster_summary(clustered: prune.ClusterResult | None) -> dict[str, Any] | 
 
 def _compress(conversion: convert.ConversionResult, profile: Profile, mode: str, dataset: Dataset,
               stages: _Stages) -> mcu_compress.McuCompression | None:
-    """DECODE compression of a TFLite Micro artifact (None on other runtimes); a stage of its own unless off."""
+    """Overhead stripping and DECODE compression of a TFLite Micro artifact (None on other runtimes).
+
+    A stage of its own unless off (then only the stripping runs, proven the same way).
+    """
     if profile.runtime != "tflm":
         return None
     if mode == "off":
-        return mcu_compress.compress_for_mcu(conversion.artifact, profile, mode, None,
+        return mcu_compress.compress_for_mcu(conversion.artifact, profile, mode, dataset.x_val,
                                              dense_int8=conversion.dense_int8, progress=stages.progress)
     with stages.run("compress", f"Compressing for TFLite Micro (DECODE, {mode}) and proving it in TFLM"):
         return mcu_compress.compress_for_mcu(conversion.artifact, profile, mode, dataset.x_val,

@@ -13,9 +13,14 @@ compressed. A profile with a separate decompression memory
 (`runtime.alt_decompression_bytes`) measures with it, and its decoded tensors
 must fit there instead.
 
-Graph-overhead stripping (`strip_graph_overhead`) runs on the int8 artifact
-and on the dense int8 baseline before compression, so the ratio against the
-dense int8 file is fair.
+Graph overhead (`tflite.strip.strip_overhead`: tensor names, repeated
+per-channel zero points, unread bias quantization, ...) is stripped from the
+int8 artifact before compression, so each tensor's saving is measured on the
+file as it will be, and again after it (the two tensors each DECODE adds carry
+names too); the dense int8 baseline is stripped the same way, so the ratio
+against it is fair. Stripping keeps every tensor in place, so the report names
+tensors as the converter did. The stripped file is proven bitwise identical to
+the converter's in TFLM, as the compressed one is to the stripped one.
 
 What it returns is the compressed file, the uncompressed one (written as
 `baselines/pruned_int8.tflite`), and report.json's "compression" section;
@@ -34,9 +39,10 @@ import numpy as np
 
 from edgesparse._types import Progress, no_progress
 from edgesparse.profiles.profile import Profile
-from edgesparse.runtime.tflm_decode import measured_arena, verify_compressed
+from edgesparse.runtime.tflm_decode import DecodeVerification, measured_arena, verify_compressed
 from edgesparse.tflite.decode_compress import CompressionPlan, TensorChoice, choose_compression
-from edgesparse.tflite.graph import io_quantization
+from edgesparse.tflite.graph import io_quantization, load_graph
+from edgesparse.tflite.strip import StripResult, strip_overhead
 
 __all__ = [
     "RANDOM_SAMPLES",
@@ -45,7 +51,6 @@ __all__ = [
     "add_estimate",
     "compress_for_mcu",
     "model_inputs",
-    "strip_graph_overhead",
 ]
 
 # Validation inputs compared bit for bit between the compressed and uncompressed files (the first ones), and
@@ -80,13 +85,14 @@ def model_inputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.clip(scaled, info.min, info.max).astype(dtype)
 
 
-def strip_graph_overhead(model_bytes: bytes, runtime: str) -> tuple[bytes, list[dict[str, Any]], int]:
-    """The one call site for graph-overhead stripping: (model, items removed, bytes saved).
+def _items(result: StripResult, when: str) -> list[dict[str, Any]]:
+    return [{"what": item.what, "saved_bytes": item.saved_bytes, "detail": item.detail, "when": when}
+            for item in result.items]
 
-    Not yet wired: edgesparse/tflite/strip.py (`strip_overhead`) has not
-    landed, so the model is returned as it is and the section says so.
-    """
-    return model_bytes, [], 0
+
+def _tensor_names(model_bytes: bytes) -> list[str]:
+    """Subgraph 0's tensor names by index (stripping keeps every tensor where it was, so these name them after)."""
+    return [t.name for t in load_graph(model_bytes).subgraphs[0].tensors]
 
 
 @dataclass
@@ -108,44 +114,51 @@ class _Budget:
         return None
 
 
-def _fit_ram(model: bytes, mode: str, budget: _Budget) -> tuple[CompressionPlan, dict[str, Any], dict[str, int]]:
+def _name(choice: TensorChoice, names: list[str]) -> str:
+    return names[choice.index] if choice.index < len(names) and names[choice.index] else choice.name
+
+
+@dataclass
+class _Fitted:
+    plan: CompressionPlan
+    kept: dict[int, str]          # tensor index -> why the RAM budget sent it back to dense
+    arena: dict[str, int]         # the plan's arena as TFLM records it (with the alt memory); {} if none compressed
+
+
+def _fit_ram(model: bytes, mode: str, budget: _Budget, names: list[str]) -> _Fitted:
     """choose_compression, then the largest decoded tensors back to dense until the measured arena fits."""
-    kept: list[TensorChoice] = []
-    reasons: list[str] = []
+    kept: dict[int, str] = {}
     plan = choose_compression(model, mode)
-    while True:
-        arena = measured_arena(plan.model, alt_decompression_bytes=budget.alt) if plan.compressed else {}
-        why = budget.over(plan, int(arena.get("total", 0))) if plan.compressed else None
+    while plan.compressed:
+        arena = measured_arena(plan.model, alt_decompression_bytes=budget.alt)
+        why = budget.over(plan, int(arena["total"]))
         if why is None:
-            break
+            return _Fitted(plan, kept, arena)
         largest = max(plan.compressed, key=lambda t: (t.dense_bytes, -t.index))
-        kept.append(largest)
-        reasons.append(f"'{largest.name}' ({largest.dense_bytes:,} B decoded) kept dense: {why}")
-        plan = choose_compression(model, mode, keep_dense=[t.index for t in kept])
-    ram_budget = {"limit_bytes": budget.limit, "kept_dense_for_ram": [t.name for t in kept],
-                  "reason": "; ".join(reasons) if reasons else None}
-    return plan, ram_budget, arena
+        kept[largest.index] = f"'{_name(largest, names)}' ({largest.dense_bytes:,} B decoded) kept dense: {why}"
+        plan = choose_compression(model, mode, keep_dense=list(kept))
+    return _Fitted(plan, kept, {})
 
 
-def _tensor_entry(choice: TensorChoice, kept_reason: dict[int, str],
-                  alt: int) -> dict[str, Any]:
+def _tensor_entry(choice: TensorChoice, fitted: _Fitted, alt: int, names: list[str]) -> dict[str, Any]:
     compressed = choice.method != "dense"
-    return {"name": choice.name, "shape": list(choice.shape), "dtype": choice.dtype, "method": choice.method,
-            "dense_bytes": choice.dense_bytes, "encoded_bytes": choice.payload_bytes if compressed else None,
-            "saved_bytes": choice.file_saving if compressed else 0,
+    return {"name": _name(choice, names), "shape": list(choice.shape), "dtype": choice.dtype,
+            "method": choice.method, "dense_bytes": choice.dense_bytes,
+            "encoded_bytes": choice.payload_bytes if compressed else None,
+            "saved_bytes": choice.file_saving if compressed else None,
             "arena_added_bytes": choice.dense_bytes if compressed and not alt else 0,
             "decoded_elements": int(np.prod(choice.shape)) if compressed else 0,
-            "reason": kept_reason.get(choice.index, choice.reason)}
+            "reason": f"kept dense for RAM: {fitted.kept[choice.index]}" if choice.index in fitted.kept
+            else choice.reason}
 
 
-def _section(mode: str, plan: CompressionPlan | None, *, uncompressed: bytes, dense_int8: bytes,
-             overhead: dict[str, Any], arenas: dict[str, int | None], budget: _Budget,
-             ram_budget: dict[str, Any], verification: dict[str, Any] | None) -> dict[str, Any]:
-    model = plan.model if plan is not None else uncompressed
+def _section(mode: str, fitted: _Fitted | None, model: bytes, *, uncompressed: bytes, dense_int8: bytes,
+             overhead: dict[str, Any], arenas: dict[str, Any], budget: _Budget, names: list[str],
+             verification: dict[str, Any] | None) -> dict[str, Any]:
+    """report.json's "compression" (/work/scratch/compression_section.md's agreed shape)."""
+    plan = fitted.plan if fitted is not None else None
     compressed = plan.compressed if plan is not None else []
-    kept = set(ram_budget["kept_dense_for_ram"])
-    kept_reason = {t.index: f"kept dense for RAM: {ram_budget['reason']}" for t in (plan.tensors if plan else [])
-                   if t.name in kept and t.method == "dense"}
+    kept = fitted.kept if fitted is not None else {}
     measured_dense, measured = arenas.get("uncompressed"), arenas.get("compressed")
     return {
         "mode": mode, "applied": bool(compressed), "cluster": None,
@@ -161,16 +174,34 @@ def _section(mode: str, plan: CompressionPlan | None, *, uncompressed: bytes, de
                               "needed_bytes": plan.largest_decoded_bytes if plan is not None and budget.alt else 0},
         "decoded_elements_per_invoke": sum(int(np.prod(t.shape)) for t in compressed),
         "decode_ms": None, "decode_basis": None,
-        "ram_budget": ram_budget,
-        "tensors": [_tensor_entry(t, kept_reason, budget.alt) for t in (plan.tensors if plan else [])],
+        "ram_budget": {"limit_bytes": budget.limit,
+                       "kept_dense_for_ram": [names[i] if i < len(names) and names[i] else f"tensor {i}"
+                                              for i in kept],
+                       "reason": "; ".join(kept.values()) if kept else None},
+        "tensors": [_tensor_entry(t, fitted, budget.alt, names) for t in plan.tensors]
+        if plan is not None and fitted is not None else [],
         "verification": verification,
     }
+
+
+def _verification(proofs: list[DecodeVerification], random_samples: int, stripped: bool) -> dict[str, Any] | None:
+    """What was compared in TFLM: the stripped file against the converter's, the compressed one against it."""
+    if not proofs:
+        return None
+    compared = (["baselines/pruned_int8.tflite (overhead stripped) vs the converter's file"] if stripped else []) + (
+        ["model.tflite (DECODE) vs baselines/pruned_int8.tflite"] if len(proofs) > int(stripped) else [])
+    return {"interpreter": "TFLite Micro", "bitwise_identical": True, "compared": compared,
+            "samples": proofs[-1].samples - random_samples, "random_samples": random_samples,
+            "decoded_tensors_equal": proofs[-1].decoded_tensors,
+            "accuracy": "the build's accuracy figures are those of model.tflite, measured in TFLM; its outputs are "
+                        "bitwise identical to the converter's int8 file's on every input compared, so they hold "
+                        "for it too"}
 
 
 def compress_for_mcu(artifact: bytes, profile: Profile, mode: str, samples: np.ndarray | None, *,
                      dense_int8: bytes = b"", random_samples: int = RANDOM_SAMPLES,
                      progress: Progress | None = None) -> McuCompression:
-    """The int8 artifact compressed with DECODE as `mode` allows and the profile's RAM fits, proven in TFLM.
+    """The int8 artifact stripped and compressed with DECODE as `mode` allows and the RAM fits, proven in TFLM.
 
     `samples`: validation inputs as floats (quantized here for the model's
     input); the first VALIDATION_SAMPLES and `random_samples` random inputs
@@ -178,39 +209,36 @@ def compress_for_mcu(artifact: bytes, profile: Profile, mode: str, samples: np.n
     same way as the artifact, for a fair ratio.
     """
     progress = progress or no_progress
-    uncompressed, items, saved = strip_graph_overhead(artifact, profile.runtime)
-    dense, _, dense_saved = strip_graph_overhead(dense_int8, profile.runtime) if dense_int8 else (b"", [], 0)
-    overhead = {"saved_bytes": saved, "items": items, "dense_int8_saved_bytes": dense_saved,
-                "note": None if items or saved else "graph-overhead stripping is not wired yet (tflite/strip.py)"}
+    names = _tensor_names(artifact)
+    stripped = strip_overhead(artifact, profile.runtime)
+    uncompressed = stripped.model
+    dense = strip_overhead(dense_int8, profile.runtime).model if dense_int8 else b""
+    x = model_inputs(artifact, np.asarray(samples)[:VALIDATION_SAMPLES]) if samples is not None else None
+    proofs = [verify_compressed(artifact, uncompressed, x, random_samples=random_samples)] \
+        if uncompressed != artifact else []
+    overhead = {"saved_bytes": stripped.saved_bytes, "items": _items(stripped, "before DECODE"),
+                "dense_int8_saved_bytes": len(dense_int8) - len(dense)}
     budget = _Budget(profile.budget.get("ram_bytes"), profile.persistent_ram_bytes, profile.alt_decompression_bytes)
-    no_ram = {"limit_bytes": budget.limit, "kept_dense_for_ram": [], "reason": None}
-    if mode == "off":
-        section = _section(mode, None, uncompressed=uncompressed, dense_int8=dense, overhead=overhead, arenas={},
-                           budget=budget, ram_budget=no_ram, verification=None)
-        return McuCompression(uncompressed, uncompressed, dense, section)
-    plan, ram_budget, arena = _fit_ram(uncompressed, mode, budget)
-    warnings = []
-    if ram_budget["kept_dense_for_ram"]:
-        warnings.append(f"DECODE compression on {profile.name}: {len(ram_budget['kept_dense_for_ram'])} tensor(s) "
-                        f"kept dense to fit RAM: {ram_budget['reason']}")
+    fitted = _fit_ram(uncompressed, mode, budget, names) if mode != "off" else None
+    model, warnings = uncompressed, []
+    if fitted is not None and fitted.kept:
+        warnings.append(f"DECODE compression on {profile.name}: {len(fitted.kept)} tensor(s) kept dense to fit "
+                        f"RAM: {'; '.join(fitted.kept.values())}")
         progress("warning", {"message": warnings[-1]})
-    verification = None
-    arenas: dict[str, int | None] = {}
-    if plan.compressed:
-        x = model_inputs(uncompressed, np.asarray(samples)[:VALIDATION_SAMPLES]) if samples is not None else None
-        proof = verify_compressed(uncompressed, plan.model, x, random_samples=random_samples)
-        arenas = {"uncompressed": proof.arena_dense.get("total"),
-                  "compressed": int(arena["total"]) if arena else proof.arena_compressed.get("total")}
-        verification = {
-            "interpreter": "TFLite Micro", "bitwise_identical": True,
-            "samples": proof.samples - random_samples, "random_samples": random_samples,
-            "decoded_tensors_equal": proof.decoded_tensors,
-            "accuracy": "the build's accuracy figures are those of this file: its outputs are bitwise identical to "
-                        "the uncompressed int8 file's (baselines/pruned_int8.tflite) on every input compared",
-        }
-    section = _section(mode, plan, uncompressed=uncompressed, dense_int8=dense, overhead=overhead, arenas=arenas,
-                       budget=budget, ram_budget=ram_budget, verification=verification)
-    return McuCompression(plan.model, uncompressed, dense, section, warnings)
+    arenas: dict[str, Any] = {"uncompressed": proofs[0].arena_compressed.get("total") if proofs else None}
+    if fitted is not None and fitted.plan.compressed:
+        after = strip_overhead(fitted.plan.model, profile.runtime)   # the names of the tensors DECODE added
+        model = after.model
+        overhead["items"] += _items(after, "after DECODE")
+        overhead["after_decode_saved_bytes"] = after.saved_bytes
+        proofs.append(verify_compressed(uncompressed, model, x, random_samples=random_samples))
+        arenas = {"uncompressed": proofs[-1].arena_dense.get("total"),
+                  "compressed": measured_arena(model, alt_decompression_bytes=budget.alt)["total"] if budget.alt
+                  else proofs[-1].arena_compressed.get("total")}
+    section = _section(mode, fitted, model, uncompressed=uncompressed, dense_int8=dense, overhead=overhead,
+                       arenas=arenas, budget=budget, names=names,
+                       verification=_verification(proofs, random_samples, stripped=uncompressed != artifact))
+    return McuCompression(model, uncompressed, dense, section, warnings)
 
 
 def add_estimate(section: dict[str, Any] | None, check: dict[str, Any] | None) -> None:

@@ -82,23 +82,31 @@ def default_result(pruned_int8):
 def test_compressed_model_is_smaller_and_bitwise_the_same_in_tflm(pruned_int8, default_result):
     model, x = pruned_int8
     result, section = default_result, default_result.section
-    assert result.uncompressed == model and result.applied
-    assert len(result.model) < 0.7 * len(model)
-    assert section["compressed_bytes"] == len(result.model) and section["uncompressed_bytes"] == len(model)
-    assert section["saved_bytes"] == len(model) - len(result.model)
-    assert section["ratio_vs_dense_int8"] == round(len(model) / len(result.model), 3)
+    assert result.applied and len(result.uncompressed) < len(model)          # graph overhead stripped first
+    assert result.dense_int8 == result.uncompressed                           # the baseline stripped the same way
+    assert len(result.model) < 0.7 * len(result.uncompressed)
+    assert section["compressed_bytes"] == len(result.model)
+    assert section["uncompressed_bytes"] == len(result.uncompressed)
+    assert section["saved_bytes"] == len(result.uncompressed) - len(result.model)
+    assert section["ratio_vs_dense_int8"] == round(len(result.uncompressed) / len(result.model), 3)
+    overhead = section["overhead"]
+    assert overhead["saved_bytes"] == len(model) - len(result.uncompressed) == overhead["dense_int8_saved_bytes"]
+    assert "tensor names" in {item["what"] for item in overhead["items"] if item["when"] == "before DECODE"}
     assert sorted(t["shape"] for t in _compressed(section)) == [[32, 64], [64, 512]]   # the two FC kernels pay
     assert len(decode_sites(result.model)) == 2
     # outputs bitwise identical in TFLM, checked here independently of the module's own proof
-    same = run_tflite(result.model, x, runtime="tflm").outputs
-    assert same.tobytes() == run_tflite(model, x, runtime="tflm").outputs.tobytes()
+    expected = run_tflite(model, x, runtime="tflm").outputs.tobytes()
+    assert run_tflite(result.model, x, runtime="tflm").outputs.tobytes() == expected
+    assert run_tflite(result.uncompressed, x, runtime="tflm").outputs.tobytes() == expected
     verification = section["verification"]
     assert verification["bitwise_identical"] is True
     assert (verification["samples"], verification["random_samples"], verification["decoded_tensors_equal"]) == (
         48, 16, 2)
     arena = section["arena"]
     assert arena["compressed_measured_bytes"] == measured_arena(result.model)["total"]
-    assert arena["uncompressed_measured_bytes"] == measured_arena(model)["total"]
+    assert arena["uncompressed_measured_bytes"] == measured_arena(result.uncompressed)["total"]
+    names = {t["name"] for t in _compressed(section)}
+    assert any("fc2" in name for name in names) and all(names)              # the converter's names, not stripped
     assert arena["added_bytes"] >= 64 * 512 - 4096                          # the decoded FC kernel lives there
     assert section["decoded_elements_per_invoke"] == 64 * 512 + 32 * 64
     assert section["ram_budget"] == {"limit_bytes": 131_072, "kept_dense_for_ram": [], "reason": None}
@@ -144,11 +152,13 @@ def test_a_decompression_memory_takes_the_decoded_tensors(tmp_path, pruned_int8,
     assert "does not fit the 32,767 B decompression memory" in short.section["ram_budget"]["reason"]
 
 
-def test_off_returns_the_uncompressed_file(pruned_int8):
-    model, _ = pruned_int8
-    result = compress_for_mcu(model, load_profile("nrf52840"), "off", None)
-    assert result.model == model and not result.applied and result.section["mode"] == "off"
-    assert result.section["verification"] is None and result.section["tensors"] == []
+def test_off_returns_the_uncompressed_file_stripped(pruned_int8):
+    model, x = pruned_int8
+    result = compress_for_mcu(model, load_profile("nrf52840"), "off", x, random_samples=8)
+    assert result.model == result.uncompressed and not result.applied and result.section["mode"] == "off"
+    assert decode_sites(result.model) == [] and len(result.model) < len(model)
+    assert result.section["tensors"] == [] and result.section["verification"]["decoded_tensors_equal"] == 0
+    assert result.section["verification"]["bitwise_identical"] is True
 
 
 def test_model_inputs_quantize_like_the_input_tensor(pruned_int8):
