@@ -305,7 +305,8 @@ def test_compression_card_shows_every_tensor_and_the_model_figures(mcu_page):
     assert "128×512" in fc1 and "65,536" in fc1
     # The model: flash before/after, the ratio to dense int8, the arena both ways and the estimate, the decode time.
     for text in ("80,536 B → 33,744 B", "46,792 B", "58.1 %", "2.39×", "6,784 B → 70,304 B", "63,520 B",
-                 "1.23 ms", "70,144 elements", "3,912 B", "tensor names", "1,880 B", "131,072 B"):
+                 "1.23 ms", "70,144 elements", "3,912 B", "tensor names", "1,880 B", "131,072 B",
+                 "signature and input/output names kept", "(before DECODE)"):
         assert text in card, text
     assert card.count("70,304 B") >= 3           # measured (twice: KPI and table) and the estimator's
     assert "No tensor kept dense for RAM" in card and 'data-ram="fits"' in card
