@@ -37,7 +37,7 @@ import numpy as np
 
 from edgesparse._types import Progress, no_progress
 from edgesparse.errors import PruningError
-from edgesparse.pipeline.prune.finetune import _check_converged, _loss_and_metric, _training_arrays
+from edgesparse.pipeline.prune.finetune import classifier_loss_and_metric, raise_if_diverged, training_arrays
 from edgesparse.pipeline.prune.policy import LayerPolicy, check_prunable_model
 from edgesparse.pipeline.tf_env import import_tfmot
 from edgesparse.runtime.verify import top1
@@ -227,8 +227,8 @@ def cluster_and_finetune(model: Any, dataset: Any, clusters: int, *, policies: S
     keras = check_prunable_model(model)
     tfmot = import_tfmot()
     num_classes = int(getattr(dataset, "num_classes", 0) or 0)
-    x, y, xv, yv = _training_arrays(dataset, model, num_classes)
-    loss, metric = _loss_and_metric(model, num_classes, keras)
+    x, y, xv, yv = training_arrays(dataset, model, num_classes)
+    loss, metric = classifier_loss_and_metric(model, num_classes, keras)
     pruned = [p for p in policies if p.prune]
     stray = [p.name for p in pruned if p.name not in {layer.name for layer in model.layers}]
     if not pruned or stray:
@@ -253,7 +253,7 @@ def cluster_and_finetune(model: Any, dataset: Any, clusters: int, *, policies: S
     fit = clustered.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
                         validation_data=(xv, yv) if xv is not None else None, callbacks=callbacks)
     stripped = tfmot.clustering.keras.strip_clustering(clustered)
-    _check_converged(fit.history, stripped, dataset)
+    raise_if_diverged(fit.history, stripped, dataset)
     layers = _measure(model, stripped, pruned, n, skipped)
     return ClusterResult(model=stripped, clusters=n, accuracy_before=before,
                          accuracy_after=_accuracy(stripped, xa, ya, batch_size), accuracy_split=split,

@@ -32,7 +32,16 @@ from edgesparse.pipeline.prune.policy import LayerPolicy, check_prunable_model, 
 from edgesparse.pipeline.prune.schedule import ResolvedSchedule, ScheduleOptions, resolve_schedule
 from edgesparse.pipeline.tf_env import import_tf, import_tfmot
 
-__all__ = ["TOLERANCE", "LayerSparsity", "PruneResult", "measure_sparsity", "prune_and_finetune"]
+__all__ = [
+    "TOLERANCE",
+    "LayerSparsity",
+    "PruneResult",
+    "classifier_loss_and_metric",
+    "measure_sparsity",
+    "prune_and_finetune",
+    "raise_if_diverged",
+    "training_arrays",
+]
 
 #: Achieved sparsity may fall short of the target by at most this (plus one pruning unit).
 TOLERANCE = 0.01
@@ -63,8 +72,12 @@ class PruneResult:
     policies: list[LayerPolicy] = field(default_factory=list)
 
 
-def _training_arrays(dataset: Any, model: Any, num_classes: int) -> tuple:
-    """(x, y, x_val, y_val) after data.check_compatible; the validation pair is None when the data set has none."""
+def training_arrays(dataset: Any, model: Any, num_classes: int) -> tuple:
+    """(x, y, x_val, y_val) after data.check_compatible; the validation pair is None when the data set has none.
+
+    Every fine-tuning (pruning, clustering) checks the data against the model the same way before training, so
+    a mismatch is the same DataError whichever stage meets it first.
+    """
     input_shape = (dataset.x_train.shape[1:] if isinstance(model.input_shape, list)
                    else tuple(model.input_shape[1:]))
     check_compatible(dataset, input_shape, num_classes or None, source=getattr(dataset, "source", None) or "dataset",
@@ -75,7 +88,13 @@ def _training_arrays(dataset: Any, model: Any, num_classes: int) -> tuple:
     return dataset.x_train, dataset.y_train, x_val, y_val
 
 
-def _loss_and_metric(model, num_classes: int, keras):
+def classifier_loss_and_metric(model: Any, num_classes: int, keras: Any) -> tuple:
+    """(loss, accuracy metric) for a single-output classifier, from its output units and activation.
+
+    Integer labels throughout: sparse categorical crossentropy for `num_classes` outputs, binary crossentropy
+    for one output on two classes; logits unless the output layer ends in softmax/sigmoid. The metric is named
+    "accuracy" so progress events and histories read the same for every fine-tuning. PruningError otherwise.
+    """
     if len(model.outputs or [None]) != 1:
         raise PruningError("Fine-tuning supports single-output models only", where=model.name,
                            expected="one output", received=f"{len(model.outputs)} outputs")
@@ -227,10 +246,10 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
     keras = check_prunable_model(model)
     tfmot = import_tfmot()
     num_classes = int(getattr(dataset, "num_classes", 0) or 0)
-    x, y, xv, yv = _training_arrays(dataset, model, num_classes)
+    x, y, xv, yv = training_arrays(dataset, model, num_classes)
     resolved = resolve_schedule(schedule, num_train=len(x), batch_size=batch_size, epochs=epochs)
     _check_policies(model, policies, resolved)
-    loss, metric = _loss_and_metric(model, num_classes, keras)
+    loss, metric = classifier_loss_and_metric(model, num_classes, keras)
     if tensorboard_dir is not None:
         try:
             import tensorboard  # noqa: F401  (tf.summary.scalar lives there)
@@ -260,7 +279,7 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
                      validation_data=(xv, yv) if xv is not None else None, callbacks=callbacks)
 
     stripped = sparsity_api.strip_pruning(pruned)
-    _check_converged(fit.history, stripped, dataset)
+    raise_if_diverged(fit.history, stripped, dataset)
     layers, overall = measure_sparsity(stripped, policies, resolved)
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     if state["epoch_sparsity"]:
@@ -270,8 +289,12 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
                        policies=list(policies))
 
 
-def _check_converged(history: dict, stripped: Any, dataset: Any) -> None:
-    """A NaN or infinite loss (or weights) is named as what it almost always is: inputs on the wrong scale."""
+def raise_if_diverged(history: dict, stripped: Any, dataset: Any) -> None:
+    """DataError when a fine-tuning's loss (Keras `fit` history) or the stripped weights became NaN or infinite.
+
+    Named as what it almost always is, inputs on the wrong scale, rather than left to fail later as a
+    conversion or accuracy error.
+    """
     losses = [float(v) for v in history.get("loss", [])]
     bad_loss = next((i for i, v in enumerate(losses) if not np.isfinite(v)), None)
     bad_weights = not all(np.isfinite(w).all() for w in stripped.get_weights())
