@@ -40,6 +40,7 @@ import numpy as np
 from edgesparse._types import Progress, no_progress
 from edgesparse.profiles.profile import Profile
 from edgesparse.runtime.tflm_decode import DecodeVerification, measured_arena, verify_compressed
+from edgesparse.runtime.verify import quantize_input
 from edgesparse.tflite.decode_compress import CompressionPlan, TensorChoice, choose_compression
 from edgesparse.tflite.graph import io_quantization, load_graph
 from edgesparse.tflite.strip import StripResult, strip_overhead
@@ -75,14 +76,9 @@ class McuCompression:
 
 
 def model_inputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """Float inputs as the model's input 0 takes them: quantized with its scale and zero point when integer."""
+    """Float inputs as the model's input 0 takes them (runtime.verify.quantize_input, the verification's rule)."""
     q = io_quantization(model_bytes)["input"]
-    dtype = np.dtype(q["dtype"])
-    if dtype.kind == "f" or not q["scale"]:
-        return np.asarray(x).astype(dtype)
-    info = np.iinfo(dtype)
-    scaled = np.round(np.asarray(x, np.float64) / q["scale"]) + q["zero_point"]
-    return np.clip(scaled, info.min, info.max).astype(dtype)
+    return quantize_input(x, q["dtype"], q["scale"], q["zero_point"])
 
 
 def _items(result: StripResult, when: str) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from edgesparse.runtime import litert, tflm
 from edgesparse.runtime.isolate import run_isolated
 from edgesparse.tflite.graph import Graph, load_graph
 
-__all__ = ["RunResult", "VerificationResult", "run_tflite", "top1", "verify_artifact"]
+__all__ = ["RunResult", "VerificationResult", "quantize_input", "run_tflite", "top1", "verify_artifact"]
 
 _WHERE = "<in-memory model>"
 
@@ -91,15 +91,25 @@ def _signature(details: dict) -> _Signature:
                       float(scales[0]) if len(scales) else 0.0, int(zps[0]) if len(zps) else 0)
 
 
+def quantize_input(x: Any, dtype: Any, scale: float, zero_point: int) -> np.ndarray:
+    """Samples as an input tensor of `dtype` with `scale` and `zero_point` takes them (the converter's rule).
+
+    The one rule every caller that feeds an interpreter uses (verification here, the build's DECODE proof),
+    so a compressed and an uncompressed file are fed exactly the values the device gets: a float tensor
+    takes the data cast; data already of the tensor's integer dtype, or a tensor without a scale, passes as
+    it is; anything else is round(x / scale) + zero_point, clipped to the dtype's range.
+    `tflite.graph.io_quantization(model)["input"]` gives the three parameters of a file's input 0.
+    """
+    x, dtype = np.asarray(x), np.dtype(dtype)
+    if dtype.kind == "f" or x.dtype == dtype or scale == 0.0:
+        return x.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    q = np.round(x.astype(np.float64) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
 def _quantize(x: np.ndarray, sig: _Signature) -> np.ndarray:
-    """Float data -> the input tensor's dtype with its scale/zero-point; integer data passes."""
-    if sig.dtype.kind == "f":
-        return x.astype(sig.dtype, copy=False)
-    if x.dtype == sig.dtype or sig.scale == 0.0:
-        return x.astype(sig.dtype, copy=False)
-    info = np.iinfo(sig.dtype)
-    q = np.round(x.astype(np.float64) / sig.scale) + sig.zero_point
-    return np.clip(q, info.min, info.max).astype(sig.dtype)
+    return quantize_input(x, sig.dtype, sig.scale, sig.zero_point)
 
 
 def _dequantize(y: np.ndarray, sig: _Signature) -> np.ndarray:
