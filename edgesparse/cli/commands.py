@@ -175,7 +175,8 @@ def build(**kwargs: Any) -> None:
     console = render.make_console()
     with BuildProgress(console) as progress:
         result = pipeline_build.build(pipeline_build.BuildOptions(**kwargs), progress=progress)
-    render.print_summary(console, summary_rows(result.report), f"edgesparse build -> {result.out_dir}")
+    rows = summary_rows(result.report) + render.compression_rows(result.report.get("compression"))
+    render.print_summary(console, rows, f"edgesparse build -> {result.out_dir}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     pipeline_build.raise_for_failures(result)
@@ -431,6 +432,12 @@ def report_cmd(build_dir: Path) -> None:
               help="A point whose .tflite agrees with its Keras model on fewer validation inputs is not chosen.")
 @click.option("--trust-model", is_flag=True,
               help="Allow Lambda layers and custom objects (runs code from the model file).")
+@click.option("--mcu-compression", type=click.Choice(["off", "prune", "lut", "auto"]), default=None,
+              help="As for build, for the TFLite Micro profiles' points (others build without DECODE). "
+                   "[default: auto on TFLite Micro profiles]")
+@click.option("--cluster", type=int, default=None, metavar="N",
+              help="As for build: sparsity-preserving weight clustering before conversion, TFLite Micro points "
+                   "only. [default: off]")
 @click.option("--fresh", is_flag=True, help="Delete the cached points and rebuild every one.")
 def sweep(profiles: tuple[str, ...], sparsities: str, quantize: str, max_accuracy_drop: float | None,
           out: Path | None, fresh: bool, **base: Any) -> None:

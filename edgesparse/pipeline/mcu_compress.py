@@ -165,6 +165,7 @@ def _section(mode: str, fitted: _Fitted | None, model: bytes, *, uncompressed: b
         "overhead": overhead,
         "arena": {"uncompressed_measured_bytes": measured_dense, "compressed_measured_bytes": measured,
                   "compressed_estimated_bytes": None,
+                  "compressed_measured_head_bytes": arenas.get("compressed_head"),
                   "added_bytes": measured - measured_dense if measured is not None and measured_dense else None},
         "alt_decompression": {"available_bytes": budget.alt,
                               "needed_bytes": plan.largest_decoded_bytes if plan is not None and budget.alt else 0},
@@ -230,7 +231,8 @@ def compress_for_mcu(artifact: bytes, profile: Profile, mode: str, samples: np.n
         proofs.append(verify_compressed(uncompressed, model, x, random_samples=random_samples))
         arenas = {"uncompressed": proofs[-1].arena_dense.get("total"),
                   "compressed": measured_arena(model, alt_decompression_bytes=budget.alt)["total"] if budget.alt
-                  else proofs[-1].arena_compressed.get("total")}
+                  else proofs[-1].arena_compressed.get("total"),
+                  "compressed_head": proofs[-1].arena_compressed.get("head")}
     section = _section(mode, fitted, model, uncompressed=uncompressed, dense_int8=dense, overhead=overhead,
                        arenas=arenas, budget=budget, names=names,
                        verification=_verification(proofs, random_samples, stripped=uncompressed != artifact))
@@ -245,6 +247,14 @@ def add_estimate(section: dict[str, Any] | None, check: dict[str, Any] | None) -
     if ram.get("total_bytes") is not None:
         persistent = int((ram.get("breakdown") or {}).get("runtime_persistent_ram", 0))
         section["arena"]["compressed_estimated_bytes"] = int(ram["total_bytes"]) - persistent
-    latency = check.get("latency") or {}
-    section["decode_ms"] = latency.get("decode_ms")
-    section["decode_basis"] = latency.get("decode_basis")
+    if ram.get("planned_bytes") is not None:
+        section["arena"]["compressed_estimated_head_bytes"] = int(ram["planned_bytes"])
+    decode = check.get("decode") or {}
+    section["decode_ms"] = decode.get("decode_ms")
+    section["decode_basis"] = _decode_basis(decode.get("latency_coefficients") or [])
+
+
+def _decode_basis(coefficients: list[dict[str, Any]]) -> str | None:
+    """One basis line for the decode time: each decoder's coefficient with its source (assumptions say so)."""
+    parts = [f"{c.get('type')}: {c.get('basis')} ({c.get('source')})" for c in coefficients]
+    return "; ".join(parts) or None   # the basis words ("transferred", "assumption") mark it for is_assumption

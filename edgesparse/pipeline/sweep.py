@@ -235,6 +235,27 @@ def point_key(inputs: dict, base, profile, sparsity: float, quantize: str) -> st
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def family_options(base: BuildOptions, family: Family) -> BuildOptions:
+    """The build options of one family: DECODE compression and clustering exist only for TFLite Micro."""
+    if family.runtime == "tflm":
+        return base
+    return dataclasses.replace(base, mcu_compression=None, cluster=None)
+
+
+def _check_mcu_options(base: BuildOptions, fams: Sequence[Family]) -> None:
+    """--mcu-compression and --cluster checked for the TFLM families before any build (refused without one)."""
+    tflm = [f for f in fams if f.runtime == "tflm"]
+    if not tflm and (base.mcu_compression not in (None, "off") or base.cluster is not None):
+        flag = "--cluster" if base.cluster is not None else "--mcu-compression"
+        raise DataError(f"{flag} applies only to TFLite Micro profiles", where=flag,
+                        expected="at least one --profile whose runtime is tflm (a microcontroller)",
+                        received=", ".join(f.name for f in fams))
+    for fam in tflm:
+        check_options(tensorboard=None, min_agreement=base.min_agreement, epochs=base.epochs,
+                      batch_size=base.batch_size, min_params=base.min_params, runtime=fam.runtime,
+                      mcu_compression=base.mcu_compression, cluster=base.cluster)
+
+
 def unbuildable_reason(family: Family, quantize: str) -> str | None:
     """Why `family` cannot run a `quantize` artifact, or None."""
     if family.runtime == "tflm" and quantize in ("dynamic", "float16"):
@@ -393,6 +414,7 @@ def _plan(options: SweepOptions) -> _Plan:
         raise DataError("A profile was given twice", where="--profile", received=", ".join(names))
     options = dataclasses.replace(options, sparsities=sparsities, quantize=quantizes)  # recorded parsed
     fams = families(loaded)
+    _check_mcu_options(base, fams)
     out_dir = Path(options.out) if options.out else _default_out(base)
     points_dir = out_dir / POINTS_DIR
     _check_sweep_dir(out_dir)
@@ -405,7 +427,7 @@ def _plan(options: SweepOptions) -> _Plan:
     for s in sparsities:
         for q in quantizes:
             for fam in fams:
-                key = point_key(inputs, base, fam.build_profile, s, q)
+                key = point_key(inputs, family_options(base, fam), fam.build_profile, s, q)
                 jobs.append({"sparsity": s, "quantize": q, "family": fam, "key": key,
                              "profile": options.profiles[names.index(fam.name)],
                              "dir": points_dir / f"{fam.name}-s{s:g}-{q}-{key}", "skip": unbuildable_reason(fam, q)})
@@ -470,8 +492,9 @@ def _run_jobs(plan: _Plan, progress: Progress) -> int:
             prepared = pipeline_build.prepare_inputs(base, progress)
             progress("prepare_done", {"seconds": round(time.perf_counter() - t0, 3)})
         build_options = dataclasses.replace(
-            base, profile=job["profile"], final_sparsity=job["sparsity"], quantize=job["quantize"],
-            out=job["dir"], force=True, max_accuracy_drop=max_drop if max_drop is not None else 100.0)
+            family_options(base, job["family"]), profile=job["profile"], final_sparsity=job["sparsity"],
+            quantize=job["quantize"], out=job["dir"], force=True,
+            max_accuracy_drop=max_drop if max_drop is not None else 100.0)
         _remove_incomplete_point(job["dir"], plan.points_dir)
         try:
             result = pipeline_build.build(build_options, progress=progress, prepared=prepared)
