@@ -178,6 +178,30 @@ SPARSITIES = "0.5,0.8,0.95"
 MAX_DROP = 3.0
 
 
+@pytest.mark.parametrize("flags, refused", [
+    (["--profile", "rpi4", "--cluster", "4"], "--cluster applies only to TFLite Micro profiles"),
+    (["--profile", "rpi4", "--mcu-compression", "prune"], "--mcu-compression applies only to TFLite Micro"),
+    (["--profile", "nrf52840", "--cluster", "2"], "--cluster"),
+    (["--profile", "nrf52840", "--mcu-compression", "off", "--cluster", "4"], "LUT decoder"),
+])
+def test_sweep_refuses_microcontroller_options_it_cannot_apply_before_building(tmp_path, flags, refused):
+    """DECODE and clustering exist only for TFLite Micro families; a sweep that cannot use them says so at once."""
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, ["sweep", *flags, "--sparsities", "0.5", "--out", str(out)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert refused in output and not out.exists()
+
+
+def test_microcontroller_options_reach_only_the_tflm_family():
+    """A mixed sweep builds its LiteRT family without DECODE or clustering, and keys its cache without them."""
+    base = sweep_mod.BuildOptions(cluster=4, mcu_compression="lut")
+    fams = {f.runtime: f for f in sweep_mod.families([load_profile("rpi4"), load_profile("nrf52840")])}
+    assert sweep_mod.family_options(base, fams["tflm"]) is base
+    litert = sweep_mod.family_options(base, fams["litert"])
+    assert (litert.cluster, litert.mcu_compression) == (None, None)
+
+
 def _cli(out: Path, *extra):
     return CliRunner().invoke(main, ["sweep", "--profile", "rpi4", "--profile", "pixel4", "--sparsities", SPARSITIES,
                                      "--epochs", "1", "--max-accuracy-drop", str(MAX_DROP), "--out", str(out), *extra])
