@@ -5,6 +5,7 @@ the tflite-micro wheel's model editor."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -186,3 +187,22 @@ def test_truncated_decode_table_is_one_clear_error_from_check(models, tmp_path):
     assert res.exit_code == 2, res.output
     assert "value table is shorter" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_check_of_a_compressed_file_imports_no_tensorflow(models, tmp_path):
+    """`check` on a DECODE file is the analysis half: no TensorFlow (and no tflite-micro) is loaded for it."""
+    path = tmp_path / "compressed.tflite"
+    path.write_bytes(models["pruning"])
+    code = (
+        "import json, sys\n"
+        "from edgesparse.cli.commands import main\n"
+        f"sys.argv = ['edgesparse', 'check', {str(path)!r}, '--profile', 'nrf52840', '--json']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "loaded = [m for m in ('tensorflow', 'tflite_micro') if m in sys.modules]\n"
+        "assert not loaded, f'{loaded} imported'\n"
+        "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    [result] = json.loads(proc.stdout)
+    assert result["decode"]["elements_per_invoke"] == 96 * 64 + 64 * 32
+    assert result["flash"]["model_bytes"] == len(models["pruning"])
