@@ -228,7 +228,8 @@ def compress_for_mcu(artifact: bytes, profile: Profile, mode: str, samples: np.n
         model = after.model
         overhead["items"] += _items(after, "after DECODE")
         overhead["after_decode_saved_bytes"] = after.saved_bytes
-        proofs.append(verify_compressed(uncompressed, model, x, random_samples=random_samples))
+        proofs.append(verify_compressed(uncompressed, model, x, random_samples=random_samples,
+                                        alt_decompression_bytes=budget.alt))
         arenas = {"uncompressed": proofs[-1].arena_dense.get("total"),
                   "compressed": measured_arena(model, alt_decompression_bytes=budget.alt)["total"] if budget.alt
                   else proofs[-1].arena_compressed.get("total"),

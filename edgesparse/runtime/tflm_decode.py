@@ -6,7 +6,11 @@ Python interpreter (the kernels a microcontroller runs, DECODE included):
 outputs must be bitwise identical on the given samples and on random inputs,
 and every decoded tensor, read back with the interpreter's preserve-all-tensors
 mode after an invoke, must equal the original weights. The arena each model
-needs is TFLM's own recorded allocation.
+needs is TFLM's own recorded allocation. Where a device has an alternate
+decompression memory (TFLM's `alt_decompression_memory_size`) it runs the
+model that way, so the proof is repeated with it: outputs again, and the
+decoded tensors TFLM still holds (each DECODE reuses that memory from its
+start, so after an invoke only the last DECODE's outputs are intact).
 
 Every TFLM call runs in a child process (`runtime.isolate.run_isolated`):
 TFLM can segfault, instead of failing, when the arena is too small for some
@@ -20,7 +24,7 @@ TFLM crashes or hangs on a model (not in a probe).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +41,7 @@ from edgesparse.runtime.tflm import (
     open_interpreter,
     tflm_module,
 )
-from edgesparse.tflite.decode import decode_sites
+from edgesparse.tflite.decode import DecodeSite, decode_sites
 from edgesparse.tflite.decode_compress import decoded_originals
 from edgesparse.tflite.graph import load_graph
 
@@ -148,48 +152,75 @@ def smallest_arena(model_bytes: bytes, *, granule: int = 16, alt_decompression_b
 # --------------------------------------------------------------------------- reading decoded tensors
 
 
-def _open_preserving(model_bytes: bytes) -> Any:
-    """A TFLM interpreter that keeps every tensor after invoke (its own arena for each), arena grown as needed."""
+def _open(model_bytes: bytes, *, alt_bytes: int = 0, preserve: bool = False) -> Any:
+    """A TFLM interpreter with `alt_bytes` of alternate decompression memory and/or every tensor preserved.
+
+    The arena starts as the adapter's (plus room for every tensor when preserved) and grows fourfold:
+    only the arena is searched, never the decompression memory, which is the device's fixed size.
+    """
     runtime = tflm_module()
-    arena = initial_arena_bytes(model_bytes) + 4 * sum(t.nbytes for t in load_graph(model_bytes).tensors)
+    arena = initial_arena_bytes(model_bytes)
+    options: dict[str, Any] = {"alt_decompression_memory_size": int(alt_bytes)}
+    if preserve:
+        arena += 4 * sum(t.nbytes for t in load_graph(model_bytes).tensors)
+        options["intrepreter_config"] = runtime.InterpreterConfig.kPreserveAllTensors
     while True:
         with captured_stderr() as err:
             try:
-                return runtime.Interpreter.from_bytes(
-                    bytes(model_bytes), arena_size=arena,
-                    intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+                return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena, **options)
             except (RuntimeError, ValueError) as exc:
                 failure = exc
         if arena * 4 > MAX_ARENA_BYTES:
+            how = [f"{alt_bytes:,} B of alternate decompression memory"] if alt_bytes else []
+            how += ["every tensor preserved"] if preserve else []
             raise VerificationError("The compressed model does not run in TFLite Micro", where=interpreter_name(),
-                                    expected="a model TFLM can allocate with every tensor preserved",
+                                    expected=f"a model TFLM can allocate{' with ' if how else ''}{' and '.join(how)}",
                                     received=first_lines(err.text) or str(failure))
         arena *= 4
 
 
-def _read_decoded(model_bytes: bytes, sample: np.ndarray, progress: Progress) -> dict[tuple[int, int], np.ndarray]:
-    """In the child: one invoke with every tensor preserved, then each DECODE output as TFLM holds it."""
+def _read_decoded(model_bytes: bytes, sample: np.ndarray, alt_bytes: int,
+                  progress: Progress) -> dict[tuple[int, int], np.ndarray]:
+    """In the child: one invoke with every tensor preserved, then each DECODE output TFLM still holds."""
     progress("allocating with every tensor preserved")
-    interpreter = _open_preserving(model_bytes)
+    interpreter = _open(model_bytes, alt_bytes=alt_bytes, preserve=True)
     invoke_each(interpreter, np.asarray(sample)[:1], progress)
     out = {}
-    for site in decode_sites(model_bytes):
+    for site in _held_sites(model_bytes, alt_bytes):
         held = interpreter.GetTensor(site.output, site.subgraph)
         out[(site.subgraph, site.output)] = np.array(held["tensor_data"]).reshape(site.shape)
     return out
 
 
-def decoded_tensors(model_bytes: bytes, sample: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
-    """(subgraph, tensor) -> each DECODE output as TFLM holds it after invoking on `sample` (input 0)."""
+def _held_sites(model_bytes: bytes, alt_bytes: int) -> list[DecodeSite]:
+    """The DECODE outputs an invoke leaves readable: all of them in the arena; with alternate decompression
+    memory only the last DECODE's of subgraph 0 (each DECODE writes that memory from its start)."""
+    sites = decode_sites(model_bytes)
+    if not alt_bytes:
+        return sites
+    main = [site for site in sites if site.subgraph == 0]
+    last = max((site.op for site in main), default=None)
+    return [site for site in main if site.op == last]
+
+
+def decoded_tensors(model_bytes: bytes, sample: np.ndarray, *,
+                    alt_decompression_bytes: int = 0) -> dict[tuple[int, int], np.ndarray]:
+    """(subgraph, tensor) -> each DECODE output as TFLM holds it after invoking on `sample` (input 0).
+
+    With `alt_decompression_bytes` the decoded tensors live in that memory, which every DECODE overwrites
+    from its start: only the last DECODE op's outputs (in subgraph 0) can be read back, so only they are
+    returned.
+    """
     result: dict[tuple[int, int], np.ndarray] = _isolated(_read_decoded, bytes(model_bytes), np.asarray(sample),
-                                                          where="decoded tensors")
+                                                          int(alt_decompression_bytes), where="decoded tensors")
     return result
 
 
-def _outputs(model_bytes: bytes, x: np.ndarray, progress: Progress) -> np.ndarray:
-    """In the child: output 0 for each sample, the adapter's arena policy."""
+def _outputs(model_bytes: bytes, x: np.ndarray, alt_bytes: int, progress: Progress) -> np.ndarray:
+    """In the child: output 0 for each sample; the adapter's arena policy, or this decompression memory."""
     progress("preparing")
-    return invoke_each(open_interpreter(model_bytes), x, progress)
+    interpreter = _open(model_bytes, alt_bytes=alt_bytes) if alt_bytes else open_interpreter(model_bytes)
+    return invoke_each(interpreter, x, progress)
 
 
 # --------------------------------------------------------------------------- the proof
@@ -203,6 +234,10 @@ class DecodeVerification:
     decoded_tensors: int                         # DECODE outputs compared with the original weights
     arena_dense: dict[str, int] = field(default_factory=dict)
     arena_compressed: dict[str, int] = field(default_factory=dict)
+    alt_decompression_bytes: int = 0             # 0: no run with alternate decompression memory
+    alt_samples: int = 0                         # inputs compared again with it (all of them when it was given)
+    alt_decoded_tensors: int = 0                 # decoded tensors read back with it (the last DECODE's)
+    arena_compressed_alt: dict[str, int] = field(default_factory=dict)   # the compressed model's arena with it
 
     @property
     def arena_added_bytes(self) -> int:
@@ -228,13 +263,44 @@ def _constant(model_bytes: bytes, subgraph: int, index: int) -> np.ndarray:
     return np.frombuffer(graph.data, np.dtype(tensor.dtype), tensor.num_elements, start).reshape(tensor.shape)
 
 
+def _compare_outputs(expected: np.ndarray, x: np.ndarray, compressed: bytes, alt_bytes: int) -> None:
+    """VerificationError unless the compressed model's output 0 is bitwise `expected` on every sample."""
+    how = f" with {alt_bytes:,} B of alternate decompression memory" if alt_bytes else ""
+    got = _isolated(_outputs, bytes(compressed), x, int(alt_bytes), where=f"compressed model{how}")
+    differ = [i for i in range(len(x)) if expected[i].tobytes() != got[i].tobytes()]
+    if differ:
+        raise VerificationError(f"The compressed model's outputs{how} differ from the uncompressed model's",
+                                where=interpreter_name(), expected="bitwise identical outputs",
+                                received=f"{len(differ)} of {len(x)} inputs differ (first: input {differ[0]})",
+                                fix="Build without --mcu-compression and report this")
+
+
+def _compare_decoded(original: bytes, compressed: bytes, sample: np.ndarray, alt_bytes: int) -> int:
+    """How many decoded tensors TFLM held equal to the original weights; VerificationError on a difference."""
+    origins = decoded_originals(original, compressed)
+    decoded = decoded_tensors(compressed, sample, alt_decompression_bytes=alt_bytes)
+    how = f", with {alt_bytes:,} B of alternate decompression memory" if alt_bytes else ""
+    for (sg, index), values in decoded.items():
+        expected = _constant(original, sg, origins[(sg, index)])
+        if values.tobytes() != expected.tobytes():
+            raise VerificationError("A tensor TFLM decoded differs from the original weights",
+                                    where=f"tensor {index} of subgraph {sg}{how}", expected="the original values",
+                                    received=f"{int(np.sum(values != expected))} of {values.size} elements differ",
+                                    fix="Build without --mcu-compression and report this")
+    return len(decoded)
+
+
 def verify_compressed(original: bytes, compressed: bytes, samples: np.ndarray | None = None, *,
-                      random_samples: int = 16, seed: int = 0) -> DecodeVerification:
+                      random_samples: int = 16, seed: int = 0, alt_decompression_bytes: int = 0) -> DecodeVerification:
     """Run both models in TFLM: identical outputs, decoded tensors equal to the weights, both arenas.
 
     `samples` are raw inputs for input 0 in the model's input type (int8 for
     an int8 model), e.g. the validation set quantized; `random_samples` more
-    are drawn over the input type's whole range.
+    are drawn over the input type's whole range. `alt_decompression_bytes`
+    (the device's separate decompression memory, 0 = none): the compressed
+    model is proven again the way that device runs it, decoding into that
+    memory: the same outputs on every sample, the tensors it still holds
+    after an invoke (the last DECODE's) equal to the weights, and its arena.
     """
     parts = [np.asarray(samples)] if samples is not None and len(samples) else []
     if random_samples:
@@ -243,21 +309,14 @@ def verify_compressed(original: bytes, compressed: bytes, samples: np.ndarray | 
         raise VerificationError("Nothing to compare the compressed model on", where="verify_compressed",
                                 expected="samples or random_samples > 0", received="neither")
     x = np.concatenate(parts)
-    dense_out = _isolated(_outputs, bytes(original), x, where="uncompressed model")
-    comp_out = _isolated(_outputs, bytes(compressed), x, where="compressed model")
-    differ = [i for i in range(len(x)) if dense_out[i].tobytes() != comp_out[i].tobytes()]
-    if differ:
-        raise VerificationError("The compressed model's outputs differ from the uncompressed model's",
-                                where=interpreter_name(), expected="bitwise identical outputs",
-                                received=f"{len(differ)} of {len(x)} inputs differ (first: input {differ[0]})",
-                                fix="Build without --mcu-compression and report this")
-    origins = decoded_originals(original, compressed)
-    decoded = decoded_tensors(compressed, x[:1])
-    for (sg, index), values in decoded.items():
-        expected = _constant(original, sg, origins[(sg, index)])
-        if values.tobytes() != expected.tobytes():
-            raise VerificationError("A tensor TFLM decoded differs from the original weights",
-                                    where=f"tensor {index} of subgraph {sg}", expected="the original values",
-                                    received=f"{int(np.sum(values != expected))} of {values.size} elements differ",
-                                    fix="Build without --mcu-compression and report this")
-    return DecodeVerification(len(x), len(decoded), measured_arena(original), measured_arena(compressed))
+    expected = _isolated(_outputs, bytes(original), x, 0, where="uncompressed model")
+    _compare_outputs(expected, x, compressed, 0)
+    decoded = _compare_decoded(original, compressed, x[:1], 0)
+    proof = DecodeVerification(len(x), decoded, measured_arena(original), measured_arena(compressed))
+    alt = int(alt_decompression_bytes)
+    if not alt or not decode_sites(compressed):
+        return proof
+    _compare_outputs(expected, x, compressed, alt)
+    return replace(proof, alt_decompression_bytes=alt, alt_samples=len(x),
+                   alt_decoded_tensors=_compare_decoded(original, compressed, x[:1], alt),
+                   arena_compressed_alt=measured_arena(compressed, alt_decompression_bytes=alt))

@@ -13,7 +13,12 @@ from edgesparse.runtime.tflm_decode import (
     verify_compressed,
 )
 from edgesparse.tflite.decode import decode_sites
-from edgesparse.tflite.decode_compress import choose_compression, compress_model, decoded_originals
+from edgesparse.tflite.decode_compress import (
+    choose_compression,
+    compress_model,
+    compression_candidates,
+    decoded_originals,
+)
 
 pytest.importorskip("tflite_micro")
 
@@ -90,6 +95,58 @@ def test_alternate_decompression_memory_takes_the_decoded_tensor_out_of_the_aren
     with_alt = measured_arena(plan.model, alt_decompression_bytes=alt)["total"]
     assert dense < with_alt < dense + 1024 < measured_arena(plan.model)["total"]
     assert not arena_fits(plan.model, with_alt, alt_decompression_bytes=alt - 1)
+
+
+@pytest.fixture(scope="module")
+def every_kernel_pruning(pruned_int8):
+    """The conv, depthwise and FC kernels each PRUNING-compressed: three DECODE ops, the FC's last."""
+    kernels = [t.index for t in compression_candidates(pruned_int8) if t.pruning_bytes and len(t.shape) > 1
+               and t.dtype == "int8" and t.shape[0] != 4]   # not the classifier: its DECODE would run last
+    return compress_model(pruned_int8, {index: "PRUNING" for index in kernels})
+
+
+def _largest_decoded(model):
+    return max(int(np.prod(site.shape)) for site in decode_sites(model))   # int8: one byte per element
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_proof_is_repeated_with_alternate_decompression_memory(pruned_int8, every_kernel_pruning):
+    """A device with decompression memory runs the model that way: outputs and the held tensor proven with it."""
+    alt = _largest_decoded(every_kernel_pruning)
+    samples = random_inputs(pruned_int8, 3, seed=2)
+    proof = verify_compressed(pruned_int8, every_kernel_pruning, samples, random_samples=5,
+                              alt_decompression_bytes=alt)
+    assert (proof.samples, proof.decoded_tensors) == (8, 3)
+    assert (proof.alt_decompression_bytes, proof.alt_samples, proof.alt_decoded_tensors) == (alt, 8, 1)
+    assert proof.arena_compressed_alt["total"] < proof.arena_compressed["total"] - alt // 2
+    without = verify_compressed(pruned_int8, every_kernel_pruning, samples, random_samples=5)
+    assert (without.alt_decompression_bytes, without.alt_samples, without.arena_compressed_alt) == (0, 0, {})
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_with_alternate_memory_only_the_last_decode_is_read_back_and_it_equals_the_weights(pruned_int8,
+                                                                                            every_kernel_pruning):
+    from edgesparse.tflite.edit import constant_tensor
+
+    sites = decode_sites(every_kernel_pruning)
+    held = decoded_tensors(every_kernel_pruning, random_inputs(pruned_int8, 1),
+                           alt_decompression_bytes=_largest_decoded(every_kernel_pruning))
+    last = max(sites, key=lambda site: site.op)
+    assert len(sites) == 3 and set(held) == {(0, last.output)}
+    origins = decoded_originals(pruned_int8, every_kernel_pruning)
+    assert held[(0, last.output)].tobytes() == constant_tensor(pruned_int8, origins[(0, last.output)]).tobytes()
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_too_little_alternate_memory_decodes_into_the_arena_and_still_proves(pruned_int8, every_kernel_pruning):
+    """TFLM does not fail with a decompression memory smaller than a decoded tensor: that tensor goes to the arena."""
+    proof = verify_compressed(pruned_int8, every_kernel_pruning, random_samples=2,
+                              alt_decompression_bytes=_largest_decoded(every_kernel_pruning) - 1)
+    assert proof.alt_samples == 2 and proof.alt_decoded_tensors == 1
+    assert proof.arena_compressed_alt["total"] >= proof.arena_compressed["total"]
 
 
 @pytest.mark.slow
