@@ -1,89 +1,370 @@
-"""Reproduce issue 10's DECODE figures: the digits and KWS demos built for nrf52840, compressed, proven in TFLM.
+"""Benchmark of issue 10: the digits and KWS demos built for nrf52840, DECODE-compressed by `edgesparse build`.
+
+Run by `make bench` (through bench/run_all.py) or standalone:
 
     .venv/bin/python bench/decode_compression.py [--sparsity 0.8 0.9] [--demo digits kws] [--builds DIR]
 
-For each demo and sparsity: `edgesparse build --profile nrf52840` (skipped when the build directory exists),
-then choose_compression(model.tflite) and verify_compressed against the uncompressed model.tflite on the
-build's sample.npz (quantized as the model's input) plus 64 random inputs, the smallest arena of each by
-child-process probes, and a markdown table on stdout.
+For each demo and sparsity, `edgesparse build --profile nrf52840 --demo D --final-sparsity S` into
+DIR/D-S/ (default build/bench-decode/; a directory whose report.json has the same options is reused,
+anything else is rebuilt with --force). Then, from the build's files and in this run:
+
+- bytes: the converter's dense int8 file (report.json's stripped dense_int8 plus what stripping saved on
+  it), baselines/dense_int8.tflite (stripped), baselines/pruned_int8.tflite (stripped, before DECODE) and
+  model.tflite (DECODE-compressed), and the ratios against both dense files;
+- arena: `check_model` (the estimator) and `measured_arena` (TFLM's recorded allocation, in a child
+  process) on the dense int8 file and on model.tflite; the estimator's decode time per invoke;
+- accuracy in TFLM on the demo's whole validation split (`verify_artifact`, runtime "tflm") of the dense
+  int8, pruned int8 and compressed files, and whether the pruned and compressed outputs are bitwise equal;
+- what stays dense and why (report.json's per-tensor choices) and where the compressed file's bytes go.
+
+The Markdown section goes to stdout (the builds' own output to stderr).
 """
 
+from __future__ import annotations
+
 import argparse
+import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgesparse.runtime.tflm_decode import smallest_arena, verify_compressed
-from edgesparse.tflite.decode_compress import choose_compression
-from edgesparse.tflite.graph import io_quantization
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-REPO = Path(__file__).resolve().parents[1]
+from edgesparse.estimate.check import check_model
+from edgesparse.runtime.tflm_decode import measured_arena
+from edgesparse.runtime.verify import verify_artifact
+from edgesparse.tflite.decode import decode_sites
+from edgesparse.tflite.graph import load_graph
 
+__all__ = ["GOALS", "PROFILE", "DemoBuild", "byte_budget", "ensure_build", "main", "measure", "render", "run"]
 
-def build(demo: str, sparsity: float, out: Path) -> Path:
-    if (out / "model.tflite").exists():
-        return out
-    cmd = [str(REPO / ".venv/bin/edgesparse"), "build", "--profile", "nrf52840", "--demo", demo,
-           "--final-sparsity", str(sparsity), "--out", str(out)]
-    print("$", " ".join(cmd), file=sys.stderr)
-    done = subprocess.run(cmd, check=False)
-    if not (out / "model.tflite").exists():
-        raise SystemExit(f"build failed ({done.returncode}): {out}")
-    return out
-
-
-def quantized_samples(model: bytes, build_dir: Path) -> np.ndarray:
-    x = np.load(build_dir / "sample.npz")["x"]
-    q = io_quantization(model)["input"]
-    if q["dtype"] != "int8":
-        return x.astype(q["dtype"])
-    return np.clip(np.round(x / q["scale"] + q["zero_point"]), -128, 127).astype(np.int8)
+REPO = Path(__file__).resolve().parent.parent
+BUILDS = REPO / "build" / "bench-decode"
+PROFILE = "nrf52840"
+DEMOS = ("digits", "kws")
+SPARSITIES = (0.8, 0.9)
+GOAL_SPARSITY = 0.8
+GOALS = {"kws": 2.0, "digits": 2.5}      # issue 10: at 0.8 sparsity, x smaller than the dense int8 file
+DEMO_NAMES = {"digits": "digits CNN", "kws": "KWS DS-CNN"}
 
 
-def measure(demo: str, sparsity: float, builds: Path) -> dict:
-    d = build(demo, sparsity, builds / f"{demo}-{sparsity}")
-    model = (d / "model.tflite").read_bytes()
-    t = time.perf_counter()
-    plan = choose_compression(model)
-    choose_s = time.perf_counter() - t
-    proof = verify_compressed(model, plan.model, quantized_samples(model, d), random_samples=64)
-    row = {"demo": demo, "sparsity": sparsity, "dense": len(model), "compressed": plan.file_bytes,
-           "ratio": len(model) / plan.file_bytes, "tensors": len(plan.compressed),
-           "recorded_dense": proof.arena_dense["total"], "recorded_compressed": proof.arena_compressed["total"],
-           "smallest_dense": smallest_arena(model), "smallest_compressed": smallest_arena(plan.model),
-           "samples": proof.samples, "decoded": proof.decoded_tensors, "choose_s": choose_s,
-           "decoded_elements": sum(int(np.prod(c.shape)) for c in plan.compressed)}
-    (builds / f"{demo}-{sparsity}.compressed.tflite").write_bytes(plan.model)
-    for c in plan.tensors:
-        if c.method != "dense" or c.dense_bytes >= 1024:
-            print(f"  {demo} {sparsity} {c.name[:50]:50s} {c.dense_bytes:>7,} B {c.method:8s} {c.reason}",
-                  file=sys.stderr)
-    return row
+@dataclass
+class DemoBuild:
+    """One build directory and what this run measured on its files."""
+
+    demo: str
+    sparsity: float
+    out: Path
+    report: dict[str, Any] = field(repr=False)
+    build_s: float | None                      # None: an earlier build with the same options was reused
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sparsity", type=float, nargs="+", default=[0.8])
-    parser.add_argument("--demo", nargs="+", default=["digits", "kws"])
-    parser.add_argument("--builds", type=Path, default=Path("build/decode-bench"))
-    args = parser.parse_args()
-    args.builds.mkdir(parents=True, exist_ok=True)
-    rows = [measure(demo, s, args.builds) for demo in args.demo for s in args.sparsity]
-    print("| model | sparsity | dense int8 | compressed | ratio | tensors compressed | elements decoded "
-          "per invoke | arena dense | arena compressed | outputs |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        same = "recorded = smallest" if (r["recorded_dense"], r["recorded_compressed"]) == (
-            r["smallest_dense"], r["smallest_compressed"]) else f"smallest {r['smallest_dense']:,} / " \
-            f"{r['smallest_compressed']:,}"
-        print(f"| {r['demo']} | {r['sparsity']} | {r['dense']:,} B | {r['compressed']:,} B | {r['ratio']:.2f}x | "
-              f"{r['tensors']} | {r['decoded_elements']:,} | {r['recorded_dense']:,} B | "
-              f"{r['recorded_compressed']:,} B ({same}) | bitwise identical on {r['samples']} inputs, "
-              f"{r['decoded']} decoded tensors equal |")
+def _wanted_options(demo: str, sparsity: float) -> dict[str, Any]:
+    return {"profile": PROFILE, "demo": demo, "final_sparsity": sparsity, "model": None, "data": None,
+            "quantize": "int8", "mcu_compression": "auto", "cluster": None, "seed": 0}
+
+
+def _reusable(out: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """The build's report when it was made with these options and has every file this benchmark reads."""
+    files = ("report.json", "model.tflite", "baselines/dense_int8.tflite", "baselines/pruned_int8.tflite")
+    if not all((out / f).is_file() for f in files):
+        return None
+    try:
+        report = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    options = report.get("options") or {}
+    same = all(options.get(k) == v for k, v in wanted.items())
+    return report if same and report.get("compression") else None
+
+
+def ensure_build(demo: str, sparsity: float, builds: Path = BUILDS) -> DemoBuild:
+    """`edgesparse build` for nrf52840 into builds/demo-sparsity, unless a build with the same options is there."""
+    out = builds / f"{demo}-{sparsity}"
+    report = _reusable(out, _wanted_options(demo, sparsity))
+    if report is not None:
+        print(f"reusing {out} (built {report.get('created_utc')})", file=sys.stderr, flush=True)
+        return DemoBuild(demo, sparsity, out, report, None)
+    cmd = [sys.executable, "-m", "edgesparse", "build", "--profile", PROFILE, "--demo", demo,
+           "--final-sparsity", str(sparsity), "--mcu-compression", "auto", "--out", str(out)]
+    if out.exists():
+        cmd.append("--force")
+    print("$", " ".join(cmd), file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=REPO, stdout=sys.stderr, check=False)   # the section alone on stdout
+    seconds = time.perf_counter() - started
+    report = _reusable(out, _wanted_options(demo, sparsity))
+    if done.returncode not in (0, 1) or report is None:       # 1: built, a gate failed (the report says which)
+        raise SystemExit(f"edgesparse build failed (exit {done.returncode}): {out}")
+    return DemoBuild(demo, sparsity, out, report, seconds)
+
+
+def _validation(demo: str) -> tuple[np.ndarray, np.ndarray]:
+    """The validation split the build measured its accuracy on (float inputs, integer labels)."""
+    if demo == "kws":
+        from edgesparse.pipeline.demos import kws
+
+        dataset = kws.synthetic_splits(kws.GenerationOptions(seed=0)).dataset
+    else:
+        from edgesparse.pipeline.demos.digits import load_digits_dataset
+
+        dataset = load_digits_dataset(0)
+    return dataset.x_val, dataset.y_val
+
+
+def _arena_estimate(check: dict[str, Any]) -> int:
+    """The estimator's arena: its RAM total less the profile's persistent runtime RAM (outside the arena)."""
+    ram = check["ram"]
+    return int(ram["total_bytes"]) - int(ram["breakdown"].get("runtime_persistent_ram", 0))
+
+
+def byte_budget(model: bytes) -> dict[str, int]:
+    """Where a compressed file's bytes go: DECODE payloads, dense constants, quantization arrays, the rest."""
+    graph = load_graph(model)
+    sites = decode_sites(graph)
+    tensors = graph.subgraphs[0].tensors
+    decode_inputs = {i for s in sites for i in (s.encoded, s.ancillary)}
+    dense = [t for t in tensors if t.is_constant and t.index not in decode_inputs]
+    quant = sum(4 * len(t.quantization.scales) + 8 * len(t.quantization.zero_points)
+                for t in tensors if t.quantization is not None)
+    parts = {
+        "bitmaps": sum(s.info.encoded_bytes for s in sites),
+        "kept values": sum(s.info.ancillary_bytes - 16 for s in sites),
+        "DECODE headers": 16 * len(sites),
+        "dense int8 constants": sum(t.buffer_bytes for t in dense if t.dtype == "int8"),
+        "dense int32 constants (biases, shapes)": sum(t.buffer_bytes for t in dense if t.dtype != "int8"),
+        "scales and zero points": quant,
+    }
+    parts["flatbuffer tables, names, padding"] = len(model) - graph.size.weight_bytes - quant
+    parts["total"] = len(model)
+    return parts
+
+
+def measure(build: DemoBuild, x_val: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+    """Every figure of one build, measured on its files in this run."""
+    files = {"dense": build.out / "baselines/dense_int8.tflite", "pruned": build.out / "baselines/pruned_int8.tflite",
+             "compressed": build.out / "model.tflite"}
+    data = {k: p.read_bytes() for k, p in files.items()}
+    section = build.report["compression"]
+    converter = len(data["dense"]) + int(section["overhead"].get("dense_int8_saved_bytes", 0))
+    checks = {k: check_model(data[k], PROFILE).to_dict() for k in ("dense", "compressed")}
+    arena = {k: int(measured_arena(data[k])["total"]) for k in ("dense", "compressed")}
+    runs = {k: verify_artifact(data[k], x_val, y_val, runtime="tflm") for k in ("dense", "pruned", "compressed")}
+    decode = checks["compressed"]["decode"] or {}
+    return {
+        "converter_bytes": converter, "dense_bytes": len(data["dense"]), "pruned_bytes": len(data["pruned"]),
+        "compressed_bytes": len(data["compressed"]),
+        "ratio_converter": converter / len(data["compressed"]),
+        "ratio_stripped": len(data["dense"]) / len(data["compressed"]),
+        "compressed_tensors": [t for t in section["tensors"] if t["method"] != "dense"],
+        "arena_estimated": {k: _arena_estimate(c) for k, c in checks.items()}, "arena_measured": arena,
+        "decode_ms": decode.get("decode_ms"), "decoded_elements": decode.get("elements_per_invoke", 0),
+        "decode_basis": [c.get("basis") for c in decode.get("latency_coefficients", [])],
+        "latency_ms": {k: c["latency_ms"] for k, c in checks.items()},
+        "accuracy": {k: r.accuracy for k, r in runs.items()}, "samples": len(y_val),
+        "bitwise": bool(np.array_equal(runs["pruned"].predictions, runs["compressed"].predictions)),
+        "report_accuracy": build.report["accuracy"]["tflite"],
+        "bytes": byte_budget(data["compressed"]),
+    }
+
+
+def _b(n: int) -> str:
+    return f"{n:,} B"
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} ms"
+
+
+def _pct(x: float | None, n: int | None = None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2%}" if n is None else f"{x:.2%} ({round(x * n)}/{n})"
+
+
+def _short(name: str, dtype: str = "") -> str:
+    """The converter's fused names cut to their first part; a bias (int32, named after its BiasAdd) says so."""
+    if not name:
+        return "(unnamed)"
+    first = name.split(";")[0]
+    if dtype == "int32" and "BiasAdd" in name:
+        return f"{first.rsplit('/', 1)[0]} (bias)"
+    return first
+
+
+def _layer_reason(report: dict[str, Any], tensor_name: str) -> str | None:
+    """Why the build's pruning policy left the layer of this tensor dense (its first clause), if it did."""
+    for layer in report["sparsity"]["layers"]:
+        if f"/{layer['name']}/" in tensor_name and not layer.get("pruned"):
+            return str(layer.get("reason", "")).split(":")[0].split(";")[0]
+    return None
+
+
+def _goal_lines(builds: list[DemoBuild]) -> list[str]:
+    lines = []
+    for b in builds:
+        if b.sparsity != GOAL_SPARSITY or b.demo not in GOALS:
+            continue
+        goal, f = GOALS[b.demo], b.figures
+        for label, ratio, base in (("the converter's dense int8 file", f["ratio_converter"], f["converter_bytes"]),
+                                   ("the stripped dense int8 file", f["ratio_stripped"], f["dense_bytes"])):
+            verdict = "**met**" if ratio >= goal else "**not met**"
+            lines.append(f"- {DEMO_NAMES[b.demo]} at {b.sparsity}: {ratio:.2f}x smaller than {label} "
+                         f"({_b(base)} -> {_b(f['compressed_bytes'])}); goal >= {goal}x: {verdict}")
+    return lines
+
+
+def _main_tables(builds: list[DemoBuild]) -> list[str]:
+    lines = ["| demo | sparsity | dense int8 (converter) | dense int8 (stripped) | pruned int8 (stripped) "
+             "| compressed (model.tflite) | ratio vs converter | ratio vs stripped | tensors compressed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for b in builds:
+        f = b.figures
+        methods = ", ".join(sorted({t["method"] for t in f["compressed_tensors"]})) or "none"
+        lines.append(f"| {DEMO_NAMES[b.demo]} | {b.sparsity} | {_b(f['converter_bytes'])} | {_b(f['dense_bytes'])} "
+                     f"| {_b(f['pruned_bytes'])} | {_b(f['compressed_bytes'])} | {f['ratio_converter']:.2f}x "
+                     f"| {f['ratio_stripped']:.2f}x | {len(f['compressed_tensors'])} ({methods}) |")
+    lines += ["", "| demo | sparsity | arena dense int8: estimated / measured | arena compressed: estimated / "
+              "measured | decode per invoke (estimator) | latency dense -> compressed (estimator) | accuracy "
+              "dense int8 | accuracy pruned int8 | accuracy compressed | pruned vs compressed outputs |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for b in builds:
+        f = b.figures
+        est, mea, acc, n = f["arena_estimated"], f["arena_measured"], f["accuracy"], f["samples"]
+        same = "bitwise identical" if f["bitwise"] else "**differ**"
+        lines.append(f"| {DEMO_NAMES[b.demo]} | {b.sparsity} | {_b(est['dense'])} / {_b(mea['dense'])} "
+                     f"| {_b(est['compressed'])} / {_b(mea['compressed'])} | {_ms(f['decode_ms'])} "
+                     f"({f['decoded_elements']:,} elements) | {f['latency_ms']['dense']:.2f} -> "
+                     f"{f['latency_ms']['compressed']:.2f} ms | {_pct(acc['dense'], n)} | {_pct(acc['pruned'], n)} "
+                     f"| {_pct(acc['compressed'], n)} | {same} on {f['samples']} samples |")
+    return lines
+
+
+def _tensor_table(build: DemoBuild) -> list[str]:
+    lines = [f"Per-tensor choices, {DEMO_NAMES[build.demo]} at {build.sparsity} (report.json's compression "
+             "section):", "", "| tensor | shape | type | encoding | dense bytes | encoded bytes | file saved "
+             "| why |", "|---|---|---|---|---|---|---|---|"]
+    for t in build.report["compression"]["tensors"]:
+        shape = "x".join(str(d) for d in t["shape"])
+        enc = "-" if t["encoded_bytes"] is None else _b(t["encoded_bytes"])
+        saved = "-" if t["saved_bytes"] is None else _b(t["saved_bytes"])
+        lines.append(f"| {_short(t['name'], t['dtype'])} | {shape} | {t['dtype']} | {t['method']} "
+                     f"| {_b(t['dense_bytes'])} | {enc} | {saved} | {t['reason']} |")
+    return lines
+
+
+def _dense_why(report: dict[str, Any], tensor: dict[str, Any]) -> str:
+    layer = _layer_reason(report, tensor["name"])
+    unpruned = f"not pruned by the build's policy ({layer}), so " if layer else ""
+    return f"{_short(tensor['name'])}: {unpruned}{tensor['reason']}"
+
+
+def _limits(build: DemoBuild) -> list[str]:
+    """What limits the ratio, in figures of the compressed file (the KWS demo at the goal's sparsity)."""
+    f, parts = build.figures, build.figures["bytes"]
+    total = parts["total"]
+    payload = parts["bitmaps"] + parts["kept values"] + parts["DECODE headers"]
+    dense_tensors = [t for t in build.report["compression"]["tensors"] if t["method"] == "dense"]
+    dense_int8 = [t for t in dense_tensors if t["dtype"] == "int8"]
+    non_weight = parts["scales and zero points"] + parts["flatbuffer tables, names, padding"]
+    lines = [f"Where the bytes of {DEMO_NAMES[build.demo]} {build.sparsity}'s compressed file go:", "",
+             "| part | bytes | share |", "|---|---|---|"]
+    lines += [f"| {k} | {_b(v)} | {v / total:.1%} |" for k, v in parts.items() if k != "total"]
+    lines += [f"| total | {_b(total)} | |", ""]
+    ideal = 0.125 + (1 - build.sparsity)
+    kept_share = sum(t["encoded_bytes"] for t in f["compressed_tensors"]) / max(
+        1, sum(t["dense_bytes"] for t in f["compressed_tensors"]))
+    lines.append(
+        f"What limits the ratio. The {len(f['compressed_tensors'])} compressed tensors still take "
+        f"{_b(payload)} ({payload / total:.0%} of the file): PRUNING keeps one bit per element plus every kept "
+        f"value, so a {build.sparsity:.0%}-sparse int8 tensor keeps 1/8 + {1 - build.sparsity:.0%} = "
+        f"{ideal:.1%} of its bytes ({kept_share:.1%} here, with headers), which caps the weights alone at "
+        f"{1 / ideal:.1f}x. "
+        f"{len(dense_int8)} int8 weight tensor(s) stay dense ({_b(parts['dense int8 constants'])}; "
+        f"{'; '.join(_dense_why(build.report, t) for t in dense_int8) or 'none'}); the int32 biases and shapes "
+        f"({_b(parts['dense int32 constants (biases, shapes)'])}, no zeros) would grow the same way. "
+        f"What is not weights is {_b(non_weight)} ({non_weight / total:.0%}): "
+        f"{_b(parts['scales and zero points'])} of quantization arrays (per-channel float scales and one zero point "
+        f"per tensor; kept: every quantized kernel reads "
+        f"them; the repeated zero points and unread bias quantization are already stripped) and "
+        f"{_b(parts['flatbuffer tables, names, padding'])} of tensor and operator tables, the signature and "
+        f"16-byte buffer alignment. "
+        f"So a higher ratio needs fewer bytes per kept value (LUT after `--cluster`), pruning the layers the policy "
+        f"keeps dense, or a higher sparsity, not more stripping.")
+    return lines
+
+
+def render(builds: list[DemoBuild], seconds: float) -> str:
+    reused = [b for b in builds if b.build_s is None]
+    built = [b for b in builds if b.build_s is not None]
+    how = (f"{len(built)} built in this run ({sum(b.build_s or 0 for b in built):.0f} s of builds)" if built
+           else "none built in this run")
+    if reused:
+        how += "; reused (same options in report.json): " + ", ".join(
+            f"{b.out.name} ({b.report.get('created_utc')})" for b in reused)
+    lines = [
+        "## DECODE compression on nrf52840 (bench/decode_compression.py)", "",
+        f"`python bench/decode_compression.py` (or `make bench`): `edgesparse build --profile {PROFILE} --demo D "
+        f"--final-sparsity S` (default `--mcu-compression auto`) into `build/bench-decode/D-S/`; {how}. "
+        f"Section time {seconds:.0f} s. Every figure below is measured on the build's files in this run: "
+        "*converter* is the dense int8 file as the TFLite converter writes it (the stripped "
+        "`baselines/dense_int8.tflite` plus the bytes stripping removed from it, report.json "
+        "`compression.overhead.dense_int8_saved_bytes`), *stripped* is `baselines/dense_int8.tflite`, *pruned int8* "
+        "is `baselines/pruned_int8.tflite` (the pruned model before DECODE), *compressed* is `model.tflite`. "
+        "Arenas: *estimated* by `edgesparse.estimate.check_model` (RAM less the profile's persistent runtime RAM), "
+        "*measured* as TFLite Micro's recorded allocation after one invoke (`runtime.tflm_decode.measured_arena`, "
+        "in a child process). Decode time and latency as the estimator prints them. Accuracy: each file run in "
+        "the TFLite Micro interpreter (`verify_artifact(..., runtime=\"tflm\")`) on the demo's whole validation "
+        "split.", "",
+    ]
+    lines += _main_tables(builds)
+    lines += ["", f"Goals (issue 10, at {GOAL_SPARSITY} sparsity):", "", *_goal_lines(builds)]
+    basis = sorted({str(x) for b in builds for x in b.figures["decode_basis"] if x})
+    notes = [f"- Decode time basis: {', '.join(basis) or '-'} (a coefficient transferred from a host measurement, "
+             "bench/decode_cost.py: an assumption, not a device measurement)."]
+    for b in builds:
+        f = b.figures
+        if f["report_accuracy"] is not None and abs(f["report_accuracy"] - f["accuracy"]["compressed"]) > 1e-12:
+            notes.append(f"- {b.out.name}: the build's report.json gives accuracy {_pct(f['report_accuracy'])} for "
+                         f"model.tflite, this run {_pct(f['accuracy']['compressed'])}.")
+    lines += ["", *notes]
+    for b in builds:
+        if b.sparsity == GOAL_SPARSITY:
+            lines += ["", *_tensor_table(b)]
+    kws = [b for b in builds if b.demo == "kws" and b.sparsity == GOAL_SPARSITY] or builds[-1:]
+    lines += ["", *_limits(kws[0])]
+    return "\n".join(lines)
+
+
+def run(demos: tuple[str, ...] = DEMOS, sparsities: tuple[float, ...] = SPARSITIES, builds: Path = BUILDS) -> str:
+    """Build (or reuse) every demo x sparsity, measure each, return the Markdown section."""
+    started = time.perf_counter()
+    builds.mkdir(parents=True, exist_ok=True)
+    done = []
+    for demo in demos:
+        x_val, y_val = _validation(demo)
+        for sparsity in sparsities:
+            build = ensure_build(demo, sparsity, builds)
+            build.figures = measure(build, x_val, y_val)
+            done.append(build)
+    return render(done, time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sparsity", type=float, nargs="+", default=list(SPARSITIES))
+    parser.add_argument("--demo", nargs="+", choices=DEMOS, default=list(DEMOS))
+    parser.add_argument("--builds", type=Path, default=BUILDS)
+    args = parser.parse_args(argv)
+    print(run(tuple(args.demo), tuple(args.sparsity), args.builds.resolve()))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

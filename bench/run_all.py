@@ -18,12 +18,15 @@ sys.path.insert(0, str(REPO))
 
 from edgesparse.fsutil import atomic_write_text  # noqa: E402
 
-BENCHMARKS = ["build_demo.py", "estimation.py"]
+__all__ = ["BENCHMARKS", "main"]
+
+BENCHMARKS = ["build_demo.py", "estimation.py", "decode_compression.py"]
 
 
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), HERE / name)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # registered before it runs, as an import would: dataclasses look it up
     spec.loader.exec_module(module)
     return module
 
