@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from edgesparse.interrupts import raise_if_interrupted
 from edgesparse.report import format as fmt
 
-__all__ = ["BuildProgress", "StageLines", "SweepProgress", "plain_line", "training_metrics"]
+__all__ = ["BuildProgress", "StageLines", "SweepProgress", "clustering_label", "plain_line", "training_metrics"]
 
 
 def training_metrics(fields: dict[str, Any]) -> str:
@@ -29,6 +29,14 @@ def training_metrics(fields: dict[str, Any]) -> str:
         if fields.get(key) is not None:
             parts.append(f"{label} {fields[key]:.3f}")
     return "  ".join(parts)
+
+
+def clustering_label(fields: dict[str, Any]) -> str:
+    """'fine-tuning with weight clustering (4 clusters)' from a "cluster_begin" event's fields.
+
+    Clustering is a second fine-tuning after pruning's: the label tells the two bars (and log lines) apart.
+    """
+    return f"fine-tuning with weight clustering ({int(fields['clusters'])} clusters)"
 
 
 def plain_line(event: str, fields: dict[str, Any]) -> str | None:
@@ -53,13 +61,15 @@ def plain_line(event: str, fields: dict[str, Any]) -> str | None:
         return "  fine-tuning with UpdatePruningStep"
     if event == "demo_epoch_end":
         return "    " + training_metrics(dict(fields, epoch=fields["epoch"] + 1))  # the demo counts from 0
-    if event == "epoch_end":
+    if event == "cluster_begin":
+        return "  " + clustering_label(fields)
+    if event in ("epoch_end", "cluster_epoch_end"):
         return "    " + training_metrics(fields)
     return None
 
 
 class BuildProgress:
-    """`build`'s events: a line per stage, a bar for the demo data, demo training and fine-tuning.
+    """`build`'s events: a line per stage, a bar for the demo data, demo training, fine-tuning and clustering.
 
     On a terminal these are live bars; in a log or a pipe, one plain line per stage and epoch as it happens.
     """
@@ -113,16 +123,28 @@ class BuildProgress:
             p.update(self._bars["train_begin"], advance=1, info=training_metrics(fields))
         elif event == "epoch_end" and "train_begin" in self._bars:
             p.update(self._bars["train_begin"], info=training_metrics(fields))
+        elif event == "cluster_begin":
+            self._bars[event] = p.add_task("  " + clustering_label(fields), total=_total_steps(fields), info="")
+        elif event == "cluster_batch_end" and "cluster_begin" in self._bars:
+            p.update(self._bars["cluster_begin"], advance=1, info=training_metrics(fields))
+        elif event == "cluster_epoch_end" and "cluster_begin" in self._bars:
+            p.update(self._bars["cluster_begin"], info=training_metrics(fields))
+
+
+def _total_steps(fields: dict[str, Any]) -> int:
+    """A fine-tuning's batches over all epochs: its "total_steps", else epochs x steps per epoch."""
+    return int(fields.get("total_steps") or fields.get("epochs", 1) * fields.get("steps_per_epoch", 1))
 
 
 class SweepProgress(BuildProgress):
-    """`sweep`'s events: points as an overall bar; the current point's stage and fine-tuning bar below it."""
+    """`sweep`'s events: points as an overall bar; the current point's stage and fine-tuning bars below it."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(console)
         self._points: TaskID | None = None
         self._stage: TaskID | None = None
         self._train: TaskID | None = None
+        self._cluster: TaskID | None = None
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         raise_if_interrupted()  # a signal some library swallowed still stops the command here
@@ -150,6 +172,13 @@ class SweepProgress(BuildProgress):
         elif event == "stage_done" and fields.get("name") == "prune" and self._train is not None:
             p.remove_task(self._train)
             self._train = None
+        elif event == "cluster_begin":
+            self._cluster = p.add_task("    " + clustering_label(fields), total=_total_steps(fields), info="")
+        elif event == "cluster_batch_end" and self._cluster is not None:
+            p.update(self._cluster, advance=1, info=training_metrics(fields))
+        elif event == "stage_done" and fields.get("name") == "cluster" and self._cluster is not None:
+            p.remove_task(self._cluster)
+            self._cluster = None
         elif event in ("point_done", "point_skipped"):
             self._point_finished(event, fields)
         elif event == "warning":
