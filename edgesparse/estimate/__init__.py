@@ -3,8 +3,10 @@
 Import from here: `from edgesparse.estimate import check_model, estimate_latency, ...`.
 The modules, split the way Arm Vela splits live ranges and allocation from its
 performance model: `memory` (tensor lifetimes, the greedy planner, TFLM and
-LiteRT RAM, flash), `latency` (op features, coefficients, pricing), `energy`
-(rates, energy per inference, battery life), `check` (budgets, `check_model`,
+LiteRT RAM, flash), `decoding` (what TFLite Micro's DECODE ops cost: where
+each decoded tensor lives, the state they keep, elements decoded per invoke;
+read by `memory` and `latency` alike), `latency` (op features, coefficients,
+pricing), `energy` (rates, energy per inference, battery life), `check` (budgets, `check_model`,
 `battery_comparison`), `ops` (how all of them read a graph's ops and tensors)
 and `calibrate` (fitting a profile's [latency] table to measurements; import it
 as `edgesparse.estimate.calibrate`). Every figure says what it rests on; see
