@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ from edgesparse.runtime import litert, tflm
 from edgesparse.runtime.isolate import DEFAULT_IDLE_TIMEOUT, run_isolated
 from edgesparse.tflite.graph import Graph, load_graph
 
-__all__ = ["Measurement", "measure", "random_input", "tflm_arena_bytes"]
+__all__ = ["COMPARE_ROUNDS", "COMPARE_RUNS_PER_ROUND", "Measurement", "compare_latency", "measure", "random_input",
+           "tflm_arena_bytes"]
 
 _NAMES = {"litert": "LiteRT", "tflm": "TFLite Micro"}   # the interpreter, as crash messages name it
 
@@ -192,6 +193,87 @@ def _time(invoke: Callable[[], None], runs: int, warmup: int, max_seconds: float
                          fix="The file is probably corrupt: check it with `edgesparse check` and re-export it"
                          ) from None
     return samples
+
+
+# Side by side: 15 rounds of 20 invokes per model. On this shared 2-vCPU VM a whole timing loop sometimes runs
+# at half speed; with the models alternating round by round such a slow spell hits all of them, and the
+# ratio of medians moves by a few percent where back-to-back `measure` runs disagreed by up to 2x.
+COMPARE_ROUNDS = 15
+COMPARE_RUNS_PER_ROUND = 20
+
+
+def compare_latency(models: Mapping[str, bytes], *, runtime: str = "litert", threads: int = 1,
+                    rounds: int = COMPARE_ROUNDS, runs_per_round: int = COMPARE_RUNS_PER_ROUND, warmup: int = 5,
+                    seed: int = 0, timeout: float = DEFAULT_IDLE_TIMEOUT) -> dict[str, Any]:
+    """Time several models side by side in ONE process, alternating them round by round; medians and ratios.
+
+    Why not `measure` twice: on a noisy machine two back-to-back measurements
+    can differ more than the models do. Here every model is prepared in the
+    same child process (`runtime.isolate`), warmed up, then each round runs
+    `runs_per_round` invokes of every model, the order rotating by one model
+    per round so none always goes first. `ratios[name]` is the median of that
+    model's samples over the first model's median (the baseline: > 1 is
+    slower). Returns {runtime, interpreter, threads, rounds, runs_per_round,
+    warmup, baseline, order: [names per round], models: {name: {median_ms,
+    min_ms, p90_ms, mean_ms, runs, interpreter, kernels}}, ratios: {name:
+    ratio}, round_ratios: {name: [ratio of the round medians, per round]}}.
+    """
+    if len(models) < 2 or rounds < 1 or runs_per_round < 1 or warmup < 0 or threads < 1:
+        raise ModelError("Bad comparison options",
+                         expected="two or more models, rounds >= 1, runs_per_round >= 1, warmup >= 0, threads >= 1",
+                         received=f"{len(models)} model(s), rounds={rounds}, runs_per_round={runs_per_round}, "
+                                  f"warmup={warmup}, threads={threads}")
+    if runtime not in RUNTIMES:
+        raise ModelError("Unknown runtime", expected=" or ".join(RUNTIMES), received=repr(runtime))
+    graphs = {name: load_graph(data, validate=True) for name, data in models.items()}
+    _load_interpreter(runtime)
+    where = ", ".join(graphs)
+    return run_isolated(_compare_here, graphs, runtime, threads, rounds, runs_per_round, warmup, seed,
+                        label=_NAMES[runtime], where=where, idle_timeout=timeout)
+
+
+def _compare_here(graphs: dict[str, Graph], runtime: str, threads: int, rounds: int, runs_per_round: int,
+                  warmup: int, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The comparison itself, in the child process: prepare every model, then interleave the rounds."""
+    rng = np.random.default_rng(seed)
+    prepared: dict[str, tuple[Callable[[], None], str, list[str]]] = {}
+    for name, graph in graphs.items():
+        progress(f"preparing {name}")
+        try:
+            if runtime == "litert":
+                prepared[name] = _prepare_litert(graph.data, graph, threads, rng)
+            else:
+                litert.check_structure(graph.data, where=name, graph=graph)
+                prepared[name] = (_prepare_tflm(graph.data, graph, rng)[0],
+                                  "tflite-micro (Python, reference kernels)", ["TFLM reference kernels"])
+        except VerificationError as exc:
+            raise ModelError(exc.what, where=exc.where or name, expected=exc.expected, received=exc.received,
+                             fix=exc.fix) from None
+    names = list(graphs)
+    for name in names:
+        _time(prepared[name][0], 0, warmup, None, name, progress)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    round_medians: dict[str, list[float]] = {name: [] for name in names}
+    order = []
+    for r in range(rounds):
+        turn = names[r % len(names):] + names[:r % len(names)]
+        order.append(turn)
+        for name in turn:
+            progress(f"round {r + 1}/{rounds}: {name}")
+            timed = _time(prepared[name][0], runs_per_round, 0, None, name, lambda _stage: None)
+            samples[name] += timed
+            round_medians[name].append(statistics.median(timed))
+    base = names[0]
+    stats = {name: _stats(samples[name]) for name in names}
+    return {
+        "runtime": runtime, "interpreter": prepared[base][1], "threads": threads if runtime == "litert" else 1,
+        "rounds": rounds, "runs_per_round": runs_per_round, "warmup": warmup, "baseline": base, "order": order,
+        "models": {name: {"median_ms": stats[name][0], "p90_ms": stats[name][1], "min_ms": stats[name][2],
+                          "mean_ms": stats[name][3], "runs": len(samples[name]), "interpreter": prepared[name][1],
+                          "kernels": list(prepared[name][2])} for name in names},
+        "ratios": {name: stats[name][0] / stats[base][0] for name in names},
+        "round_ratios": {name: [a / b for a, b in zip(round_medians[name], round_medians[base])] for name in names},
+    }
 
 
 def tflm_arena_bytes(model: bytes | str | Path, *, timeout: float = DEFAULT_IDLE_TIMEOUT) -> dict[str, int]:
