@@ -5,7 +5,9 @@ input, or that blames the pruning schedule for data scaled to 1e30, is worse
 than one that fails. The checks here run at three moments: before any work
 (`check_options`: options a click range cannot express, such as a TensorBoard
 path that is a file, `--mcu-compression` on a profile without TFLite Micro, or
-`--cluster` where no LUT decoder would use the clusters;
+`--cluster` where no LUT decoder would use the clusters; `check_granularity`:
+a `--granularity` that contradicts `--structured`, `--element-sparsity` or the
+profile;
 `mcu_compression_mode` is the one rule for that option's default), on the
 dense model before pruning (`dense_model_warnings`, `check_dense_outputs`),
 and on the verified artifact (`artifact_failures`). Numpy only; the model is passed in, never imported here.
@@ -30,9 +32,11 @@ from edgesparse.tflite.decode_compress import MODES
 
 __all__ = [
     "DEFAULT_MIN_AGREEMENT",
+    "GRANULARITIES",
     "artifact_failures",
     "at_chance",
     "check_dense_outputs",
+    "check_granularity",
     "check_options",
     "chance_level",
     "dense_model_warnings",
@@ -48,6 +52,11 @@ __all__ = [
 # flip in a validation set of ten), while a broken conversion (0 %, or a constant output at ~1/classes) falls
 # far below it. `--min-agreement` changes it.
 DEFAULT_MIN_AGREEMENT = 0.9
+#: --granularity: auto = the per-profile policy (block shapes where the runtime's kernels read them, element-wise
+#: elsewhere: edgesparse's behaviour before --granularity existed), element = element-wise everywhere, block = the
+#: profile's block shape (refused where it has none), 2:4 = TFMOT sparsity_m_by_n, channel = whole channels removed
+#: and the model rebuilt smaller (prune.channel_finetune).
+GRANULARITIES = ("auto", "element", "block", "2:4", "channel")
 # How a constant-output failure begins, in report.json's failures (the sweep reads it from cached points).
 _CONSTANT_OUTPUT = "the .tflite's output does not depend on its input"
 # Outputs whose spread across inputs is below this fraction of their magnitude do not depend on the input.
@@ -77,6 +86,56 @@ def mcu_compression_mode(requested: str | None, runtime: str) -> str:
                     received=f"--mcu-compression {requested} on a {runtime} profile",
                     fix="Drop --mcu-compression: LiteRT profiles use TFLite's own sparse format where the profile "
                         "lists sparse_weights")
+
+
+def _granularity_error(what: str, received: str, fix: str, where: str = "--granularity") -> DataError:
+    return DataError(what, where=where, expected="one pruning granularity per build (docs/pruning.md)",
+                     received=received, fix=fix)
+
+
+def check_granularity(granularity: str, *, structured: tuple[int, int] | None = None,
+                      element_sparsity: float | None = None, cluster: int | None = None,
+                      tensorboard: Path | None = None, block_shape: tuple[int, int] | None = None,
+                      profile_name: str | None = None) -> None:
+    """--granularity against the options it cannot combine with, before any work (DataError, exit 2).
+
+    `block_shape` is the block the profile's sparse kernels read for the build's quantization (None when they
+    read none); it is only consulted for `block`, and only when `profile_name` is given.
+    """
+    if granularity not in GRANULARITIES:
+        raise DataError("Unknown --granularity", where="--granularity", expected=" | ".join(GRANULARITIES),
+                        received=repr(granularity))
+    if structured is not None and granularity not in ("auto", "2:4"):
+        raise _granularity_error(f"--structured cannot be combined with --granularity {granularity}",
+                                 f"--structured {structured[0]}:{structured[1]} with --granularity {granularity}",
+                                 "Drop --structured (--granularity 2:4 is the same as --structured 2:4)")
+    if granularity == "2:4" and structured not in (None, (2, 4)):
+        raise _granularity_error("--granularity 2:4 contradicts --structured",
+                                 f"--structured {structured[0]}:{structured[1]}" if structured else "",
+                                 "Drop --structured")
+    if element_sparsity is not None:
+        if granularity != "channel":
+            raise _granularity_error("--element-sparsity prunes what channel pruning left, so it needs "
+                                     "--granularity channel", f"--element-sparsity {element_sparsity:g} with "
+                                     f"--granularity {granularity}",
+                                     "Add --granularity channel, or use --final-sparsity for element-wise pruning",
+                                     where="--element-sparsity")
+        if isinstance(element_sparsity, bool) or not 0.0 < float(element_sparsity) < 1.0:
+            raise DataError("Bad --element-sparsity", where="--element-sparsity",
+                            expected="a fraction in (0, 1) of the remaining weights to zero",
+                            received=repr(element_sparsity))
+    if granularity == "channel" and element_sparsity is None:
+        for flag, value in (("--cluster", cluster), ("--tensorboard", tensorboard)):
+            if value is not None:
+                raise _granularity_error(f"{flag} needs a TFMOT pruning pass, and --granularity channel alone has "
+                                         "none", f"{flag} with --granularity channel",
+                                         f"Add --element-sparsity F (element-wise pruning after the channels), or "
+                                         f"drop {flag}", where=flag)
+    if granularity == "block" and profile_name is not None and block_shape is None:
+        raise _granularity_error(f"--granularity block: {profile_name}'s runtime reads no block-sparse weights",
+                                 f"--granularity block for {profile_name}",
+                                 "Use --granularity auto (the profile's policy) or element; block shapes pay only "
+                                 "on LiteRT profiles that list block_sparsity")
 
 
 def check_options(*, tensorboard: Path | None, min_agreement: float, epochs: int, batch_size: int,

@@ -29,6 +29,8 @@ from edgesparse.tflite.graph import load_graph
 __all__ = [
     "SCHEMA_VERSION",
     "build_report",
+    "channel_rows",
+    "channels_section",
     "gzip_size",
     "library_versions",
     "load_report",
@@ -93,12 +95,27 @@ def size_breakdowns(conversion) -> dict[str, dict[str, int] | None]:
                                ("dense_int8", conversion.dense_int8), ("artifact", conversion.artifact))}
 
 
+def channels_section(channels: dict[str, Any] | None, conversion) -> dict[str, Any] | None:
+    """report.json's "channels" (a --granularity channel build): the pruning's own figures, plus the MACs the
+    TFLite graphs count (tflite.ir, as the estimator does) of the dense int8 baseline (the original model) and
+    of the artifact."""
+    if channels is None:
+        return None
+    section = dict(channels)
+    before = conversion.dense_int8 or conversion.dense_float32
+    section["tflite_macs_before"] = load_graph(before).total_macs if before else None
+    section["tflite_macs_after"] = load_graph(conversion.artifact).total_macs
+    return section
+
+
 def build_report(*, options, profile, model_info, dataset, policies, pruned, conversion,
                  verification, accuracies, drop_points, check, failures, timings,
-                 compression=None) -> dict[str, Any]:
+                 compression=None, channels=None) -> dict[str, Any]:
     """The report.json document of one build (see the module docstring for what it carries).
 
     `compression`: the DECODE section of a TFLite Micro build (pipeline.mcu_compress), None on other builds.
+    `channels`: a channel build's section (prune.channel_finetune.ChannelPruneResult.as_dict()), None otherwise;
+    its "final_sparsity_means" says that --final-sparsity was the fraction of prunable channels removed.
     """
     f32, f32_gz = size_entry(conversion.dense_float32)
     i8, i8_gz = size_entry(conversion.dense_int8)
@@ -120,6 +137,8 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
                     "schedule": pruned.schedule.as_dict() if pruned.schedule is not None else None,
                     "policy": _plain(policies)},
         "sparsity": {"overall": float(pruned.overall_sparsity), "layers": layers},
+        "granularity": options.get("granularity", "auto"),
+        "channels": channels_section(channels, conversion),
         "conversion": {"quantize": options["quantize"], "has_densify": bool(conversion.has_densify),
                        "tensors": _plain(conversion.tensors), "notes": list(conversion.notes)},
         "sizes": {
@@ -159,6 +178,7 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("profile", f"{document['profile']['name']} ({document['profile']['runtime']})"),
         ("sparsity (pruned weights)", fmt.percent(sp["overall"], 1)),
+        *channel_rows(document.get("channels")),
         ("dense float32 .tflite", _sizes(sizes["dense_float32_bytes"], sizes["dense_float32_gzip_bytes"])),
         ("dense int8 .tflite", _sizes(sizes["dense_int8_bytes"], sizes["dense_int8_gzip_bytes"])),
         ("artifact", _sizes(sizes["artifact_bytes"], sizes["artifact_gzip_bytes"])),
@@ -184,6 +204,29 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
                              ("energy_mj", "energy / inference", "mJ"), ("battery_hours", "battery life", "h")):
         if check.get(key) is not None:
             rows.append((label, fmt.quantity(check[key], unit)))
+    return rows
+
+
+def channel_rows(channels: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The terminal summary's lines for a channel build: channels, MACs and parameters before -> after."""
+    if not channels:
+        return []
+    c = channels
+    rows = [("channels removed", f"{fmt.percent(c['removed_fraction'], 1)} of the prunable channels "
+                                 f"({c['prunable_channels_before']:,} -> {c['prunable_channels_after']:,}; "
+                                 f"target {fmt.percent(c['target_fraction'], 1)})"),
+            ("MACs (Keras)", f"{c['macs_before']:,} -> {c['macs_after']:,}"),
+            ("parameters", f"{c['params_before']:,} -> {c['params_after']:,}")]
+    if c.get("tflite_macs_before") is not None:
+        rows.append(("MACs (.tflite graphs)", f"{c['tflite_macs_before']:,} -> {c['tflite_macs_after']:,}"))
+    rows.append(("accuracy masked -> small", f"{fmt.percent(c['accuracy_masked'])} -> "
+                                             f"{fmt.percent(c['accuracy_small'])} ({c['accuracy_split']}; "
+                                             f"max |diff| {c['equivalence']['max_abs_difference']:.2g})"))
+    unprunable = channels.get("unprunable") or []
+    if unprunable:
+        rows.append(("groups kept whole", f"{len(unprunable)}: " + "; ".join(
+            f"{'+'.join(g['layers'][:3])}{'...' if len(g['layers']) > 3 else ''} ({g['reason']})"
+            for g in unprunable[:4]) + (" ..." if len(unprunable) > 4 else "")))
     return rows
 
 
