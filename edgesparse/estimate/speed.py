@@ -28,7 +28,14 @@ from edgesparse._types import is_assumption
 from edgesparse.builddir import BASELINES
 from edgesparse.errors import ProfileError
 from edgesparse.estimate.check import CheckResult, check_model, load_graph_any
-from edgesparse.estimate.latency import LatencyCoefficients, OpCost, estimate_latency, latency_coefficients, op_features
+from edgesparse.estimate.latency import (
+    LatencyCoefficients,
+    OpCost,
+    estimate_latency,
+    latency_coefficients,
+    op_features,
+    price_ops,
+)
 from edgesparse.profiles import Profile, load_profile
 from edgesparse.runtime.measure import COMPARE_ROUNDS, COMPARE_RUNS_PER_ROUND, compare_latency
 
@@ -39,6 +46,7 @@ __all__ = [
     "check_speed",
     "default_baseline",
     "kernel_differences",
+    "layer_speed",
     "measure_host",
     "speed_claim",
     "verdict",
@@ -208,6 +216,62 @@ def _host_cross_check(artifact_graph: Any, dense_graph: Any, profile: Profile) -
         return None
     return (f"cross-check: on the host profile (x86-64 LiteRT, where the builtin kernels were timed; basis "
             f"{art.basis}) the same files are estimated {art.latency_ms / dense.latency_ms:.2f}x dense int8")
+
+
+# --------------------------------------------------------------------------- one layer, before conversion
+
+def _sparse_key(coefs: LatencyCoefficients, kind: str, dtype: str, xnnpack: bool, encoding: str) -> str:
+    """The class that prices a layer's sparse encoding. LiteRT's sparse FULLY_CONNECTED is a builtin kernel,
+    and XNNPACK declines an int8 FC fed sparse weights (DENSIFY or not): where the profile has a timed
+    builtin rate (host: fc_int8_builtin) and no rate of the sparse kernel's own, the builtin rate prices it."""
+    own = f"{kind}_{dtype}_sparse" if encoding == "block" else f"{kind}_{dtype}"
+    builtin = f"{kind}_{dtype}_builtin"
+    int8_fc = kind == "fc" and dtype == "int8" and xnnpack
+    if int8_fc and (encoding == "densify" or own not in coefs.macs_per_cycle) and builtin in coefs.macs_per_cycle:
+        return builtin
+    return own
+
+
+def layer_speed(profile: Profile, *, kind: str, macs: int, sparsity: float, dtype: str,
+                encoding: str) -> dict[str, Any]:
+    """Is one layer's sparse encoding predicted faster, the same or slower than its dense kernel on `profile`?
+
+    The per-layer question `plan_policy(optimize=...)` asks before anything is converted. `kind`: 'fc' or
+    'conv'; `encoding`: 'block' (LiteRT's sparse FULLY_CONNECTED reads the stored blocks: MACs x (1 -
+    sparsity)) or 'densify' (DENSIFY hands the kernel dense weights: every MAC). Priced with the estimator's
+    per-op pricing (`price_ops`) and the profile's coefficients. Returns {ratio, verdict, basis, priced_by,
+    note}; verdict 'unknown' without latency coefficients. A kernel priced by another class's rate is a
+    transfer (basis 'transferred'), and the note says from which.
+    """
+    coefs = latency_coefficients(profile)
+    if coefs is None or not coefs.macs_per_cycle or macs <= 0:
+        return {"ratio": None, "verdict": "unknown", "basis": "none", "priced_by": "",
+                "note": f"{profile.name} has no latency coefficients to price this layer"}
+    xnnpack = profile.runtime == "litert" and "xnnpack" in profile.kernels.lower()
+    width = 1 if dtype == "int8" else 4
+    kept = max(0.0, 1.0 - sparsity)
+    dense = OpCost(0, kind.upper(), kind, dtype, f"{kind}_{dtype}", macs, macs, 0, macs * width, "dense")
+    key = _sparse_key(coefs, kind, dtype, xnnpack, encoding)
+    used_macs = round(macs * kept) if encoding == "block" else macs
+    stored = int(macs * width * kept) if encoding == "block" else macs * width
+    sparse = OpCost(1, kind.upper(), kind, dtype, key, macs, used_macs, 0, stored, encoding)
+    (dense_us, dense_used, _), (sparse_us, used, _) = price_ops([dense, sparse], coefs)
+    ratio = sparse_us / dense_us if dense_us > 0 else None
+    basis = coefs.basis_of(f"macs_per_cycle.{used}") if used else "none"
+    what = "the sparse kernel" if encoding == "block" else "the dense kernel reading DENSIFY's output"
+    wanted = f"{kind}_{dtype}_sparse" if encoding == "block" else dense_used
+    if used.endswith("_builtin") and encoding == "densify":
+        note = (f"XNNPACK declines an int8 FULLY_CONNECTED fed by DENSIFY: LiteRT's builtin dense kernel runs it, "
+                f"priced at '{used}' ({basis})")
+    elif used and used != wanted:
+        basis = "transferred"
+        note = (f"{what} has no rate of its own on {profile.name} ({wanted}): priced at '{used}'"
+                + (" (LiteRT's builtin kernel, timed on this profile)" if used.endswith("_builtin")
+                   else " (the dense rate): a transfer, not measured"))
+    else:
+        note = f"{what} priced at '{used}' ({basis})"
+    return {"ratio": None if ratio is None else round(ratio, 3), "verdict": verdict(ratio), "basis": basis,
+            "priced_by": used, "note": note}
 
 
 # --------------------------------------------------------------------------- the claim

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgesparse.errors import PruningError
+from edgesparse.estimate.speed import layer_speed
 from edgesparse.pipeline.prune.schedule import ScheduleOptions
 from edgesparse.pipeline.tf_env import import_tf, import_tfmot
 
@@ -30,6 +31,7 @@ __all__ = [
     "INT8_WEIGHT_MODES",
     "MIN_PARAMS",
     "MIN_SHARE",
+    "OPTIMIZE_MODES",
     "LayerPolicy",
     "check_prunable_model",
     "output_activation",
@@ -42,6 +44,10 @@ MIN_PARAMS = 1000
 MIN_SHARE = 0.01
 #: Quantize modes whose weights are int8 (the converter's quantized block size, 1x16).
 INT8_WEIGHT_MODES = ("int8", "dynamic")
+#: What the per-layer policy optimizes on LiteRT profiles: "size" prunes every eligible layer (the smallest
+#: file, even where the sparse kernel is predicted slower than dense), "speed" prunes only where the estimator
+#: predicts the layer faster than dense, "balanced" (default) wherever it is not predicted slower.
+OPTIMIZE_MODES = ("size", "speed", "balanced")
 
 
 @dataclass(frozen=True)
@@ -196,13 +202,19 @@ def _element_wise_reason(profile, layer, keras, int8: bool = False) -> str:
 def plan_policy(model, profile, schedule: ScheduleOptions, *,
                 skip_layers: Iterable[str] = frozenset(), min_params: int = MIN_PARAMS,
                 min_share: float = MIN_SHARE, prune_output_layer: bool = False,
-                quantize: str | None = None) -> list[LayerPolicy]:
+                quantize: str | None = None, optimize: str = "balanced") -> list[LayerPolicy]:
     """Per-layer pruning pattern for what the profile's runtime exploits; one entry per kernel layer.
 
     `quantize` is the convert stage's mode: "int8"/"dynamic" store int8 weights, whose sparse
     FULLY_CONNECTED kernel takes 1x16 blocks (profile.block_sparsity_int8), while float32/float16
-    weights take profile.block_sparsity (1x4).
+    weights take profile.block_sparsity (1x4). `optimize` (OPTIMIZE_MODES) applies to LiteRT profiles
+    only: each pruned layer's encoding is priced against its dense kernel by the estimator
+    (`estimate.speed.layer_speed`), and its reason says what was predicted; TFLM profiles (no sparse
+    kernels: every encoding is size only) are planned the same for every mode.
     """
+    if optimize not in OPTIMIZE_MODES:
+        raise PruningError("Unknown optimization goal", where="plan_policy (--optimize)",
+                           expected=" | ".join(OPTIMIZE_MODES), received=repr(optimize))
     keras = check_prunable_model(model)
     import_tfmot()
     if not isinstance(schedule, ScheduleOptions):
@@ -263,7 +275,75 @@ def plan_policy(model, profile, schedule: ScheduleOptions, *,
         else:
             policies.append(_unstructured_policy(layer, weights, tflite_block, target, profile,
                                                  schedule, base, keras, int8))
+    if profile is not None and profile.runtime == "litert" and optimize != "size":
+        policies = [_optimized(policy, layer, profile, optimize, int8, keras)
+                    if policy.prune else policy for layer, policy in zip(candidates, policies)]
     return policies
+
+
+def _dense_for_speed(policy: LayerPolicy, why: str) -> LayerPolicy:
+    return LayerPolicy(**{**policy.__dict__, "prune": False, "target_sparsity": 0.0, "block_size": (1, 1),
+                          "pattern": "dense", "m_by_n": None, "reason": why})
+
+
+def _layer_macs(layer: Any) -> int:
+    """Kernel weights x output positions: the MACs of a Dense or convolution layer at batch 1."""
+    shape = getattr(layer, "output_shape", None)
+    shape = shape[0] if isinstance(shape, list) else shape
+    positions = 1
+    for d in tuple(shape or ())[1:-1]:
+        positions *= int(d or 1)
+    weights = sum(int(w.shape.num_elements()) for w in _kernel_weights(layer))
+    return weights * positions
+
+
+def _optimized(policy: LayerPolicy, layer: Any, profile: Any, optimize: str, int8: bool, keras: Any) -> LayerPolicy:
+    """The layer's policy after asking the estimator whether its encoding is slower than dense on `profile`.
+
+    A block pattern feeds LiteRT's sparse FULLY_CONNECTED (stored blocks only); every other pattern is
+    stored with DENSIFY, so the dense kernel runs every MAC (and XNNPACK declines an int8 FULLY_CONNECTED
+    fed by it). "speed" keeps only encodings predicted faster; "balanced" keeps those not predicted slower,
+    falling back from a slower block pattern to element-wise when that is not predicted slower.
+    """
+    kind = "fc" if isinstance(layer, keras.layers.Dense) else "conv"
+    dtype = "int8" if int8 else "float32"
+    macs = _layer_macs(layer)
+
+    def ask(encoding: str) -> dict[str, Any]:
+        return layer_speed(profile, kind=kind, macs=macs, sparsity=policy.target_sparsity, dtype=dtype,
+                           encoding=encoding)
+
+    def said(pattern: str, s: dict[str, Any]) -> str:
+        ratio = "unknown" if s["ratio"] is None else f"x{s['ratio']:.2f}"
+        verdict = "as fast as" if s["verdict"] == "same" else f"{s['verdict']} than"
+        return (f"{pattern} predicted {verdict} dense on {profile.name} ({ratio} of the dense "
+                f"layer's time, {s['basis']}: {s['note']})")
+
+    block = policy.pattern.startswith("block")
+    first = ask("block" if block else "densify")
+    if optimize == "speed":
+        if first["verdict"] == "faster":
+            return _with_reason(policy, f"{policy.reason}; --optimize speed: {said(policy.pattern, first)}")
+        return _dense_for_speed(policy, f"dense: --optimize speed prunes only where the estimator predicts a "
+                                    f"speed-up, and {said(policy.pattern, first)}; pass --optimize size or "
+                                    "balanced to prune it for file size")
+    if first["verdict"] != "slower":
+        return _with_reason(policy, f"{policy.reason}; --optimize balanced: {said(policy.pattern, first)}")
+    if block:
+        fallback = ask("densify")
+        if fallback["verdict"] != "slower":
+            return LayerPolicy(**{**policy.__dict__, "block_size": (1, 1), "pattern": "element-wise",
+                                  "reason": f"element-wise (stored with DENSIFY: smaller file, dense kernel) "
+                                            f"instead of {policy.pattern}: --optimize balanced, "
+                                            f"{said(policy.pattern, first)}; element-wise "
+                                            f"{said('', fallback).strip()}; --optimize size keeps the blocks"})
+    return _dense_for_speed(policy, f"dense: --optimize balanced does not prune where the encoding is predicted "
+                                f"slower, and {said(policy.pattern, first)}; pass --optimize size for the "
+                                "smallest file")
+
+
+def _with_reason(policy: LayerPolicy, reason: str) -> LayerPolicy:
+    return LayerPolicy(**{**policy.__dict__, "reason": reason})
 
 
 def _check_skip_layers(model: Any, skip: set[str], candidates: list) -> None:

@@ -1,0 +1,93 @@
+"""plan_policy(optimize=size|speed|balanced): LiteRT encodings the estimator predicts slower than dense are not
+chosen unless the smallest file is asked for; TFLite Micro plans are the same for every mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgesparse.errors import PruningError
+from edgesparse.estimate.speed import layer_speed
+from edgesparse.pipeline.prune import ScheduleOptions, plan_policy
+from edgesparse.profiles.profile import load_profile
+
+
+def keras():
+    from edgesparse.pipeline.tf_env import import_tf
+
+    return import_tf()[1]
+
+
+def mlp():
+    """hidden (256 -> 128: 1x16-able int8 FC), head (output layer)."""
+    k = keras()
+    k.utils.set_random_seed(0)
+    return k.Sequential([k.Input((256,)), k.layers.Dense(128, activation="relu", name="hidden"),
+                         k.layers.Dense(64, activation="relu", name="second"), k.layers.Dense(4, name="head")])
+
+
+def cnn():
+    k = keras()
+    k.utils.set_random_seed(0)
+    inp = k.Input((8, 8, 4))
+    x = k.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv")(inp)
+    x = k.layers.Flatten()(x)
+    x = k.layers.Dense(64, activation="relu", name="fc")(x)
+    return k.Model(inp, k.layers.Dense(4, name="head")(x))
+
+
+def plan(model, profile, optimize, quantize="int8"):
+    return {p.name: p for p in plan_policy(model, load_profile(profile), ScheduleOptions(), quantize=quantize,
+                                           optimize=optimize, min_params=0, min_share=0)}
+
+
+def test_host_int8_block_fc_is_not_chosen_unless_size_is_asked():
+    """On x86 the 1x16 int8 sparse FC runs LiteRT's builtin kernel (timed on the host: slower than XNNPACK's
+    dense FC), and an int8 FC fed by DENSIFY is declined by XNNPACK: balanced keeps that layer dense."""
+    size = plan(mlp(), "host", "size")
+    assert size["hidden"].pattern == "block 1x16" and size["hidden"].prune
+    assert "optimize" not in size["hidden"].reason
+    predicted = layer_speed(load_profile("host"), kind="fc", macs=256 * 128, sparsity=0.8, dtype="int8",
+                            encoding="block")
+    assert predicted["verdict"] == "slower" and predicted["priced_by"] == "fc_int8_builtin"
+    balanced = plan(mlp(), "host", "balanced")
+    hidden = balanced["hidden"]
+    assert not hidden.prune and hidden.pattern == "dense" and hidden.target_sparsity == 0.0
+    assert "--optimize balanced" in hidden.reason and "slower than dense on host" in hidden.reason
+    assert "--optimize size" in hidden.reason
+    speed = plan(mlp(), "host", "speed")
+    assert not speed["hidden"].prune and "--optimize speed" in speed["hidden"].reason
+
+
+def test_rpi4_int8_block_fc_is_kept_and_its_reason_says_it_is_a_transfer():
+    """rpi4 has no coefficient for the NEON 1x16 kernel: it is priced at the dense int8 rate, predicted faster,
+    and the reason says that rests on a transfer."""
+    for optimize in ("balanced", "speed"):
+        hidden = plan(mlp(), "rpi4", optimize)["hidden"]
+        assert hidden.prune and hidden.pattern == "block 1x16"
+        assert f"--optimize {optimize}" in hidden.reason and "faster than dense on rpi4" in hidden.reason
+        assert "transferred" in hidden.reason and "a transfer" in hidden.reason
+
+
+def test_speed_prunes_only_where_faster_balanced_where_not_slower():
+    """A float conv is stored with DENSIFY: the dense kernel runs every MAC (the same speed). balanced prunes it
+    for file size; speed leaves it dense, saying why."""
+    balanced = plan(cnn(), "rpi4", "balanced", quantize="none")
+    assert balanced["conv"].prune and balanced["conv"].pattern == "element-wise"
+    assert "as fast as dense on rpi4" in balanced["conv"].reason
+    speed = plan(cnn(), "rpi4", "speed", quantize="none")
+    assert not speed["conv"].prune and "prunes only where the estimator predicts a speed-up" in speed["conv"].reason
+    assert speed["fc"].prune and speed["fc"].pattern == "block 1x4"
+    size = plan(cnn(), "rpi4", "size", quantize="none")
+    assert size["conv"].prune and size["fc"].pattern == "block 1x4"
+
+
+def test_tflm_plans_are_identical_for_every_mode():
+    plans = [plan(cnn(), "nrf52840", optimize) for optimize in ("size", "speed", "balanced")]
+    assert plans[0] == plans[1] == plans[2]
+    assert plans[0]["conv"].prune and "TFLite Micro" in plans[0]["conv"].reason
+
+
+def test_unknown_optimize_is_rejected():
+    with pytest.raises(PruningError, match="optimization goal") as err:
+        plan(mlp(), "host", "fastest")
+    assert "size | speed | balanced" in str(err.value)
