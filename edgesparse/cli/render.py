@@ -23,6 +23,7 @@ from edgesparse.profiles.profile import Profile
 from edgesparse.profiles.schema import SCHEMA
 from edgesparse.report import format as fmt
 from edgesparse.report.compression import compression_summary
+from edgesparse.report.speed import speed_summary
 
 __all__ = [
     "basis_markup",
@@ -40,6 +41,7 @@ __all__ = [
     "print_summary",
     "print_sweep",
     "print_sweep_outcome",
+    "speed_rows",
 ]
 
 
@@ -97,6 +99,42 @@ def compression_rows(section: Any) -> list[tuple[str, str]]:
         rows.append(("kept dense for RAM", f"[yellow]{escape(', '.join(c['kept_dense_for_ram']) + why)}[/]"))
     if c["bitwise_identical"] is False:
         rows.append(("TFLM outputs", "[bold red]NOT bitwise identical to the uncompressed int8 file[/]"))
+    return rows
+
+
+_VERDICT_STYLE = {"faster": "green", "same": "", "slower": "bold red", "unknown": "yellow"}
+
+
+def _verdict_markup(verdict: str, ratio: Any) -> str:
+    style = _VERDICT_STYLE.get(verdict, "")
+    text = escape(f"{verdict} (x{fmt.number(ratio, 3)} of dense int8)")
+    return f"[{style}]{text}[/]" if style else text
+
+
+def speed_rows(section: Any) -> list[tuple[str, str]]:
+    """The build summary's (and `check --baseline`'s) lines for a speed section; [] without one.
+
+    The estimated verdict with its basis (yellow when it rests on a transfer or an assumption, with the
+    notes that say which kernel and from where), the host measurement when there is one, and "size only".
+    """
+    s = speed_summary(section)
+    if s is None:
+        return []
+    e = s["estimated"]
+    rows = [(f"speed on {escape(str(s['profile']))}",
+             _verdict_markup(e["verdict"], e["ratio"]) + escape(
+                 f"  {fmt.quantity(e['artifact_ms'], 'ms')} vs {fmt.quantity(e['dense_int8_ms'], 'ms')}; basis ")
+             + basis_markup(e["basis"]))]
+    for note in e["notes"]:
+        rows.append(("", f"[yellow]{escape(note)}[/]" if "transfer" in note.lower() else escape(note)))
+    host = s["host"]
+    if host:
+        rows.append(("speed on this host", _verdict_markup(host["verdict"], host["ratio"]) + escape(
+            f"  {fmt.quantity(host['artifact_ms'], 'ms')} vs {fmt.quantity(host['dense_int8_ms'], 'ms')} measured in "
+            f"{host['runtime']}, {fmt.integer(host['rounds'])} interleaved rounds")))
+    if s["size_only"]:
+        rows.append(("pruning gain", f"[yellow]size only[/]: the file is {escape(fmt.ratio(s['file_ratio']))} of "
+                                     "dense int8, not expected faster"))
     return rows
 
 

@@ -29,6 +29,7 @@ from edgesparse.fsutil import atomic_write_text
 from edgesparse.profiles.profile import load_profile
 from edgesparse.report import format as fmt
 from edgesparse.report.compression import compression_view
+from edgesparse.report.speed import speed_summary
 
 __all__ = [
     "BLUE",
@@ -480,6 +481,7 @@ def report_context(document: dict) -> dict[str, Any]:
         "passed": document.get("passed"),
         "files": document.get("files") or {},
         "compression": compression_view(document.get("compression")),
+        "speed": speed_summary(document.get("speed")),
     }
 
 
