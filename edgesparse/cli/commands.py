@@ -45,6 +45,7 @@ from edgesparse.estimate.calibrate import calibrate_profile
 # The build half; its modules import TensorFlow only inside the functions that train and convert.
 from edgesparse.pipeline import build as pipeline_build
 from edgesparse.pipeline import sweep as pipeline_sweep
+from edgesparse.pipeline.build_checks import GRANULARITIES
 from edgesparse.profiles.profile import Profile, available_profiles, display_path, load_profile
 from edgesparse.profiles.validate import ProfileValidationError
 from edgesparse.report import format as fmt
@@ -107,6 +108,11 @@ _STEP = click.IntRange(min=0)
 _FRACTION = click.FloatRange(min=0, max=1)
 _SPARSITY = click.FloatRange(min=0, max=1, max_open=True)
 _POINTS = click.FloatRange(min=0)
+_OPEN_FRACTION = click.FloatRange(min=0, max=1, min_open=True, max_open=True)
+_GRANULARITY_HELP = ("What pruning removes. auto: the profile's policy (block shapes where LiteRT's sparse kernels "
+                     "read them, element-wise elsewhere); element: single weights everywhere; block: the profile's "
+                     "block shape (LiteRT profiles that list one); 2:4: TFMOT sparsity_m_by_n; channel: whole "
+                     "channels, then a smaller dense model (faster on every runtime).")
 
 
 def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -135,15 +141,22 @@ def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--schedule", type=click.Choice(["polynomial", "constant"]), default="polynomial",
               show_default=True, help="TFMOT PolynomialDecay or ConstantSparsity.")
 @click.option("--initial-sparsity", type=_SPARSITY, default=0.0, show_default=True)
+@click.option("--granularity", type=click.Choice(list(GRANULARITIES)), default="auto", show_default=True,
+              help=_GRANULARITY_HELP)
 @click.option("--final-sparsity", type=_SPARSITY, default=None,
-              help="Target sparsity of pruned layers [default: 0.8; M/N with --structured].")
+              help="Target sparsity of pruned layers; with --granularity channel, the fraction of prunable "
+                   "channels removed [default: 0.8; M/N with --structured; 0.5 with channel].")
+@click.option("--element-sparsity", type=_OPEN_FRACTION, default=None,
+              help="With --granularity channel: then prune the remaining weights element-wise to this sparsity "
+                   "(TFMOT; flash on microcontrollers via DECODE). [default: off]")
 @click.option("--begin-step", type=_STEP, default=0, show_default=True)
 @click.option("--end-step", type=_POSITIVE_INT, default=None,
               help="Step at which the final sparsity is reached [default: derived from --epochs and the data size].")
 @click.option("--power", type=_POSITIVE_INT, default=3, show_default=True, help="PolynomialDecay exponent.")
 @click.option("--frequency", type=_POSITIVE_INT, default=100, show_default=True,
               help="Steps between mask updates (capped for small data sets).")
-@click.option("--structured", default=None, help="M:N structured sparsity, e.g. 2:4 (TFMOT sparsity_m_by_n).")
+@click.option("--structured", default=None,
+              help="M:N structured sparsity, e.g. 2:4 (TFMOT sparsity_m_by_n); --structured 2:4 = --granularity 2:4.")
 @click.option("--skip-layers", callback=_split_names, default="", help="Comma-separated layer names to leave dense.")
 @click.option("--prune-output-layer", is_flag=True,
               help="Prune the output layer too (left dense by default: each of its weights costs the most accuracy).")
@@ -412,8 +425,13 @@ def report_cmd(build_dir: Path) -> None:
 @click.option("--profile", "profiles", multiple=True, required=True,
               help="Device profile; repeat for several. Points are built for the first profile of each runtime "
                    "family.")
-@click.option("--sparsities", default="0.5,0.7,0.8,0.9,0.95", show_default=True,
-              help="Comma-separated target sparsities.")
+@click.option("--sparsities", default=None,
+              help="Comma-separated target sparsities; with --granularity channel, fractions of prunable channels "
+                   "removed [default: 0.5,0.7,0.8,0.9,0.95; 0.25,0.5 with channel; 0.5 with 2:4].")
+@click.option("--granularity", type=click.Choice(list(GRANULARITIES)), default="auto", show_default=True,
+              help="As for build, for every point.")
+@click.option("--element-sparsity", type=_OPEN_FRACTION, default=None,
+              help="As for build: with --granularity channel, element-wise pruning of what is left. [default: off]")
 @click.option("--quantize", default="int8", show_default=True,
               help="Comma-separated quantization modes: int8, float16, dynamic, none.")
 @click.option("--max-accuracy-drop", type=_POINTS, default=None,
@@ -439,7 +457,7 @@ def report_cmd(build_dir: Path) -> None:
               help="As for build: sparsity-preserving weight clustering before conversion, TFLite Micro points "
                    "only. [default: off]")
 @click.option("--fresh", is_flag=True, help="Delete the cached points and rebuild every one.")
-def sweep(profiles: tuple[str, ...], sparsities: str, quantize: str, max_accuracy_drop: float | None,
+def sweep(profiles: tuple[str, ...], sparsities: str | None, quantize: str, max_accuracy_drop: float | None,
           out: Path | None, fresh: bool, **base: Any) -> None:
     """Build every sparsity x quantization point once, check it on every profile, chart the trade-off.
 
@@ -447,7 +465,8 @@ def sweep(profiles: tuple[str, ...], sparsities: str, quantize: str, max_accurac
     Exit 1 when --max-accuracy-drop is given and no point qualifies.
     """
     options = pipeline_sweep.SweepOptions(base=pipeline_build.BuildOptions(**base), profiles=tuple(profiles),
-                                          sparsities=sparsities, quantize=quantize,
+                                          sparsities=sparsities or pipeline_sweep.default_sparsities(
+                                              base["granularity"]), quantize=quantize,
                                           max_accuracy_drop=max_accuracy_drop, out=out, fresh=fresh)
     console = render.make_console()
     try:

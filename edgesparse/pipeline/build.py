@@ -15,6 +15,14 @@ compression is kept as baselines/pruned_int8.tflite; the verify and estimate
 stages run the file that is written. `--cluster N` fine-tunes the pruned
 layers to N values per kernel before conversion, for the LUT decoder.
 
+`--granularity` chooses what pruning removes (build_checks.GRANULARITIES; the
+default `auto` is the per-profile policy). `channel` removes whole channels on
+the pruning schedule and rebuilds a smaller dense model
+(prune.channel_finetune), optionally followed by element-wise pruning of what
+is left (`--element-sparsity`); the rest of the pipeline runs on the small
+model, and the dense baselines are the original model's, so every size and
+ratio compares against what the user started from.
+
 The output location and every option a click range cannot express are
 checked before anything is loaded (fsutil.check_output_free with
 builddir.is_build_dir: --force replaces only an earlier build). A finished
@@ -45,7 +53,7 @@ import numpy as np
 from edgesparse import builddir
 from edgesparse._types import Progress, no_progress
 from edgesparse.data import Dataset, check_compatible, load_data
-from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, DataError
+from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, ConversionError, DataError
 from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir, write_error
 from edgesparse.pipeline import convert, mcu_compress, models, prune, recurrent
@@ -53,11 +61,18 @@ from edgesparse.pipeline.build_checks import (
     DEFAULT_MIN_AGREEMENT,
     artifact_failures,
     check_dense_outputs,
+    check_granularity,
     check_options,
     dense_model_warnings,
     mcu_compression_mode,
 )
 from edgesparse.pipeline.demos import digits, kws
+from edgesparse.pipeline.prune.channel_finetune import (
+    DEFAULT_CHANNEL_FRACTION,
+    ChannelPruneResult,
+    channel_prune_and_finetune,
+)
+from edgesparse.pipeline.prune.policy import INT8_WEIGHT_MODES
 from edgesparse.profiles.profile import Profile, load_profile
 from edgesparse.report.document import build_report
 from edgesparse.report.html import write_report_html
@@ -70,6 +85,7 @@ __all__ = [
     "BuildResult",
     "PreparedInputs",
     "build",
+    "block_shape",
     "class_names",
     "default_out_dir",
     "model_name",
@@ -96,7 +112,7 @@ class BuildOptions:
     trust_model: bool = False
     schedule: str = "polynomial"
     initial_sparsity: float = 0.0
-    final_sparsity: float | None = None   # None: 0.8, or M/N with --structured
+    final_sparsity: float | None = None   # None: 0.8, M/N with --structured, 0.5 of the channels with channel
     begin_step: int = 0
     end_step: int | None = None
     power: int = 3
@@ -114,6 +130,8 @@ class BuildOptions:
     seed: int = 0
     mcu_compression: str | None = None    # None: auto on TFLite Micro profiles, off elsewhere
     cluster: int | None = None            # sparsity-preserving weight clustering to N values per kernel
+    granularity: str = "auto"             # build_checks.GRANULARITIES; auto = the per-profile policy
+    element_sparsity: float | None = None  # channel: element-wise pruning of what is left, to this sparsity
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
@@ -159,10 +177,12 @@ def parse_structured(text: str | None) -> tuple[int, int] | None:
     return m, n
 
 
-def _final_sparsity(requested: float | None, structured: tuple[int, int] | None) -> float:
-    """M:N structure fixes the sparsity at M/N; otherwise the TFMOT-style default of 0.8."""
+def _final_sparsity(requested: float | None, structured: tuple[int, int] | None, granularity: str = "auto") -> float:
+    """M:N structure fixes the sparsity at M/N; channels default to half removed; otherwise TFMOT's 0.8."""
     if requested is not None:
         return requested
+    if granularity == "channel":
+        return DEFAULT_CHANNEL_FRACTION
     return structured[0] / structured[1] if structured else 0.8
 
 
@@ -275,8 +295,12 @@ def build(options: BuildOptions, progress: Progress | None = None,
     dataset = prepared.dataset
     for warning in prepared.warnings:
         progress("warning", {"message": warning})
-    with stages.run("prune", "Pruning and fine-tuning"):
-        policies, pruned = _prune(prepared, options, profile, schedule, progress)
+    channels: ChannelPruneResult | None = None
+    with stages.run("prune", _prune_description(options)):
+        if options.granularity == "channel":
+            channels, policies, pruned = _prune_channels(prepared, options, profile, schedule, progress)
+        else:
+            policies, pruned = _prune(prepared, options, profile, schedule, progress)
         pruned_top1 = verify.top1(_predict(pruned.model, dataset.x_val, options.batch_size))
         acc_pruned = float(np.mean(pruned_top1 == dataset.y_val))
     keras_model, clustered = pruned.model, _cluster(pruned.model, dataset, policies, options, stages)
@@ -285,6 +309,8 @@ def build(options: BuildOptions, progress: Progress | None = None,
         pruned_top1 = verify.top1(_predict(keras_model, dataset.x_val, options.batch_size))
     with stages.run("convert", f"Converting to TFLite ({options.quantize})"):
         conversion = convert.build_artifact(keras_model, dataset, quantize=options.quantize, profile=profile)
+        if channels is not None:
+            conversion = _original_baselines(conversion, prepared.model, dataset, options.quantize)
     compression = _compress(conversion, profile, options.mcu_compression, dataset, stages)
     if compression is not None:
         conversion = dataclasses.replace(conversion, artifact=compression.model, dense_int8=compression.dense_int8,
@@ -310,7 +336,8 @@ def build(options: BuildOptions, progress: Progress | None = None,
         policies=policies, pruned=pruned, conversion=conversion, verification=verification,
         accuracies={"dense_float": prepared.dense_accuracy, "pruned_keras": acc_pruned, "test": test_accuracy,
                     "clustered_keras": clustered.accuracy_after if clustered is not None else None},
-        drop_points=drop_points, check=check, failures=failures, timings=stages.timings, compression=section)
+        drop_points=drop_points, check=check, failures=failures, timings=stages.timings, compression=section,
+        channels=channels.as_dict() if channels is not None else None)
     document["warnings"] = warnings
 
     with stages.run("write", f"Writing {out_dir}"):
@@ -323,7 +350,14 @@ def build(options: BuildOptions, progress: Progress | None = None,
 def _checked_options(options: BuildOptions, profile: Profile) -> tuple[BuildOptions, Path, prune.ScheduleOptions]:
     """Every option and the output location checked before anything is loaded; defaults resolved for report.json."""
     structured = parse_structured(options.structured)
-    options = dataclasses.replace(options, final_sparsity=_final_sparsity(options.final_sparsity, structured))
+    granularity = "2:4" if options.granularity == "auto" and structured == (2, 4) else options.granularity
+    check_granularity(granularity, structured=structured, element_sparsity=options.element_sparsity,
+                      cluster=options.cluster, tensorboard=options.tensorboard,
+                      block_shape=block_shape(profile, options.quantize), profile_name=profile.name)
+    if granularity == "2:4":
+        structured = (2, 4)
+    options = dataclasses.replace(options, granularity=granularity,
+                                  final_sparsity=_final_sparsity(options.final_sparsity, structured, granularity))
     out_dir = Path(options.out) if options.out else default_out_dir(model_name(options), profile)
     check_output_free(out_dir, options.force, ours=builddir.is_build_dir)
     check_options(tensorboard=options.tensorboard, min_agreement=options.min_agreement, epochs=options.epochs,
@@ -393,12 +427,64 @@ def _baselines(conversion: convert.ConversionResult,
     return {variant: data for variant, data in found.items() if data}
 
 
+def block_shape(profile: Profile, quantize: str) -> tuple[int, int] | None:
+    """The block shape the profile's sparse kernels read for this quantization, or None (--granularity block)."""
+    if profile.runtime != "litert" or not profile.sparse_weights:
+        return None
+    return profile.block_sparsity_int8 if quantize in INT8_WEIGHT_MODES else profile.block_sparsity
+
+
 def _schedule(options: BuildOptions, structured: tuple[int, int] | None) -> prune.ScheduleOptions:
-    """The pruning schedule the options ask for (PruningError naming the flag when they conflict)."""
+    """The pruning schedule the options ask for (PruningError naming the flag when they conflict).
+
+    --granularity element sets block_size (1, 1), which the per-profile policy reads as "no block shape".
+    """
     return prune.ScheduleOptions(
         kind=options.schedule, initial_sparsity=options.initial_sparsity,
         final_sparsity=options.final_sparsity, begin_step=options.begin_step, end_step=options.end_step,
-        power=options.power, frequency=options.frequency, structured=structured)
+        power=options.power, frequency=options.frequency, structured=structured,
+        block_size=(1, 1) if options.granularity == "element" else None)
+
+
+def _prune_description(options: BuildOptions) -> str:
+    if options.granularity != "channel":
+        return "Pruning and fine-tuning"
+    then = (f", then element-wise to {options.element_sparsity:g}" if options.element_sparsity is not None else "")
+    return f"Pruning {options.final_sparsity:g} of the channels while fine-tuning, shrinking the model{then}"
+
+
+def _prune_channels(prepared: PreparedInputs, options: BuildOptions, profile: Profile,
+                    schedule: prune.ScheduleOptions, progress: Progress
+                    ) -> tuple[ChannelPruneResult, list[prune.LayerPolicy], prune.PruneResult]:
+    """Channel masks on the schedule, surgery; then (--element-sparsity) TFMOT element-wise on the small model."""
+    channels = channel_prune_and_finetune(prepared.model, prepared.dataset, schedule,
+                                          skip_layers=frozenset(options.skip_layers), epochs=options.epochs,
+                                          batch_size=options.batch_size, progress=progress, seed=options.seed)
+    if options.element_sparsity is None:
+        # Nothing zeroed inside the kept filters: the report's weight sparsity is 0 and its schedule the channels'.
+        return channels, [], prune.PruneResult(model=channels.model, layers=[], overall_sparsity=0.0,
+                                               end_step=channels.schedule.end_step, history=channels.history,
+                                               schedule=channels.schedule)
+    element = prune.ScheduleOptions(kind=options.schedule, final_sparsity=options.element_sparsity,
+                                    power=options.power, frequency=options.frequency, block_size=(1, 1))
+    small = PreparedInputs(channels.model, prepared.dataset, prepared.model_info, prepared.dense_accuracy)
+    policies, pruned = _prune(small, options, profile, element, progress)
+    return channels, policies, pruned
+
+
+def _original_baselines(conversion: convert.ConversionResult, original: Any, dataset: Dataset,
+                        quantize: str) -> convert.ConversionResult:
+    """A channel build's dense baselines are the model before channel pruning: sizes and ratios against it."""
+    dense_float32 = convert.convert_keras(original, quantize="none")
+    try:
+        dense_int8 = convert.convert_keras(original, quantize="int8", representative=dataset.x_train)
+    except ConversionError:
+        if quantize == "int8":
+            raise
+        dense_int8 = b""
+    return dataclasses.replace(conversion, dense_float32=dense_float32, dense_int8=dense_int8,
+                               notes=[*conversion.notes, "channel pruning: the dense baselines are the original "
+                                                         "model, converted before any channel was removed"])
 
 
 def _prune(prepared: PreparedInputs, options: BuildOptions, profile: Profile, schedule: prune.ScheduleOptions,

@@ -64,8 +64,8 @@ from edgesparse.errors import (
 from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_writable_location, staged_output_dir
 from edgesparse.pipeline import build as pipeline_build
-from edgesparse.pipeline.build import DEMOS, BuildOptions, model_name
-from edgesparse.pipeline.build_checks import check_options, untrusted_in_report
+from edgesparse.pipeline.build import DEMOS, BuildOptions, model_name, parse_structured
+from edgesparse.pipeline.build_checks import check_granularity, check_options, untrusted_in_report
 from edgesparse.profiles.profile import Profile, load_profile
 from edgesparse.report.compression import compression_summary
 from edgesparse.report.html import render_sweep
@@ -83,8 +83,10 @@ __all__ = [
     "Family",
     "SweepOptions",
     "SweepResult",
+    "achieved_sparsity",
     "choose",
     "csv_text",
+    "default_sparsities",
     "families",
     "inputs_key",
     "is_sweep_dir",
@@ -109,7 +111,7 @@ METRICS = (("latency_ms", "latency (ms)"), ("model_bytes", "model size (bytes)")
 # Options that change a build's artifact or accuracy; they key the cache.
 _KEYED_OPTIONS = ("schedule", "initial_sparsity", "begin_step", "end_step", "power", "frequency", "structured",
                   "skip_layers", "prune_output_layer", "min_params", "epochs", "batch_size", "seed", "trust_model",
-                  "demo", "mcu_compression", "cluster")
+                  "demo", "mcu_compression", "cluster", "granularity", "element_sparsity")
 
 
 _PER_POINT = ("profile", "final_sparsity", "quantize", "out", "force", "max_accuracy_drop")  # set by the sweep
@@ -121,14 +123,15 @@ class SweepOptions:
 
     base: BuildOptions
     profiles: tuple[str, ...] = ("rpi4",)
-    sparsities: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
+    sparsities: tuple[float, ...] | str | None = None   # None: default_sparsities(base.granularity)
     quantize: tuple[str, ...] = ("int8",)
     max_accuracy_drop: float | None = None
     out: Path | None = None
     fresh: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"profiles": list(self.profiles), "sparsities": list(self.sparsities), "quantize": list(self.quantize),
+        return {"profiles": list(self.profiles), "sparsities": list(self.sparsities or ()),
+                "quantize": list(self.quantize),
                 "max_accuracy_drop": self.max_accuracy_drop, "out": None if self.out is None else str(self.out),
                 "fresh": self.fresh,
                 "build": {k: v for k, v in self.base.to_dict().items() if k not in _PER_POINT}}
@@ -178,6 +181,15 @@ def families(profiles: Sequence[Any]) -> list[Family]:
         key = json.dumps([p.runtime, bool(p.sparse_weights), p.block_sparsity, p.block_sparsity_int8])
         out.setdefault(key, Family(key, p.runtime, [])).profiles.append(p)
     return list(out.values())
+
+
+def default_sparsities(granularity: str) -> tuple[float, ...]:
+    """The points a sweep builds when --sparsities is not given: channel fractions are far lower than weight ones."""
+    if granularity == "channel":
+        return (0.25, 0.5)
+    if granularity == "2:4":
+        return (0.5,)
+    return (0.5, 0.7, 0.8, 0.9, 0.95)
 
 
 def parse_sparsities(text: str | Sequence[float]) -> tuple[float, ...]:
@@ -256,11 +268,25 @@ def _check_mcu_options(base: BuildOptions, fams: Sequence[Family]) -> None:
                       mcu_compression=base.mcu_compression, cluster=base.cluster)
 
 
-def unbuildable_reason(family: Family, quantize: str) -> str | None:
+def unbuildable_reason(family: Family, quantize: str, granularity: str = "auto") -> str | None:
     """Why `family` cannot run a `quantize` artifact, or None."""
     if family.runtime == "tflm" and quantize in ("dynamic", "float16"):
         return f"TFLite Micro has no {quantize} kernels (int8 or float32 only)"
+    if granularity == "block" and pipeline_build.block_shape(family.build_profile, quantize) is None:
+        return f"--granularity block: {family.name}'s runtime reads no block-sparse {quantize} weights"
     return None
+
+
+def _check_granularity(base: BuildOptions, sparsities: tuple[float, ...]) -> None:
+    """--granularity against the other options before any build (block is judged per family: unbuildable_reason)."""
+    structured = parse_structured(base.structured)
+    check_granularity(base.granularity, structured=structured, element_sparsity=base.element_sparsity,
+                      cluster=base.cluster, tensorboard=base.tensorboard)
+    m, n = structured or (2, 4)
+    if (base.granularity == "2:4" or structured is not None) and sparsities != (m / n,):
+        raise DataError(f"{m}:{n} pruning always zeroes exactly {m} of every {n} weights, so a sweep has one point",
+                        where="--sparsities", expected=f"--sparsities {m / n:g} (or omit it) with {m}:{n}",
+                        received=",".join(f"{v:g}" for v in sparsities))
 
 
 # --------------------------------------------------------------------------- cache
@@ -398,16 +424,18 @@ def _plan(options: SweepOptions) -> _Plan:
     """Check the options, load the profiles, and list every job with its cache state."""
     if not options.profiles:
         raise DataError("No profile to sweep for", expected="at least one --profile", received="none")
-    sparsities = parse_sparsities(options.sparsities)
+    base = options.base
+    sparsities = parse_sparsities(options.sparsities if options.sparsities is not None
+                                  else default_sparsities(base.granularity))
     quantizes = parse_quantize(options.quantize)
     if options.max_accuracy_drop is not None and options.max_accuracy_drop < 0:
         raise DataError("Bad --max-accuracy-drop", expected="percentage points >= 0",
                         received=options.max_accuracy_drop)
-    base = options.base
     if base.demo not in DEMOS:
         raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(base.demo))
     check_options(tensorboard=base.tensorboard, min_agreement=base.min_agreement, epochs=base.epochs,
                   batch_size=base.batch_size, min_params=base.min_params)
+    _check_granularity(base, sparsities)
     loaded = [load_profile(p) for p in options.profiles]
     names = [p.name for p in loaded]
     if len(set(names)) != len(names):
@@ -430,7 +458,8 @@ def _plan(options: SweepOptions) -> _Plan:
                 key = point_key(inputs, family_options(base, fam), fam.build_profile, s, q)
                 jobs.append({"sparsity": s, "quantize": q, "family": fam, "key": key,
                              "profile": options.profiles[names.index(fam.name)],
-                             "dir": points_dir / f"{fam.name}-s{s:g}-{q}-{key}", "skip": unbuildable_reason(fam, q)})
+                             "dir": points_dir / f"{fam.name}-s{s:g}-{q}-{key}",
+                             "skip": unbuildable_reason(fam, q, base.granularity)})
     cached = {j["key"]: rep for j in jobs if not j["skip"] and j["key"] in index["points"]
               for rep in [_cached_report(j["dir"])] if rep is not None}
     return _Plan(options, loaded, fams, out_dir, inputs, index, jobs, cached)
@@ -593,7 +622,15 @@ def _headline(report: dict) -> dict[str, Any]:
     acc = report.get("accuracy") or {}
     return {"accuracy": acc.get("tflite"), "drop_points": acc.get("drop_points"),
             "artifact_bytes": (report.get("sizes") or {}).get("artifact_bytes"),
-            "achieved": (report.get("sparsity") or {}).get("overall")}
+            "achieved": achieved_sparsity(report)}
+
+
+def achieved_sparsity(report: dict) -> float | None:
+    """What a point reached on the swept axis: channels removed in a channel build, else the weights' sparsity."""
+    channels = report.get("channels")
+    if channels:
+        return channels.get("removed_fraction")
+    return (report.get("sparsity") or {}).get("overall")
 
 
 def _point_label(s: float, q: str) -> str:
@@ -619,7 +656,7 @@ def _assemble(jobs: list[dict], sparsities: Sequence[float], quantizes: Sequence
                 untrusted = untrusted_in_report(report, min_agreement)
                 point["builds"][fam.name] = {
                     "dir": str(job["dir"].relative_to(out_dir)), "key": job["key"],
-                    "achieved_sparsity": report["sparsity"]["overall"], "accuracy_dense": acc["dense_float"],
+                    "achieved_sparsity": achieved_sparsity(report), "accuracy_dense": acc["dense_float"],
                     "accuracy_pruned": acc["pruned_keras"], "accuracy": acc["tflite"],
                     "drop_points": acc["drop_points"], "test": acc.get("test"),
                     "artifact_bytes": report["sizes"]["artifact_bytes"],

@@ -193,6 +193,44 @@ def test_sweep_refuses_microcontroller_options_it_cannot_apply_before_building(t
     assert refused in output and not out.exists()
 
 
+def test_granularity_keys_the_cache_and_picks_its_default_points(tmp_path):
+    """Channel and element-wise points of the same fraction are different builds; channel fractions default lower."""
+    base = sweep_mod.BuildOptions()
+    rpi4 = load_profile("rpi4")
+    inputs = sweep_mod.inputs_key(base)
+    keys = {sweep_mod.point_key(inputs, options, rpi4, 0.5, "int8")
+            for options in (base, sweep_mod.BuildOptions(granularity="channel"),
+                            sweep_mod.BuildOptions(granularity="channel", element_sparsity=0.6),
+                            sweep_mod.BuildOptions(granularity="element"))}
+    assert len(keys) == 4
+    assert sweep_mod.default_sparsities("channel") == (0.25, 0.5)
+    assert sweep_mod.default_sparsities("2:4") == (0.5,)
+    assert sweep_mod.default_sparsities("auto") == (0.5, 0.7, 0.8, 0.9, 0.95)
+    # The swept axis of a channel point is the fraction of channels removed, not the weights' sparsity.
+    assert sweep_mod.achieved_sparsity({"sparsity": {"overall": 0.0}, "channels": {"removed_fraction": 0.25}}) == 0.25
+    assert sweep_mod.achieved_sparsity({"sparsity": {"overall": 0.8}, "channels": None}) == 0.8
+
+
+def test_block_granularity_is_not_buildable_where_the_runtime_reads_no_blocks():
+    fams = {f.runtime: f for f in sweep_mod.families([load_profile("rpi4"), load_profile("nrf52840")])}
+    assert "block" in sweep_mod.unbuildable_reason(fams["tflm"], "int8", "block")
+    assert sweep_mod.unbuildable_reason(fams["litert"], "int8", "block") is None
+    assert sweep_mod.unbuildable_reason(fams["tflm"], "int8", "channel") is None
+
+
+@pytest.mark.parametrize("flags, refused", [
+    (["--element-sparsity", "0.5"], "--element-sparsity"),
+    (["--granularity", "2:4", "--sparsities", "0.5,0.8"], "one point"),
+    (["--granularity", "channel", "--cluster", "4", "--profile", "nrf52840"], "--cluster"),
+])
+def test_sweep_refuses_granularity_combinations_before_building(tmp_path, flags, refused):
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, ["sweep", "--profile", "rpi4", *flags, "--out", str(out)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert refused in output and not out.exists()
+
+
 def test_microcontroller_options_reach_only_the_tflm_family():
     """A mixed sweep builds its LiteRT family without DECODE or clustering, and keys its cache without them."""
     base = sweep_mod.BuildOptions(cluster=4, mcu_compression="lut")

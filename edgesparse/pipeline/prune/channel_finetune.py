@@ -7,10 +7,10 @@ network re-route through the surviving channels while it trains. So the same
 `ScheduleOptions` and `resolve_schedule` drive it, and `final_sparsity` means
 the fraction of *prunable channels removed*. At each mask-update step
 (`ResolvedSchedule.is_update_step`) every prunable group is re-scored
-(`channels.channel_scores`, the L2 norm of the producers' filters) and its
+(`channels.channel_scores`: the producers' filter norms) and its
 lowest-scoring channels are masked to the schedule's current fraction
-(`ResolvedSchedule.sparsity_at`, rounded to the nearest channel, at least one
-kept per group); the masks are re-applied after every batch so the optimizer
+(`ResolvedSchedule.sparsity_at`; `channels.select_channels`: rounded to the
+nearest channel, at least one kept per group); the masks are re-applied after every batch so the optimizer
 cannot revive a masked channel. A masked channel's filters are zero, so it
 scores zero and stays masked. After training the masked model is shrunk
 (`channels.shrink_model`) and proven to compute the same outputs
@@ -42,9 +42,9 @@ from edgesparse.pipeline.prune.channels import (
     ChannelGroup,
     ChannelMember,
     apply_channel_masks,
-    channel_scores,
     check_equivalent,
     find_channel_groups,
+    select_channels,
     shrink_model,
 )
 from edgesparse.pipeline.prune.finetune import classifier_loss_and_metric, raise_if_diverged, training_arrays
@@ -58,15 +58,14 @@ __all__ = [
     "EQUIVALENCE_SAMPLES",
     "ChannelPruneResult",
     "GroupOutcome",
+    "MaskUpdate",
     "channel_prune_and_finetune",
-    "channels_to_remove",
     "keras_macs",
-    "lowest_channels_masked",
 ]
 
 #: What ranks channels (channels.channel_scores); shown in the report.
-CRITERION = "L2 norm of the channel's producer filters (kernel slices and depthwise/BN parameters), summed over " \
-            "the group; the lowest are removed"
+CRITERION = ("L2 norm of each channel's filter in every producer (Conv/Dense kernel), divided by that producer's "
+             "mean filter norm, summed over the group's producers (channels.channel_scores); the lowest go first")
 #: --final-sparsity's default for channel pruning: half the prunable channels (the issue's study measured 0.42x
 #: int8 latency at 50 % removed; 0.8, element-wise pruning's default, would leave too little to recover from).
 DEFAULT_CHANNEL_FRACTION = 0.5
@@ -86,11 +85,22 @@ class GroupOutcome:
     prunable: bool
     reason: str
     members: tuple[ChannelMember, ...]
+    producers: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "channels_before": self.channels_before, "channels_after": self.channels_after,
-                "prunable": self.prunable, "reason": self.reason,
+                "prunable": self.prunable, "reason": self.reason, "producers": list(self.producers),
                 "members": [{"layer": m.layer, "role": m.role, "offset": m.offset} for m in self.members]}
+
+
+@dataclass(frozen=True)
+class MaskUpdate:
+    """One mask update during fine-tuning: the schedule's fraction then, and the channels masked from then on."""
+
+    step: int
+    target_fraction: float            # ResolvedSchedule.sparsity_at(step)
+    masked_fraction: float            # over all prunable channels (per-group rounding)
+    masked: dict[int, tuple[int, ...]]  # group id -> masked channel indices
 
 
 @dataclass
@@ -112,6 +122,7 @@ class ChannelPruneResult:
     equivalence_samples: int
     schedule: ResolvedSchedule
     history: dict = field(default_factory=dict)
+    mask_updates: list[MaskUpdate] = field(default_factory=list)
     masked_model: Any = field(default=None, repr=False)
     keep: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -135,23 +146,12 @@ class ChannelPruneResult:
             "equivalence": {"max_abs_difference": self.max_abs_difference, "samples": self.equivalence_samples,
                             "compared": "the masked large model vs the small model, before conversion"},
             "schedule": self.schedule.as_dict(),
+            "mask_updates": [{"step": u.step, "target_fraction": round(u.target_fraction, 6),
+                              "masked_fraction": round(u.masked_fraction, 6)} for u in self.mask_updates],
             "groups": [g.as_dict() for g in self.groups],
             "unprunable": [{"id": g.id, "layers": [m.layer for m in g.members], "reason": g.reason}
                            for g in self.unprunable],
         }
-
-
-def channels_to_remove(channels: int, fraction: float) -> int:
-    """How many of a group's `channels` the schedule's `fraction` masks: the nearest count, at least one kept."""
-    return int(min(channels - 1, max(0, np.floor(fraction * channels + 0.5))))
-
-
-def lowest_channels_masked(scores: np.ndarray, fraction: float) -> np.ndarray:
-    """keep mask (bool per channel) without the `channels_to_remove` lowest scores (ties: the lower index goes)."""
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    keep = np.ones(scores.size, bool)
-    keep[np.argsort(scores, kind="stable")[:channels_to_remove(scores.size, fraction)]] = False
-    return keep
 
 
 def keras_macs(model: Any) -> int:
@@ -212,10 +212,12 @@ def _masking_callback(model: Any, groups: list[ChannelGroup], keep: dict[int, np
         def on_train_batch_end(self, batch, logs=None):
             state["step"] += 1
             if resolved.is_update_step(state["step"]):
+                apply_channel_masks(model, groups, keep)  # this batch's optimizer step moved the masked filters
                 fraction = resolved.sparsity_at(state["step"])
-                for group in groups:
-                    keep[group.id] = lowest_channels_masked(channel_scores(model, group), fraction)
-                state["updates"].append((state["step"], fraction, _masked_fraction(groups, keep)))
+                keep.update(select_channels(model, groups, fraction))
+                state["updates"].append(MaskUpdate(
+                    state["step"], fraction, _masked_fraction(groups, keep),
+                    {g.id: tuple(int(i) for i in np.flatnonzero(~keep[g.id])) for g in groups}))
             apply_channel_masks(model, groups, keep)
             logs = logs or {}
             progress("batch_end", {"epoch": state["epoch"], "step": state["step"], "loss": _num(logs.get("loss")),
@@ -251,7 +253,7 @@ def _check_reached(groups: list[ChannelGroup], keep: Mapping[int, np.ndarray], r
     total = sum(g.channels for g in groups)
     slack = _TOLERANCE + 0.5 * len(groups) / max(total, 1) + max(1.0 / g.channels for g in groups)
     if removed < resolved.final_sparsity - slack:
-        last = updates[-1][0] if updates else None
+        last = updates[-1].step if updates else None
         raise PruningError("Channel pruning fell short of the target fraction of channels",
                            where=f"{removed:.1%} of {total} prunable channels removed",
                            expected=f"{resolved.final_sparsity:.1%} (--final-sparsity)",
@@ -300,8 +302,7 @@ def channel_prune_and_finetune(model: Any, dataset: Any, schedule: ScheduleOptio
     work = _clone(model, keras)
     work.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or 1e-3), loss=loss, metrics=[metric])
     keep = {g.id: np.ones(g.channels, bool) for g in groups}
-    state: dict[str, Any] = {"pruned_layers": sorted({m.layer for g in groups for m in g.members
-                                                      if m.role == "produce"}),
+    state: dict[str, Any] = {"pruned_layers": sorted({name for g in groups for name in g.producers}),
                              "epoch_sparsity": [], "updates": []}
     callbacks = [keras.callbacks.TerminateOnNaN(),
                  _masking_callback(work, groups, keep, resolved, progress, keras, state)]
@@ -316,7 +317,7 @@ def channel_prune_and_finetune(model: Any, dataset: Any, schedule: ScheduleOptio
     samples = np.asarray(x_eval[:EQUIVALENCE_SAMPLES])
     difference = float(check_equivalent(work, small, samples))
     outcomes = [GroupOutcome(g.id, g.channels, int(keep[g.id].sum()) if g.id in keep else g.channels,
-                             g.prunable, g.reason, tuple(g.members)) for g in all_groups]
+                             g.prunable, g.reason, tuple(g.members), tuple(g.producers)) for g in all_groups]
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     history["sparsity"] = list(state["epoch_sparsity"])
     return ChannelPruneResult(
@@ -325,4 +326,4 @@ def channel_prune_and_finetune(model: Any, dataset: Any, schedule: ScheduleOptio
         params_after=int(small.count_params()), accuracy_masked=_accuracy(work, x_eval, y_eval, batch_size),
         accuracy_small=_accuracy(small, x_eval, y_eval, batch_size), accuracy_split=split,
         max_abs_difference=difference, equivalence_samples=len(samples), schedule=resolved, history=history,
-        masked_model=work, keep=dict(keep))
+        mask_updates=list(state["updates"]), masked_model=work, keep=dict(keep))
