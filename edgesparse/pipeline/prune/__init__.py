@@ -4,12 +4,24 @@
 decides each layer's pattern for the target runtime (and says why), and
 `finetune` trains, strips and measures; `cluster` fine-tunes the pruned
 layers with sparsity-preserving weight clustering (few values per kernel,
-for TFLite Micro's LUT decoder). Everything imports TensorFlow lazily
+for TFLite Micro's LUT decoder); `channels` finds the channels that must be
+removed together, and `surgery` masks them and rebuilds the smaller dense model. Everything imports TensorFlow lazily
 (edgesparse.pipeline.tf_env), never prints and never exits.
 """
 
 from __future__ import annotations
 
+from edgesparse.pipeline.prune.channels import (
+    EQUIVALENCE_ATOL,
+    ChannelGroup,
+    ChannelMember,
+    apply_channel_masks,
+    channel_scores,
+    check_equivalent,
+    find_channel_groups,
+    select_channels,
+    shrink_model,
+)
 from edgesparse.pipeline.prune.cluster import (
     MAX_CLUSTERS,
     MIN_CLUSTERS,
@@ -41,6 +53,7 @@ from edgesparse.pipeline.prune.schedule import (
 __all__ = [
     "DEFAULT_FINAL_SPARSITY",
     "DEFAULT_FREQUENCY",
+    "EQUIVALENCE_ATOL",
     "MAX_CLUSTERS",
     "MIN_CLUSTERS",
     "MIN_MASK_UPDATES",
@@ -48,6 +61,8 @@ __all__ = [
     "MIN_SHARE",
     "SETTLE_FRACTION",
     "TOLERANCE",
+    "ChannelGroup",
+    "ChannelMember",
     "ClusterResult",
     "ClusteredLayer",
     "LayerPolicy",
@@ -55,12 +70,18 @@ __all__ = [
     "PruneResult",
     "ResolvedSchedule",
     "ScheduleOptions",
+    "apply_channel_masks",
+    "channel_scores",
     "check_clusters",
+    "check_equivalent",
     "cluster_and_finetune",
     "derive_end_step",
+    "find_channel_groups",
     "measure_sparsity",
     "plan_policy",
     "prune_and_finetune",
     "resolve_schedule",
+    "select_channels",
+    "shrink_model",
     "steps_per_epoch",
 ]
