@@ -178,7 +178,11 @@ def _kernel_notes(profile: Profile, graph: Any, rows: list[dict[str, Any]]) -> l
         name = _sparse_fc_name(profile, OpCost(r["index"], r["op"], "fc", r["dtype"], r["class"], 0, 0, 0, 0, ""))
         head = (f"op {r['index']}: the {name} runs LiteRT's builtin sparse kernel on {r['macs_used']:,} of its "
                 f"{r['macs']:,} MACs (source: {r['source']})")
-        if r["basis"] == "transferred" and r["priced_by"]:
+        if r["basis"] == "transferred" and r["priced_by"].endswith("_builtin"):
+            notes.append(f"{head}; {profile.name} has no coefficient for it ({r['class']}): it is priced at LiteRT's "
+                         f"builtin dense kernel rate ('{r['priced_by']}', timed on this device), i.e. a stored MAC "
+                         "is assumed to cost what a builtin dense MAC costs: a transfer between kernels")
+        elif r["basis"] == "transferred" and r["priced_by"]:
             notes.append(f"{head}; {profile.name} has no coefficient for it ({r['class']}): it is priced at the "
                          f"dense '{r['priced_by']}' rate ({r['coefficient_source'] or 'the profile fit'}), i.e. "
                          "a stored MAC is assumed to cost what a dense XNNPACK MAC costs. That is a TRANSFER, "
