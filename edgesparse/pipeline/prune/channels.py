@@ -150,7 +150,9 @@ class _Spaces:
         if a == b:
             return
         self.parent[b] = a
-        for table in (self.members, self.reasons, self.joins, self.producers):
+        self.members[a] += self.members[b]
+        self.members[b] = []
+        for table in (self.reasons, self.joins, self.producers):
             table[a] += table[b]
             table[b] = []
 
@@ -390,15 +392,16 @@ def find_channel_groups(model: Any, *, skip_layers: Iterable[str] = frozenset())
             spaces.block(root, f"{name} is in skip_layers: it keeps all its weights (input and output channels)")
     groups = []
     for i, root in enumerate(sorted(roots, key=lambda r: order.get(roots[r][0].layer, -1))):
-        members, reasons = tuple(roots[root]), spaces.reasons[root]
+        reasons = spaces.reasons[root]
         groups.append(ChannelGroup(
-            id=i, channels=spaces.size[root], members=members, prunable=not reasons and spaces.size[root] > 1,
-            reason="; ".join(reasons) if reasons else _describe(spaces, root, members),
+            id=i, channels=spaces.size[root], members=tuple(roots[root]),
+            prunable=not reasons and spaces.size[root] > 1,
+            reason="; ".join(reasons) if reasons else _describe(spaces, root, roots[root]),
             producers=tuple(dict.fromkeys(spaces.producers[root]))))
     return groups
 
 
-def _describe(spaces: _Spaces, root: int, members: tuple[ChannelMember, ...]) -> str:
+def _describe(spaces: _Spaces, root: int, members: list[ChannelMember]) -> str:
     if spaces.size[root] <= 1:
         return "a single channel: removing it would remove the layer"
     producers = list(dict.fromkeys(spaces.producers[root]))

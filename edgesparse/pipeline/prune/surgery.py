@@ -189,8 +189,9 @@ def shrink_model(model: Any, groups: Iterable[Any], keep: Mapping[int, Any]) -> 
         if not layer.weights:
             continue
         roles = masks.get(layer.name, {})
-        values = [_slice(np.asarray(w.numpy()), axes, roles)
-                  for w, axes in zip(layer.weights, weight_axes(layer) or [None] * len(layer.weights))]
+        axes_found = weight_axes(layer)
+        known: list[WeightAxes | None] = list(axes_found) if axes_found is not None else [None] * len(layer.weights)
+        values = [_slice(np.asarray(w.numpy()), axes, roles) for w, axes in zip(layer.weights, known)]
         try:
             small.get_layer(layer.name).set_weights(values)
         except ValueError as exc:
