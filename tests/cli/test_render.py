@@ -71,3 +71,40 @@ def test_sweep_table_shows_the_compressed_file_and_its_int8_size():
     console = Console(width=200, record=True, color_system=None)
     render.print_sweep(console, plain)
     assert "DECODE" not in console.export_text()
+
+
+# --------------------------------------------------------------------------- speed
+
+def _speed_section(**overrides) -> dict:
+    section = {"profile": "rpi4", "runtime": "litert", "artifact_bytes": 28112, "dense_int8_bytes": 80536,
+               "file_ratio": 0.3491, "band": 0.05,
+               "estimated": {"dense_int8_ms": 0.02139, "artifact_ms": 0.01848, "ratio": 0.864, "verdict": "faster",
+                             "basis": "transferred", "notes": ["the 1x16 kernel is priced at 'int8': a TRANSFER"],
+                             "kernels": []},
+               "host": {"runtime": "litert", "threads": 1, "dense_int8_ms": 0.0189, "artifact_ms": 0.02264,
+                        "ratio": 1.198, "rounds": 15, "runs_per_round": 20, "verdict": "slower", "band": 0.08},
+               "size_only": False, "claim": "..."}
+    section.update(overrides)
+    return section
+
+
+def test_speed_rows_give_the_estimated_and_host_verdicts_and_flag_the_transfer():
+    rows = render.speed_rows(_speed_section())
+    labels = [label for label, _ in rows]
+    assert labels == ["speed on rpi4", "", "speed on this host"]
+    assert rows[0][1].startswith("[green]faster (x0.864 of dense int8)[/]")
+    assert rows[0][1].endswith("basis [yellow]transferred[/]")
+    assert rows[1][1].startswith("[yellow]the 1x16 kernel")
+    assert rows[2][1].startswith("[bold red]slower (x1.2 of dense int8)[/]") and "15 interleaved rounds" in rows[2][1]
+    text = _text(rows)
+    assert "0.01848 ms vs 0.02139 ms" in text and "0.02264 ms vs 0.0189 ms measured in litert" in text
+
+
+def test_speed_rows_size_only_and_no_section():
+    section = _speed_section(size_only=True, host=None)
+    section["estimated"] = dict(section["estimated"], verdict="same", ratio=1.0, basis="fitted", notes=[])
+    rows = dict(render.speed_rows(section))
+    line = rows["speed on rpi4"]
+    assert line.startswith("same (x1 of dense int8)") and line.endswith("basis fitted")
+    assert rows["pruning gain"].startswith("[yellow]size only[/]") and "speed on this host" not in rows
+    assert render.speed_rows(None) == []
