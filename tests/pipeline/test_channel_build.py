@@ -146,10 +146,11 @@ def test_structured_2_4_is_granularity_2_4(tmp_path):
 def channel_builds(tmp_path_factory):
     root = tmp_path_factory.mktemp("channel")
     out = {}
-    for profile in ("rpi4", "nrf52840"):
+    # The microcontroller build also prunes what is left element-wise: speed from channels, flash from DECODE.
+    for profile, extra in (("rpi4", ()), ("nrf52840", ("--element-sparsity", "0.7"))):
         target = root / profile
         result = _build("--profile", profile, "--granularity", "channel", "--final-sparsity", "0.5",
-                        "--epochs", "1", "--out", str(target))
+                        "--epochs", "1", "--out", str(target), *extra)
         out[profile] = (result, target)
     return out
 
@@ -186,3 +187,10 @@ def test_build_granularity_channel_runs_in_the_devices_interpreter(channel_build
         outputs = run_tflite(artifact, sample["x"], runtime=runtime).outputs
     assert outputs.shape == (16, 10) and np.isfinite(outputs).all()
     assert "channels removed" in result.output
+    if profile == "nrf52840":      # --element-sparsity 0.7 on the small model, then DECODE
+        assert report["options"]["element_sparsity"] == 0.7
+        pruned = [layer for layer in report["sparsity"]["layers"] if layer["pruned"]]
+        assert pruned and all(abs(layer["achieved"] - 0.7) <= 0.01 for layer in pruned)
+        assert report["compression"]["applied"] is True
+    else:
+        assert report["sparsity"]["overall"] == 0.0 and report["compression"] is None
