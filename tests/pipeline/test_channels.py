@@ -18,6 +18,7 @@ from edgesparse.pipeline.prune.channels import (
     PRODUCE,
     ChannelMember,
     apply_channel_masks,
+    channel_masker,
     channel_scores,
     check_equivalent,
     find_channel_groups,
@@ -336,6 +337,25 @@ def test_check_equivalent_fails_when_the_small_model_computes_something_else():
     x = np.random.default_rng(0).normal(size=(4, 6, 6, 2)).astype(np.float32)
     with pytest.raises(VerificationError, match="does not compute what the masked model does"):
         check_equivalent(model, small, x)
+
+
+def test_channel_masker_rezeroes_what_a_training_step_revived():
+    model = _residual_model()
+    _randomize(model)
+    groups = find_channel_groups(model)
+    keep = _random_keep(groups, seed=2)
+    masker = channel_masker(model, groups, keep)
+    masker()
+    model.compile(optimizer=tfk.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(4).normal(size=(16, 8, 8, 3)).astype(np.float32)
+    model.fit(x, np.arange(16) % 4, epochs=1, batch_size=16, verbose=0)
+    res2 = _group_of(groups, "b2_b")  # then LeakyReLU: the gradient reaches the silenced channels
+    bias = model.get_layer("b2_b").get_weights()[1]
+    assert np.any(bias[~keep[res2.id]] != 0)  # the step moved them
+    masker()
+    assert np.all(model.get_layer("b2_b").get_weights()[1][~keep[res2.id]] == 0)
+    small = shrink_model(model, groups, keep)
+    assert check_equivalent(model, small, x) <= 1e-4
 
 
 # ----------------------------------------------------------------------------- the real models

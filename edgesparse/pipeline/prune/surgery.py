@@ -15,7 +15,7 @@ differs from the masked one: a bug) and MissingDependency.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "PRODUCER_TYPES",
     "WeightAxes",
     "apply_channel_masks",
+    "channel_masker",
     "check_equivalent",
     "check_keep",
     "shrink_model",
@@ -132,16 +133,11 @@ def _along(mask: np.ndarray, axis: int, ndim: int) -> np.ndarray:
     return mask.reshape(shape)
 
 
-def apply_channel_masks(model: Any, groups: Iterable[Any], keep: Mapping[int, Any]) -> None:
-    """Zero, in place, every weight that makes a removed channel non-zero downstream.
-
-    keep[group.id] is one bool per channel (groups not named keep everything). Zeroed: the
-    producers' output filters and biases, BatchNormalization gamma and beta (its output is then
-    0 whatever its input), depthwise kernels and biases. Inputs rows of the layers that read the
-    channels are left alone: they multiply zeros, and the surgery drops them.
-    """
+def _mask_targets(model: Any, groups: Iterable[Any], keep: Mapping[int, Any]) -> list[tuple[Any, np.ndarray]]:
+    """(variable, bool mask broadcast to its shape) for every weight a removed channel must be zeroed in."""
     groups = list(groups)
     masks = _axis_masks(groups, check_keep(groups, keep))
+    targets = []
     for name, roles in masks.items():
         mask = roles.get(PRODUCE)
         if mask is None or mask.all():
@@ -149,8 +145,45 @@ def apply_channel_masks(model: Any, groups: Iterable[Any], keep: Mapping[int, An
         layer = model.get_layer(name)
         for weight, axes in zip(layer.weights, weight_axes(layer) or []):
             if axes.produce_axis is not None and axes.zero_when_masked:
-                value = np.asarray(weight.numpy())
-                weight.assign(np.where(_along(mask, axes.produce_axis, value.ndim), value, 0).astype(value.dtype))
+                ndim = len(weight.shape)
+                targets.append((weight, np.broadcast_to(_along(mask, axes.produce_axis, ndim), tuple(weight.shape))))
+    return targets
+
+
+def apply_channel_masks(model: Any, groups: Iterable[Any], keep: Mapping[int, Any]) -> None:
+    """Zero, in place, every weight that makes a removed channel non-zero downstream.
+
+    keep[group.id] is one bool per channel (groups not named keep everything). Zeroed: the
+    producers' output filters and biases, BatchNormalization gamma and beta (its output is then
+    0 whatever its input), depthwise kernels and biases. Inputs rows of the layers that read the
+    channels are left alone: they multiply zeros, and the surgery drops them. To re-apply the
+    masks after every training step, use `channel_masker` (prepared once, ~100x cheaper).
+    """
+    for weight, mask in _mask_targets(model, groups, keep):
+        value = np.asarray(weight.numpy())
+        weight.assign(np.where(mask, value, 0).astype(value.dtype))
+
+
+def channel_masker(model: Any, groups: Iterable[Any], keep: Mapping[int, Any]) -> Callable[[], None]:
+    """apply_channel_masks prepared once: a function (a tf.function) that re-zeroes the removed channels.
+
+    Why: fine-tuning moves the zeroed weights again (BN beta gets gradients even on a silent
+    channel), so a callback re-applies the masks after each step; resolving the layers and
+    weights every time would cost more than the step on a small model.
+    """
+    tf, _ = import_tf()
+    targets = [(weight, tf.constant(mask)) for weight, mask in _mask_targets(model, groups, keep)]
+
+    @tf.function
+    def reapply() -> None:
+        for weight, mask in targets:
+            weight.assign(tf.where(mask, weight, tf.zeros_like(weight)))
+
+    def run() -> None:
+        if targets:
+            reapply()
+
+    return run
 
 
 def shrink_model(model: Any, groups: Iterable[Any], keep: Mapping[int, Any]) -> Any:
