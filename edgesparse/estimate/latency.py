@@ -286,6 +286,8 @@ class LatencyCoefficients:
         """MACs per cycle for a class key like 'conv_int8' (falls back: kind_dtype -> dtype -> default)."""
         parts = key.split("_")
         candidates = [key, "_".join(parts[:2]), parts[1] if len(parts) > 1 else key, parts[0], "default"]
+        if key.endswith("_sparse"):   # a sparse kernel is a builtin kernel: its timed builtin rate before XNNPACK's
+            candidates.insert(1, "_".join(parts[:2]) + "_builtin")
         for cand in candidates:
             if cand in self.macs_per_cycle and self.macs_per_cycle[cand] > 0:
                 return self.macs_per_cycle[cand], cand

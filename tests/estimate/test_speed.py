@@ -59,8 +59,6 @@ def test_rpi4_is_predicted_faster_and_says_the_1x16_kernel_is_a_transfer(pair):
     assert "expected to be" in s["claim"] and "faster than dense int8" in s["claim"] and "a transfer" in s["claim"]
 
 
-@pytest.mark.xfail(strict=True, reason="estimate/latency.py prices fc_int8_sparse at XNNPACK's dense fc_int8 rate on "
-                   "the host; the sparse kernel is a builtin one (fc_int8_builtin): fix requested")
 def test_host_is_predicted_slower_so_the_pruning_is_size_only(pair):
     """On x86 LiteRT's builtin kernels run the model (timed there: slower than XNNPACK's dense ones); measured
     here 2.1x slower interleaved."""
