@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse.errors import PruningError
-from edgesparse.pipeline.prune.policy import _check_skip_layers, check_prunable_model
+from edgesparse.pipeline.prune.policy import check_prunable_model, check_skip_layers
 from edgesparse.pipeline.prune.surgery import (
     CONSUME,
     EQUIVALENCE_ATOL,
@@ -380,7 +380,7 @@ def find_channel_groups(model: Any, *, skip_layers: Iterable[str] = frozenset())
                            expected="a Functional model, or a Sequential with an Input",
                            received=type(model).__name__, fix="Start the Sequential with keras.Input(shape)")
     skip = set(skip_layers)
-    _check_skip_layers(model, skip, list(model.layers))
+    check_skip_layers(model, skip, list(model.layers))
     spaces = _Walk(model, tf, keras).run()
     order = {layer.name: i for i, layer in enumerate(model.layers)}
     roots: dict[int, list[ChannelMember]] = {}

@@ -34,6 +34,7 @@ __all__ = [
     "OPTIMIZE_MODES",
     "LayerPolicy",
     "check_prunable_model",
+    "check_skip_layers",
     "output_activation",
     "plan_policy",
 ]
@@ -222,7 +223,7 @@ def plan_policy(model, profile, schedule: ScheduleOptions, *,
                            received=type(schedule).__name__)
     skip = set(skip_layers)
     candidates = [layer for layer in model.layers if _kernel_weights(layer)]
-    _check_skip_layers(model, skip, candidates)
+    check_skip_layers(model, skip, candidates)
     prunable = {layer.name: _prunable_weights(layer, keras) for layer in candidates}
     total = sum(int(w.shape.num_elements()) for ws, _ in prunable.values() if ws for w in ws)
     outputs = {layer.name for layer in _output_layers(model, keras)}
@@ -346,7 +347,7 @@ def _with_reason(policy: LayerPolicy, reason: str) -> LayerPolicy:
     return LayerPolicy(**{**policy.__dict__, "reason": reason})
 
 
-def _check_skip_layers(model: Any, skip: set[str], candidates: list) -> None:
+def check_skip_layers(model: Any, skip: set[str], candidates: list) -> None:
     """skip_layers must name layers of this model; suggest the closest name for each that does not."""
     all_names = [layer.name for layer in model.layers]
     unknown = sorted(skip - set(all_names))
