@@ -71,6 +71,8 @@ CRITERION = ("L2 norm of each channel's filter in every producer (Conv/Dense ker
 DEFAULT_CHANNEL_FRACTION = 0.5
 #: How many validation inputs the surgery's equivalence check runs (masked large model vs small model).
 EQUIVALENCE_SAMPLES = 64
+#: Layer classes keras_macs counts (by class-name prefix): the ones channel pruning shrinks.
+_MAC_LAYERS = ("Conv", "DepthwiseConv", "SeparableConv", "Dense")
 #: The removed fraction may fall short of the target by at most this, plus half a channel per group (rounding).
 _TOLERANCE = 0.01
 
@@ -155,7 +157,7 @@ class ChannelPruneResult:
 
 
 def keras_macs(model: Any) -> int:
-    """Multiply-accumulates of one inference in the Keras model's convolutions and dense layers (channels last).
+    """Multiply-accumulates of one inference in the Keras model's Conv, Depthwise, Separable and Dense layers.
 
     Counted from the layers' kernels and output shapes, the way the TFLite graph counts them: a Conv/Depthwise
     kernel's size times the output positions, a Dense kernel's size times its leading output dimensions.
@@ -163,7 +165,7 @@ def keras_macs(model: Any) -> int:
     total = 0
     for layer in model.layers:
         kernels = [w for w in layer.weights if len(w.shape) >= 2]
-        if not kernels:
+        if not kernels or not type(layer).__name__.startswith(_MAC_LAYERS):
             continue
         try:
             out_shape = layer.output_shape
@@ -175,7 +177,7 @@ def keras_macs(model: Any) -> int:
         if type(layer).__name__.endswith("Transpose"):
             in_shape = layer.input_shape
             positions = int(np.prod([d for d in in_shape[1:-1] if d is not None] or [1]))
-        total += positions * sum(int(np.prod(w.shape)) for w in kernels if "embedding" not in w.name)
+        total += positions * sum(int(np.prod(w.shape)) for w in kernels)
     return int(total)
 
 
