@@ -10,8 +10,9 @@ the fraction of *prunable channels removed*. At each mask-update step
 (`channels.channel_scores`: the producers' filter norms) and its
 lowest-scoring channels are masked to the schedule's current fraction
 (`ResolvedSchedule.sparsity_at`; `channels.select_channels`: rounded to the
-nearest channel, at least one kept per group); the masks are re-applied after every batch so the optimizer
-cannot revive a masked channel. A masked channel's filters are zero, so it
+nearest channel, at least one kept per group); the masks are re-applied after every batch
+(`channels.channel_masker`, one tf.function) so the optimizer cannot revive a
+masked channel. A masked channel's filters are zero, so it
 scores zero and stays masked. After training the masked model is shrunk
 (`channels.shrink_model`) and proven to compute the same outputs
 (`channels.check_equivalent`), before anything is converted.
@@ -42,6 +43,7 @@ from edgesparse.pipeline.prune.channels import (
     ChannelGroup,
     ChannelMember,
     apply_channel_masks,
+    channel_masker,
     check_equivalent,
     find_channel_groups,
     select_channels,
@@ -214,13 +216,14 @@ def _masking_callback(model: Any, groups: list[ChannelGroup], keep: dict[int, np
         def on_train_batch_end(self, batch, logs=None):
             state["step"] += 1
             if resolved.is_update_step(state["step"]):
-                apply_channel_masks(model, groups, keep)  # this batch's optimizer step moved the masked filters
+                state["masker"]()  # this batch's optimizer step moved the masked filters: zero before scoring
                 fraction = resolved.sparsity_at(state["step"])
                 keep.update(select_channels(model, groups, fraction))
+                state["masker"] = channel_masker(model, groups, keep)
                 state["updates"].append(MaskUpdate(
                     state["step"], fraction, _masked_fraction(groups, keep),
                     {g.id: tuple(int(i) for i in np.flatnonzero(~keep[g.id])) for g in groups}))
-            apply_channel_masks(model, groups, keep)
+            state["masker"]()
             logs = logs or {}
             progress("batch_end", {"epoch": state["epoch"], "step": state["step"], "loss": _num(logs.get("loss")),
                                    "accuracy": _num(logs.get("accuracy")),
@@ -305,7 +308,7 @@ def channel_prune_and_finetune(model: Any, dataset: Any, schedule: ScheduleOptio
     work.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or 1e-3), loss=loss, metrics=[metric])
     keep = {g.id: np.ones(g.channels, bool) for g in groups}
     state: dict[str, Any] = {"pruned_layers": sorted({name for g in groups for name in g.producers}),
-                             "epoch_sparsity": [], "updates": []}
+                             "epoch_sparsity": [], "updates": [], "masker": lambda: None}
     callbacks = [keras.callbacks.TerminateOnNaN(),
                  _masking_callback(work, groups, keep, resolved, progress, keras, state)]
     fit = work.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
