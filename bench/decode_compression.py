@@ -8,9 +8,10 @@ For each demo and sparsity, `edgesparse build --profile nrf52840 --demo D --fina
 DIR/D-S/ (default build/bench-decode/; a directory whose report.json has the same options is reused,
 anything else is rebuilt with --force). Then, from the build's files and in this run:
 
-- bytes: the converter's dense int8 file (report.json's stripped dense_int8 plus what stripping saved on
-  it), baselines/dense_int8.tflite (stripped), baselines/pruned_int8.tflite (stripped, before DECODE) and
-  model.tflite (DECODE-compressed), and the ratios against both dense files;
+- bytes: the unpruned demo model's int8 file as the converter writes it and stripped for TFLM (converted here:
+  needs TensorFlow; the build's baselines/dense_int8.tflite is the pruned model stored dense),
+  baselines/pruned_int8.tflite (stripped, before DECODE) and model.tflite (DECODE-compressed), and the
+  ratios against both dense files;
 - arena: `check_model` (the estimator) and `measured_arena` (TFLM's recorded allocation, in a child
   process) on the dense int8 file and on model.tflite; the estimator's decode time per invoke;
 - accuracy in TFLM on the demo's whole validation split (`verify_artifact`, runtime "tflm") of the dense
@@ -40,6 +41,7 @@ from edgesparse.runtime.tflm_decode import measured_arena
 from edgesparse.runtime.verify import verify_artifact
 from edgesparse.tflite.decode import decode_sites
 from edgesparse.tflite.graph import load_graph
+from edgesparse.tflite.strip import strip_overhead
 
 __all__ = ["GOALS", "PROFILE", "DemoBuild", "byte_budget", "ensure_build", "main", "measure", "render", "run"]
 
@@ -105,17 +107,25 @@ def ensure_build(demo: str, sparsity: float, builds: Path = BUILDS) -> DemoBuild
     return DemoBuild(demo, sparsity, out, report, seconds)
 
 
-def _validation(demo: str) -> tuple[np.ndarray, np.ndarray]:
-    """The validation split the build measured its accuracy on (float inputs, integer labels)."""
-    if demo == "kws":
-        from edgesparse.pipeline.demos import kws
+@dataclass
+class DenseReference:
+    """The demo's unpruned model as int8 (the build's baselines/dense_int8.tflite is the *pruned* model stored
+    dense), and the validation split the build measured its accuracy on."""
 
-        dataset = kws.synthetic_splits(kws.GenerationOptions(seed=0)).dataset
-    else:
-        from edgesparse.pipeline.demos.digits import load_digits_dataset
+    converter: bytes = field(repr=False)     # TFLiteConverter's int8 file of the unpruned demo model
+    stripped: bytes = field(repr=False)      # the same, overhead stripped for TFLM as the build strips
+    x_val: np.ndarray = field(repr=False)
+    y_val: np.ndarray = field(repr=False)
 
-        dataset = load_digits_dataset(0)
-    return dataset.x_val, dataset.y_val
+
+def dense_reference(demo: str) -> DenseReference:
+    """Converts the cached dense demo model with the build's converter and calibration data (needs TensorFlow)."""
+    from edgesparse.pipeline import convert
+    from edgesparse.pipeline.demos import digits, kws
+
+    model, dataset = (kws if demo == "kws" else digits).demo_model()
+    converter = convert.convert_keras(model, quantize="int8", representative=dataset.x_train)
+    return DenseReference(converter, strip_overhead(converter, "tflm").model, dataset.x_val, dataset.y_val)
 
 
 def _arena_estimate(check: dict[str, Any]) -> int:
@@ -146,18 +156,24 @@ def byte_budget(model: bytes) -> dict[str, int]:
     return parts
 
 
-def measure(build: DemoBuild, x_val: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
-    """Every figure of one build, measured on its files in this run."""
-    files = {"dense": build.out / "baselines/dense_int8.tflite", "pruned": build.out / "baselines/pruned_int8.tflite",
-             "compressed": build.out / "model.tflite"}
+def measure(build: DemoBuild, ref: DenseReference) -> dict[str, Any]:
+    """Every figure of one build, measured on its files (and the unpruned dense int8 file) in this run."""
+    files = {"baseline": build.out / "baselines/dense_int8.tflite",
+             "pruned": build.out / "baselines/pruned_int8.tflite", "compressed": build.out / "model.tflite"}
     data = {k: p.read_bytes() for k, p in files.items()}
+    data["dense"], data["converter"] = ref.stripped, ref.converter
     section = build.report["compression"]
-    converter = len(data["dense"]) + int(section["overhead"].get("dense_int8_saved_bytes", 0))
+    pruned_converter = len(data["baseline"]) + int(section["overhead"].get("dense_int8_saved_bytes", 0))
+    converter = len(ref.converter)
     checks = {k: check_model(data[k], PROFILE).to_dict() for k in ("dense", "compressed")}
     arena = {k: int(measured_arena(data[k])["total"]) for k in ("dense", "compressed")}
-    runs = {k: verify_artifact(data[k], x_val, y_val, runtime="tflm") for k in ("dense", "pruned", "compressed")}
+    runs = {k: verify_artifact(data[k], ref.x_val, ref.y_val, runtime="tflm")
+            for k in ("converter", "dense", "pruned", "compressed")}
     decode = checks["compressed"]["decode"] or {}
+    y_val = ref.y_val
     return {
+        "pruned_converter_bytes": pruned_converter, "baseline_is_pruned": data["baseline"] == data["pruned"],
+        "dense_stripped_bitwise": bool(np.array_equal(runs["converter"].predictions, runs["dense"].predictions)),
         "converter_bytes": converter, "dense_bytes": len(data["dense"]), "pruned_bytes": len(data["pruned"]),
         "compressed_bytes": len(data["compressed"]),
         "ratio_converter": converter / len(data["compressed"]),
@@ -188,13 +204,13 @@ def _pct(x: float | None, n: int | None = None) -> str:
     return f"{x:.2%}" if n is None else f"{x:.2%} ({round(x * n)}/{n})"
 
 
-def _short(name: str, dtype: str = "") -> str:
-    """The converter's fused names cut to their first part; a bias (int32, named after its BiasAdd) says so."""
+def _short(name: str, dtype: str = "", rank: int = 0) -> str:
+    """The converter's fused names cut to their first part; a bias (int32 vector, named after its layer) says so."""
     if not name:
         return "(unnamed)"
     first = name.split(";")[0]
-    if dtype == "int32" and "BiasAdd" in name:
-        return f"{first.rsplit('/', 1)[0]} (bias)"
+    if dtype == "int32" and rank == 1 and "/" in first and not first.startswith("arith."):
+        return f"{first.rsplit('/', 1)[0].removesuffix('_relu')} (bias)"
     return first
 
 
@@ -254,15 +270,17 @@ def _tensor_table(build: DemoBuild) -> list[str]:
         shape = "x".join(str(d) for d in t["shape"])
         enc = "-" if t["encoded_bytes"] is None else _b(t["encoded_bytes"])
         saved = "-" if t["saved_bytes"] is None else _b(t["saved_bytes"])
-        lines.append(f"| {_short(t['name'], t['dtype'])} | {shape} | {t['dtype']} | {t['method']} "
+        lines.append(f"| {_short(t['name'], t['dtype'], len(t['shape']))} | {shape} | {t['dtype']} | {t['method']} "
                      f"| {_b(t['dense_bytes'])} | {enc} | {saved} | {t['reason']} |")
     return lines
 
 
-def _dense_why(report: dict[str, Any], tensor: dict[str, Any]) -> str:
-    layer = _layer_reason(report, tensor["name"])
-    unpruned = f"not pruned by the build's policy ({layer}), so " if layer else ""
-    return f"{_short(tensor['name'])}: {unpruned}{tensor['reason']}"
+def _dense_why(report: dict[str, Any], tensors: list[dict[str, Any]]) -> str:
+    """The dense int8 weights grouped by why the build's pruning policy left their layer unpruned."""
+    groups: dict[str, list[str]] = {}
+    for t in tensors:
+        groups.setdefault(_layer_reason(report, t["name"]) or t["reason"], []).append(_short(t["name"]))
+    return "; ".join(f"{', '.join(names)}: {why}" for why, names in groups.items())
 
 
 def _limits(build: DemoBuild) -> list[str]:
@@ -283,11 +301,12 @@ def _limits(build: DemoBuild) -> list[str]:
     lines.append(
         f"What limits the ratio. The {len(f['compressed_tensors'])} compressed tensors still take "
         f"{_b(payload)} ({payload / total:.0%} of the file): PRUNING keeps one bit per element plus every kept "
-        f"value, so a {build.sparsity:.0%}-sparse int8 tensor keeps 1/8 + {1 - build.sparsity:.0%} = "
+        f"value, so at {build.sparsity:.0%} sparsity an int8 tensor keeps 1/8 + {1 - build.sparsity:.0%} = "
         f"{ideal:.1%} of its bytes ({kept_share:.1%} here, with headers), which caps the weights alone at "
         f"{1 / ideal:.1f}x. "
-        f"{len(dense_int8)} int8 weight tensor(s) stay dense ({_b(parts['dense int8 constants'])}; "
-        f"{'; '.join(_dense_why(build.report, t) for t in dense_int8) or 'none'}); the int32 biases and shapes "
+        f"{len(dense_int8)} int8 weight tensor(s) stay dense ({_b(parts['dense int8 constants'])}), not pruned by "
+        f"the build's policy ({_dense_why(build.report, dense_int8) or 'none'}): unpruned, PRUNING stores a bitmap on "
+        f"top of every value, so each would grow the file; the int32 biases and shapes "
         f"({_b(parts['dense int32 constants (biases, shapes)'])}, no zeros) would grow the same way. "
         f"What is not weights is {_b(non_weight)} ({non_weight / total:.0%}): "
         f"{_b(parts['scales and zero points'])} of quantization arrays (per-channel float scales and one zero point "
@@ -313,10 +332,10 @@ def render(builds: list[DemoBuild], seconds: float) -> str:
         f"`python bench/decode_compression.py` (or `make bench`): `edgesparse build --profile {PROFILE} --demo D "
         f"--final-sparsity S` (default `--mcu-compression auto`) into `build/bench-decode/D-S/`; {how}. "
         f"Section time {seconds:.0f} s. Every figure below is measured on the build's files in this run: "
-        "*converter* is the dense int8 file as the TFLite converter writes it (the stripped "
-        "`baselines/dense_int8.tflite` plus the bytes stripping removed from it, report.json "
-        "`compression.overhead.dense_int8_saved_bytes`), *stripped* is `baselines/dense_int8.tflite`, *pruned int8* "
-        "is `baselines/pruned_int8.tflite` (the pruned model before DECODE), *compressed* is `model.tflite`. "
+        "*dense int8 (converter)* is the unpruned demo model's int8 file as the TFLite converter writes it, "
+        "*(stripped)* the same with the graph overhead TFLM never reads removed (see the notes), *pruned int8* "
+        "is `baselines/pruned_int8.tflite` (the pruned model, stripped, before DECODE), *compressed* is "
+        "`model.tflite`. "
         "Arenas: *estimated* by `edgesparse.estimate.check_model` (RAM less the profile's persistent runtime RAM), "
         "*measured* as TFLite Micro's recorded allocation after one invoke (`runtime.tflm_decode.measured_arena`, "
         "in a child process). Decode time and latency as the estimator prints them. Accuracy: each file run in "
@@ -330,9 +349,27 @@ def render(builds: list[DemoBuild], seconds: float) -> str:
              "bench/decode_cost.py: an assumption, not a device measurement)."]
     for b in builds:
         f = b.figures
+        if not f["dense_stripped_bitwise"] or f["accuracy"]["converter"] != f["accuracy"]["dense"]:
+            notes.append(f"- {b.out.name}: the stripped dense int8 file's outputs **differ** from the converter's.")
+        if f["pruned_converter_bytes"] != f["converter_bytes"]:
+            notes.append(f"- {b.out.name}: the converter's file of the pruned model (report.json) is "
+                         f"{_b(f['pruned_converter_bytes'])}, of the unpruned one {_b(f['converter_bytes'])}.")
+        if not b.report.get("passed", True):
+            notes.append(f"- {b.out.name}: the build itself did not pass its gates (report.json): "
+                         f"{'; '.join(b.report.get('failures') or [])}.")
         if f["report_accuracy"] is not None and abs(f["report_accuracy"] - f["accuracy"]["compressed"]) > 1e-12:
             notes.append(f"- {b.out.name}: the build's report.json gives accuracy {_pct(f['report_accuracy'])} for "
                          f"model.tflite, this run {_pct(f['accuracy']['compressed'])}.")
+    same = all(b.figures["baseline_is_pruned"] for b in builds)
+    bitwise = all(b.figures["dense_stripped_bitwise"] for b in builds)
+    sizes = all(b.figures["pruned_converter_bytes"] == b.figures["converter_bytes"] for b in builds)
+    notes.insert(0, "- *Dense int8* is the demo's unpruned model, converted here with the build's converter and "
+                 "calibration data (`pipeline.convert.convert_keras`) and stripped for TFLM as the build strips "
+                 "(`tflite.strip.strip_overhead`); arenas, latency and accuracy are those of the stripped file"
+                 + (", whose outputs are bitwise the converter's on every validation sample" if bitwise else "")
+                 + ". The build's own `baselines/dense_int8.tflite` is the *pruned* model stored dense"
+                 + (" (bitwise `baselines/pruned_int8.tflite` in every build here)" if same else "")
+                 + (": as large as the unpruned one, to the byte." if sizes else "."))
     lines += ["", *notes]
     for b in builds:
         if b.sparsity == GOAL_SPARSITY:
@@ -348,10 +385,10 @@ def run(demos: tuple[str, ...] = DEMOS, sparsities: tuple[float, ...] = SPARSITI
     builds.mkdir(parents=True, exist_ok=True)
     done = []
     for demo in demos:
-        x_val, y_val = _validation(demo)
+        ref = dense_reference(demo)
         for sparsity in sparsities:
             build = ensure_build(demo, sparsity, builds)
-            build.figures = measure(build, x_val, y_val)
+            build.figures = measure(build, ref)
             done.append(build)
     return render(done, time.perf_counter() - started)
 
