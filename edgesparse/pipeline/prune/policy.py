@@ -181,9 +181,9 @@ def _element_wise_reason(profile, layer, keras, int8: bool = False) -> str:
     if profile is None:
         return "element-wise (no device profile: generic magnitude pruning)"
     if profile.runtime == "tflm":
-        return (f"element-wise; {name} runs TFLite Micro, which has no sparse kernels (no DENSIFY), "
-                "so it cannot exploit the zeros: they shrink the compressed (gzip/OTA) size and "
-                "prepare for clustering/LUT compression, not flash or latency")
+        return (f"element-wise; {name} runs TFLite Micro, which has no sparse kernels: the zeros shrink flash "
+                "through DECODE compression (--mcu-compression), which decodes the tensor into RAM on every "
+                "invoke, so they cost RAM and time rather than save them")
     if not profile.sparse_weights:
         return (f"element-wise; {name}'s runtime does not exploit sparse weights: the zeros help "
                 "compressed size only")
