@@ -495,7 +495,7 @@ def _prune(prepared: PreparedInputs, options: BuildOptions, profile: Profile, sc
                                  prune_output_layer=options.prune_output_layer)
     pruned = prune.prune_and_finetune(
         prepared.model, prepared.dataset, policies, schedule, epochs=options.epochs, batch_size=options.batch_size,
-        tensorboard_dir=options.tensorboard, progress=progress)
+        tensorboard_dir=options.tensorboard, progress=progress, seed=options.seed)
     return policies, pruned
 
 
