@@ -166,7 +166,8 @@ def measure(build: DemoBuild, ref: DenseReference) -> dict[str, Any]:
     pruned_converter = len(data["baseline"]) + int(section["overhead"].get("dense_int8_saved_bytes", 0))
     converter = len(ref.converter)
     checks = {k: check_model(data[k], PROFILE).to_dict() for k in ("dense", "compressed")}
-    arena = {k: int(measured_arena(data[k])["total"]) for k in ("dense", "compressed")}
+    recorded = {k: measured_arena(data[k]) for k in ("dense", "compressed")}
+    arena = {k: int(r["total"]) for k, r in recorded.items()}
     runs = {k: verify_artifact(data[k], ref.x_val, ref.y_val, runtime="tflm")
             for k in ("converter", "dense", "pruned", "compressed")}
     decode = checks["compressed"]["decode"] or {}
@@ -180,6 +181,8 @@ def measure(build: DemoBuild, ref: DenseReference) -> dict[str, Any]:
         "ratio_stripped": len(data["dense"]) / len(data["compressed"]),
         "compressed_tensors": [t for t in section["tensors"] if t["method"] != "dense"],
         "arena_estimated": {k: _arena_estimate(c) for k, c in checks.items()}, "arena_measured": arena,
+        "head_planned": {k: int(c["ram"]["planned_bytes"]) for k, c in checks.items()},
+        "head_measured": {k: int(r["head"]) for k, r in recorded.items()},
         "decode_ms": decode.get("decode_ms"), "decoded_elements": decode.get("elements_per_invoke", 0),
         "decode_basis": [c.get("basis") for c in decode.get("latency_coefficients", [])],
         "latency_ms": {k: c["latency_ms"] for k, c in checks.items()},
@@ -247,15 +250,19 @@ def _main_tables(builds: list[DemoBuild]) -> list[str]:
                      f"| {_b(f['pruned_bytes'])} | {_b(f['compressed_bytes'])} | {f['ratio_converter']:.2f}x "
                      f"| {f['ratio_stripped']:.2f}x | {len(f['compressed_tensors'])} ({methods}) |")
     lines += ["", "| demo | sparsity | arena dense int8: estimated / measured | arena compressed: estimated / "
-              "measured | decode per invoke (estimator) | latency dense -> compressed (estimator) | accuracy "
+              "measured | arena head (activations) dense; compressed: planned / TFLM "
+              "| decode per invoke (estimator) | latency dense -> compressed (estimator) | accuracy "
               "dense int8 | accuracy pruned int8 | accuracy compressed | pruned vs compressed outputs |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in builds:
         f = b.figures
+        hp, hm = f["head_planned"], f["head_measured"]
+        head = (f"{_b(hp['dense'])} / {_b(hm['dense'])}; {_b(hp['compressed'])} / {_b(hm['compressed'])}"
+                + ("" if hp == hm else " **differ**"))
         est, mea, acc, n = f["arena_estimated"], f["arena_measured"], f["accuracy"], f["samples"]
         same = "bitwise identical" if f["bitwise"] else "**differ**"
         lines.append(f"| {DEMO_NAMES[b.demo]} | {b.sparsity} | {_b(est['dense'])} / {_b(mea['dense'])} "
-                     f"| {_b(est['compressed'])} / {_b(mea['compressed'])} | {_ms(f['decode_ms'])} "
+                     f"| {_b(est['compressed'])} / {_b(mea['compressed'])} | {head} | {_ms(f['decode_ms'])} "
                      f"({f['decoded_elements']:,} elements) | {f['latency_ms']['dense']:.2f} -> "
                      f"{f['latency_ms']['compressed']:.2f} ms | {_pct(acc['dense'], n)} | {_pct(acc['pruned'], n)} "
                      f"| {_pct(acc['compressed'], n)} | {same} on {f['samples']} samples |")
