@@ -41,6 +41,7 @@ from edgesparse.errors import (
 )
 from edgesparse.estimate import battery_comparison, check_model, parse_rate
 from edgesparse.estimate.calibrate import calibrate_profile
+from edgesparse.estimate.speed import check_speed, default_baseline
 
 # The build half; its modules import TensorFlow only inside the functions that train and convert.
 from edgesparse.pipeline import build as pipeline_build
@@ -146,6 +147,10 @@ def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--final-sparsity", type=_SPARSITY, default=None,
               help="Target sparsity of pruned layers; with --granularity channel, the fraction of prunable "
                    "channels removed [default: 0.8; M/N with --structured; 0.5 with channel].")
+@click.option("--optimize", type=click.Choice(["balanced", "speed", "size"]), default="balanced", show_default=True,
+              help="LiteRT profiles: which sparse encodings the per-layer policy may choose. balanced = none the "
+                   "estimator predicts slower than dense on this profile; speed = only those predicted faster; "
+                   "size = the smallest file, even if slower.")
 @click.option("--element-sparsity", type=_OPEN_FRACTION, default=None,
               help="With --granularity channel: then prune the remaining weights element-wise to this sparsity "
                    "(TFMOT; flash on microcontrollers via DECODE). [default: off]")
@@ -188,7 +193,8 @@ def build(**kwargs: Any) -> None:
     console = render.make_console()
     with BuildProgress(console) as progress:
         result = pipeline_build.build(pipeline_build.BuildOptions(**kwargs), progress=progress)
-    rows = summary_rows(result.report) + render.compression_rows(result.report.get("compression"))
+    rows = (summary_rows(result.report) + render.compression_rows(result.report.get("compression"))
+            + render.speed_rows(result.report.get("speed")))
     render.print_summary(console, rows, f"edgesparse build -> {result.out_dir}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
@@ -261,18 +267,28 @@ def profiles_validate(files: tuple[str, ...]) -> None:
               help="Power between inferences [default: the profile's rest state].")
 @click.option("--threads", type=_THREADS, default=None, help="Interpreter threads [default: the profile's].")
 @click.option("--all-ops", is_flag=True, help="List every op in the latency table.")
+@click.option("--baseline", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Dense int8 .tflite to compare speed with: is MODEL expected faster, the same or slower on each "
+                   "profile? [default: baselines/dense_int8.tflite beside a build's model.tflite, if there]")
 def check(model: Path, profiles: tuple[str, ...], as_json: bool, rate: str | None, battery_mah: float | None,
-          sleep_mw: float | None, threads: int | None, all_ops: bool) -> None:
+          sleep_mw: float | None, threads: int | None, all_ops: bool, baseline: Path | None) -> None:
     """Will MODEL.tflite fit each device? Flash, RAM, latency, energy, battery vs the profile's budgets.
 
-    Needs no TensorFlow. Exit 0 if every budget passes, 1 if one fails, 2 for bad input.
+    With a dense int8 baseline, also whether it is expected faster than dense on each device (estimated; the
+    verdict does not change the exit code). Needs no TensorFlow. Exit 0 if every budget passes, 1 if one fails,
+    2 for bad input.
     """
     results = [check_model(model, p, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw, threads=threads)
                for p in profiles]
     for r in results:
         r.model = str(model)
+    baseline = baseline or default_baseline(model)
+    speeds = check_speed(model, baseline, profiles, threads=threads) if baseline is not None else []
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        documents = [r.to_dict() for r in results]
+        for document, section in zip(documents, speeds, strict=False):   # speeds: one per profile, or none
+            document["speed"] = section
+        click.echo(json.dumps(documents, indent=2))
     else:
         console = render.make_console()
         console.width = max(console.width, 120)
@@ -281,6 +297,9 @@ def check(model: Path, profiles: tuple[str, ...], as_json: bool, rate: str | Non
             render.print_check_matrix(console, results, all_ops=all_ops)
         else:
             render.print_check(console, results[0], all_ops=all_ops)
+        for section in speeds:
+            render.print_summary(console, render.speed_rows(section),
+                                 f"{section['profile']}: speed vs {escape(str(baseline))}")
     if not all(r.fits for r in results):
         sys.exit(EXIT_BUDGET)
 
@@ -430,6 +449,8 @@ def report_cmd(build_dir: Path) -> None:
                    "removed [default: 0.5,0.7,0.8,0.9,0.95; 0.25,0.5 with channel; 0.5 with 2:4].")
 @click.option("--granularity", type=click.Choice(list(GRANULARITIES)), default="auto", show_default=True,
               help="As for build, for every point.")
+@click.option("--optimize", type=click.Choice(["balanced", "speed", "size"]), default="balanced", show_default=True,
+              help="As for build: which sparse encodings the LiteRT policy may choose (balanced, speed, size).")
 @click.option("--element-sparsity", type=_OPEN_FRACTION, default=None,
               help="As for build: with --granularity channel, element-wise pruning of what is left. [default: off]")
 @click.option("--quantize", default="int8", show_default=True,

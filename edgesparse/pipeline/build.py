@@ -55,6 +55,7 @@ from edgesparse._types import Progress, no_progress
 from edgesparse.data import Dataset, check_compatible, load_data
 from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, ConversionError, DataError
 from edgesparse.estimate import check_model
+from edgesparse.estimate.speed import measure_host, speed_claim
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir, write_error
 from edgesparse.pipeline import convert, mcu_compress, models, prune, recurrent
 from edgesparse.pipeline.build_checks import (
@@ -72,7 +73,7 @@ from edgesparse.pipeline.prune.channel_finetune import (
     ChannelPruneResult,
     channel_prune_and_finetune,
 )
-from edgesparse.pipeline.prune.policy import INT8_WEIGHT_MODES
+from edgesparse.pipeline.prune.policy import INT8_WEIGHT_MODES, OPTIMIZE_MODES
 from edgesparse.profiles.profile import Profile, load_profile
 from edgesparse.report.document import build_report
 from edgesparse.report.html import write_report_html
@@ -132,6 +133,7 @@ class BuildOptions:
     cluster: int | None = None            # sparsity-preserving weight clustering to N values per kernel
     granularity: str = "auto"             # build_checks.GRANULARITIES; auto = the per-profile policy
     element_sparsity: float | None = None  # channel: element-wise pruning of what is left, to this sparsity
+    optimize: str = "balanced"            # prune.OPTIMIZE_MODES: which encodings the LiteRT policy may choose
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
@@ -324,6 +326,7 @@ def build(options: BuildOptions, progress: Progress | None = None,
         check = check_model(conversion.artifact, profile).to_dict()
     section = compression.section if compression is not None else None
     mcu_compress.add_estimate(section, check)
+    speed = _speed(conversion, profile, stages)
     test_accuracy = _test_accuracy(prepared, conversion.artifact, keras_model, profile, options.batch_size)
 
     drop_points = round((prepared.dense_accuracy - verification.accuracy) * 100.0, 3)
@@ -339,6 +342,7 @@ def build(options: BuildOptions, progress: Progress | None = None,
         drop_points=drop_points, check=check, failures=failures, timings=stages.timings, compression=section,
         channels=channels.as_dict() if channels is not None else None)
     document["warnings"] = warnings
+    document["speed"] = speed
 
     with stages.run("write", f"Writing {out_dir}"):
         _publish(out_dir, options.force, conversion.artifact, _baselines(conversion, compression), keras_model,
@@ -367,7 +371,20 @@ def _checked_options(options: BuildOptions, profile: Profile) -> tuple[BuildOpti
                                                                                  profile.runtime))
     if options.demo not in DEMOS:
         raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
+    if options.optimize not in OPTIMIZE_MODES:
+        raise DataError("Bad --optimize", where="--optimize", expected=" | ".join(OPTIMIZE_MODES),
+                        received=repr(options.optimize))
     return options, out_dir, _schedule(options, structured)  # the schedule's option errors too
+
+
+def _speed(conversion: convert.ConversionResult, profile: Profile, stages: _Stages) -> dict[str, Any] | None:
+    """report.json's "speed": the artifact against dense int8, estimated for the profile, and on LiteRT profiles
+    also measured on this host in the same run, interleaved (TFLM's wheel on x86 says nothing about a device)."""
+    if not conversion.dense_int8:
+        return None
+    with stages.run("speed", "Comparing the artifact's speed with dense int8"):
+        host = measure_host(conversion.artifact, conversion.dense_int8) if profile.runtime == "litert" else None
+        return speed_claim(conversion.artifact, conversion.dense_int8, profile, host=host)
 
 
 def _cluster(model: Any, dataset: Dataset, policies: list[prune.LayerPolicy], options: BuildOptions,
@@ -492,7 +509,7 @@ def _prune(prepared: PreparedInputs, options: BuildOptions, profile: Profile, sc
     """The per-layer plan for this profile, then TFMOT fine-tuning to it."""
     policies = prune.plan_policy(prepared.model, profile, schedule, skip_layers=frozenset(options.skip_layers),
                                  quantize=options.quantize, min_params=options.min_params,
-                                 prune_output_layer=options.prune_output_layer)
+                                 prune_output_layer=options.prune_output_layer, optimize=options.optimize)
     pruned = prune.prune_and_finetune(
         prepared.model, prepared.dataset, policies, schedule, epochs=options.epochs, batch_size=options.batch_size,
         tensorboard_dir=options.tensorboard, progress=progress, seed=options.seed)

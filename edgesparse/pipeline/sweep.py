@@ -117,7 +117,7 @@ METRICS = (("latency_ms", "latency (ms)"), ("model_bytes", "model size (bytes)")
 # Options that change a build's artifact or accuracy; they key the cache.
 _KEYED_OPTIONS = ("schedule", "initial_sparsity", "begin_step", "end_step", "power", "frequency", "structured",
                   "skip_layers", "prune_output_layer", "min_params", "epochs", "batch_size", "seed", "trust_model",
-                  "demo", "mcu_compression", "cluster", "granularity", "element_sparsity")
+                  "demo", "mcu_compression", "cluster", "granularity", "element_sparsity", "optimize")
 
 
 _PER_POINT = ("profile", "final_sparsity", "quantize", "out", "force", "max_accuracy_drop")  # set by the sweep

@@ -119,3 +119,34 @@ def test_check_speed_and_the_build_directory_baseline(tmp_path, pair):
     assert [s["profile"] for s in sections] == ["rpi4", "nrf52840"]
     assert [s["estimated"]["verdict"] for s in sections] == ["faster", "same"]
     assert sections[0] == speed_claim(*pair, "rpi4")
+
+
+def test_check_cli_prints_the_speed_verdict_from_the_build_baseline(tmp_path, pair):
+    """`edgesparse check` on a build's model.tflite compares with baselines/dense_int8.tflite by itself; --baseline
+    names another file; a missing --baseline file is refused (exit 2); the verdict never changes the exit code."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgesparse.cli.commands import main
+
+    build = tmp_path / "build"
+    (build / "baselines").mkdir(parents=True)
+    (build / "model.tflite").write_bytes(pair[0])
+    (build / "baselines" / "dense_int8.tflite").write_bytes(pair[1])
+    runner = CliRunner()
+    result = runner.invoke(main, ["check", str(build / "model.tflite"), "--profile", "rpi4", "--json"])
+    [document] = json.loads(result.output)
+    assert document["speed"]["estimated"]["verdict"] == "faster" and result.exit_code == (0 if document["fits"] else 1)
+    text = runner.invoke(main, ["check", str(build / "model.tflite"), "--profile", "rpi4"], env={"COLUMNS": "160"})
+    assert "speed on rpi4" in text.output and "transfer" in " ".join(text.output.split())
+    other = tmp_path / "dense.tflite"
+    other.write_bytes(pair[1])
+    alone = tmp_path / "alone.tflite"
+    alone.write_bytes(pair[0])
+    named = runner.invoke(main, ["check", str(alone), "--profile", "rpi4", "--json", "--baseline", str(other)])
+    assert json.loads(named.output)[0]["speed"] == document["speed"]
+    assert "speed" not in json.loads(runner.invoke(main, ["check", str(alone), "--profile", "rpi4",
+                                                          "--json"]).output)[0]
+    missing = runner.invoke(main, ["check", str(alone), "--profile", "rpi4", "--baseline", str(tmp_path / "no")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
