@@ -17,15 +17,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from edgesparse.interrupts import raise_if_interrupted
 from edgesparse.report import format as fmt
 
-__all__ = ["BuildProgress", "StageLines", "SweepProgress", "clustering_label", "plain_line", "training_metrics"]
+__all__ = ["BuildProgress", "StageLines", "SweepProgress", "clustering_label", "plain_line", "pruning_label",
+           "training_metrics"]
 
 
 def training_metrics(fields: dict[str, Any]) -> str:
-    """'epoch 3  loss 0.412  acc 0.901  sparsity 0.800' from a training event's fields."""
+    """'epoch 3  loss 0.412  acc 0.901  sparsity 0.800' from a training event's fields.
+
+    "channels_masked" (channel pruning's `sparsity`, renamed by the renderers) reads 'channels masked 0.500'.
+    """
     parts = []
     if "epoch" in fields:
         parts.append(f"epoch {int(fields['epoch'])}")
-    for key, label in (("loss", "loss"), ("accuracy", "acc"), ("val_accuracy", "val_acc"), ("sparsity", "sparsity")):
+    for key, label in (("loss", "loss"), ("accuracy", "acc"), ("val_accuracy", "val_acc"), ("sparsity", "sparsity"),
+                       ("channels_masked", "channels masked")):
         if fields.get(key) is not None:
             parts.append(f"{label} {fields[key]:.3f}")
     return "  ".join(parts)
@@ -37,6 +42,18 @@ def clustering_label(fields: dict[str, Any]) -> str:
     Clustering is a second fine-tuning after pruning's: the label tells the two bars (and log lines) apart.
     """
     return f"fine-tuning with weight clustering ({int(fields['clusters'])} clusters)"
+
+
+def pruning_label(fields: dict[str, Any]) -> str:
+    """The label of a pruning fine-tuning from its "train_begin" fields: channel masks or UpdatePruningStep.
+
+    Channel pruning reuses pruning's events (`sparsity` is then the fraction of channels masked) and says so
+    with granularity "channel"; with --element-sparsity an element-wise pass (plain "train_begin") follows in
+    the same stage, so the two bars and log lines must read differently.
+    """
+    if fields.get("granularity") == "channel":
+        return "fine-tuning with channel masks"
+    return "fine-tuning with UpdatePruningStep"
 
 
 def plain_line(event: str, fields: dict[str, Any]) -> str | None:
@@ -58,7 +75,7 @@ def plain_line(event: str, fields: dict[str, Any]) -> str | None:
     if event == "demo_train_begin":
         return "  training the dense demo model (cached afterwards)"
     if event == "train_begin":
-        return "  fine-tuning with UpdatePruningStep"
+        return "  " + pruning_label(fields)
     if event == "demo_epoch_end":
         return "    " + training_metrics(dict(fields, epoch=fields["epoch"] + 1))  # the demo counts from 0
     if event == "cluster_begin":
@@ -82,6 +99,15 @@ class BuildProgress:
                                   disable=self._plain)
         self._stages: dict[str, TaskID] = {}
         self._bars: dict[str, TaskID] = {}
+        self._channel_masks = False  # the running pruning fine-tuning masks channels (its sparsity is channels)
+
+    def _relabel(self, event: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Channel pruning's `sparsity` is the fraction of channels masked: show it as "channels masked"."""
+        if event == "train_begin":
+            self._channel_masks = fields.get("granularity") == "channel"
+        elif event in ("batch_end", "epoch_end") and self._channel_masks and "sparsity" in fields:
+            fields = {k: v for k, v in fields.items() if k != "sparsity"} | {"channels_masked": fields["sparsity"]}
+        return fields
 
     def _print_plain(self, event: str, fields: dict[str, Any]) -> None:
         line = plain_line(event, fields)
@@ -98,6 +124,7 @@ class BuildProgress:
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         raise_if_interrupted()  # a signal some library swallowed still stops the command here
+        fields = self._relabel(event, fields)
         if self._plain:
             self._print_plain(event, fields)
             return
@@ -113,7 +140,7 @@ class BuildProgress:
             p.update(self._bars["demo_data_begin"], completed=fields["done"], info="")
         elif event in ("demo_train_begin", "train_begin"):
             label = ("  training the dense demo model (cached afterwards)" if event == "demo_train_begin"
-                     else "  fine-tuning with UpdatePruningStep")
+                     else "  " + pruning_label(fields))
             total = fields.get("epochs", 1) * (fields.get("steps_per_epoch", 1) if event == "train_begin" else 1)
             self._bars[event] = p.add_task(label, total=total, info="")
         elif event == "demo_epoch_end" and "demo_train_begin" in self._bars:
@@ -148,6 +175,7 @@ class SweepProgress(BuildProgress):
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         raise_if_interrupted()  # a signal some library swallowed still stops the command here
+        fields = self._relabel(event, fields)
         if self._plain and event not in ("point_done", "point_skipped"):
             self._print_plain(event, fields)
             return
@@ -165,8 +193,10 @@ class SweepProgress(BuildProgress):
         elif event == "stage" and self._stage is not None:
             p.update(self._stage, info=escape(fields["description"]))
         elif event == "train_begin":
+            if self._train is not None:  # channel masks done; element-wise pruning of the small model follows
+                p.remove_task(self._train)
             total = fields.get("epochs", 1) * fields.get("steps_per_epoch", 1)
-            self._train = p.add_task("    fine-tuning", total=total, info="")
+            self._train = p.add_task("    " + pruning_label(fields), total=total, info="")
         elif event == "batch_end" and self._train is not None:
             p.update(self._train, advance=1, info=training_metrics(fields))
         elif event == "stage_done" and fields.get("name") == "prune" and self._train is not None:

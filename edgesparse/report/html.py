@@ -28,6 +28,7 @@ from edgesparse.estimate import energy_and_battery
 from edgesparse.fsutil import atomic_write_text
 from edgesparse.profiles.profile import load_profile
 from edgesparse.report import format as fmt
+from edgesparse.report.channels import channels_view
 from edgesparse.report.compression import compression_view
 from edgesparse.report.speed import speed_summary
 
@@ -481,6 +482,7 @@ def report_context(document: dict) -> dict[str, Any]:
         "passed": document.get("passed"),
         "files": document.get("files") or {},
         "compression": compression_view(document.get("compression")),
+        "channels": channels_view(document.get("channels"), element_sparsity=options.get("element_sparsity")),
         "speed": speed_summary(document.get("speed")),
     }
 

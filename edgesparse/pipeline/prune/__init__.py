@@ -5,12 +5,25 @@ decides each layer's pattern for the target runtime (and says why), and
 `finetune` trains, strips and measures; `cluster` fine-tunes the pruned
 layers with sparsity-preserving weight clustering (few values per kernel,
 for TFLite Micro's LUT decoder); `channels` finds the channels that must be
-removed together, and `surgery` masks them and rebuilds the smaller dense model. Everything imports TensorFlow lazily
+removed together, `surgery` masks them and rebuilds the smaller dense model,
+and `channel_finetune` masks them on the schedule while fine-tuning, then
+shrinks the model (channel_prune_and_finetune -> ChannelPruneResult, whose
+as_dict() is report.json's "channels"). Everything imports TensorFlow lazily
 (edgesparse.pipeline.tf_env), never prints and never exits.
 """
 
 from __future__ import annotations
 
+from edgesparse.pipeline.prune.channel_finetune import (
+    CRITERION,
+    DEFAULT_CHANNEL_FRACTION,
+    EQUIVALENCE_SAMPLES,
+    ChannelPruneResult,
+    GroupOutcome,
+    MaskUpdate,
+    channel_prune_and_finetune,
+    keras_macs,
+)
 from edgesparse.pipeline.prune.channels import (
     EQUIVALENCE_ATOL,
     ChannelGroup,
@@ -52,9 +65,12 @@ from edgesparse.pipeline.prune.schedule import (
 )
 
 __all__ = [
+    "CRITERION",
+    "DEFAULT_CHANNEL_FRACTION",
     "DEFAULT_FINAL_SPARSITY",
     "DEFAULT_FREQUENCY",
     "EQUIVALENCE_ATOL",
+    "EQUIVALENCE_SAMPLES",
     "MAX_CLUSTERS",
     "MIN_CLUSTERS",
     "MIN_MASK_UPDATES",
@@ -64,21 +80,26 @@ __all__ = [
     "TOLERANCE",
     "ChannelGroup",
     "ChannelMember",
+    "ChannelPruneResult",
     "ClusterResult",
     "ClusteredLayer",
+    "GroupOutcome",
     "LayerPolicy",
     "LayerSparsity",
+    "MaskUpdate",
     "PruneResult",
     "ResolvedSchedule",
     "ScheduleOptions",
     "apply_channel_masks",
     "channel_masker",
+    "channel_prune_and_finetune",
     "channel_scores",
     "check_clusters",
     "check_equivalent",
     "cluster_and_finetune",
     "derive_end_step",
     "find_channel_groups",
+    "keras_macs",
     "measure_sparsity",
     "plan_policy",
     "prune_and_finetune",
