@@ -23,6 +23,7 @@ from typing import Any
 from edgesparse import __version__
 from edgesparse.builddir import ARTIFACT, load_report, write_report
 from edgesparse.report import format as fmt
+from edgesparse.report.channels import channels_view
 from edgesparse.report.html import write_report_html
 from edgesparse.tflite.graph import load_graph
 
@@ -208,21 +209,27 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def channel_rows(channels: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """The terminal summary's lines for a channel build: channels, MACs and parameters before -> after."""
-    if not channels:
+    """The terminal summary's lines for a channel build: channels, MACs and parameters before -> after.
+
+    Read through report.channels (the card's reader), so a partial or hand-edited section shows "unknown".
+    """
+    c = channels_view(channels)
+    if c is None:
         return []
-    c = channels
     rows = [("channels removed", f"{fmt.percent(c['removed_fraction'], 1)} of the prunable channels "
-                                 f"({c['prunable_channels_before']:,} -> {c['prunable_channels_after']:,}; "
+                                 f"({fmt.integer(c['prunable_channels_before'])} -> "
+                                 f"{fmt.integer(c['prunable_channels_after'])}; "
                                  f"target {fmt.percent(c['target_fraction'], 1)})"),
-            ("MACs (Keras)", f"{c['macs_before']:,} -> {c['macs_after']:,}"),
-            ("parameters", f"{c['params_before']:,} -> {c['params_after']:,}")]
-    if c.get("tflite_macs_before") is not None:
-        rows.append(("MACs (.tflite graphs)", f"{c['tflite_macs_before']:,} -> {c['tflite_macs_after']:,}"))
+            ("MACs (Keras)", f"{fmt.integer(c['macs_before'])} -> {fmt.integer(c['macs_after'])}"),
+            ("parameters", f"{fmt.integer(c['params_before'])} -> {fmt.integer(c['params_after'])}")]
+    if c["tflite_macs_before"] is not None:
+        rows.append(("MACs (.tflite graphs)",
+                     f"{fmt.integer(c['tflite_macs_before'])} -> {fmt.integer(c['tflite_macs_after'])}"))
+    difference = fmt.UNKNOWN if c["max_abs_difference"] is None else f"{c['max_abs_difference']:.2g}"
     rows.append(("accuracy masked -> small", f"{fmt.percent(c['accuracy_masked'])} -> "
-                                             f"{fmt.percent(c['accuracy_small'])} ({c['accuracy_split']}; "
-                                             f"max |diff| {c['equivalence']['max_abs_difference']:.2g})"))
-    unprunable = channels.get("unprunable") or []
+                                             f"{fmt.percent(c['accuracy_small'])} "
+                                             f"({c['accuracy_split'] or fmt.UNKNOWN}; max |diff| {difference})"))
+    unprunable = c["unprunable"]
     if unprunable:
         rows.append(("groups kept whole", f"{len(unprunable)}: " + "; ".join(
             f"{'+'.join(g['layers'][:3])}{'...' if len(g['layers']) > 3 else ''} ({g['reason']})"

@@ -165,3 +165,12 @@ def test_the_card_draws_a_real_channel_pruning_result():
     card = _text(_card(_page(section)))
     assert "double (Lambda)" in card and f"{result.params_before:,} → {result.params_after:,}" in card
     assert len(view["mask_update_rows"]) == len(result.mask_updates) >= 1
+
+
+def test_terminal_rows_read_a_partial_section_as_unknown_not_an_error():
+    """The build summary reads the section through the card's reader: a hand-edited section never raises."""
+    from edgesparse.report.document import channel_rows
+
+    rows = dict(channel_rows({"groups": [{"id": 1}], "removed_fraction": "half", "equivalence": None}))
+    assert rows["MACs (Keras)"] == "unknown -> unknown" and "unknown" in rows["channels removed"]
+    assert channel_rows(None) == [] and channel_rows({}) != []
