@@ -23,6 +23,7 @@ import subprocess
 import numpy as np
 import pytest
 from support.builds import KWS_LABELS, make_build_dir
+from support.models import pruned_cnn_int8
 
 from edgesparse import deploy
 from edgesparse.deploy import DeployError, make_bundle
@@ -263,26 +264,8 @@ _CLASSES = ["circle", "cross", "square", "wave"]
 def compressed_model(tmp_path_factory):
     """(compressed .tflite, the plan, x, y): a pruned int8 Keras model (conv, depthwise, Dense 512x64 80 % zero,
     Dense 4) through choose_compression, as `build` writes model.tflite on TFLM profiles."""
-    from edgesparse.pipeline.convert import convert_keras
-    from edgesparse.pipeline.tf_env import import_tf
-
-    _, keras = import_tf()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu", name="fc"),
-        keras.layers.Dense(len(_CLASSES), name="logits"),
-    ])
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if layer.get_weights():
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel * (rng.random(kernel.shape) >= 0.8), bias])
-    x = rng.normal(size=(32, 8, 8, 1)).astype(np.float32)
-    plan = choose_compression(convert_keras(model, quantize="int8", representative=x))
+    pruned, x = pruned_cnn_int8(samples=32, dense=(64,), classes=len(_CLASSES))
+    plan = choose_compression(pruned)
     assert plan.compressed and plan.file_bytes < plan.original_bytes, plan.tensors
     return plan.model, plan, x, np.arange(len(x)) % len(_CLASSES)
 

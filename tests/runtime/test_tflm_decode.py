@@ -3,6 +3,7 @@ equal to the weights (read back with preserve-all-tensors), the arena TFLM recor
 
 import numpy as np
 import pytest
+from support.models import pruned_cnn_int8
 
 from edgesparse.runtime.tflm_decode import (
     arena_fits,
@@ -26,26 +27,7 @@ pytest.importorskip("tflite_micro")
 @pytest.fixture(scope="module")
 def pruned_int8():
     """Conv 8x3x3 -> depthwise 3x3 -> Dense 512x64 -> Dense 4, every kernel 80 % zero, int8 (tiny: ~40 KB)."""
-    from edgesparse.pipeline.convert import convert_keras
-    from edgesparse.pipeline.tf_env import import_tf
-
-    _, keras = import_tf()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu", name="fc"),
-        keras.layers.Dense(4, name="logits"),
-    ])
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if layer.get_weights():
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel * (rng.random(kernel.shape) >= 0.8), bias])
-    x = rng.normal(size=(32, 8, 8, 1)).astype(np.float32)
-    return convert_keras(model, quantize="int8", representative=x)
+    return pruned_cnn_int8(samples=32, dense=(64,), classes=4)[0]
 
 
 @pytest.mark.tensorflow

@@ -1,10 +1,14 @@
-"""Small tf_keras models with known sparsity patterns, shared by the conversion and flatbuffer-edit tests."""
+"""Small tf_keras models with known sparsity patterns, shared by the conversion, flatbuffer-edit, strip, DECODE
+and MCU tests."""
 
 from types import SimpleNamespace
 
 import numpy as np
 
+from edgesparse.pipeline.convert import convert_keras
 from edgesparse.pipeline.tf_env import import_tf
+
+__all__ = ["PRUNED_CNN_INPUT", "SEED", "mixed_data", "mixed_model", "pruned_cnn", "pruned_cnn_int8"]
 
 SEED = 0
 
@@ -37,3 +41,55 @@ def mixed_model():
 def mixed_data(n: int = 64):
     x = np.random.default_rng(SEED + 1).normal(size=(n, 16, 16, 1)).astype(np.float32)
     return SimpleNamespace(x_train=x, y_train=np.zeros(n, np.int64), x_val=x[:16], y_val=np.zeros(16, np.int64))
+
+
+PRUNED_CNN_INPUT = (8, 8, 1)
+
+
+def pruned_cnn(*, dense=(64,), classes: int = 4, dw_strides: int = 1, sparsity: float = 0.8, seed: int = 0,
+               bias_std: float = 0.0):
+    """Conv 8x3x3 -> depthwise 3x3 -> Flatten -> Dense(`dense`) -> Dense(`classes`), every kernel `sparsity` zero.
+
+    The small pruned CNN the DECODE, strip and MCU tests share: the first Dense
+    ("fc", then "fc2", ...) is the kernel big enough for DECODE to pay. Biases
+    stay Keras' zeros unless `bias_std` draws them (so a stripped or rewritten
+    bias shows in the outputs).
+    """
+    return _pruned_cnn(np.random.default_rng(seed), dense=dense, classes=classes, dw_strides=dw_strides,
+                       sparsity=sparsity, seed=seed, bias_std=bias_std)
+
+
+def pruned_cnn_int8(*, samples: int = 32, dense=(64,), classes: int = 4, dw_strides: int = 1,
+                    sparsity: float = 0.8, seed: int = 0, bias_std: float = 0.0):
+    """(full-integer int8 .tflite of `pruned_cnn`, `samples` float inputs it was calibrated on).
+
+    The inputs come from the same generator after the masks, so one seed fixes
+    the model and its data together.
+    """
+    rng = np.random.default_rng(seed)
+    model = _pruned_cnn(rng, dense=dense, classes=classes, dw_strides=dw_strides, sparsity=sparsity, seed=seed,
+                        bias_std=bias_std)
+    x = rng.normal(size=(samples, *PRUNED_CNN_INPUT)).astype(np.float32)
+    return convert_keras(model, quantize="int8", representative=x), x
+
+
+def _pruned_cnn(rng, *, dense, classes, dw_strides, sparsity, seed, bias_std):
+    _, keras = import_tf()
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.layers.Input(PRUNED_CNN_INPUT),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+        keras.layers.DepthwiseConv2D(3, strides=dw_strides, padding="same", activation="relu", name="dw"),
+        keras.layers.Flatten(),
+        *(keras.layers.Dense(units, activation="relu", name="fc" if i == 0 else f"fc{i + 1}")
+          for i, units in enumerate(dense)),
+        keras.layers.Dense(classes, name="logits"),
+    ])
+    for layer in model.layers:
+        if layer.get_weights():
+            kernel, bias = layer.get_weights()
+            kernel = kernel * (rng.random(kernel.shape) >= sparsity)     # drawn before the bias: the draw order
+            if bias_std:                                                  # fixes every value the tests compare
+                bias = rng.normal(size=bias.shape) * bias_std
+            layer.set_weights([kernel, bias])
+    return model

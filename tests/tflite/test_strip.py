@@ -8,6 +8,7 @@ order. Each rule that keeps something is shown to matter: removing it anyway mak
 
 import numpy as np
 import pytest
+from support.models import pruned_cnn
 
 from edgesparse.errors import ModelError
 from edgesparse.runtime.tflm_decode import measured_arena, random_inputs, verify_compressed
@@ -23,25 +24,9 @@ pytest.importorskip("tflite_micro")
 
 
 def _keras_model():
-    """Conv 8x3x3 -> depthwise 3x3 -> Dense 256x64 -> Dense 4, kernels 80 % zero (so DECODE pays on the FC)."""
-    from edgesparse.pipeline.tf_env import import_tf
-
-    _, keras = import_tf()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
-        keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu", name="dw"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu", name="fc"),
-        keras.layers.Dense(4, name="logits"),
-    ])
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if layer.get_weights():
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel * (rng.random(kernel.shape) >= 0.8), rng.normal(size=bias.shape) * 0.1])
-    return model
+    """Conv 8x3x3 -> depthwise 3x3 stride 2 -> Dense 128x64 -> Dense 4, kernels 80 % zero (so DECODE pays on the FC),
+    biases drawn (so a rewritten bias would show in the outputs)."""
+    return pruned_cnn(dense=(64,), classes=4, dw_strides=2, bias_std=0.1)
 
 
 def _convert(model, x, *, per_channel_dense: bool) -> bytes:
