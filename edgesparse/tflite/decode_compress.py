@@ -56,6 +56,7 @@ __all__ = [
     "MIN_SAVING_FRACTION",
     "MODES",
     "CompressionPlan",
+    "RewrittenModel",
     "TensorChoice",
     "choose_compression",
     "compress_model",
@@ -359,13 +360,12 @@ def compress_model(model_bytes: bytes, choices: Mapping[int | str, str]) -> byte
 
 
 @dataclass(frozen=True)
-class CompressionPlan:
-    """The compressed model and, for every constant, what was chosen and what it saves."""
+class RewrittenModel:
+    """A rewritten .tflite beside the size of the file it came from: the savings every rewrite reports
+    (DECODE compression here, `strip.StripResult`) are measured on the files, never estimated."""
 
     model: bytes
     original_bytes: int
-    mode: str
-    tensors: list[TensorChoice]
 
     @property
     def file_bytes(self) -> int:
@@ -374,6 +374,14 @@ class CompressionPlan:
     @property
     def saved_bytes(self) -> int:
         return self.original_bytes - self.file_bytes
+
+
+@dataclass(frozen=True)
+class CompressionPlan(RewrittenModel):
+    """The compressed model and, for every constant, what was chosen and what it saves."""
+
+    mode: str
+    tensors: list[TensorChoice]
 
     @property
     def compressed(self) -> list[TensorChoice]:

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgesparse.errors import ModelError
+from edgesparse.tflite.decode_compress import RewrittenModel
 from edgesparse.tflite.edit import load_model, opcode_name, remove_buffers, save_model
 from edgesparse.tflite.schema import dtype_name
 
@@ -77,23 +78,12 @@ class StrippedItem:
 
 
 @dataclass(frozen=True)
-class StripResult:
-    """The stripped model and what each removal saved."""
+class StripResult(RewrittenModel):
+    """The stripped model and what each removal saved; `saved_bytes` = the items' savings + `rewrite_bytes`."""
 
-    model: bytes
-    original_bytes: int
     runtime: str
     items: list[StrippedItem]
     rewrite_bytes: int   # saved by rewriting the file alone (negative: the converter packs buffers tighter)
-
-    @property
-    def file_bytes(self) -> int:
-        return len(self.model)
-
-    @property
-    def saved_bytes(self) -> int:
-        """Bytes saved in all: the items' savings plus `rewrite_bytes`."""
-        return self.original_bytes - self.file_bytes
 
 
 # --------------------------------------------------------------------------- the removals
