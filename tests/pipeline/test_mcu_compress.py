@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from support.models import pruned_cnn_int8
 
 from edgesparse.builddir import BASELINES, REPORT_SECTIONS, check_report_shape
 from edgesparse.cli.commands import main
@@ -25,33 +26,13 @@ from edgesparse.tflite.decode import decode_sites
 
 pytest.importorskip("tflite_micro")
 
-FC_NAME = "fc"
+FC_NAME = "fc"                  # the name pruned_cnn gives the first Dense
 
 
 @pytest.fixture(scope="module")
 def pruned_int8():
     """(int8 .tflite, float inputs): conv 8x3x3 -> depthwise -> Dense 512x64 -> Dense 64x32 -> Dense 4, 80 % zeros."""
-    from edgesparse.pipeline.convert import convert_keras
-    from edgesparse.pipeline.tf_env import import_tf
-
-    _, keras = import_tf()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu", name=FC_NAME),
-        keras.layers.Dense(32, activation="relu", name="fc2"),
-        keras.layers.Dense(4, name="logits"),
-    ])
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if layer.get_weights():
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel * (rng.random(kernel.shape) >= 0.8), bias])
-    x = rng.normal(size=(48, 8, 8, 1)).astype(np.float32)
-    return convert_keras(model, quantize="int8", representative=x), x
+    return pruned_cnn_int8(samples=48, dense=(64, 32), classes=4)
 
 
 def _profile_copy(tmp_path, name, *, budget_ram=None, alt=None):
@@ -197,13 +178,22 @@ def test_compression_on_a_litert_profile_is_refused_before_any_work(tmp_path):
     assert events == []                                   # no stage started: nothing was loaded or trained
 
 
+def _digits_nrf52840_build(out, *options) -> dict:
+    """`edgesparse build` of the digits demo for nrf52840 (1 epoch) with `options`; its report.json.
+
+    Exit code 1 is allowed: a one-epoch build may fail a gate (agreement, a budget) and still writes its report;
+    a crash or a refused option is not.
+    """
+    result = CliRunner().invoke(main, ["build", "--profile", "nrf52840", "--epochs", "1", *options, "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code in (0, 1), result.output
+    return json.loads((out / "report.json").read_text())
+
+
 @pytest.mark.slow
 def test_build_with_compression_off_writes_the_plain_int8_file(tmp_path):
     out = tmp_path / "digits-nrf-off"
-    result = CliRunner().invoke(main, ["build", "--profile", "nrf52840", "--epochs", "1", "--mcu-compression", "off",
-                                       "--out", str(out)], catch_exceptions=False)
-    assert result.exit_code in (0, 1), result.output
-    report = json.loads((out / "report.json").read_text())
+    report = _digits_nrf52840_build(out, "--mcu-compression", "off")
     section = report["compression"]
     assert section["mode"] == "off" and section["applied"] is False
     assert report["options"]["mcu_compression"] == "off"
@@ -229,11 +219,7 @@ def test_cluster_is_refused_before_any_work_where_it_cannot_pay(tmp_path, args, 
 @pytest.mark.slow
 def test_build_with_cluster_reports_its_accuracy_and_lut_pays(tmp_path):
     """--cluster 4 on the digits demo: 4 values per kernel, so LUT's 2-bit indices beat PRUNING's bitmap."""
-    out = tmp_path / "digits-nrf-cluster"
-    result = CliRunner().invoke(main, ["build", "--profile", "nrf52840", "--epochs", "1", "--cluster", "4",
-                                       "--out", str(out)], catch_exceptions=False)
-    assert result.exit_code in (0, 1), result.output
-    report = json.loads((out / "report.json").read_text())
+    report = _digits_nrf52840_build(tmp_path / "digits-nrf-cluster", "--cluster", "4")
     cluster = report["compression"]["cluster"]
     assert cluster["clusters"] == 4 and cluster["clustered_layers"]
     assert all(layer["distinct_values"] <= 4 for layer in cluster["layers"] if layer["clustered"])
