@@ -48,7 +48,8 @@ from edgesparse.estimate.check import check_model
 from edgesparse.runtime.measure import compare_latency
 from edgesparse.runtime.tflm_decode import measured_arena
 
-__all__ = ["GOALS", "MODELS", "ChannelBuild", "ensure_build", "main", "measure", "render", "run"]
+__all__ = ["GOALS", "MODELS", "ChannelBuild", "Split", "accuracy_split", "build_all", "build_command", "ensure_build",
+           "main", "measure", "render", "resnet_data", "run"]
 
 REPO = Path(__file__).resolve().parent.parent
 BUILDS = REPO / "build" / "bench-channel"
