@@ -42,6 +42,7 @@ from edgesparse.runtime.measure import COMPARE_ROUNDS, COMPARE_RUNS_PER_ROUND, c
 __all__ = [
     "ESTIMATE_BAND",
     "HOST_BAND",
+    "HOST_BUDGET_SECONDS",
     "HostTiming",
     "check_speed",
     "default_baseline",
@@ -113,11 +114,20 @@ class HostTiming:
         return out
 
 
+#: How long a build's host measurement may take (timed rounds, both models; warm-up and loading aside).
+HOST_BUDGET_SECONDS = 6.0
+
+
 def measure_host(artifact: bytes, dense_int8: bytes, *, threads: int = 1, rounds: int = COMPARE_ROUNDS,
-                 runs_per_round: int = COMPARE_RUNS_PER_ROUND) -> HostTiming:
-    """Time both files interleaved in LiteRT on this machine (only meaningful for LiteRT profiles)."""
+                 runs_per_round: int = COMPARE_RUNS_PER_ROUND,
+                 max_seconds: float | None = HOST_BUDGET_SECONDS) -> HostTiming:
+    """Time both files interleaved in LiteRT on this machine (only meaningful for LiteRT profiles).
+
+    A build spends at most about `max_seconds` timing: a slow model gets fewer runs per round (the
+    section records how many ran), never fewer rounds, so the ratio stays a side-by-side one.
+    """
     result = compare_latency({"dense_int8": dense_int8, "artifact": artifact}, runtime="litert", threads=threads,
-                             rounds=rounds, runs_per_round=runs_per_round)
+                             rounds=rounds, runs_per_round=runs_per_round, max_seconds=max_seconds)
     return HostTiming.from_comparison(result)
 
 

@@ -33,8 +33,8 @@ from edgesparse.runtime import litert, tflm
 from edgesparse.runtime.isolate import DEFAULT_IDLE_TIMEOUT, run_isolated
 from edgesparse.tflite.graph import Graph, load_graph
 
-__all__ = ["COMPARE_ROUNDS", "COMPARE_RUNS_PER_ROUND", "Measurement", "compare_latency", "measure", "random_input",
-           "tflm_arena_bytes"]
+__all__ = ["COMPARE_ROUNDS", "COMPARE_RUNS_PER_ROUND", "MIN_RUNS_PER_ROUND", "Measurement", "compare_latency",
+           "measure", "random_input", "tflm_arena_bytes"]
 
 _NAMES = {"litert": "LiteRT", "tflm": "TFLite Micro"}   # the interpreter, as crash messages name it
 
@@ -200,11 +200,13 @@ def _time(invoke: Callable[[], None], runs: int, warmup: int, max_seconds: float
 # ratio of medians moves by a few percent where back-to-back `measure` runs disagreed by up to 2x.
 COMPARE_ROUNDS = 15
 COMPARE_RUNS_PER_ROUND = 20
+MIN_RUNS_PER_ROUND = 3     # fewer and a round's median is one outlier away from noise
 
 
 def compare_latency(models: Mapping[str, bytes], *, runtime: str = "litert", threads: int = 1,
                     rounds: int = COMPARE_ROUNDS, runs_per_round: int = COMPARE_RUNS_PER_ROUND, warmup: int = 5,
-                    seed: int = 0, timeout: float = DEFAULT_IDLE_TIMEOUT) -> dict[str, Any]:
+                    seed: int = 0, timeout: float = DEFAULT_IDLE_TIMEOUT,
+                    max_seconds: float | None = None) -> dict[str, Any]:
     """Time several models side by side in ONE process, alternating them round by round; medians and ratios.
 
     Why not `measure` twice: on a noisy machine two back-to-back measurements
@@ -217,6 +219,8 @@ def compare_latency(models: Mapping[str, bytes], *, runtime: str = "litert", thr
     warmup, baseline, order: [names per round], models: {name: {median_ms,
     min_ms, p90_ms, mean_ms, runs, interpreter, kernels}}, ratios: {name:
     ratio}, round_ratios: {name: [ratio of the round medians, per round]}}.
+    `max_seconds` caps the timed rounds (a slow model gets fewer runs per
+    round, at least MIN_RUNS_PER_ROUND; `runs_per_round` says what ran).
     """
     if len(models) < 2 or rounds < 1 or runs_per_round < 1 or warmup < 0 or threads < 1:
         raise ModelError("Bad comparison options",
@@ -228,12 +232,13 @@ def compare_latency(models: Mapping[str, bytes], *, runtime: str = "litert", thr
     graphs = {name: load_graph(data, validate=True) for name, data in models.items()}
     _load_interpreter(runtime)
     where = ", ".join(graphs)
-    return run_isolated(_compare_here, graphs, runtime, threads, rounds, runs_per_round, warmup, seed,
+    return run_isolated(_compare_here, graphs, runtime, threads, rounds, runs_per_round, warmup, seed, max_seconds,
                         label=_NAMES[runtime], where=where, idle_timeout=timeout)
 
 
 def _compare_here(graphs: dict[str, Graph], runtime: str, threads: int, rounds: int, runs_per_round: int,
-                  warmup: int, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+                  warmup: int, seed: int, max_seconds: float | None,
+                  progress: Callable[[str], None]) -> dict[str, Any]:
     """The comparison itself, in the child process: prepare every model, then interleave the rounds."""
     rng = np.random.default_rng(seed)
     prepared: dict[str, tuple[Callable[[], None], str, list[str]]] = {}
@@ -252,6 +257,11 @@ def _compare_here(graphs: dict[str, Graph], runtime: str, threads: int, rounds: 
     names = list(graphs)
     for name in names:
         _time(prepared[name][0], 0, warmup, None, name, progress)
+    if max_seconds is not None:   # what one round of every model costs, from a few invokes of each
+        per_run_s = sum(statistics.median(_time(prepared[name][0], 3, 0, None, name, lambda _stage: None))
+                        for name in names) / 1000.0
+        fits = int(max_seconds / max(per_run_s * rounds, 1e-9))
+        runs_per_round = max(MIN_RUNS_PER_ROUND, min(runs_per_round, fits))
     samples: dict[str, list[float]] = {name: [] for name in names}
     round_medians: dict[str, list[float]] = {name: [] for name in names}
     order = []

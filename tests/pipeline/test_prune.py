@@ -197,7 +197,7 @@ def test_policy_element_wise_everywhere_without_block_sparsity(litert_dense_prof
         "fc": "element-wise", "classifier": "element-wise"}
     plan = by_name(plan_policy(tiny_cnn(), nrf, ScheduleOptions()))
     assert plan["fc"].pattern == "element-wise" and plan["conv"].pattern == "element-wise"
-    assert "TFLite Micro" in plan["fc"].reason and "cannot exploit" in plan["fc"].reason
+    assert "TFLite Micro" in plan["fc"].reason and "DECODE" in plan["fc"].reason
 
 
 def test_small_layer_threshold_and_skip_layers(rpi4):

@@ -42,3 +42,15 @@ def test_bad_options_and_bad_files_are_model_errors(tiny_models):
         compare_latency({"a": digits, "b": digits}, rounds=0)
     with pytest.raises(ModelError):
         compare_latency({"a": digits, "b": b"not a flatbuffer"})
+
+
+def test_a_time_budget_cuts_runs_per_round_never_rounds(tiny_models):
+    """A build's host measurement is bounded: a tiny budget leaves every round, each with the minimum runs."""
+    from edgesparse.runtime.measure import MIN_RUNS_PER_ROUND
+
+    models = {"a": tiny_models["kws"][0], "b": tiny_models["digits"][0]}
+    r = compare_latency(models, rounds=4, runs_per_round=50, warmup=1, max_seconds=1e-6)
+    assert r["rounds"] == 4 and r["runs_per_round"] == MIN_RUNS_PER_ROUND
+    assert r["models"]["a"]["runs"] == 4 * MIN_RUNS_PER_ROUND and len(r["order"]) == 4
+    roomy = compare_latency(models, rounds=2, runs_per_round=5, warmup=1, max_seconds=60.0)
+    assert roomy["runs_per_round"] == 5
