@@ -33,8 +33,9 @@ demo: install
 test: lint
 	$(PY) -m pytest -q
 
+# BENCH="decode_compression channel_pruning" reruns only those sections of docs/benchmarks.md.
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH)
 
 # import-linter (layers, TensorFlow boundary), ruff on the whole tree, mypy on the analysis half.
 lint: install

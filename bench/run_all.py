@@ -31,22 +31,45 @@ def _load(name: str):
     return module
 
 
-def main() -> int:
-    sections = []
-    for name in BENCHMARKS:
+def _stamp() -> str:
+    return (f"{_dt.date.today().isoformat()}, {platform.machine()}, Python {platform.python_version()}, "
+            f"{_cpu_count()} CPU cores")
+
+
+def _sections(text: str) -> list[str]:
+    """The '## ' sections of docs/benchmarks.md, each with its heading (the file's own header dropped)."""
+    parts = text.split("\n## ")
+    return ["## " + part.rstrip() for part in parts[1:]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make bench` runs every benchmark; `python bench/run_all.py NAME ...` reruns only those sections.
+
+    Each section is one run of its benchmark (its ratios are measured side by side in that run) and says
+    when it ran; a partial run replaces its own sections and keeps the others as they were.
+    """
+    names = [n if n.endswith(".py") else f"{n}.py" for n in (sys.argv[1:] if argv is None else argv)]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    target = REPO / "docs" / "benchmarks.md"
+    kept = _sections(target.read_text()) if names and target.is_file() else []
+    fresh = {}
+    for name in names or BENCHMARKS:
         if not (HERE / name).is_file():
             continue
         print(f"== {name}", flush=True)
-        section = _load(name).run()
-        print(section, flush=True)
-        sections.append(section)
-    header = (
-        "# Benchmarks\n\n"
-        f"Written by `make bench` on {_dt.date.today().isoformat()} "
-        f"({platform.machine()}, {platform.python_version()}, "
-        f"{_cpu_count()} CPU cores). All figures in one file come from one run.\n\n"
-    )
-    atomic_write_text(REPO / "docs" / "benchmarks.md", header + "\n\n".join(sections) + "\n")
+        section = _load(name).run().strip()
+        heading, _, body = section.partition("\n")
+        fresh[heading] = f"{heading}\n\n_Run {_stamp()}._\n{body}"
+        print(fresh[heading], flush=True)
+    sections = [fresh.pop(s.partition("\n")[0], s) for s in kept] + list(fresh.values())
+    header = ("# Benchmarks\n\n"
+              "Written by `make bench` (every section) or `python bench/run_all.py NAME ...` (those sections). Each "
+              "section comes from one run of its benchmark and says when it ran; ratios are always measured side "
+              "by side in that run.\n\n")
+    atomic_write_text(target, header + "\n\n".join(sections) + "\n")
     return 0
 
 
