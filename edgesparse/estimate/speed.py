@@ -203,8 +203,11 @@ def _kernel_notes(profile: Profile, graph: Any, rows: list[dict[str, Any]]) -> l
     builtin = [r for r in rows if r["what"] == "builtin"]
     if builtin:
         moved = sorted({f"{r['class']} -> {r['priced_by']}" for r in builtin if r["basis"] == "transferred"})
-        text = (f"{len(builtin)} other op(s) are priced as LiteRT's builtin kernels, because XNNPACK declines a "
-                "sparse int8 FULLY_CONNECTED")
+        ops = ", ".join(sorted({r["op"] for r in builtin}))
+        text = (f"{len(builtin)} other op(s) ({ops}) are priced as LiteRT's builtin kernels, because XNNPACK "
+                "declines a sparse int8 FULLY_CONNECTED" if any(r["what"] == "sparse" for r in rows) else
+                f"{len(builtin)} op(s) ({ops}) are priced as LiteRT's builtin kernels (XNNPACK does not take "
+                "these int8 ops)")
         notes.append(text + (f"; {profile.name} has no builtin-kernel coefficients, so they are priced at the "
                              f"XNNPACK rates ({', '.join(moved)}): a transfer" if moved else ""))
     densified = [r for r in rows if r["what"] == "densified"]
