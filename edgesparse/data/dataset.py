@@ -152,7 +152,11 @@ def load_npz(path: Path | str) -> Dataset:
 
 
 def save_npz(path: Path | str, splits: Splits) -> None:
-    """Write splits as an .npz `edgesparse build --data` reads (x_test/y_test and labels ride along), atomically."""
+    """Write splits as an .npz `edgesparse build --data` reads, atomically.
+
+    labels ride along and are read; x_test/y_test are stored for the caller's own use, but `build` reads
+    no test split from an .npz (its accuracy is the validation split's).
+    """
     d = splits.dataset
     arrays: dict[str, Any] = {"x_train": d.x_train, "y_train": d.y_train, "x_val": d.x_val, "y_val": d.y_val,
                               "x_test": splits.x_test, "y_test": splits.y_test}
