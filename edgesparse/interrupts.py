@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 __all__ = [
     "SignalInterrupt",
@@ -75,12 +77,24 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         raise SignalInterrupt(received() or signum)
 
 
+def _quiet_unraisable(unraisable: Any) -> None:
+    """A SignalInterrupt raised inside a finalizer, weakref callback or at-fork hook is not lost (the handler
+    recorded it; the next stage boundary raises it again), so Python's "Exception ignored" traceback for it
+    is noise on the user's terminal. Every other unraisable exception is reported as before."""
+    if isinstance(unraisable.exc_value, SignalInterrupt):
+        return
+    _state["previous_unraisablehook"](unraisable)  # type: ignore[operator]
+
+
 def install_handlers() -> None:
     """Route SIGINT and SIGTERM to `SignalInterrupt` (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in _HANDLED:
         signal.signal(signum, _handler)
+    if sys.unraisablehook is not _quiet_unraisable:
+        _state["previous_unraisablehook"] = sys.unraisablehook
+        sys.unraisablehook = _quiet_unraisable
 
 
 def raise_if_interrupted() -> None:
