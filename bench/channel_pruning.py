@@ -31,7 +31,6 @@ The Markdown section goes to stdout (the builds' own output to stderr).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -42,6 +41,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import reusable_report  # bench/_common.py (bench/ is the script directory)
 
 from edgesparse.data.dataset import generate_for_model
 from edgesparse.estimate.check import check_model
@@ -99,16 +100,8 @@ def _wanted_options(model: str, profile: str, fraction: float, epochs: int, buil
 
 
 def _reusable(out: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
-    """The build's report when it was made with these options and has the files this benchmark reads."""
-    if not all((out / f).is_file() for f in ("report.json", "model.tflite", "baselines/dense_int8.tflite")):
-        return None
-    try:
-        report = json.loads((out / "report.json").read_text())
-    except (OSError, ValueError):
-        return None
-    options = report.get("options") or {}
-    same = all(options.get(k) == v for k, v in wanted.items())
-    return report if same and report.get("channels") else None
+    """The build's report when it was made with these options and has every file this benchmark reads."""
+    return reusable_report(out, wanted, ("model.tflite", "baselines/dense_int8.tflite"), "channels")
 
 
 @dataclass

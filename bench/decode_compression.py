@@ -24,7 +24,6 @@ The Markdown section goes to stdout (the builds' own output to stderr).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -35,6 +34,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import reusable_report  # bench/_common.py (bench/ is the script directory)
 
 from edgesparse.estimate import tflm_ram
 from edgesparse.estimate.check import check_model
@@ -75,16 +76,8 @@ def _wanted_options(demo: str, sparsity: float) -> dict[str, Any]:
 
 def _reusable(out: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
     """The build's report when it was made with these options and has every file this benchmark reads."""
-    files = ("report.json", "model.tflite", "baselines/dense_int8.tflite", "baselines/pruned_int8.tflite")
-    if not all((out / f).is_file() for f in files):
-        return None
-    try:
-        report = json.loads((out / "report.json").read_text())
-    except (OSError, ValueError):
-        return None
-    options = report.get("options") or {}
-    same = all(options.get(k) == v for k, v in wanted.items())
-    return report if same and report.get("compression") else None
+    files = ("model.tflite", "baselines/dense_int8.tflite", "baselines/pruned_int8.tflite")
+    return reusable_report(out, wanted, files, "compression")
 
 
 def ensure_build(demo: str, sparsity: float, builds: Path = BUILDS) -> DemoBuild:
