@@ -7,6 +7,7 @@ import types
 
 import numpy as np
 import pytest
+from support.models import projection_data
 
 from edgesparse.errors import PruningError
 from edgesparse.pipeline.prune import ScheduleOptions, check_clusters, cluster_and_finetune, plan_policy
@@ -27,13 +28,7 @@ def keras():
 
 
 def make_data(n=512, n_val=128, shape=(8, 8, 1), num_classes=4, seed=0):
-    """Learnable synthetic data: the label is the argmax of a fixed projection."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n + n_val, *shape)).astype("float32")
-    proj = rng.normal(size=(int(np.prod(shape)), num_classes))
-    y = np.argmax(x.reshape(len(x), -1) @ proj, axis=1).astype("int64")
-    return types.SimpleNamespace(x_train=x[:n], y_train=y[:n], x_val=x[n:], y_val=y[n:],
-                                 num_classes=num_classes, source="synthetic", labels=None)
+    return projection_data(n, shape, num_classes, n_val, seed)
 
 
 def magnitude_pruned_model(data, policies_for):

@@ -8,7 +8,7 @@ import numpy as np
 from edgesparse.pipeline.convert import convert_keras
 from edgesparse.pipeline.tf_env import import_tf
 
-__all__ = ["PRUNED_CNN_INPUT", "SEED", "mixed_data", "mixed_model", "pruned_cnn", "pruned_cnn_int8"]
+__all__ = ["PRUNED_CNN_INPUT", "SEED", "mixed_data", "mixed_model", "projection_data", "pruned_cnn", "pruned_cnn_int8"]
 
 SEED = 0
 
@@ -93,3 +93,13 @@ def _pruned_cnn(rng, *, dense, classes, dw_strides, sparsity, seed, bias_std):
                 bias = rng.normal(size=bias.shape) * bias_std
             layer.set_weights([kernel, bias])
     return model
+
+
+def projection_data(n=128, shape=(8, 8, 4), num_classes=4, n_val=32, seed=0):
+    """Learnable synthetic data: the label is the argmax of a fixed projection."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n + n_val, *shape)).astype("float32")
+    proj = rng.normal(size=(int(np.prod(shape)), num_classes))
+    y = np.argmax(x.reshape(len(x), -1) @ proj, axis=1).astype("int64")
+    return SimpleNamespace(x_train=x[:n], y_train=y[:n], x_val=x[n:], y_val=y[n:],
+                           num_classes=num_classes, source="synthetic", labels=None)
