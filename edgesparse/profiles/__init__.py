@@ -11,6 +11,7 @@ from __future__ import annotations
 from edgesparse.errors import ProfileError
 from edgesparse.profiles.profile import (
     PROFILE_DIR,
+    NpuConfig,
     Profile,
     available_profiles,
     display_path,
@@ -41,6 +42,7 @@ __all__ = [
     "CLASSES",
     "KERNELS",
     "LATENCY_ORDER",
+    "NpuConfig",
     "PROFILE_DIR",
     "RUNTIME_FOR_CLASS",
     "SCHEMA",

@@ -26,13 +26,14 @@ import tomllib
 
 # Re-exported (`X as X`) so that `from edgesparse.profiles.profile import ...` keeps working for these names.
 from edgesparse.errors import ProfileError as ProfileError
+from edgesparse.profiles.schema import INTERPRETER_OF, NPU_RUNTIMES, SOURCES, core_from_cpu
 from edgesparse.profiles.schema import SCHEMA as SCHEMA
-from edgesparse.profiles.schema import SOURCES, core_from_cpu
 from edgesparse.profiles.validate import ProfileValidationError as ProfileValidationError
 from edgesparse.profiles.validate import validate as validate
 
 __all__ = [
     "PROFILE_DIR",
+    "NpuConfig",
     "PROFILE_DIRS",
     "Profile",
     "available_profiles",
@@ -54,6 +55,33 @@ def _profile_dir() -> Path:
 
 
 PROFILE_DIR = _profile_dir()
+
+
+@dataclass(frozen=True)
+class NpuConfig:
+    """A profile's [npu] table, typed: what Vela needs to compile for this device's Ethos-U, and the
+    power while it runs. Keys and meanings: `edgesparse.profiles.schema.SCHEMA["npu"]`."""
+
+    accelerator: str                  # Vela --accelerator-config, e.g. "ethos-u55-128"
+    clock_mhz: float                  # NPU core clock
+    memory_mode: str                  # "Sram_Only" | "Shared_Sram" | "Dedicated_Sram"
+    axi0: str                         # memory area on AXI0 ("Sram")
+    axi1: str                         # memory area on AXI1, where weights live ("OffChipFlash", ...)
+    axi0_memory: Mapping[str, float]  # clock_scale, burst_length, read/write_latency, max_reads/writes
+    axi1_memory: Mapping[str, float]
+    sram_bytes: int                   # SRAM the NPU's arena may use
+    arena_cache_bytes: int | None     # Dedicated_Sram: Vela's arena_cache_size
+    active_mw: float                  # power while the NPU runs an inference
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """The configuration's int8 MACs per cycle, the number in its name (ethos-u55-128 -> 128)."""
+        return int(self.accelerator.rsplit("-", 1)[1])
+
+    @property
+    def product(self) -> str:
+        """'Ethos-U55' or 'Ethos-U65', as Arm names it."""
+        return "Ethos-" + self.accelerator.split("-")[1].upper()
 
 
 @dataclass(frozen=True)
@@ -133,8 +161,33 @@ class Profile:
 
     @property
     def runtime(self) -> str:
-        """'litert' or 'tflm'."""
+        """The interpreter that runs the model's CPU side and verifies it here: 'litert' or 'tflm'.
+
+        An Ethos-U profile (runtime.name 'tflm+ethos-u') answers 'tflm': TFLM runs the Vela-compiled
+        model, the NPU's command stream being one custom operator. `npu` says whether there is an NPU;
+        `runtime_name` is the name as the profile writes it, for display."""
+        return INTERPRETER_OF.get(self.runtime_name, self.runtime_name)
+
+    @property
+    def runtime_name(self) -> str:
+        """runtime.name as written: 'litert', 'tflm' or 'tflm+ethos-u'."""
         return str(self.runtime_table.get("name", "litert"))
+
+    @property
+    def npu(self) -> NpuConfig | None:
+        """The Ethos-U NPU this device compiles for with Vela; None for a device without one."""
+        table = self.table("npu")
+        if self.runtime_name not in NPU_RUNTIMES or not table:
+            return None
+        cache = table.get("arena_cache_bytes")
+        return NpuConfig(
+            accelerator=str(table["accelerator"]), clock_mhz=float(table["clock_mhz"]),
+            memory_mode=str(table["memory_mode"]), axi0=str(table["axi0"]), axi1=str(table["axi1"]),
+            axi0_memory={str(k): float(v) for k, v in table["axi0_memory"].items()},
+            axi1_memory={str(k): float(v) for k, v in table["axi1_memory"].items()},
+            sram_bytes=int(table["sram_bytes"]),
+            arena_cache_bytes=None if cache is None else int(cache),
+            active_mw=float(table["active_mw"]))
 
     @property
     def kernels(self) -> str:

@@ -20,9 +20,15 @@ from typing import Any
 __all__ = [
     "ALL",
     "CLASSES",
+    "INTERPRETER_OF",
     "KERNELS",
     "KIND_NAMES",
     "NAME_PATTERN",
+    "NPU_ACCELERATORS",
+    "NPU_MEMORIES",
+    "NPU_MEMORY_KEYS",
+    "NPU_MEMORY_MODES",
+    "NPU_RUNTIMES",
     "NUMERIC_KINDS",
     "RUNTIME_FOR_CLASS",
     "SCHEMA",
@@ -90,6 +96,16 @@ SIMD = ("none", "neon", "dotprod", "i8mm", "fp16", "dsp", "helium", "pie",
         "sse4", "avx2", "avx512", "avx512_vnni")
 KERNELS = {"litert": ("xnnpack", "builtin"), "tflm": ("cmsis-nn", "esp-nn", "reference")}
 RUNTIME_FOR_CLASS = {"phone": "litert", "sbc": "litert", "host": "litert", "mcu": "tflm"}
+# runtime.name -> the interpreter that runs the model's CPU side (and verifies it here). An Ethos-U
+# microcontroller runs TFLM with the NPU's custom operator; its [npu] table says how Vela compiles for it.
+INTERPRETER_OF = {"litert": "litert", "tflm": "tflm", "tflm+ethos-u": "tflm"}
+NPU_RUNTIMES = ("tflm+ethos-u",)  # runtime names that need an [npu] table
+# Vela's --accelerator-config values for the Ethos-U55 and U65 (Vela 5.2 also knows U85, not profiled yet).
+NPU_ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256",
+                    "ethos-u65-256", "ethos-u65-512")
+NPU_MEMORY_MODES = ("Sram_Only", "Shared_Sram", "Dedicated_Sram")  # Vela's [Memory_Mode.*] sections
+NPU_MEMORIES = ("Sram", "OnChipFlash", "OffChipFlash", "Dram")  # Vela's memory areas (AXI port targets)
+NPU_MEMORY_KEYS = ("clock_scale", "burst_length", "read_latency", "write_latency", "max_reads", "max_writes")
 
 SCHEMA: dict[str, Table] = {
     "": Table("Top-level keys.", {
@@ -118,8 +134,9 @@ SCHEMA: dict[str, Table] = {
                    choices=("none", "sp", "dp")),
     }),
     "runtime": Table("Which interpreter runs the model and what it can exploit.", {
-        "name": Key("str", "litert (phones, SBCs, host) or tflm (MCUs).", required=True,
-                    choices=("litert", "tflm")),
+        "name": Key("str", "litert (phones, SBCs, host), tflm (MCUs) or tflm+ethos-u (MCUs with an Arm "
+                    "Ethos-U NPU: TFLM runs the Vela-compiled model; needs an [npu] table).", required=True,
+                    choices=tuple(INTERPRETER_OF)),
         "kernels": Key("str", "Kernel library.", required=True,
                        choices=tuple(k for ks in KERNELS.values() for k in ks)),
         "version": Key("str", "Runtime version the numbers refer to."),
@@ -140,6 +157,29 @@ SCHEMA: dict[str, Table] = {
         "kernel_code_bytes": Key("number_map", "Per-op kernel code added to code_bytes for the op "
                                  "types a model uses (builtin op name or 'default').", minimum=0),
     }),
+    "npu": Table("The Arm Ethos-U NPU and the memories it sees, as Vela's system configuration needs them "
+                 "(runtime.name tflm+ethos-u only).", {
+        "accelerator": Key("str", "Vela --accelerator-config, e.g. ethos-u55-128 (MACs per cycle).",
+                           required=True, choices=NPU_ACCELERATORS),
+        "clock_mhz": Key("number", "NPU core clock (Vela core_clock).", required=True, positive=True),
+        "memory_mode": Key("str", "Vela memory mode: Sram_Only, Shared_Sram (arena in SRAM, weights on AXI1) "
+                           "or Dedicated_Sram (U65: arena in DRAM, SRAM as its cache).", required=True,
+                           choices=NPU_MEMORY_MODES),
+        "axi0": Key("str", "Memory on the NPU's AXI0 port (Vela axi0_port), usually Sram.", required=True,
+                    choices=NPU_MEMORIES),
+        "axi1": Key("str", "Memory on AXI1 (Vela axi1_port): where the weights live, e.g. OffChipFlash, "
+                    "OnChipFlash (MRAM) or Dram.", required=True, choices=NPU_MEMORIES),
+        "axi0_memory": Key("number_map", "Vela's characteristics of the AXI0 memory: clock_scale (of the NPU "
+                           "clock), burst_length (bytes), read_latency, write_latency (cycles), max_reads, "
+                           "max_writes.", required=True, minimum=0),
+        "axi1_memory": Key("number_map", "The same for the AXI1 memory.", required=True, minimum=0),
+        "sram_bytes": Key("int", "SRAM the NPU's tensor arena may use (the arena budget Vela plans into).",
+                          required=True, positive=True),
+        "arena_cache_bytes": Key("int", "Dedicated_Sram only: SRAM Vela uses as the arena's cache "
+                                 "(Vela arena_cache_size).", positive=True),
+        "active_mw": Key("number", "Power at the supply while the NPU runs an inference (NPU, its memories "
+                         "and the CPU waiting on it).", required=True, positive=True),
+    }, required=()),
     "budget": Table("What a model may use on this device (a policy, not a fact).", {
         "flash_bytes": Key("int", "Model + runtime code.", required=True, positive=True),
         "ram_bytes": Key("int", "Peak arena + runtime persistent RAM.", required=True, positive=True),

@@ -223,7 +223,7 @@ BAD = [
     ("budget_below_runtime", [("flash_bytes = 524288", "flash_bytes = 1000")],
      ["budget.flash_bytes: smaller than runtime.code_bytes (81920)"]),
     ("unknown_runtime_with_hint", [('name = "tflm"', 'name = "tlfm"')],
-     ["runtime.name: expected one of litert, tflm, received 'tlfm'; did you mean 'tflm'?"]),
+     ["runtime.name: expected one of litert, tflm, tflm+ethos-u, received 'tlfm'; did you mean 'tflm'?"]),
     ("unknown_kernels_with_hint", [('kernels = "cmsis-nn"', 'kernels = "cmsisnn"')],
      ["runtime.kernels: expected one of", "did you mean 'cmsis-nn'?"]),
     ("mcu_must_use_tflm", [('name = "tflm"', 'name = "litert"'), ('kernels = "cmsis-nn"', 'kernels = "xnnpack"')],
