@@ -24,7 +24,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[build,test]'
+	$(PY) -m pip install --quiet -e '.[build,test,npu,distributed]'
 	touch $(STAMP)
 
 demo: install
