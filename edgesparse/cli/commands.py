@@ -188,6 +188,10 @@ def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -
                    "to N values per kernel (3..128, zeros kept), so TFLite Micro's LUT decoder stores few-bit "
                    "indices; its accuracy is reported. TFLite Micro profiles with --mcu-compression lut or auto. "
                    "[default: off]")
+@click.option("--distribute", type=click.Choice(["mirrored", "multi-worker"]), default=None,
+              help="Fine-tune under a tf.distribute strategy: mirrored = every local GPU/CPU device, multi-worker "
+                   "= the cluster TF_CONFIG describes (only the chief writes outputs). Pays on several GPUs or many "
+                   "cores, not on a small CPU (docs/scale.md). [default: one device]")
 def build(**kwargs: Any) -> None:
     """Prune, quantize, verify and check a Keras model for a device profile."""
     console = render.make_console()
@@ -478,8 +482,12 @@ def report_cmd(build_dir: Path) -> None:
               help="As for build: sparsity-preserving weight clustering before conversion, TFLite Micro points "
                    "only. [default: off]")
 @click.option("--fresh", is_flag=True, help="Delete the cached points and rebuild every one.")
+@click.option("--scheduler", default=None, metavar="ADDRESS|local[:N]",
+              help="Build the points as tasks on a Dask cluster: local:N starts N worker processes on this machine, "
+                   "an address (tcp://host:8786) uses your running cluster. Needs edgesparse[distributed]. "
+                   "[default: one point after another in this process]")
 def sweep(profiles: tuple[str, ...], sparsities: str | None, quantize: str, max_accuracy_drop: float | None,
-          out: Path | None, fresh: bool, **base: Any) -> None:
+          out: Path | None, fresh: bool, scheduler: str | None, **base: Any) -> None:
     """Build every sparsity x quantization point once, check it on every profile, chart the trade-off.
 
     An interrupted sweep resumes: rerun the same command and finished points come from the cache.
@@ -488,7 +496,8 @@ def sweep(profiles: tuple[str, ...], sparsities: str | None, quantize: str, max_
     options = pipeline_sweep.SweepOptions(base=pipeline_build.BuildOptions(**base), profiles=tuple(profiles),
                                           sparsities=sparsities or pipeline_sweep.default_sparsities(
                                               base["granularity"]), quantize=quantize,
-                                          max_accuracy_drop=max_accuracy_drop, out=out, fresh=fresh)
+                                          max_accuracy_drop=max_accuracy_drop, out=out, fresh=fresh,
+                                          scheduler=scheduler)
     console = render.make_console()
     try:
         with SweepProgress(console) as progress:

@@ -134,6 +134,7 @@ class BuildOptions:
     granularity: str = "auto"             # build_checks.GRANULARITIES; auto = the per-profile policy
     element_sparsity: float | None = None  # channel: element-wise pruning of what is left, to this sparsity
     optimize: str = "balanced"            # prune.OPTIMIZE_MODES: which encodings the LiteRT policy may choose
+    distribute: str | None = None         # None: one device; "mirrored" | "multi-worker" (tf.distribute)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)

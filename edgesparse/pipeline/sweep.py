@@ -134,12 +134,13 @@ class SweepOptions:
     max_accuracy_drop: float | None = None
     out: Path | None = None
     fresh: bool = False
+    scheduler: str | None = None   # None: in this process; "local[:N]" or a Dask scheduler address
 
     def to_dict(self) -> dict[str, Any]:
         return {"profiles": list(self.profiles), "sparsities": list(self.sparsities or ()),
                 "quantize": list(self.quantize),
                 "max_accuracy_drop": self.max_accuracy_drop, "out": None if self.out is None else str(self.out),
-                "fresh": self.fresh,
+                "fresh": self.fresh, "scheduler": self.scheduler,
                 "build": {k: v for k, v in self.base.to_dict().items() if k not in _PER_POINT}}
 
 
