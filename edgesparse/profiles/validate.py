@@ -19,9 +19,12 @@ from edgesparse.errors import ProfileError
 from edgesparse.profiles.schema import (
     ALL,
     CLASSES,
+    INTERPRETER_OF,
     KERNELS,
     KIND_NAMES,
     NAME_PATTERN,
+    NPU_MEMORY_KEYS,
+    NPU_RUNTIMES,
     NUMERIC_KINDS,
     RUNTIME_FOR_CLASS,
     SCHEMA,
@@ -247,7 +250,8 @@ def _cross_checks(raw: Mapping[str, Any], device_class: str | None) -> list[str]
     t = {name: _table(raw, name) for name in SCHEMA if name}
     return (_identity_checks(raw) + _runtime_checks(t["runtime"], t["device"], device_class)
             + _capacity_checks(t["device"], t["runtime"], t["budget"], device_class)
-            + _power_checks(t["power"]) + _latency_checks(t["latency"]))
+            + _power_checks(t["power"]) + _latency_checks(t["latency"])
+            + _npu_checks(raw, t["runtime"], t["device"], t["power"]))
 
 
 def _identity_checks(raw: Mapping[str, Any]) -> list[str]:
@@ -263,17 +267,20 @@ def _identity_checks(raw: Mapping[str, Any]) -> list[str]:
 
 
 def _runtime_checks(runtime: Mapping[str, Any], device: Mapping[str, Any], device_class: str | None) -> list[str]:
-    """The runtime fits the class, its kernels fit the runtime, and TFLM's limits hold."""
+    """The runtime fits the class, its kernels fit the interpreter, and TFLM's limits hold (also for
+    tflm+ethos-u, whose CPU side is TFLM)."""
     out: list[str] = []
     rt = runtime.get("name")
-    if device_class and rt in KERNELS and rt != RUNTIME_FOR_CLASS[device_class]:
-        out.append(f"runtime.name: class {device_class!r} runs {RUNTIME_FOR_CLASS[device_class]!r}, "
-                   f"received {rt!r}")
+    interpreter = INTERPRETER_OF.get(rt) if isinstance(rt, str) else None
+    if device_class and interpreter and interpreter != RUNTIME_FOR_CLASS[device_class]:
+        out.append(f"runtime.name: class {device_class!r} runs {RUNTIME_FOR_CLASS[device_class]!r}"
+                   + (" (tflm+ethos-u is for class 'mcu')" if rt in NPU_RUNTIMES else "")
+                   + f", received {rt!r}")
     kernels = runtime.get("kernels")
-    if rt in KERNELS and isinstance(kernels, str) and kernels in (SCHEMA["runtime"].keys["kernels"].choices or ()) \
-            and kernels not in KERNELS[rt]:
-        out.append(f"runtime.kernels: {rt} uses one of {', '.join(KERNELS[rt])}, received {kernels!r}")
-    if rt == "tflm":
+    if interpreter and isinstance(kernels, str) and kernels in (SCHEMA["runtime"].keys["kernels"].choices or ()) \
+            and kernels not in KERNELS[interpreter]:
+        out.append(f"runtime.kernels: {rt} uses one of {', '.join(KERNELS[interpreter])}, received {kernels!r}")
+    if interpreter == "tflm":
         if runtime.get("sparse_weights") is True:
             out.append("runtime.sparse_weights: TFLM cannot run DENSIFY; expected false, received true")
         for key in ("block_sparsity", "block_sparsity_int8"):
@@ -348,6 +355,117 @@ def _latency_checks(latency: Mapping[str, Any]) -> list[str]:
         out.append("latency.transfer_factor: latency.transferred_from is set, so expected the stated factor")
     if latency.get("overhead_from") and latency.get("overhead_factor") is None:
         out.append("latency.overhead_factor: latency.overhead_from is set, so expected the stated factor")
+    return out
+
+
+# Vela reads these with int(): a decimal point in its .ini would stop it, so the profile says whole numbers.
+_NPU_INT_KEYS = ("burst_length", "read_latency", "write_latency", "max_reads", "max_writes")
+
+
+def _npu_checks(raw: Mapping[str, Any], runtime: Mapping[str, Any], device: Mapping[str, Any],
+                power: Mapping[str, Any]) -> list[str]:
+    """[npu] is there exactly when the runtime drives an NPU, and holds nothing Vela would reject or
+    silently replace by a default."""
+    rt = runtime.get("name")
+    if rt in NPU_RUNTIMES and "npu" not in raw:
+        return [f"npu: missing table; runtime.name {rt!r} needs it (the accelerator, clocks and memories "
+                "Vela compiles for)"]
+    if "npu" in raw and rt in INTERPRETER_OF and rt not in NPU_RUNTIMES:
+        return [f"npu: only for runtime.name {' or '.join(map(repr, NPU_RUNTIMES))}, received runtime.name "
+                f"{rt!r} (remove [npu], or set runtime.name = \"tflm+ethos-u\")"]
+    npu = _table(raw, "npu")
+    if not npu:
+        return []
+    return _npu_memory_checks(npu) + _npu_mode_checks(npu) + _npu_capacity_checks(npu, device, power)
+
+
+def _npu_memory_checks(npu: Mapping[str, Any]) -> list[str]:
+    """axi0_memory/axi1_memory: exactly Vela's six characteristics, in ranges Vela can use."""
+    out: list[str] = []
+    for port in ("axi0", "axi1"):
+        key = f"npu.{port}_memory"
+        memory = npu.get(f"{port}_memory")
+        if not isinstance(memory, Mapping):
+            continue  # missing or mistyped: reported by the schema check
+        for name in memory:
+            if name not in NPU_MEMORY_KEYS:
+                out.append(f"{key}.{name}: unknown key; expected one of {', '.join(NPU_MEMORY_KEYS)}"
+                           + _hint(str(name), NPU_MEMORY_KEYS))
+        for name in NPU_MEMORY_KEYS:
+            if name not in memory:
+                out.append(f"{key}.{name}: missing; Vela would silently use its default, so the profile "
+                           "must say it")
+                continue
+            value = memory[name]
+            if not _is_number(value):
+                continue  # reported by the schema check
+            if name == "clock_scale" and not 0 < value <= 1:
+                out.append(f"{key}.clock_scale: expected a number > 0 and <= 1 (the memory's bandwidth per "
+                           f"NPU cycle relative to the AXI port, which runs at the NPU clock), received {value!r}")
+            elif name in _NPU_INT_KEYS and not _is_int(value):
+                out.append(f"{key}.{name}: expected a whole number (Vela reads it as an integer), "
+                           f"received {value!r}")
+            elif name == "burst_length" and (value <= 0 or value & (value - 1)):
+                out.append(f"{key}.burst_length: expected a power of two (bytes per AXI burst), "
+                           f"received {value!r}")
+            elif name == "max_reads" and value < 1:
+                out.append(f"{key}.max_reads: the NPU reads from every memory it is given; expected at least 1, "
+                           f"received {value!r}")
+        arena_port = "axi1" if npu.get("memory_mode") == "Dedicated_Sram" else "axi0"
+        writes = memory.get("max_writes")
+        if port == arena_port and isinstance(writes, int) and not isinstance(writes, bool) and writes < 1:
+            out.append(f"{key}.max_writes: the tensor arena is on {port} (memory_mode "
+                       f"{npu.get('memory_mode', 'Sram_Only')}), so the NPU writes there; expected at least 1, "
+                       f"received {writes}")
+    return out
+
+
+def _npu_mode_checks(npu: Mapping[str, Any]) -> list[str]:
+    """The memory mode, the ports and the accelerator agree the way Vela requires."""
+    out: list[str] = []
+    mode, accelerator = npu.get("memory_mode"), npu.get("accelerator")
+    axi0, axi1 = npu.get("axi0"), npu.get("axi1")
+    if axi0 is not None and axi0 != "Sram":
+        out.append(f"npu.axi0: Vela keeps the arena's cache (and, outside Dedicated_Sram, the arena) on AXI0, "
+                   f"which must be SRAM; expected 'Sram', received {axi0!r}")
+    if mode == "Dedicated_Sram":
+        if isinstance(accelerator, str) and accelerator.startswith("ethos-u55"):
+            out.append(f"npu.memory_mode: Dedicated_Sram (SRAM as a cache of a DRAM arena) is for the "
+                       f"Ethos-U65; expected Sram_Only or Shared_Sram for {accelerator!r}")
+        if axi1 is not None and axi1 != "Dram":
+            out.append(f"npu.axi1: Dedicated_Sram puts the arena on AXI1, so expected 'Dram', received {axi1!r}")
+        if "arena_cache_bytes" not in npu:
+            out.append("npu.arena_cache_bytes: missing; memory_mode Dedicated_Sram needs the SRAM Vela may use "
+                       "as the arena's cache")
+    elif mode in ("Sram_Only", "Shared_Sram") and "arena_cache_bytes" in npu:
+        out.append(f"npu.arena_cache_bytes: only for memory_mode Dedicated_Sram; in {mode} the arena is in "
+                   "SRAM and npu.sram_bytes bounds it")
+    if mode == "Shared_Sram" and axi1 == "Sram":
+        out.append("npu.axi1: Shared_Sram reads the weights over AXI1 from flash or DRAM; expected OffChipFlash, "
+                   "OnChipFlash or Dram, received 'Sram' (memory_mode Sram_Only keeps the weights in SRAM)")
+    if mode == "Sram_Only":
+        if axi1 is not None and axi1 != "Sram":
+            out.append(f"npu.axi1: memory_mode Sram_Only keeps the weights in SRAM too (Vela then ignores AXI1's "
+                       f"memory), so expected 'Sram', received {axi1!r}")
+        elif isinstance(npu.get("axi0_memory"), Mapping) and npu.get("axi1_memory") != npu.get("axi0_memory"):
+            out.append("npu.axi1_memory: axi0 and axi1 are the same SRAM in Sram_Only, so expected the same "
+                       "characteristics as npu.axi0_memory")
+    return out
+
+
+def _npu_capacity_checks(npu: Mapping[str, Any], device: Mapping[str, Any], power: Mapping[str, Any]) -> list[str]:
+    """The NPU's SRAM fits the device's RAM, its cache fits its SRAM, and its power is at least idle's."""
+    out: list[str] = []
+    sram, ram, cache = _num(npu, "sram_bytes"), _num(device, "ram_bytes"), _num(npu, "arena_cache_bytes")
+    if sram and ram and sram > ram:
+        out.append(f"npu.sram_bytes: exceeds the device's RAM device.ram_bytes ({ram:g}), received {sram:g}")
+    if cache and sram and cache > sram:
+        out.append(f"npu.arena_cache_bytes: the cache is in the NPU's SRAM, so expected at most npu.sram_bytes "
+                   f"({sram:g}), received {cache:g}")
+    active, idle = _num(npu, "active_mw"), _num(power, "idle_mw")
+    if active is not None and idle is not None and active < idle:
+        out.append(f"npu.active_mw: below power.idle_mw ({idle:g}); the device runs an inference awake, so "
+                   f"expected at least that, received {active:g}")
     return out
 
 
