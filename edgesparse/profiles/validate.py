@@ -79,6 +79,11 @@ def _is_number(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and not (isinstance(v, float) and not math.isfinite(v))
 
 
+def _fmt(value: float) -> str:
+    """A number for a message: integers in full (1048576, not 1.04858e+06), other numbers short."""
+    return str(value) if _is_int(value) else f"{value:g}"
+
+
 def _a(words: str) -> str:
     return ("an " if words[:1] in "aeiou" else "a ") + words
 
@@ -312,12 +317,12 @@ def _capacity_checks(device: Mapping[str, Any], runtime: Mapping[str, Any], budg
         b, d = _num(budget, budget_key), _num(device, device_key)
         if b and d and b > d:
             out.append(f"budget.{budget_key}: exceeds the device's capacity device.{device_key} "
-                       f"({d:g}), received {b:g}")
+                       f"({_fmt(d)}), received {_fmt(b)}")
     for budget_key, runtime_key in (("flash_bytes", "code_bytes"), ("ram_bytes", "persistent_ram_bytes")):
         b, r = _num(budget, budget_key), _num(runtime, runtime_key)
         if b and r is not None and r > b:
-            out.append(f"budget.{budget_key}: smaller than runtime.{runtime_key} ({r:g}) alone, "
-                       f"so no model fits; received {b:g}")
+            out.append(f"budget.{budget_key}: smaller than runtime.{runtime_key} ({_fmt(r)}) alone, "
+                       f"so no model fits; received {_fmt(b)}")
     return out
 
 
@@ -458,10 +463,10 @@ def _npu_capacity_checks(npu: Mapping[str, Any], device: Mapping[str, Any], powe
     out: list[str] = []
     sram, ram, cache = _num(npu, "sram_bytes"), _num(device, "ram_bytes"), _num(npu, "arena_cache_bytes")
     if sram and ram and sram > ram:
-        out.append(f"npu.sram_bytes: exceeds the device's RAM device.ram_bytes ({ram:g}), received {sram:g}")
+        out.append(f"npu.sram_bytes: exceeds the device's RAM device.ram_bytes ({_fmt(ram)}), received {_fmt(sram)}")
     if cache and sram and cache > sram:
         out.append(f"npu.arena_cache_bytes: the cache is in the NPU's SRAM, so expected at most npu.sram_bytes "
-                   f"({sram:g}), received {cache:g}")
+                   f"({_fmt(sram)}), received {_fmt(cache)}")
     active, idle = _num(npu, "active_mw"), _num(power, "idle_mw")
     if active is not None and idle is not None and active < idle:
         out.append(f"npu.active_mw: below power.idle_mw ({idle:g}); the device runs an inference awake, so "

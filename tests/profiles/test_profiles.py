@@ -407,7 +407,8 @@ def test_cli_profiles_validate_reports_all_problems_in_all_files(tmp_path):
     out = result.output
     assert "ok " in out and "Invalid device profile: 3 problems." in out
     assert "bad1.toml: device.clock_mhz: expected a positive number, received -5" in out
-    assert "bad2.toml: runtime.name: expected one of litert, tflm, tflm+ethos-u, received 'tlfm'; did you mean 'tflm'?" in out
+    assert ("bad2.toml: runtime.name: expected one of litert, tflm, tflm+ethos-u, received 'tlfm'; "
+            "did you mean 'tflm'?") in out
     assert "none.toml: Profile file not found" in out
     assert "Traceback" not in out
 
