@@ -27,8 +27,10 @@ __all__ = [
     "REPORT_SECTIONS",
     "artifact_matches_report",
     "check_report_shape",
+    "interpreter_model_name",
     "is_build_dir",
     "load_report",
+    "read_interpreter_model",
     "read_verified_artifact",
     "write_report",
 ]
@@ -42,7 +44,9 @@ SAMPLE = "sample.npz"
 # One class name a line, in output order.
 LABELS = "labels.txt"
 # The dense references the artifact is compared against (sizes, battery gain from pruning).
-# pruned_int8: on TFLite Micro builds whose model.tflite is DECODE-compressed, the same model before compression.
+# pruned_int8: on TFLite Micro builds whose model.tflite is DECODE-compressed, the same model before compression;
+# on Arm Ethos-U builds, whose model.tflite is Vela's compilation, the plain int8 model Vela compiled (the file the
+# build verified in TFLite Micro: `interpreter_model_name`).
 BASELINES = {"dense_float32": "baselines/dense_float32.tflite", "dense_int8": "baselines/dense_int8.tflite",
              "pruned_int8": "baselines/pruned_int8.tflite"}
 
@@ -53,7 +57,7 @@ REPORT_SECTIONS: dict[str, type | tuple[type, ...]] = {
     "model": dict, "data": dict, "pruning": dict, "sparsity": dict, "conversion": dict, "sizes": dict,
     "accuracy": dict, "verification": dict, "check": dict, "passed": bool, "failures": list, "warnings": list,
     "timings_s": dict,
-    "files": dict, "compression": dict, "speed": dict, "channels": dict,
+    "files": dict, "compression": dict, "speed": dict, "channels": dict, "npu": dict,
 }
 
 
@@ -114,6 +118,40 @@ def read_verified_artifact(build_dir: Path, report: dict[str, Any]) -> bytes:
                          expected=f"sha256 {recorded}", received=f"sha256 {hashlib.sha256(data).hexdigest()}",
                          fix="Rebuild with `edgesparse build`, or restore the original model.tflite")
     return data
+
+
+def interpreter_model_name(report: dict[str, Any]) -> str:
+    """The build's file an interpreter on this machine runs: model.tflite, or what report.json's verification names.
+
+    On an Ethos-U build model.tflite holds Vela's NPU command stream, which neither TFLite Micro nor LiteRT can
+    run here; the build verified the plain int8 model Vela compiled (BASELINES["pruned_int8"]) and says so in
+    `verification.model_file`.
+    """
+    name = (report.get("verification") or {}).get("model_file") or ARTIFACT
+    if name != ARTIFACT and name not in BASELINES.values():
+        raise EdgesparseError("report.json names an unknown verified file", where="verification.model_file",
+                              expected=f"{ARTIFACT} or one of {', '.join(BASELINES.values())}", received=repr(name),
+                              fix="Rebuild with `edgesparse build`, or restore the original report.json")
+    return str(name)
+
+
+def read_interpreter_model(build_dir: Path, report: dict[str, Any]) -> tuple[str, bytes]:
+    """(name, bytes) of `interpreter_model_name`, refused when it is missing or not the file report.json records."""
+    name = interpreter_model_name(report)
+    if name == ARTIFACT:
+        return name, read_verified_artifact(build_dir, report)
+    path = Path(build_dir) / name
+    if not path.is_file():
+        raise ModelError(f"No {name} in the build directory", where=str(build_dir),
+                         expected=f"the plain int8 model {REPORT_JSON} says the build verified",
+                         received=f"no {name}", fix="Rebuild with `edgesparse build`")
+    data = path.read_bytes()
+    recorded = ((report.get("files") or {}).get(name) or {}).get("sha256")
+    if recorded and recorded != hashlib.sha256(data).hexdigest():
+        raise ModelError(f"{name} is not the file {REPORT_JSON} describes", where=str(path),
+                         expected=f"sha256 {recorded}", received=f"sha256 {hashlib.sha256(data).hexdigest()}",
+                         fix=f"Rebuild with `edgesparse build`, or restore the original {name}")
+    return name, data
 
 
 def is_build_dir(path: Path) -> bool:

@@ -4,8 +4,9 @@ Why its own module: a build that "passes" with an artifact that ignores its
 input, or that blames the pruning schedule for data scaled to 1e30, is worse
 than one that fails. The checks here run at three moments: before any work
 (`check_options`: options a click range cannot express, such as a TensorBoard
-path that is a file, `--mcu-compression` on a profile without TFLite Micro, or
-`--cluster` where no LUT decoder would use the clusters; `check_granularity`:
+path that is a file, `--mcu-compression` on a profile without TFLite Micro or on
+an Ethos-U profile, `--cluster` where neither a LUT decoder nor Vela's weight
+encoding would use the clusters, a `--quantize` Vela cannot compile; `check_granularity`:
 a `--granularity` that contradicts `--structured`, `--element-sparsity` or the
 profile;
 `mcu_compression_mode` is the one rule for that option's default), on the
@@ -28,6 +29,7 @@ from edgesparse.data import Dataset, absent_classes, input_range
 from edgesparse.errors import DataError, OutputLocationError
 from edgesparse.fsutil import check_writable_location
 from edgesparse.pipeline.prune import check_clusters
+from edgesparse.profiles.schema import NPU_RUNTIMES
 from edgesparse.tflite.decode_compress import MODES
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "at_chance",
     "check_dense_outputs",
     "check_granularity",
+    "check_npu_quantize",
     "check_options",
     "chance_level",
     "dense_model_warnings",
@@ -71,8 +74,12 @@ def _flag_path_error(flag: str, path: Path, what: str, received: str) -> DataErr
 def mcu_compression_mode(requested: str | None, runtime: str) -> str:
     """The DECODE compression a build applies: `requested`, or by default `auto` on TFLite Micro, `off` elsewhere.
 
+    `runtime` is the profile's runtime name as written (`Profile.runtime_name`).
     Only TFLite Micro has the DECODE op, so asking for compression on another
-    runtime is refused (DataError, exit 2) instead of silently ignored.
+    runtime is refused (DataError, exit 2) instead of silently ignored. On an
+    Ethos-U profile (tflm+ethos-u) it is off and refused too: Vela encodes the
+    weights itself, losslessly, and a DECODE op is a custom op Vela cannot place
+    on the NPU, so every layer behind one would run on the CPU.
     """
     if requested is not None and requested not in MODES:
         raise DataError("Bad --mcu-compression", where="--mcu-compression",
@@ -81,6 +88,14 @@ def mcu_compression_mode(requested: str | None, runtime: str) -> str:
         return requested or "auto"
     if requested in (None, "off"):
         return "off"
+    if runtime in NPU_RUNTIMES:
+        raise DataError("--mcu-compression does not apply to Ethos-U profiles", where="--mcu-compression",
+                        expected="off (the default on an Ethos-U profile), or no --mcu-compression",
+                        received=f"--mcu-compression {requested} on a {runtime} profile",
+                        fix="Drop --mcu-compression: Vela compresses the weights itself (zeros and clustered values "
+                            "shrink its encoding, so pruning and --cluster N pay without DECODE), and TFLite Micro's "
+                            "DECODE ops are custom ops Vela cannot place on the NPU: the layers behind them would "
+                            "run on the CPU")
     raise DataError("--mcu-compression applies only to TFLite Micro profiles", where="--mcu-compression",
                     expected="a profile whose runtime is tflm (a microcontroller), or no --mcu-compression",
                     received=f"--mcu-compression {requested} on a {runtime} profile",
@@ -141,14 +156,19 @@ def check_granularity(granularity: str, *, structured: tuple[int, int] | None = 
 def check_options(*, tensorboard: Path | None, min_agreement: float, epochs: int, batch_size: int,
                   min_params: int, runtime: str | None = None, mcu_compression: str | None = None,
                   cluster: int | None = None) -> None:
-    """Options the CLI's ranges cannot check, or a library caller may pass: refused before any work, by flag."""
+    """Options the CLI's ranges cannot check, or a library caller may pass: refused before any work, by flag.
+
+    `runtime` is the profile's runtime name as written (`Profile.runtime_name`); on an Ethos-U profile
+    `--cluster N` is allowed (clustered values shrink Vela's weight encoding) and `--mcu-compression` is not.
+    """
     mode = mcu_compression_mode(mcu_compression, runtime) if runtime is not None else None
     if cluster is not None:
         check_clusters(cluster)
-        if mode not in ("lut", "auto", None):
+        if mode not in ("lut", "auto", None) and runtime not in NPU_RUNTIMES:
             raise DataError("--cluster pays only where TFLite Micro's LUT decoder stores the clusters",
                             where="--cluster",
-                            expected="a TFLite Micro profile with --mcu-compression lut or auto (the default)",
+                            expected="a TFLite Micro profile with --mcu-compression lut or auto (the default), "
+                                     "or an Ethos-U profile (Vela's weight encoding)",
                             received=f"--mcu-compression {mode} on a {runtime} profile",
                             fix="Drop --cluster, or build for a microcontroller profile with --mcu-compression "
                                 "auto: clustering costs accuracy and saves nothing without LUT")
@@ -176,6 +196,19 @@ def check_options(*, tensorboard: Path | None, min_agreement: float, epochs: int
         except OutputLocationError as exc:
             raise OutputLocationError(f"--tensorboard: {exc.what}", where=exc.where, expected=exc.expected,
                                       received=exc.received, fix="Choose another --tensorboard directory") from None
+
+
+def check_npu_quantize(quantize: str, profile_name: str) -> None:
+    """An Ethos-U build compiles a full-integer int8 model with Vela; any other --quantize is refused before work.
+
+    Vela places only quantized ops on the NPU (int8, or int16 activations with int8 weights): a float32,
+    float16 or dynamic-range model would run entirely on the CPU, which is not what an Ethos-U profile is for.
+    """
+    if quantize == "int8":
+        return
+    raise DataError(f"--quantize {quantize} cannot run on {profile_name}'s Ethos-U NPU", where="--quantize",
+                    expected="int8 (Vela compiles full-integer models for the NPU)", received=f"--quantize {quantize}",
+                    fix="Use --quantize int8 (the default), or a profile without an NPU")
 
 
 def chance_level(y: np.ndarray) -> float:

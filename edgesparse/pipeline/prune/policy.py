@@ -12,6 +12,22 @@ Dense kernel is [in, out], so the TFMOT `block_size` passed to `prune_low_magnit
 transpose, (4, 1). The TFLite converter only keeps block-sparse weights without a DENSIFY op
 for 1x4 float and 1x16 int8 FULLY_CONNECTED weights (checked on this machine); see docs/pruning.md.
 
+Arm Ethos-U profiles (`profile.npu`): Vela encodes, losslessly, the weights of every op it runs on the NPU's
+MAC engine: CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED (Vela 5.2
+`tflite_supported_operators.mac_main_ops` with a weight tensor; `weight_compressor.encode_weight_and_scale_tensor`),
+so the layers that become those ops (Dense, Conv1D/2D, Conv2DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D)
+are pruned element-wise: Vela's encoder shrinks with every zero and with few distinct values (`--cluster N`), in
+any pattern, so no block shape is needed; the zeros save flash and the weight traffic of every inference.
+Layers whose ops Vela leaves to the CPU with plain int8 weights (Embedding's GATHER, Conv3D, int8 LSTM/GRU, ...)
+stay dense: no DECODE runs on an Ethos-U build, so their zeros would cost accuracy and save nothing.
+Depthwise kernels are encoded by Vela but stay dense because TFMOT cannot prune them (its prune registry
+lists no weights for DepthwiseConv2D); the reason says so. The output layer, `--min-params` and the MIN_SHARE
+rule apply as on every profile, for the same reasons: the output layer's weights produce the output directly (the
+most accuracy per weight), and a layer's encoded saving is at most its int8 bytes (one byte a weight, while Vela's
+scale and bias stream of 10 B per output channel does not shrink with zeros), so a layer under --min-params
+weights, or under 1 % of the model's, saves under that many bytes of flash and weight traffic.
+`--prune-output-layer` prunes the output layer, and a lower `--min-params` lowers the absolute threshold.
+
 Raises PruningError (a model TFMOT cannot prune, unknown skip_layers) and MissingDependency.
 """
 
@@ -32,6 +48,7 @@ __all__ = [
     "MIN_PARAMS",
     "MIN_SHARE",
     "OPTIMIZE_MODES",
+    "VELA_ENCODED_LAYERS",
     "LayerPolicy",
     "check_prunable_model",
     "check_skip_layers",
@@ -49,6 +66,10 @@ INT8_WEIGHT_MODES = ("int8", "dynamic")
 #: file, even where the sparse kernel is predicted slower than dense), "speed" prunes only where the estimator
 #: predicts the layer faster than dense, "balanced" (default) wherever it is not predicted slower.
 OPTIMIZE_MODES = ("size", "speed", "balanced")
+#: Keras layers the converter turns into ops whose weights Vela encodes on an Ethos-U NPU (CONV_2D,
+#: DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED); the module docstring says how that was checked.
+VELA_ENCODED_LAYERS = ("Dense", "Conv1D", "Conv2D", "Conv2DTranspose", "DepthwiseConv1D", "DepthwiseConv2D",
+                       "SeparableConv1D", "SeparableConv2D")
 
 
 @dataclass(frozen=True)
@@ -176,10 +197,33 @@ def output_activation(model: Any, keras: Any) -> str:
     return "linear"
 
 
+def _vela_encodes(layer, keras) -> bool:
+    """True when the layer becomes an op whose weights Vela encodes (VELA_ENCODED_LAYERS, subclasses included)."""
+    classes = tuple(c for c in (getattr(keras.layers, n, None) for n in VELA_ENCODED_LAYERS) if c is not None)
+    return isinstance(layer, classes)
+
+
+def _npu_reason(profile, layer, keras, why_not: str | None) -> str | None:
+    """The Ethos-U policy's reason to keep a layer dense, or None when Vela encodes it and TFMOT can prune it."""
+    npu = profile.npu
+    if not _vela_encodes(layer, keras):
+        return (f"dense: Vela does not encode {type(layer).__name__}'s weights (its op runs on {profile.name}'s CPU "
+                f"with plain int8 weights, and Ethos-U builds have no DECODE), so zeros there would cost accuracy "
+                f"and save no byte")
+    if why_not is not None:
+        return (f"{why_not}; Vela encodes it on the {npu.product} too, where zeros would shrink its encoded "
+                f"weights, but it stays dense")
+    return None
+
+
 def _element_wise_reason(profile, layer, keras, int8: bool = False) -> str:
     name = getattr(profile, "name", None)
     if profile is None:
         return "element-wise (no device profile: generic magnitude pruning)"
+    if getattr(profile, "npu", None) is not None:
+        return (f"element-wise; {name}'s {profile.npu.product} runs this kernel from Vela's lossless weight "
+                f"encoding, which shrinks with every zero in any pattern (and with few distinct values, "
+                f"--cluster N): smaller encoded weights in flash and less weight traffic per inference")
     if profile.runtime == "tflm":
         return (f"element-wise; {name} runs TFLite Micro, which has no sparse kernels: the zeros shrink flash "
                 "through DECODE compression (--mcu-compression), which decodes the tensor into RAM on every "
@@ -211,7 +255,8 @@ def plan_policy(model, profile, schedule: ScheduleOptions, *,
     weights take profile.block_sparsity (1x4). `optimize` (OPTIMIZE_MODES) applies to LiteRT profiles
     only: each pruned layer's encoding is priced against its dense kernel by the estimator
     (`estimate.speed.layer_speed`), and its reason says what was predicted; TFLM profiles (no sparse
-    kernels: every encoding is size only) are planned the same for every mode.
+    kernels: every encoding is size only) are planned the same for every mode. Ethos-U profiles
+    (profile.npu) prune element-wise every kernel Vela encodes (the module docstring says which and why).
     """
     if optimize not in OPTIMIZE_MODES:
         raise PruningError("Unknown optimization goal", where="plan_policy (--optimize)",
@@ -252,8 +297,12 @@ def plan_policy(model, profile, schedule: ScheduleOptions, *,
             return LayerPolicy(prune=False, target_sparsity=0.0, block_size=(1, 1),
                                pattern="dense", reason=reason, **base)
 
+        npu_dense = (_npu_reason(profile, layer, keras, why_not if weights is None else None)
+                     if getattr(profile, "npu", None) is not None else None)
         if layer.name in skip:
             policies.append(dense("skipped by request (--skip-layers / skip_layers)"))
+        elif npu_dense is not None:
+            policies.append(dense(npu_dense))
         elif weights is None:
             policies.append(dense(why_not))
         elif not weights:

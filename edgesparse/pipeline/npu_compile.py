@@ -1,0 +1,101 @@
+"""The build's "npu" stage for Arm Ethos-U profiles: the verified int8 model compiled with Vela, dense beside it.
+
+Why a stage of its own: on an Ethos-U microcontroller the file flashed is not
+the converter's int8 model but Vela's compilation of it (an `ethos-u` custom op
+holding the NPU command stream and the encoded weights, plus the ops Vela left
+to the CPU). That file cannot run on this machine, so the build verifies the
+plain int8 model in TFLite Micro first (accuracy, agreement, test accuracy, as
+on every TFLM profile), then compiles exactly that model here, and keeps it
+beside the compiled one (`baselines/pruned_int8.tflite`). The dense int8
+baseline (the model before pruning) is compiled for the same profile, so the
+report shows what pruning and clustering did to Vela's encoded weights and
+cycle estimate, dense against pruned. Vela itself runs in `runtime.vela`; its
+figures are priced for the profile by `estimate.npu` and laid out by
+`report.npu`.
+
+`require_compiler` is the check before any work: an Ethos-U profile without
+Vela installed is refused (MissingDependency, exit 2, naming edgesparse[npu])
+before the data is loaded or anything is trained.
+
+Raises: `MissingDependency` (no Vela), `ConversionError` (Vela failed on the
+model, with Vela's words).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgesparse._types import Progress, no_progress
+from edgesparse.builddir import ARTIFACT, BASELINES
+from edgesparse.profiles.profile import Profile
+from edgesparse.runtime.vela import VelaCompilation, compile_for_ethos_u, require_vela
+
+__all__ = [
+    "NPU_NOT_RUN",
+    "NpuBuild",
+    "compile_for_profile",
+    "require_compiler",
+    "verification_scope",
+    "verified_text",
+]
+
+#: What the build cannot verify on an Ethos-U profile, said once for the verify stage, report.json and the summary.
+NPU_NOT_RUN = (f"{ARTIFACT} is Vela's compilation for the NPU; its ethos-u command stream cannot run on this machine "
+               "(no Ethos-U here, and no simulator in TFLite Micro's Python wheel), so NPU execution is not verified")
+
+
+@dataclass
+class NpuBuild:
+    """The Vela-compiled artifact, the plain int8 model it was compiled from, and both compilations."""
+
+    model: bytes = field(repr=False)        # model.tflite: Vela's output for the profile's NPU
+    plain_int8: bytes = field(repr=False)   # baselines/pruned_int8.tflite: the int8 model TFLM verified
+    compilation: VelaCompilation            # of plain_int8
+    dense: VelaCompilation | None           # of the dense int8 baseline (None when the build has none)
+    warnings: list[str] = field(default_factory=list)
+
+
+def require_compiler(profile: Profile) -> str | None:
+    """Vela's version for an Ethos-U profile (MissingDependency naming edgesparse[npu] without it); None otherwise."""
+    if profile.npu is None:
+        return None
+    return require_vela()
+
+
+def compile_for_profile(plain_int8: bytes, dense_int8: bytes, profile: Profile,
+                        progress: Progress | None = None) -> NpuBuild:
+    """Vela compiles the verified int8 model and the dense int8 baseline for `profile`'s NPU.
+
+    Vela's warnings come back as build warnings (prefixed with which file they are about); a CPU fallback
+    is a warning too, naming the ops and Vela's reason, since each one runs on the Cortex-M instead.
+    """
+    progress = progress or no_progress
+    npu = profile.npu
+    if npu is None:
+        raise ValueError(f"{profile.name} has no [npu] table: compile_for_profile is for Ethos-U profiles")
+    compilation = compile_for_ethos_u(plain_int8, npu)
+    dense = compile_for_ethos_u(dense_int8, npu) if dense_int8 else None
+    warnings = [f"Vela ({npu.accelerator}, pruned int8): {w}" for w in compilation.warnings]
+    if compilation.cpu_ops:
+        fallbacks = "; ".join(f"op {op.index} {op.op_type}: {op.reason or 'no reason given'}"
+                              for op in compilation.cpu_ops)
+        warnings.append(f"{len(compilation.cpu_ops)} op(s) run on {profile.name}'s CPU, not on the "
+                        f"{npu.product}: {fallbacks}")
+    for warning in warnings:
+        progress("warning", {"message": warning})
+    return NpuBuild(model=compilation.model, plain_int8=plain_int8, compilation=compilation, dense=dense,
+                    warnings=warnings)
+
+
+def verified_text(interpreter: str) -> str:
+    """What the build did verify on an Ethos-U profile, and what it did not, in one sentence for report.json."""
+    return (f"verified: {BASELINES['pruned_int8']} (the int8 model Vela compiled, before compilation) in "
+            f"{interpreter}: accuracy, top-1 agreement with the pruned Keras model and the test accuracy are "
+            f"its figures; not verified: {NPU_NOT_RUN}: that the NPU computes what TFLM computed rests on Vela and "
+            "the NPU, and the cycles, SRAM and flash figures are Vela's estimates")
+
+
+def verification_scope(interpreter: str) -> dict[str, str | bool]:
+    """report.json verification's extra keys on an Ethos-U build: which file was run, and what was not."""
+    return {"model_file": BASELINES["pruned_int8"], "npu_command_stream_verified": False,
+            "not_verified": NPU_NOT_RUN, "scope": verified_text(interpreter)}
