@@ -28,6 +28,7 @@ import numpy as np
 from edgesparse._types import Progress, no_progress
 from edgesparse.data import check_compatible, input_range
 from edgesparse.errors import DataError, MissingDependency, PruningError
+from edgesparse.pipeline import distribute as tf_distribute
 from edgesparse.pipeline.prune.policy import LayerPolicy, check_prunable_model, output_activation
 from edgesparse.pipeline.prune.schedule import ResolvedSchedule, ScheduleOptions, resolve_schedule
 from edgesparse.pipeline.tf_env import import_tf, import_tfmot
@@ -237,11 +238,17 @@ def measure_sparsity(stripped: Any, policies: Sequence[LayerPolicy],
 def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule: ScheduleOptions,
                        *, epochs: int, batch_size: int, learning_rate: float | None = None,
                        tensorboard_dir: Any = None, progress: Progress | None = None,
-                       seed: int = 0) -> PruneResult:
+                       seed: int = 0, distribute: str | None = None) -> PruneResult:
     """Wrap, fine-tune with UpdatePruningStep, strip_pruning, then measure every kernel's zeros.
 
     The caller's model is not modified. Deterministic for a given seed on one machine.
-    KeyboardInterrupt propagates untouched; nothing is written except TensorBoard logs.
+    KeyboardInterrupt propagates untouched; nothing is written except TensorBoard logs (on a
+    multi-worker cluster, by the chief only).
+
+    `distribute` ("mirrored" | "multi-worker", edgesparse.pipeline.distribute) fine-tunes under that
+    strategy, started with distribute.start before any model was loaded; `batch_size` is then the
+    global batch over all replicas. The masks are checked identical on every replica afterwards
+    (ReplicaMismatchError otherwise) and the returned model is a plain single-device copy.
     """
     keras = check_prunable_model(model)
     tfmot = import_tfmot()
@@ -249,7 +256,7 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
     x, y, xv, yv = training_arrays(dataset, model, num_classes)
     resolved = resolve_schedule(schedule, num_train=len(x), batch_size=batch_size, epochs=epochs)
     _check_policies(model, policies, resolved)
-    loss, metric = classifier_loss_and_metric(model, num_classes, keras)
+    classifier_loss_and_metric(model, num_classes, keras)  # a model it cannot fine-tune fails before any strategy
     if tensorboard_dir is not None:
         try:
             import tensorboard  # noqa: F401  (tf.summary.scalar lives there)
@@ -259,14 +266,17 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
                                     fix="pip install tensorboard, or drop the TensorBoard "
                                         "directory option") from None
 
+    strategy = tf_distribute.active(distribute)
     keras.utils.set_random_seed(seed)
-    pruned = _clone_with_pruning(model, policies, resolved.to_tfmot(), keras, tfmot)
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate or 1e-3)
-    pruned.compile(optimizer=optimizer, loss=loss, metrics=[metric])
+    with tf_distribute.scope(strategy):  # TFMOT's wrappers, masks and the optimizer's slots live in its scope
+        pruned = _clone_with_pruning(model, policies, resolved.to_tfmot(), keras, tfmot)
+        loss, metric = classifier_loss_and_metric(model, num_classes, keras)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate or 1e-3)
+        pruned.compile(optimizer=optimizer, loss=loss, metrics=[metric])
 
     sparsity_api = tfmot.sparsity.keras
     callbacks = [sparsity_api.UpdatePruningStep(), keras.callbacks.TerminateOnNaN()]
-    if tensorboard_dir is not None:
+    if tensorboard_dir is not None and tf_distribute.is_chief(distribute):
         callbacks.append(sparsity_api.PruningSummaries(log_dir=str(tensorboard_dir),
                                                        profile_batch=0, write_graph=False))
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
@@ -275,10 +285,14 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
              for _, mask, _ in layer.pruning_vars]
     state = {"pruned_layers": [p.name for p in policies if p.prune], "epoch_sparsity": []}
     callbacks.append(_progress_callback(progress or no_progress, resolved, masks, keras, state))
-    fit = pruned.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
-                     validation_data=(xv, yv) if xv is not None else None, callbacks=callbacks)
+    with tf_distribute.cluster_failures(strategy):
+        fit = pruned.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
+                         validation_data=(xv, yv) if xv is not None else None, callbacks=callbacks)
+        tf_distribute.check_replicas_agree(strategy, masks)
 
     stripped = sparsity_api.strip_pruning(pruned)
+    if strategy is not None:
+        stripped = tf_distribute.local_copy(stripped)
     raise_if_diverged(fit.history, stripped, dataset)
     layers, overall = measure_sparsity(stripped, policies, resolved)
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
