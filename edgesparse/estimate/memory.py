@@ -20,7 +20,7 @@ from edgesparse.estimate.decoding import DecodeWork, decode_work
 from edgesparse.estimate.ops import is_constant, is_one_time, is_variable, op_cost_class, op_type, tensor_nbytes
 from edgesparse.profiles import Profile
 from edgesparse.runtime.litert import activation_arena_bytes
-from edgesparse.tflite.schema import DECODE_OPS
+from edgesparse.tflite.schema import DECODE_OPS, schema
 
 __all__ = [
     "TFLM_HOST64",
@@ -35,6 +35,7 @@ __all__ = [
     "estimate_flash",
     "estimate_ram",
     "litert_ram",
+    "offline_offsets",
     "plan_greedy",
     "tensor_lifetimes",
     "tflm_ram",
@@ -130,7 +131,7 @@ def tensor_lifetimes(graph: Any) -> dict[int, tuple[int, int]]:
     Scope 0 is the subgraph's start (its inputs); op i runs in scope i + 1;
     outputs stay live to the last op.
     """
-    ops, outputs = list(graph.ops), list(graph.outputs)
+    ops, outputs, tensors = list(graph.ops), list(graph.outputs), list(graph.tensors)
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for t in list(graph.inputs) + outputs:
@@ -140,6 +141,8 @@ def tensor_lifetimes(graph: Any) -> dict[int, tuple[int, int]]:
             if t >= 0:
                 first[t] = last[t] = i
         for t in op.inputs:
+            if t >= 0 and t not in first and _unproduced_buffer(tensors, t):
+                first[t] = last[t] = 0  # TFLM leaves its creation unset (-1): live from the start
             if t >= 0 and t in first:
                 last[t] = max(last[t], i)
         for t in op.outputs:
@@ -149,6 +152,50 @@ def tensor_lifetimes(graph: Any) -> dict[int, tuple[int, int]]:
     for t in outputs:
         last[t] = max(last.get(t, 0), end)
     return {t: (first[t], last[t]) for t in first}
+
+
+def _unproduced_buffer(tensors: Sequence[Any], t: int) -> bool:
+    """A tensor an op reads that no op writes and that is neither constant nor a graph input: a Vela-compiled
+    file's NPU scratch area. TFLM plans it (needs_allocating) with its creation never marked, i.e. live from
+    the subgraph's start to its last reader. Only tensors that say `is_constant = False` qualify, so stand-in
+    graphs without the attribute keep their old reading."""
+    if t >= len(tensors):
+        return False
+    tensor = tensors[t]
+    return getattr(tensor, "is_constant", None) is False and not is_variable(tensor)
+
+
+OFFLINE_PLAN = "OfflineMemoryAllocation"
+
+
+def offline_offsets(graph: Any) -> dict[int, int]:
+    """Arena offsets of the main subgraph's tensors fixed by the model's OfflineMemoryAllocation metadata
+    (Vela writes it: its NPU scratch area and the tensors at the NPU's boundary share the arena it planned).
+
+    TFLM's planner places these tensors at exactly these offsets (micro_allocation_info.cc,
+    GetOfflinePlannedOffsets: int32 [version, subgraphs, tensor count, offset per tensor], -1 = plan online).
+    {} when the model has no such metadata or it does not describe this model's tensors.
+    """
+    data = getattr(graph, "data", None)
+    if OFFLINE_PLAN not in (getattr(graph, "metadata", None) or {}) or not data:
+        return {}
+    import numpy as np
+
+    model = schema().Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if (entry.Name() or b"").decode("utf-8", "replace") != OFFLINE_PLAN:
+            continue
+        buffer = model.Buffers(entry.Buffer())
+        if buffer.Offset() > 1:  # data stored after the flatbuffer (models over 2 GB)
+            raw = bytes(data[buffer.Offset():buffer.Offset() + buffer.Size()])
+        else:
+            raw = buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+        words = np.frombuffer(raw[:len(raw) // 4 * 4], dtype="<i4")
+        if len(words) < 3 or len(words) < 3 + int(words[2]) or int(words[2]) < len(graph.tensors):
+            return {}
+        return {t: int(words[3 + t]) for t in range(len(graph.tensors)) if int(words[3 + t]) >= 0}
+    return {}
 
 
 # --------------------------------------------------------------------------- RAM under TFLM
@@ -292,6 +339,7 @@ def _tflm_head(graph: Any, kernels: str, elsewhere: frozenset[int] = frozenset()
     """
     tensors = list(graph.tensors)
     lifetimes = tensor_lifetimes(graph)
+    offsets = offline_offsets(graph)
     buffers: list[Buffer] = []
     variable_bytes = 0
     for t, (first, last) in lifetimes.items():
@@ -303,7 +351,8 @@ def _tflm_head(graph: Any, kernels: str, elsewhere: frozenset[int] = frozenset()
             variable_bytes += align_up(size, 16)
             continue
         if size:
-            buffers.append(Buffer(size, first, last, name=str(getattr(tensor, "name", t))))
+            buffers.append(Buffer(size, first, last, name=str(getattr(tensor, "name", t)),
+                                  offline_offset=offsets.get(t)))
     for tensor in tensors:
         if is_variable(tensor) and not any(tensor is tensors[t] for t in lifetimes):
             variable_bytes += align_up(tensor_nbytes(tensor), 16)
