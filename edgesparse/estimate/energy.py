@@ -152,15 +152,19 @@ def _optional_float(value: Any) -> float | None:
 
 def estimate_energy(latency_ms: float | None, profile: Profile, *, rate: str | float | None = None,
                     battery_mah: float | None = None, sleep_mw: float | None = None,
-                    latency_basis: str = "fitted") -> EnergyEstimate:
+                    latency_basis: str = "fitted", active_mw: float | None = None,
+                    active_keys: tuple[str, ...] = ("power.active_mw",)) -> EnergyEstimate:
     """Energy and battery life on the profile; `rate`, `battery_mah` and `sleep_mw` override its figures.
 
+    `active_mw` replaces [power] active_mw when the power during an inference is not one figure (an Ethos-U
+    device: the NPU's power while it runs, the CPU's while CPU ops run, time-weighted by estimate.npu);
+    `active_keys` are the profile keys it rests on, so an unsourced one makes the energy an assumption.
     DataError when `battery_mah` is not > 0, `sleep_mw` not >= 0, or `rate` does not parse.
     """
     _require(battery_mah, "--battery-mah (battery_mah)", "a battery capacity in mAh", inclusive=False)
     _require(sleep_mw, "--sleep-mw (sleep_mw)", "a power between inferences in mW", inclusive=True)
-    power, battery, sources = profile.table("power"), profile.table("battery"), profile.sources
-    active = power.get("active_mw")
+    power, battery = profile.table("power"), profile.table("battery")
+    active = power.get("active_mw") if active_mw is None else active_mw
     rest = str(battery.get("rest_state", "sleep"))
     rest_key = f"{rest}_mw" if f"{rest}_mw" in power else "sleep_mw"
     sleep = sleep_mw if sleep_mw is not None else power.get(rest_key)
@@ -171,16 +175,18 @@ def estimate_energy(latency_ms: float | None, profile: Profile, *, rate: str | f
     rate_per_s = parse_rate(rate) if rate is not None else None
 
     def unsourced(key: str) -> bool:
-        text = str(sources.get(key, "")).strip().lower()
+        text = str(profile.source(key) or "").strip().lower()
         return not text or text.startswith("assumption")
 
     notes: list[str] = []
     basis = latency_basis
+    assumed = [key for key in active_keys if unsourced(key)]
     if active is None:
         notes.append("the profile gives no [power] active_mw: no energy estimate")
         basis = "none"
-    elif unsourced("power.active_mw"):
-        notes.append("[power] active_mw is an assumption (no measured source)")
+    elif assumed:
+        notes.append(" and ".join(f"[{k.split('.')[0]}] {k.split('.', 1)[1]}" for k in assumed)
+                     + " is an assumption (no measured source)")
         basis = "assumption"
     if sleep_mw is None and sleep is not None and unsourced(f"power.{rest_key}"):
         notes.append(f"[power] {rest_key} (power between inferences) is an assumption")
