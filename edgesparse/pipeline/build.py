@@ -1,4 +1,4 @@
-"""build(): load -> prune -> [cluster] -> convert -> [compress] -> verify -> estimate -> report.
+"""build(): load -> prune -> [cluster] -> convert -> [compress] -> verify -> [npu] -> estimate -> report.
 
 The one place that strings the stages together. It never prints: progress goes
 through a callback (`progress(event, fields)`) that the CLI renders. Every output
@@ -13,7 +13,18 @@ DECODE-compressed where that pays and the profile's RAM allows
 (`pipeline.mcu_compress`; `--mcu-compression`), and the same model before
 compression is kept as baselines/pruned_int8.tflite; the verify and estimate
 stages run the file that is written. `--cluster N` fine-tunes the pruned
-layers to N values per kernel before conversion, for the LUT decoder.
+layers to N values per kernel before conversion, for the LUT decoder (and, on
+Arm Ethos-U profiles, for Vela's weight encoding).
+
+On an Ethos-U profile (`profile.npu`) there is no DECODE stage: the plain int8
+model is verified in TFLite Micro exactly as on other TFLM profiles, then the
+"npu" stage compiles it with Vela for the profile's NPU
+(`pipeline.npu_compile`), and the dense int8 baseline (the model before
+pruning) too. model.tflite is the compiled file, the plain int8 model is kept
+as baselines/pruned_int8.tflite, and report.json's verification says which
+file was run and that the NPU command stream was not; its "npu" section and
+the check are the NPU estimate (`estimate.npu`). Vela's presence is checked
+before any work.
 
 `--granularity` chooses what pruning removes (build_checks.GRANULARITIES; the
 default `auto` is the per-profile policy). `channel` removes whole channels on
@@ -57,12 +68,13 @@ from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, ConversionEr
 from edgesparse.estimate import check_model
 from edgesparse.estimate.speed import measure_host, speed_claim
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir, write_error
-from edgesparse.pipeline import convert, mcu_compress, models, prune, recurrent
+from edgesparse.pipeline import convert, mcu_compress, models, npu_compile, prune, recurrent
 from edgesparse.pipeline.build_checks import (
     DEFAULT_MIN_AGREEMENT,
     artifact_failures,
     check_dense_outputs,
     check_granularity,
+    check_npu_quantize,
     check_options,
     dense_model_warnings,
     mcu_compression_mode,
@@ -129,7 +141,7 @@ class BuildOptions:
     min_params: int = prune.MIN_PARAMS
     tensorboard: Path | None = None
     seed: int = 0
-    mcu_compression: str | None = None    # None: auto on TFLite Micro profiles, off elsewhere
+    mcu_compression: str | None = None    # None: auto on TFLite Micro profiles, off elsewhere (Ethos-U too)
     cluster: int | None = None            # sparsity-preserving weight clustering to N values per kernel
     granularity: str = "auto"             # build_checks.GRANULARITIES; auto = the per-profile policy
     element_sparsity: float | None = None  # channel: element-wise pruning of what is left, to this sparsity
@@ -312,23 +324,26 @@ def build(options: BuildOptions, progress: Progress | None = None,
         pruned_top1 = verify.top1(_predict(keras_model, dataset.x_val, options.batch_size))
     with stages.run("convert", f"Converting to TFLite ({options.quantize})"):
         conversion = convert.build_artifact(keras_model, dataset, quantize=options.quantize, profile=profile)
-        if channels is not None:
-            conversion = _original_baselines(conversion, prepared.model, dataset, options.quantize)
+        conversion = _original_baselines(conversion, prepared, options.quantize, channels is not None, profile)
     compression = _compress(conversion, profile, options.mcu_compression, dataset, stages)
     if compression is not None:
         conversion = dataclasses.replace(conversion, artifact=compression.model, dense_int8=compression.dense_int8,
                                          notes=[*conversion.notes, _compression_note(compression)])
         compression.section["cluster"] = _cluster_summary(clustered)
     warnings = list(prepared.warnings) + (compression.warnings if compression is not None else [])
-    with stages.run("verify", f"Running the artifact in {'TFLite Micro' if profile.runtime == 'tflm' else 'LiteRT'}"):
+    with stages.run("verify", _verify_description(profile)):
         verification = verify.verify_artifact(conversion.artifact, dataset.x_val, dataset.y_val,
                                               runtime=profile.runtime, reference_predictions=pruned_top1)
-    with stages.run("estimate", f"Checking against the {profile.name} profile"):
-        check = check_model(conversion.artifact, profile).to_dict()
+    test_accuracy = _test_accuracy(prepared, conversion.artifact, keras_model, profile, options.batch_size)
+    npu = _compile_npu(conversion, profile, stages)
+    check, npu_section = _estimate(conversion, npu, profile, verification.interpreter, stages)
     section = compression.section if compression is not None else None
     mcu_compress.add_estimate(section, check)
-    speed = _speed(conversion, profile, stages)
-    test_accuracy = _test_accuracy(prepared, conversion.artifact, keras_model, profile, options.batch_size)
+    speed = _speed(conversion, profile, stages) if npu is None else None   # the NPU's dense vs pruned: "npu"
+    if npu is not None:
+        conversion = dataclasses.replace(conversion, artifact=npu.model,
+                                         notes=[*conversion.notes, npu_compile.note(npu, profile)])
+        warnings += npu.warnings
 
     drop_points = round((prepared.dense_accuracy - verification.accuracy) * 100.0, 3)
     failures = artifact_failures(agreement=verification.agreement, outputs=verification.predictions,
@@ -344,9 +359,13 @@ def build(options: BuildOptions, progress: Progress | None = None,
         channels=channels.as_dict() if channels is not None else None)
     document["warnings"] = warnings
     document["speed"] = speed
+    document["profile"]["runtime_name"] = profile.runtime_name
+    if npu is not None:
+        document["npu"] = npu_section
+        document["verification"].update(npu_compile.verification_scope(verification.interpreter))
 
     with stages.run("write", f"Writing {out_dir}"):
-        _publish(out_dir, options.force, conversion.artifact, _baselines(conversion, compression), keras_model,
+        _publish(out_dir, options.force, conversion.artifact, _baselines(conversion, compression, npu), keras_model,
                  document, sample=_sample_npz(dataset), sample_count=min(SAMPLE_SIZE, dataset.n_val),
                  labels=class_names(dataset, prepared.model_info["num_classes"]))
     return BuildResult(out_dir=out_dir, report=document, failures=failures, warnings=warnings)
@@ -366,16 +385,20 @@ def _checked_options(options: BuildOptions, profile: Profile) -> tuple[BuildOpti
     out_dir = Path(options.out) if options.out else default_out_dir(model_name(options), profile)
     check_output_free(out_dir, options.force, ours=builddir.is_build_dir)
     check_options(tensorboard=options.tensorboard, min_agreement=options.min_agreement, epochs=options.epochs,
-                  batch_size=options.batch_size, min_params=options.min_params, runtime=profile.runtime,
+                  batch_size=options.batch_size, min_params=options.min_params, runtime=profile.runtime_name,
                   mcu_compression=options.mcu_compression, cluster=options.cluster)
     options = dataclasses.replace(options, mcu_compression=mcu_compression_mode(options.mcu_compression,
-                                                                                 profile.runtime))
+                                                                                 profile.runtime_name))
     if options.demo not in DEMOS:
         raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
     if options.optimize not in OPTIMIZE_MODES:
         raise DataError("Bad --optimize", where="--optimize", expected=" | ".join(OPTIMIZE_MODES),
                         received=repr(options.optimize))
-    return options, out_dir, _schedule(options, structured)  # the schedule's option errors too
+    schedule = _schedule(options, structured)  # the schedule's option errors too
+    if profile.npu is not None:  # last: every option error first, then the missing compiler, before any work
+        check_npu_quantize(options.quantize, profile.name)
+        npu_compile.require_compiler(profile)
+    return options, out_dir, schedule
 
 
 def _speed(conversion: convert.ConversionResult, profile: Profile, stages: _Stages) -> dict[str, Any] | None:
@@ -386,6 +409,34 @@ def _speed(conversion: convert.ConversionResult, profile: Profile, stages: _Stag
     with stages.run("speed", "Comparing the artifact's speed with dense int8"):
         host = measure_host(conversion.artifact, conversion.dense_int8) if profile.runtime == "litert" else None
         return speed_claim(conversion.artifact, conversion.dense_int8, profile, host=host)
+
+
+def _verify_description(profile: Profile) -> str:
+    """The verify stage's line: which file runs in which interpreter (on Ethos-U, what does not run)."""
+    if profile.npu is not None:
+        return ("Running the plain int8 model in TFLite Micro (the file Vela compiles next; the NPU command stream "
+                "cannot run here and is not verified)")
+    return f"Running the artifact in {'TFLite Micro' if profile.runtime == 'tflm' else 'LiteRT'}"
+
+
+def _compile_npu(conversion: convert.ConversionResult, profile: Profile,
+                 stages: _Stages) -> npu_compile.NpuBuild | None:
+    """The "npu" stage of an Ethos-U build: the verified int8 model and the dense int8 baseline through Vela."""
+    if profile.npu is None:
+        return None
+    with stages.run("npu", f"Compiling for the {profile.npu.product} ({profile.npu.accelerator}) with Vela, "
+                           "pruned and dense int8"):
+        return npu_compile.compile_for_profile(conversion.artifact, conversion.dense_int8, profile,
+                                               progress=stages.progress)
+
+
+def _estimate(conversion: convert.ConversionResult, npu: npu_compile.NpuBuild | None, profile: Profile,
+              interpreter: str, stages: _Stages) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """report.json's "check" and, on an Ethos-U build, its "npu" section (the NPU estimate, dense vs pruned)."""
+    with stages.run("estimate", f"Checking against the {profile.name} profile"):
+        if npu is None:
+            return check_model(conversion.artifact, profile).to_dict(), None
+        return npu_compile.estimate(npu, conversion.dense_int8, profile, interpreter)
 
 
 def _cluster(model: Any, dataset: Dataset, policies: list[prune.LayerPolicy], options: BuildOptions,
@@ -414,9 +465,10 @@ def _compress(conversion: convert.ConversionResult, profile: Profile, mode: str,
               stages: _Stages) -> mcu_compress.McuCompression | None:
     """Overhead stripping and DECODE compression of a TFLite Micro artifact (None on other runtimes).
 
-    A stage of its own unless off (then only the stripping runs, proven the same way).
+    A stage of its own unless off (then only the stripping runs, proven the same way). None on Ethos-U profiles
+    too: Vela rewrites the whole file and encodes the weights itself, so the file Vela compiles is the converter's.
     """
-    if profile.runtime != "tflm":
+    if profile.runtime != "tflm" or profile.npu is not None:
         return None
     if mode == "off":
         return mcu_compress.compress_for_mcu(conversion.artifact, profile, mode, dataset.x_val,
@@ -436,12 +488,15 @@ def _compression_note(compression: mcu_compress.McuCompression) -> str:
             f"-> {section['compressed_bytes']:,} B, bitwise identical in TFLite Micro")
 
 
-def _baselines(conversion: convert.ConversionResult,
-               compression: mcu_compress.McuCompression | None) -> dict[str, bytes]:
-    """builddir.BASELINES variant -> bytes to write; pruned_int8 only when model.tflite differs from it."""
+def _baselines(conversion: convert.ConversionResult, compression: mcu_compress.McuCompression | None,
+               npu: npu_compile.NpuBuild | None = None) -> dict[str, bytes]:
+    """builddir.BASELINES variant -> bytes to write; pruned_int8 only when model.tflite differs from it
+    (DECODE-compressed, or Vela-compiled: then it is the plain int8 model the build verified)."""
     found = {"dense_float32": conversion.dense_float32, "dense_int8": conversion.dense_int8}
     if compression is not None and compression.applied:
         found["pruned_int8"] = compression.uncompressed
+    if npu is not None:
+        found["pruned_int8"] = npu.plain_int8
     return {variant: data for variant, data in found.items() if data}
 
 
@@ -490,9 +545,19 @@ def _prune_channels(prepared: PreparedInputs, options: BuildOptions, profile: Pr
     return channels, policies, pruned
 
 
-def _original_baselines(conversion: convert.ConversionResult, original: Any, dataset: Dataset,
-                        quantize: str) -> convert.ConversionResult:
-    """A channel build's dense baselines are the model before channel pruning: sizes and ratios against it."""
+def _original_baselines(conversion: convert.ConversionResult, prepared: PreparedInputs, quantize: str,
+                        channel: bool, profile: Profile) -> convert.ConversionResult:
+    """Dense baselines of the model before pruning, on a channel build (sizes and ratios against what the user
+    started from) and on an Ethos-U build (Vela's dense figures: the converter's "dense" int8 of the pruned model
+    holds its zeros); other builds keep the converter's."""
+    if channel:
+        why = "channel pruning: the dense baselines are the original model, converted before any channel was removed"
+    elif profile.npu is not None:
+        why = ("Ethos-U: the dense baselines are the model before pruning, so Vela's figures for the dense int8 "
+               "baseline compare dense with pruned")
+    else:
+        return conversion
+    original, dataset = prepared.model, prepared.dataset
     dense_float32 = convert.convert_keras(original, quantize="none")
     try:
         dense_int8 = convert.convert_keras(original, quantize="int8", representative=dataset.x_train)
@@ -501,8 +566,7 @@ def _original_baselines(conversion: convert.ConversionResult, original: Any, dat
             raise
         dense_int8 = b""
     return dataclasses.replace(conversion, dense_float32=dense_float32, dense_int8=dense_int8,
-                               notes=[*conversion.notes, "channel pruning: the dense baselines are the original "
-                                                         "model, converted before any channel was removed"])
+                               notes=[*conversion.notes, why])
 
 
 def _prune(prepared: PreparedInputs, options: BuildOptions, profile: Profile, schedule: prune.ScheduleOptions,

@@ -24,9 +24,11 @@ model, with Vela's words).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgesparse._types import Progress, no_progress
 from edgesparse.builddir import ARTIFACT, BASELINES
+from edgesparse.estimate import check_model
 from edgesparse.profiles.profile import Profile
 from edgesparse.runtime.vela import VelaCompilation, compile_for_ethos_u, require_vela
 
@@ -34,6 +36,8 @@ __all__ = [
     "NPU_NOT_RUN",
     "NpuBuild",
     "compile_for_profile",
+    "estimate",
+    "note",
     "require_compiler",
     "verification_scope",
     "verified_text",
@@ -99,3 +103,24 @@ def verification_scope(interpreter: str) -> dict[str, str | bool]:
     """report.json verification's extra keys on an Ethos-U build: which file was run, and what was not."""
     return {"model_file": BASELINES["pruned_int8"], "npu_command_stream_verified": False,
             "not_verified": NPU_NOT_RUN, "scope": verified_text(interpreter)}
+
+
+def estimate(npu: NpuBuild, dense_int8: bytes, profile: Profile, interpreter: str
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """report.json's "check" (the NPU estimate of the compiled model against the profile's budgets) and "npu"
+    (Vela's figures priced for the profile, pruned against dense, with what was verified)."""
+    from edgesparse.estimate.npu import npu_estimate
+    from edgesparse.report.npu import npu_section
+
+    result = check_model(npu.plain_int8, profile, compilation=npu.compilation)
+    dense = npu_estimate(npu.dense, profile, int8_model=dense_int8) if npu.dense is not None else None
+    return result.to_dict(), npu_section(result.npu, dense=dense, verified=verified_text(interpreter))
+
+
+def note(npu: NpuBuild, profile: Profile) -> str:
+    """conversion.notes' line for what Vela did."""
+    c = npu.compilation
+    return (f"Vela {c.vela_version} compiled the int8 model for {profile.name}'s {c.accelerator}: {c.npu_op_count} "
+            f"op(s) on the NPU, {len(c.cpu_ops)} on the CPU; encoded weights {c.encoded_weight_bytes:,} B from "
+            f"{c.raw_weight_bytes:,} B of int8 weights; {ARTIFACT} is Vela's file, the plain int8 model is "
+            f"{BASELINES['pruned_int8']}")

@@ -11,6 +11,12 @@ clean error. The interpreters themselves are `runtime.litert` and
 `runtime.tflm`; `top1` is the one rule for turning model outputs into class
 predictions.
 
+A file compiled by Vela for an Arm Ethos-U NPU (an `ethos-u` custom op holding
+the NPU command stream) is refused before any interpreter starts: no NPU and no
+Ethos-U simulator run here, so neither interpreter can execute it. What can be
+verified is the plain int8 model Vela compiled (an Ethos-U build keeps it as
+baselines/pruned_int8.tflite and verifies that); the error says so.
+
 Raises: `ModelError` (not bytes, corrupt or inconsistent file, an interpreter
 that crashed or hung on it), `DataError` (input shape or dtype, sample counts,
 models with several inputs), `VerificationError` (unknown runtime, or the
@@ -30,9 +36,11 @@ from edgesparse._types import RUNTIMES
 from edgesparse.errors import DataError, ModelError, VerificationError
 from edgesparse.runtime import litert, tflm
 from edgesparse.runtime.isolate import run_isolated
+from edgesparse.tflite.ethos_u import ETHOS_U_OP, is_ethos_u_model
 from edgesparse.tflite.graph import Graph, load_graph
 
-__all__ = ["RunResult", "VerificationResult", "quantize_input", "run_tflite", "top1", "verify_artifact"]
+__all__ = ["RunResult", "VerificationResult", "check_not_npu_compiled", "quantize_input", "run_tflite", "top1",
+           "verify_artifact"]
 
 _WHERE = "<in-memory model>"
 
@@ -189,6 +197,20 @@ def _run_tflm(graph: Graph, model_bytes: bytes, x: Any, progress: Callable[[str]
 
 # ----------------------------------------------------------------------------- public
 
+def check_not_npu_compiled(graph: Graph, where: str = _WHERE) -> None:
+    """VerificationError (exit 3) for a Vela-compiled file: its NPU command stream cannot run on this machine."""
+    if not is_ethos_u_model(graph):
+        return
+    raise VerificationError(
+        "This .tflite is compiled by Vela for an Arm Ethos-U NPU, and its NPU command stream cannot run here",
+        where=where, expected="a plain .tflite that TFLite Micro or LiteRT can run",
+        received=f"an '{ETHOS_U_OP}' custom op (the NPU's command stream and encoded weights); no Ethos-U NPU or "
+                 "simulator is available on this machine, so NPU execution is not verified",
+        fix="Run the int8 model Vela compiled instead: an Ethos-U build keeps it as baselines/pruned_int8.tflite "
+            "and verified it in TFLite Micro (report.json's verification says so)")
+
+
+
 def run_tflite(model_bytes: bytes, x: Any, *, runtime: str = "litert") -> RunResult:
     """Run every sample of `x` (float or already-quantized) and return dequantized outputs."""
     if runtime not in RUNTIMES:
@@ -199,6 +221,7 @@ def run_tflite(model_bytes: bytes, x: Any, *, runtime: str = "litert") -> RunRes
                          expected="bytes", received=type(model_bytes).__name__)
     model_bytes = bytes(model_bytes)
     graph = load_graph(model_bytes, validate=True)  # before an interpreter follows the file's offsets
+    check_not_npu_compiled(graph)
     if len(graph.inputs) != 1:
         raise DataError("Only single-input models can be verified", where="model inputs",
                         expected="1 input tensor", received=f"{len(graph.inputs)} inputs",
