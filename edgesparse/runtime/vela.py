@@ -30,17 +30,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgesparse.errors import ConversionError, MissingDependency, ProfileError
-from edgesparse.profiles.profile import NpuConfig
-from edgesparse.profiles.schema import NPU_MEMORY_KEYS
 from edgesparse.tflite.ethos_u import describe_ethos_u, ethos_u_ops
 from edgesparse.tflite.graph import Graph, load_graph
 
 __all__ = [
     "LATENCY_BASIS",
     "MEMORY_MODE_NAME",
+    "VELA_MEMORY_KEYS",
+    "NpuConfig",
     "SYSTEM_CONFIG_NAME",
     "VELA_EXTRA",
     "NpuOp",
@@ -56,13 +56,40 @@ SYSTEM_CONFIG_NAME = "edgesparse"   # [System_Config.edgesparse]
 MEMORY_MODE_NAME = "edgesparse"     # [Memory_Mode.edgesparse]
 LATENCY_BASIS = "Vela performance model"
 _DIST = "ethos-u-vela"
-_INT_KEYS = frozenset(NPU_MEMORY_KEYS) - {"clock_scale"}   # Vela parses these with int()
+# Vela's per-memory .ini keys (<Memory>_<key>), in the order Arm's vela.ini writes them; the profile schema's
+# NPU_MEMORY_KEYS must equal this (tests/runtime/test_vela.py checks it: runtime/ cannot import profiles/).
+VELA_MEMORY_KEYS = ("clock_scale", "burst_length", "read_latency", "write_latency", "max_reads", "max_writes")
+_INT_KEYS = frozenset(VELA_MEMORY_KEYS) - {"clock_scale"}   # Vela parses these with int()
 # Memory mode -> (const_mem_area, arena_mem_area, cache_mem_area), as Arm's config_files/Arm/vela.ini.
 _MEMORY_PORTS = {
     "Sram_Only": ("Axi0", "Axi0", "Axi0"),
     "Shared_Sram": ("Axi1", "Axi0", "Axi0"),
     "Dedicated_Sram": ("Axi1", "Axi1", "Axi0"),
 }
+
+
+class NpuConfig(Protocol):
+    """What Vela needs of a profile's [npu] table: `edgesparse.profiles.NpuConfig` has these fields
+    (a Protocol because runtime/ may not import profiles/, its sibling layer)."""
+
+    @property
+    def accelerator(self) -> str: ...
+    @property
+    def clock_mhz(self) -> float: ...
+    @property
+    def memory_mode(self) -> str: ...
+    @property
+    def axi0(self) -> str: ...
+    @property
+    def axi1(self) -> str: ...
+    @property
+    def axi0_memory(self) -> Mapping[str, float]: ...
+    @property
+    def axi1_memory(self) -> Mapping[str, float]: ...
+    @property
+    def sram_bytes(self) -> int: ...
+    @property
+    def arena_cache_bytes(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -195,7 +222,11 @@ def vela_system_config(npu: NpuConfig) -> str:
                            received=f"{dict(npu.axi0_memory)} and {dict(npu.axi1_memory)}",
                            fix="Give both ports the same figures (Vela keeps one set per memory)")
     for memory, figures in memories:
-        for key in NPU_MEMORY_KEYS:
+        if figures.get("clock_scale", 1) <= 0:
+            raise ProfileError("An NPU memory's clock_scale must be above 0 (Vela divides by its bandwidth)",
+                               where=f"npu: {memory}", expected="clock_scale > 0 (a fraction of the NPU clock)",
+                               received=figures.get("clock_scale"), fix="Set the memory's clock ratio")
+        for key in VELA_MEMORY_KEYS:
             if key in figures:
                 value = figures[key]
                 lines.append(f"{memory}_{key}={int(value) if key in _INT_KEYS else _number(value)}")
@@ -276,16 +307,19 @@ def _run_vela(work: Path, accelerator: str, timeout: float) -> str:
     if done.returncode != 0:
         raise ConversionError(f"Vela could not compile the model for {accelerator}", where="vela",
                               received=_failure(output),
-                              fix="Vela's message above names the operator or option; change the model "
+                              fix="Vela's message names the operator or option at fault; change the model "
                                   "or the profile's [npu] table")
     return output
+
+
+_ERROR_LINE = re.compile(r"(?i)\berror\b|^\w*(Error|Exception)\b")
 
 
 def _failure(output: str) -> str:
     """Vela's own error lines (the last of a traceback when it raised), one line."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.match(r"(Error|[A-Za-z]*Error\b|.*Exception\b)", ln)]
-    return "; ".join((errors or lines)[-3:]) or "no output"
+    errors = [ln for ln in lines if _ERROR_LINE.search(ln)]
+    return "; ".join((errors or lines)[-2:]) or "no output"
 
 
 def _tail(output: str) -> str:

@@ -8,18 +8,20 @@ config_files/Arm/vela.ini), at a 400 MHz clock chosen for the test (an assumptio
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from edgesparse.profiles.profile import NpuConfig, Profile
+from edgesparse.profiles.profile import NpuConfig, Profile, load_profile, validate
 from edgesparse.runtime.vela import VelaCompilation, compile_for_ethos_u
 from edgesparse.tflite.edit import save_model
 from edgesparse.tflite.schema import schema
 
-__all__ = ["TEST_NPU", "TINY_LAYERS", "compiled_tiny", "int8_model", "npu_profile", "tiny_npu_model"]
+__all__ = ["FALLBACK_LAYERS", "TEST_NPU", "TINY_LAYERS", "compiled_fallback", "compiled_tiny", "fallback_npu_model",
+           "int8_model", "npu_profile", "tiny_npu_model"]
 
 TEST_NPU = NpuConfig(
     accelerator="ethos-u55-128",
@@ -37,21 +39,33 @@ TEST_NPU = NpuConfig(
 )
 
 
-def npu_profile(npu: NpuConfig = TEST_NPU, *, name: str = "test-ethos-u55") -> Profile:
-    """A hand-built Ethos-U Profile (runtime tflm+ethos-u, a Cortex-M55 host) for tests; not from a datasheet."""
-    raw = {
-        "device": {"name": name, "class": "mcu", "cpu": "Cortex-M55", "clock_mhz": 400, "ram_bytes": 1048576,
-                   "flash_bytes": 4194304},
-        "runtime": {"name": "tflm+ethos-u"},
-        "npu": {"accelerator": npu.accelerator, "clock_mhz": npu.clock_mhz, "memory_mode": npu.memory_mode,
-                "axi0": npu.axi0, "axi1": npu.axi1, "axi0_memory": dict(npu.axi0_memory),
-                "axi1_memory": dict(npu.axi1_memory), "sram_bytes": npu.sram_bytes, "active_mw": npu.active_mw,
-                **({"arena_cache_bytes": npu.arena_cache_bytes} if npu.arena_cache_bytes else {})},
-        "budget": {"flash_bytes": 2097152, "ram_bytes": 524288, "latency_ms": 50},
-        "power": {"active_mw": 60.0, "idle_mw": 5.0, "sleep_mw": 0.05},
-        "sources": {"npu": "tests/support/npu.py: Arm's vela.ini Ethos_U55_High_End_Embedded at 400 MHz "
-                           "(assumption, test only)"},
-    }
+def npu_profile(npu: NpuConfig = TEST_NPU, *, name: str = "test_ethos_u55") -> Profile:
+    """A hand-built Ethos-U Profile that passes profile validation: the shipped nrf52840 profile's
+    tables (power, battery, latency...) with a Cortex-M55 device, runtime tflm+ethos-u and `npu` as its
+    [npu] table. For tests only: every changed number is sourced as a test assumption."""
+    raw = copy.deepcopy(dict(load_profile("nrf52840").raw))
+    assumption = "assumption: tests/support/npu.py test profile (Arm vela.ini Ethos_U55_High_End_Embedded memories)"
+    raw.update(name=name, description="test profile: Cortex-M55 + Arm Ethos-U (tests/support/npu.py)")
+    raw["device"] = {**raw["device"], "board": "test", "cpu": "Cortex-M55", "clock_mhz": 400,
+                     "ram_bytes": 1048576, "flash_bytes": 4194304, "simd": ["dsp", "helium"], "fpu": "sp"}
+    raw["runtime"] = {**raw["runtime"], "name": "tflm+ethos-u"}
+    table = {"accelerator": npu.accelerator, "clock_mhz": npu.clock_mhz, "memory_mode": npu.memory_mode,
+             "axi0": npu.axi0, "axi1": npu.axi1, "axi0_memory": dict(npu.axi0_memory),
+             "axi1_memory": dict(npu.axi1_memory), "sram_bytes": npu.sram_bytes, "active_mw": npu.active_mw}
+    if npu.arena_cache_bytes:
+        table["arena_cache_bytes"] = npu.arena_cache_bytes
+    raw["npu"] = table
+    sources = dict(raw["sources"])
+    sources.update({f"device.{k}": assumption for k in ("clock_mhz", "ram_bytes", "flash_bytes")})
+    for key, value in table.items():
+        if isinstance(value, dict):
+            sources.update({f"npu.{key}.{k}": assumption for k in value})
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            sources[f"npu.{key}"] = assumption
+    raw["sources"] = sources
+    problems = validate(raw, f"<test profile {name}>")
+    if problems:
+        raise AssertionError("tests/support/npu.py builds an invalid profile: " + "; ".join(problems))
     digest = hashlib.sha256(repr(raw).encode()).hexdigest()
     return Profile(name=name, path=Path(f"<test profile {name}>"), sha256=digest, raw=raw)
 
@@ -204,6 +218,22 @@ TINY_LAYERS = (("conv", 16, 3, 1, "SAME"), ("dwconv", 0, 3, 2, "SAME"), ("fc", 3
 def tiny_npu_model(*, sparsity: float = 0.0, seed: int = 0) -> bytes:
     """Conv 16x3x3 -> depthwise 3x3/2 -> FC 256->32 -> FC 32->4 on an 8x8x4 int8 input: every op Vela places."""
     return int8_model(TINY_LAYERS, sparsity=sparsity, seed=seed)
+
+
+# Two ops Vela 5.2 leaves on the CPU for U55/U65 (its SUPPORTED_OPS.md): DEPTHWISE_CONV_2D with stride 4
+# ("Kernel stride must be in the range (1,3)") and FLOOR (not an NPU operator: "Unsupported opType").
+FALLBACK_LAYERS = (("conv", 8, 3, 1, "SAME"), ("dwconv", 0, 3, 4, "SAME"), ("unary", "FLOOR"), ("fc", 4))
+
+
+def fallback_npu_model() -> bytes:
+    """Conv -> depthwise stride 4 -> FLOOR -> FC: the middle two fall back to the CPU."""
+    return int8_model(FALLBACK_LAYERS)
+
+
+@functools.cache
+def compiled_fallback() -> VelaCompilation:
+    """One Vela compilation of `fallback_npu_model()` for TEST_NPU per test session (cached)."""
+    return compile_for_ethos_u(fallback_npu_model(), TEST_NPU)
 
 
 @functools.cache
