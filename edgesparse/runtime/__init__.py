@@ -10,4 +10,4 @@ predictions and `measure` times it. Import the module you need:
 Raises `MissingDependency`, `ModelError`, `DataError`, `VerificationError` (see each module).
 """
 
-__all__ = ["capture", "isolate", "litert", "measure", "tflm", "tflm_decode", "verify"]
+__all__ = ["capture", "isolate", "litert", "measure", "tflm", "tflm_decode", "vela", "verify"]

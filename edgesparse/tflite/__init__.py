@@ -12,4 +12,5 @@ zero points, unread bias quantization...). Import the module you need:
 Raises `ModelError` for anything that is not a sane .tflite (see each module).
 """
 
-__all__ = ["analysis", "decode", "decode_compress", "edit", "graph", "ir", "parse", "schema", "strip", "validate"]
+__all__ = ["analysis", "decode", "decode_compress", "edit", "ethos_u", "graph", "ir", "parse", "schema", "strip",
+           "validate"]
