@@ -227,7 +227,8 @@ def test_shipped_ethos_u_profiles(name):
 def test_cli_profiles_show_and_validate_an_ethos_u_profile():
     shown = CliRunner().invoke(main, ["profiles", "show", "alif_e7_hp"])
     assert shown.exit_code == 0, shown.output
-    assert "npu.accelerator" in shown.output and "ethos-u55-256" in shown.output
+    assert "npu: The Arm Ethos-U NPU" in shown.output and "ethos-u55-256" in shown.output
+    assert "npu.clock_mhz" in shown.output  # listed among the assumptions
     files = [str(load_profile(n).path) for n in sorted(NPU_PROFILES)]
     checked = CliRunner().invoke(main, ["profiles", "validate", *files])
     assert checked.exit_code == 0, checked.output
