@@ -16,16 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgesparse.builddir import BASELINES
 from edgesparse.errors import ModelError
 from edgesparse.estimate.decoding import DecodeWork, decode_work
 from edgesparse.estimate.energy import EnergyEstimate, estimate_energy, format_rate
 from edgesparse.estimate.latency import LatencyEstimate, estimate_latency
 from edgesparse.estimate.memory import FlashEstimate, RamEstimate, estimate_flash, estimate_ram
+from edgesparse.estimate.npu import NpuEstimate, npu_estimate
 from edgesparse.estimate.ops import op_type
 from edgesparse.profiles import Profile, load_profile
+from edgesparse.runtime.vela import VelaCompilation, compile_for_ethos_u
+from edgesparse.tflite.ethos_u import EthosUModel, describe_ethos_u, is_ethos_u_model
 from edgesparse.tflite.graph import Graph, load_graph
 
 __all__ = [
+    "COMPILED_NOT_ESTIMATED",
+    "NPU_SRAM_BUDGET",
     "SCHEMA_VERSION",
     "BudgetCheck",
     "CheckResult",
@@ -36,6 +42,12 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+# What `check` cannot know about a Vela-compiled file, and where to find it instead.
+COMPILED_NOT_ESTIMATED = (
+    "latency and energy are unknown: the NPU command stream is not re-estimated here (Vela's performance model "
+    "runs when Vela compiles, and the file does not record the accelerator configuration it was compiled for); "
+    "see the build's report.json \"npu\" section, or check the plain int8 .tflite Vela compiled (an Ethos-U "
+    f"build keeps it as {BASELINES['pruned_int8']})")
 
 @dataclass
 class BudgetCheck:
@@ -74,6 +86,8 @@ _BUDGETS = {  # key in [budget] -> (estimate attribute, unit, kind)
     "battery_hours": ("battery_hours", "h", "min"),
     "battery_days": ("battery_days", "d", "min"),
 }
+# Not a [budget] key: an Ethos-U profile's [npu] sram_bytes, the SRAM Vela's arena (or cache) may use.
+NPU_SRAM_BUDGET = "npu_sram_bytes"
 
 
 @dataclass
@@ -94,6 +108,8 @@ class CheckResult:
     assumptions: list[str]
     warnings: list[str]
     decode: DecodeWork = field(default_factory=DecodeWork)
+    npu: NpuEstimate | None = None          # an Ethos-U profile: the estimate from Vela's compilation
+    ethos_u: EthosUModel | None = None      # the model is already Vela-compiled: what its file says
 
     @property
     def fits(self) -> bool:
@@ -152,7 +168,16 @@ class CheckResult:
             "ops": [o.to_dict() for o in self.latency.ops],
             "assumptions": list(self.assumptions), "warnings": list(self.warnings),
             "decode": self._decode_dict(),
+            "npu": self._npu_dict(),
         }
+
+    def _npu_dict(self) -> dict[str, Any] | None:
+        """The Ethos-U figures: the NPU estimate, or what a Vela-compiled file says (None: neither)."""
+        if self.npu is not None:
+            return self.npu.to_dict()
+        if self.ethos_u is not None:
+            return {"compiled_file": True, **self.ethos_u.as_dict(), "not_estimated": COMPILED_NOT_ESTIMATED}
+        return None
 
     def _decode_dict(self) -> dict[str, Any] | None:
         """TFLM DECODE in one place: the decoded tensors, the RAM and time they cost (None: no DECODE)."""
@@ -169,8 +194,8 @@ class CheckResult:
 
 
 def iter_budget_keys() -> Iterable[str]:
-    """The [budget] keys the check knows, in display order."""
-    return iter(_BUDGETS)
+    """The budget names the check knows, in display order ([budget] keys, then the NPU's SRAM)."""
+    return iter((*_BUDGETS, NPU_SRAM_BUDGET))
 
 
 def _check_budgets(profile: Profile, values: Mapping[str, float | None]) -> list[BudgetCheck]:
@@ -201,13 +226,24 @@ def load_graph_any(model: bytes | str | Path) -> tuple[Graph, bytes, str | None]
 
 def check_model(model_bytes_or_path: bytes | str | Path, profile: Profile | str, *,
                 rate: str | float | None = None, battery_mah: float | None = None, sleep_mw: float | None = None,
-                threads: int | None = None) -> CheckResult:
-    """Estimate flash, RAM, latency, energy and battery of a .tflite on a profile, and check its budgets."""
+                threads: int | None = None, compilation: VelaCompilation | None = None) -> CheckResult:
+    """Estimate flash, RAM, latency, energy and battery of a .tflite on a profile, and check its budgets.
+
+    On an Ethos-U profile a plain int8 model is priced from Vela's compilation of it (`compilation`, or
+    compiled here: MissingDependency naming edgesparse[npu] without Vela); a file Vela already compiled is
+    described from the file alone, its latency and energy unknown (see `_check_compiled`).
+    """
     prof = profile if isinstance(profile, Profile) else load_profile(str(profile))
     graph, data, path = load_graph_any(model_bytes_or_path)
     if not graph.ops:
         raise ModelError("The model has no operators", where=path or "<bytes>",
                          expected="a .tflite with at least one op", received="an empty graph")
+    if is_ethos_u_model(graph):
+        return _check_compiled(graph, data, path, prof, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
+    if prof.npu is not None:
+        return _check_npu(data, path, prof, compilation, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
+    if compilation is not None:
+        raise ValueError(f"a Vela compilation was given for {prof.name}, which has no [npu] table")
     decode = decode_work(graph)  # validates every DECODE's ancillary data: ModelError before any estimate
     # latency and energy first: they refuse an impossible thread count, battery or sleep power
     # before the RAM estimate loads the model into LiteRT
@@ -220,11 +256,7 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Profile | str,
               "energy_mj": energy.energy_mj, "battery_hours": energy.battery_hours,
               "battery_days": energy.battery_days}
     budgets = _check_budgets(prof, values)
-    warnings = list(latency.warnings)
-    unknown = [b.name for b in budgets if b.ok is None]
-    if unknown:
-        warnings.append("incomplete check: budget(s) " + ", ".join(unknown) + " unknown (no estimate on this "
-                        "profile); they neither pass nor fail, so `fits` covers only the known budgets")
+    warnings = list(latency.warnings) + _unknown_warning(budgets)
     if prof.runtime == "tflm" and any(op_type(op) == "DENSIFY" for op in graph.ops):
         warnings.append("TFLM cannot run DENSIFY (sparse weights): this file will not load on the device; "
                         "build a dense int8 flatbuffer for TFLM targets")
@@ -243,6 +275,76 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Profile | str,
                        decode=decode)
 
 
+def _unknown_warning(budgets: list[BudgetCheck]) -> list[str]:
+    unknown = [b.name for b in budgets if b.ok is None]
+    if not unknown:
+        return []
+    return ["incomplete check: budget(s) " + ", ".join(unknown) + " unknown (no estimate on this "
+            "profile); they neither pass nor fail, so `fits` covers only the known budgets"]
+
+
+def _npu_sram_budget(npu: Any, used: int) -> BudgetCheck:
+    """Vela's SRAM use (the arena in SRAM, or its cache in Dedicated_Sram) against [npu] sram_bytes."""
+    limit = float(npu.sram_bytes)
+    return BudgetCheck(NPU_SRAM_BUDGET, limit, float(used), used <= limit, "B", "max")
+
+
+def _values(flash: FlashEstimate, ram: RamEstimate, latency: LatencyEstimate,
+            energy: EnergyEstimate) -> dict[str, float | None]:
+    return {"flash_bytes": flash.total_bytes, "ram_bytes": ram.total_bytes, "latency_ms": latency.latency_ms,
+            "energy_mj": energy.energy_mj, "battery_hours": energy.battery_hours, "battery_days": energy.battery_days}
+
+
+def _check_npu(data: bytes, path: str | None, prof: Profile, compilation: VelaCompilation | None, *,
+               rate: str | float | None, battery_mah: float | None, sleep_mw: float | None) -> CheckResult:
+    """A plain int8 model on an Ethos-U profile: Vela compiles it (unless given), estimate.npu prices it."""
+    assert prof.npu is not None
+    compiled = compilation if compilation is not None else compile_for_ethos_u(data, prof.npu)
+    est = npu_estimate(compiled, prof, int8_model=data, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
+    budgets = _check_budgets(prof, _values(est.flash, est.ram, est.latency, est.energy))
+    budgets.append(_npu_sram_budget(prof.npu, compiled.sram_bytes))
+    warnings = list(est.warnings) + [f"Vela: {w}" for w in compiled.warnings] + _unknown_warning(budgets)
+    assumptions = list(est.notes) + _estimate_notes(est.flash, est.ram, est.energy)
+    return CheckResult(profile=prof.name, profile_path=str(prof.path), profile_sha256=prof.sha256,
+                       runtime=prof.runtime_name, model=path, model_size=len(compiled.model), flash=est.flash,
+                       ram=est.ram, latency=est.latency, energy=est.energy, budgets=budgets,
+                       assumptions=assumptions, warnings=warnings, npu=est)
+
+
+def _check_compiled(graph: Graph, data: bytes, path: str | None, prof: Profile, *, rate: str | float | None,
+                    battery_mah: float | None, sleep_mw: float | None) -> CheckResult:
+    """A file Vela already compiled: what the file says (flash, the arena, the CPU ops), without TF or Vela.
+
+    Its latency and energy are unknown: the command stream is not re-estimated (COMPILED_NOT_ESTIMATED).
+    """
+    ethos = describe_ethos_u(graph)
+    cpu = ", ".join(ethos.cpu_ops) or "none"
+    latency = LatencyEstimate(None, "none", "", 1, [], 0.0, [], summary="not estimated: a Vela-compiled file")
+    energy = estimate_energy(None, prof, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw, latency_basis="none")
+    flash = estimate_flash(graph, prof, model_size=len(data))
+    ram = estimate_ram(graph, prof, model_bytes=data)
+    budgets = _check_budgets(prof, _values(flash, ram, latency, energy))
+    warnings = [f"a Vela-compiled file ({ethos.npu_ops} ethos-u op(s); CPU ops: {cpu}): {COMPILED_NOT_ESTIMATED}"]
+    if prof.npu is None:
+        warnings.append(f"this file runs only with an Arm Ethos-U NPU (the ethos-u custom op): {prof.name} has "
+                        "none, so it will not run there; check the plain int8 .tflite on this profile instead")
+    else:
+        used = ethos.scratch_fast_bytes or ethos.arena_bytes
+        budgets.append(_npu_sram_budget(prof.npu, used))
+        warnings.append("the file does not record the accelerator it was compiled for: it must have been "
+                        f"compiled for {prof.npu.accelerator} ({prof.name}'s [npu] accelerator) to run there")
+    warnings += _unknown_warning(budgets)
+    return CheckResult(profile=prof.name, profile_path=str(prof.path), profile_sha256=prof.sha256,
+                       runtime=prof.runtime_name, model=path, model_size=len(data), flash=flash, ram=ram,
+                       latency=latency, energy=energy, budgets=budgets,
+                       assumptions=_estimate_notes(flash, ram, energy), warnings=warnings, ethos_u=ethos)
+
+
+def _estimate_notes(flash: FlashEstimate, ram: RamEstimate, energy: EnergyEstimate) -> list[str]:
+    return [f"ram: {n}" for n in ram.notes] + [f"energy: {n}" for n in energy.notes] + \
+        [f"flash: {n}" for n in flash.notes]
+
+
 def _assumptions(graph: Any, flash: FlashEstimate, ram: RamEstimate, latency: LatencyEstimate,
                  energy: EnergyEstimate) -> list[str]:
     """Everything the estimates rest on that was not measured or fitted on the device, one line each."""
@@ -253,9 +355,7 @@ def _assumptions(graph: Any, flash: FlashEstimate, ram: RamEstimate, latency: La
         out.append(f"latency: {latency.basis} (coefficients not fitted to measurements)")
     if energy.basis in ("assumption", "none"):
         out.append(f"energy: {energy.basis}")
-    out += [f"ram: {n}" for n in ram.notes]
-    out += [f"energy: {n}" for n in energy.notes]
-    out += [f"flash: {n}" for n in flash.notes]
+    out += _estimate_notes(flash, ram, energy)
     unanalyzed = [op_type(op) for op in graph.ops if getattr(op, "analyzed", True) is False]
     if unanalyzed:
         out.append("latency: MACs unknown for " + ", ".join(sorted(set(unanalyzed))) +
