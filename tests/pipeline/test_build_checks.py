@@ -23,8 +23,10 @@ from edgesparse.pipeline.build_checks import (
     at_chance,
     chance_level,
     check_dense_outputs,
+    check_npu_quantize,
     check_options,
     dense_model_warnings,
+    mcu_compression_mode,
     output_ignores_input,
     untrusted_in_report,
 )
@@ -236,3 +238,25 @@ def test_inputs_scaled_to_1e30_blame_the_data_not_the_schedule(tmp_path):
     assert "e+30" in output and "far beyond" in output and "Scale --data" in output, output
     assert "schedule" not in output.replace("the pruning schedule is not the cause", "")
     assert "internal error" not in output and not out.exists()
+
+
+def test_ethos_u_profiles_build_without_decode_and_refuse_it_with_the_reason():
+    """Vela encodes the weights itself, and DECODE custom ops would run on the CPU: off by default, refused."""
+    assert mcu_compression_mode(None, "tflm+ethos-u") == "off" == mcu_compression_mode("off", "tflm+ethos-u")
+    assert mcu_compression_mode(None, "tflm") == "auto"
+    for mode in ("prune", "lut", "auto"):
+        with pytest.raises(DataError, match="Ethos-U") as caught:
+            mcu_compression_mode(mode, "tflm+ethos-u")
+        assert caught.value.exit_code == 2 and "Vela compresses the weights itself" in caught.value.message
+
+
+def test_cluster_is_allowed_on_ethos_u_profiles_and_only_int8_compiles():
+    """Clustered values shrink Vela's encoding, so --cluster N needs no LUT there; Vela compiles int8 models."""
+    check_options(tensorboard=None, min_agreement=0.9, epochs=1, batch_size=8, min_params=0, runtime="tflm+ethos-u",
+                  mcu_compression=None, cluster=8)
+    with pytest.raises(DataError, match="--cluster"):
+        check_options(tensorboard=None, min_agreement=0.9, epochs=1, batch_size=8, min_params=0, runtime="litert",
+                      cluster=8)
+    check_npu_quantize("int8", "corstone_300")
+    with pytest.raises(DataError, match="Ethos-U"):
+        check_npu_quantize("dynamic", "corstone_300")

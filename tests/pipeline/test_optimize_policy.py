@@ -91,3 +91,28 @@ def test_unknown_optimize_is_rejected():
     with pytest.raises(PruningError, match="optimization goal") as err:
         plan(mlp(), "host", "fastest")
     assert "size | speed | balanced" in str(err.value)
+
+
+def test_ethos_u_policy_prunes_every_kernel_vela_encodes_and_says_why_the_others_stay_dense():
+    """Conv and Dense kernels element-wise (Vela's encoder shrinks with any zero pattern); an Embedding (GATHER on
+    the CPU, plain int8) dense; a depthwise kernel dense because TFMOT cannot prune it, though Vela encodes it."""
+    from support.npu import npu_profile
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    inp = k.Input((12,), dtype="int32")
+    x = k.layers.Embedding(500, 32, name="embed")(inp)
+    x = k.layers.Reshape((12, 1, 32))(x)
+    x = k.layers.Conv2D(64, (3, 1), name="conv")(x)
+    x = k.layers.DepthwiseConv2D((3, 1), name="dw")(x)
+    x = k.layers.Flatten()(x)
+    x = k.layers.Dense(64, name="fc")(x)
+    model = k.Model(inp, k.layers.Dense(4, name="head")(x))
+    policies = {p.name: p for p in plan_policy(model, npu_profile(), ScheduleOptions(), quantize="int8",
+                                                min_params=0, min_share=0)}
+    for name in ("conv", "fc"):
+        assert policies[name].prune and policies[name].pattern == "element-wise"
+        assert "Vela" in policies[name].reason and "--cluster" in policies[name].reason
+    assert not policies["embed"].prune and "Vela does not encode Embedding" in policies["embed"].reason
+    assert not policies["dw"].prune and "TFMOT" in policies["dw"].reason and "Vela encodes" in policies["dw"].reason
+    assert not policies["head"].prune and "--prune-output-layer" in policies["head"].reason
