@@ -168,10 +168,10 @@ class CheckResult:
             "ops": [o.to_dict() for o in self.latency.ops],
             "assumptions": list(self.assumptions), "warnings": list(self.warnings),
             "decode": self._decode_dict(),
-            "npu": self._npu_dict(),
+            "npu": self.npu_dict(),
         }
 
-    def _npu_dict(self) -> dict[str, Any] | None:
+    def npu_dict(self) -> dict[str, Any] | None:
         """The Ethos-U figures: the NPU estimate, or what a Vela-compiled file says (None: neither)."""
         if self.npu is not None:
             return self.npu.to_dict()

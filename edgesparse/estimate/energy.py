@@ -186,7 +186,7 @@ def estimate_energy(latency_ms: float | None, profile: Profile, *, rate: str | f
         basis = "none"
     elif assumed:
         notes.append(" and ".join(f"[{k.split('.')[0]}] {k.split('.', 1)[1]}" for k in assumed)
-                     + " is an assumption (no measured source)")
+                     + (" are assumptions" if len(assumed) > 1 else " is an assumption") + " (no measured source)")
         basis = "assumption"
     if sleep_mw is None and sleep is not None and unsourced(f"power.{rest_key}"):
         notes.append(f"[power] {rest_key} (power between inferences) is an assumption")

@@ -260,14 +260,17 @@ def _energy(profile: Profile, npu: NpuConfig, npu_ms: float, cpu_ms: float | Non
 
 
 def _flash_notes(profile: Profile) -> list[str]:
+    """Where the Ethos-U driver's code is in the flash figure, when the profile does not price it on its own."""
     per_op = profile.kernel_code_bytes
     if ETHOS_U_KERNEL in per_op:
         return []
     if "default" in per_op:
         return [f"the Ethos-U driver and kernel are counted at the profile's default kernel_code_bytes "
                 f"({int(per_op['default']):,} B): the profile gives no kernel_code_bytes \"{ETHOS_U_KERNEL}\""]
+    if "ethos" in str(profile.source("runtime.code_bytes") or "").lower():
+        return ["the Ethos-U driver and kernel are in [runtime] code_bytes (its source says so)"]
     return [f"the Ethos-U driver and kernel code are not counted: the profile gives no [runtime] "
-            f"kernel_code_bytes \"{ETHOS_U_KERNEL}\""]
+            f"kernel_code_bytes \"{ETHOS_U_KERNEL}\" and its code_bytes source does not name them"]
 
 
 def npu_estimate(compilation: VelaCompilation, profile: Profile, *, int8_model: bytes | None,
