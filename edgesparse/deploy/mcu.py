@@ -24,10 +24,19 @@ initializer_list argument; this pointer-and-count form since f5c36ef2e,
 2025-12-10, PR #3267). Neither needs USE_TFLM_COMPRESSION (the decode kernels
 are in the default make sources).
 
+For an Arm Ethos-U profile and a Vela-compiled model (an `ethos-u` custom op
+holding the NPU command stream), `mcu_ethos_u` adds the NPU operator, the
+driver set-up and the README's driver section; the test vector then runs
+through the plain int8 model Vela compiled (TFLM here cannot run the NPU op),
+the arena is the estimator's plan of the compiled file (Vela's offline plan of
+its scratch included) plus the margin, and model_data.cc is compiled for the
+profile's core (Cortex-M55 on the shipped Ethos-U devices).
+
 Raises `DeployError` (not an mcu profile, ops TFLM cannot run, an input type
 without test-vector support, a failed compile or compiled bytes that differ
-from the model, an arena that cannot be sized or does not run the model),
-and `MissingDependency` when tflite-micro is not installed (from edgesparse.runtime).
+from the model, an arena that cannot be sized or does not run the model, and
+the Ethos-U refusals of `mcu_ethos_u`), and `MissingDependency` when
+tflite-micro is not installed (from edgesparse.runtime).
 """
 
 from __future__ import annotations
@@ -48,6 +57,15 @@ import numpy as np
 
 from edgesparse._types import Progress
 from edgesparse.deploy.layout import Bundle, fill_template, template, write_json
+from edgesparse.deploy.mcu_ethos_u import (
+    NPU_NOT_VERIFIED,
+    REFERENCE_FILE,
+    EthosUDeploy,
+    bundle_notes,
+    ethos_u_deploy,
+    main_cc_blocks,
+    readme_blocks,
+)
 from edgesparse.deploy.source import BuildInfo, DeployError, Sample
 from edgesparse.errors import EdgesparseError
 from edgesparse.estimate import align_up, check_model
@@ -57,6 +75,7 @@ from edgesparse.runtime.tflm import interpreter_name
 from edgesparse.runtime.tflm_decode import arena_fits, measured_arena
 from edgesparse.runtime.verify import RunResult, run_tflite
 from edgesparse.tflite.decode import DECODE_OP, DecodeSite, decode_sites
+from edgesparse.tflite.ethos_u import ETHOS_U_OP
 from edgesparse.tflite.graph import io_quantization, load_graph, op_types
 
 __all__ = [
@@ -83,6 +102,8 @@ CORE_FLAGS = {
     "cortex-m4": ("-mcpu=cortex-m4", *_FPV4),
     "cortex-m33": ("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
     "cortex-m7": ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
+    # Helium (MVE) and FPv5 from -mfpu=auto, as TFLM's cortex_m_generic makefile builds TARGET_ARCH=cortex-m55.
+    "cortex-m55": ("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard", "-mfpu=auto"),
     "cortex-m0plus": ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"),
 }
 
@@ -101,7 +122,7 @@ _DECOMPRESSION_ALIGNMENT = 16     # MicroArenaBufferAlignment(): each DECODE out
 _RESOLVER_EXCEPTIONS = {"PADV2": "AddPadV2", "CUMSUM": "AddCumSum",
                         "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
                         "LOG_SOFTMAX": "AddLogSoftmax", "BATCH_MATMUL": "AddBatchMatMul",
-                        DECODE_OP: "AddDecode"}
+                        DECODE_OP: "AddDecode", ETHOS_U_OP: "AddEthosU"}
 _NOT_IN_TFLM = {"DENSIFY": "TFLM cannot expand sparse weights: rebuild for a TFLM profile "
                            "(edgesparse build --profile nrf52840 ...), which writes a dense int8 flatbuffer"}
 _CUSTOM_FIX = "register the custom kernel in main.cc yourself (resolver.AddCustom)"
@@ -127,7 +148,7 @@ class McuCompile:
 def resolver_method(op: str) -> str:
     """Operator name -> MicroMutableOpResolver method ('DEPTHWISE_CONV_2D' -> 'AddDepthwiseConv2D').
 
-    DECODE is the custom op "TFLM_DECODE"; its method is AddDecode().
+    DECODE is the custom op "TFLM_DECODE"; its method is AddDecode(). Vela's NPU op "ethos-u" is AddEthosU().
     """
     if op in _RESOLVER_EXCEPTIONS:
         return _RESOLVER_EXCEPTIONS[op]
@@ -258,18 +279,20 @@ def _c_array(values: np.ndarray, per_line: int, fmt: Callable[[Any], str]) -> st
     return "\n".join("    " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line))
 
 
-def _tflm_ops(info: BuildInfo) -> list[str]:
-    """The model's ops, refused when TFLM cannot run one of them (DECODE, a custom op, is TFLM's own)."""
+def _tflm_ops(info: BuildInfo, npu: bool) -> list[str]:
+    """The model's ops, refused when TFLM cannot run one of them (DECODE, a custom op, is TFLM's own; so is
+    ethos-u, on a profile with an Ethos-U NPU)."""
     ops = op_types(info.model_bytes)
+    known = {DECODE_OP, ETHOS_U_OP} if npu else {DECODE_OP}
     custom = {op.opcode for sg in load_graph(info.model_bytes).subgraphs for op in sg.ops if not op.builtin}
     for op in ops:
         if op in _NOT_IN_TFLM:
             raise DeployError(f"The model uses {op}, which TFLite Micro cannot run", where=str(info.path),
                               expected="a dense int8 flatbuffer from a TFLM profile build",
                               received=f"ops {', '.join(ops)}", fix=_NOT_IN_TFLM[op])
-        if op in custom and op != DECODE_OP:
+        if op in custom and op not in known:
             raise DeployError(f"The model uses the custom op {op}, which edgesparse cannot register for TFLite Micro",
-                              where=str(info.path), expected=f"builtin ops and {DECODE_OP}",
+                              where=str(info.path), expected=f"builtin ops and {' or '.join(sorted(known))}",
                               received=f"ops {', '.join(ops)}", fix=_CUSTOM_FIX)
     return ops
 
@@ -285,14 +308,15 @@ class _Run:
     best: int
 
 
-def _run_test_vector(info: BuildInfo, smp: Sample) -> _Run:
-    io = io_quantization(info.model_bytes)
+def _run_test_vector(model_bytes: bytes, smp: Sample) -> _Run:
+    """The sample quantized for `model_bytes` and run in TFLM (for an Ethos-U build, the plain int8 model)."""
+    io = io_quantization(model_bytes)
     if io["input"]["dtype"] not in _CTYPES:
         raise DeployError("The model input type has no test-vector support", where="input 0",
                           expected="int8, uint8 or float32", received=io["input"]["dtype"],
                           fix="Build with --quantize int8 for a microcontroller")
     vector = quantize_input(smp.features[None], io["input"])
-    run = run_tflite(info.model_bytes, vector, runtime="tflm")
+    run = run_tflite(model_bytes, vector, runtime="tflm")
     scores = np.asarray(run.outputs, np.float32).reshape(-1)
     return _Run(vector=vector, io=io, run=run, scores=scores, best=int(np.argmax(scores)))
 
@@ -343,6 +367,24 @@ def _size_memory(info: BuildInfo, prof: Profile, sites: list[DecodeSite], t: _Ru
     return _Memory(size, basis, short, decompression, t.run.arena_bytes if decompression else None)
 
 
+def _size_npu_memory(info: BuildInfo, prof: Profile, dep: EthosUDeploy) -> _Memory:
+    """A Vela-compiled file's arena: the estimator's plan plus the margin, not proven (TFLM here has no NPU).
+
+    The plan must hold Vela's scratch (the NPU's feature maps, at the file's
+    offline-planned offsets): a plan smaller than that would be an estimator
+    that ignores the offline plan, and the arena would fail on the board.
+    """
+    planned, basis = _estimated_arena(info.model_bytes, prof, 0)
+    if planned is None or planned < dep.compiled.arena_bytes:
+        raise DeployError("Cannot size the tensor arena for the Ethos-U model", where=str(info.path),
+                          expected=f"an arena plan holding Vela's scratch of {dep.compiled.arena_bytes:,} bytes",
+                          received=basis, fix="This is a bug in edgesparse's arena estimate; please report it")
+    size, basis, short = arena_size(info.model_bytes, prof, None)
+    basis += (f" (it holds Vela's NPU scratch, {dep.compiled.arena_bytes:,} bytes at the offsets of the file's offline "
+              "memory plan; not run in TFLM here, which cannot run the ethos-u op)")
+    return _Memory(size, basis, short, 0, None)
+
+
 def _decompression_blocks(prof: Profile, mem: _Memory) -> dict[str, str]:
     """main.cc's decompression memory and its hand-over to the interpreter (empty without one)."""
     if not mem.decompression:
@@ -370,7 +412,18 @@ def _decompression_blocks(prof: Profile, mem: _Memory) -> dict[str, str]:
     }
 
 
-def _main_cc(info: BuildInfo, prof: Profile, ops: list[str], t: _Run, mem: _Memory) -> str:
+def _ops_comment(ops: list[str]) -> str:
+    """main.cc's comment above the resolver: which ops, and the custom ones among them."""
+    custom = ([f"DECODE, TFLM's custom op {DECODE_OP} that expands compressed weights"] if DECODE_OP in ops else []) + (
+        [f"{ETHOS_U_OP}, the custom op that runs Vela's command stream on the NPU"] if ETHOS_U_OP in ops else [])
+    text = (f"Exactly the {len(ops)} ops this model uses (read from its flatbuffer"
+            + ("; " + " and ".join(custom) + (", counts as one)." if len(custom) == 1 else ", count as one each).")
+               if custom else ")."))
+    return "\n".join("// " + line for line in textwrap.wrap(text, 96))
+
+
+def _main_cc(info: BuildInfo, prof: Profile, ops: list[str], t: _Run, mem: _Memory,
+             dep: EthosUDeploy | None) -> str:
     """main.cc: the resolver with exactly the model's ops, the arena, the test vector and the expected label."""
     out_io = t.io["output"]
     q_best = (int(np.round(t.scores[t.best] / out_io["scale"] + out_io["zero_point"])) if out_io["scale"]
@@ -379,18 +432,21 @@ def _main_cc(info: BuildInfo, prof: Profile, ops: list[str], t: _Run, mem: _Memo
     dequantize = (f"(output->data.{out_field}[best] - ({out_io['zero_point']})) * {out_io['scale']!r}f"
                   if out_field != "f" else "output->data.f[best]")
     return fill_template(template("mcu", "main.cc"), {
-        "NAME": info.name, "EXPECTED_LABEL": info.labels[t.best], "EXPECTED_SCORE_Q": q_best,
+        "NAME": info.name,
+        "EXPECTED_COMMENT": "\n".join("// " + line for line in textwrap.wrap(
+            "Runs the model once on a test vector from the validation data (test_vector.cc) and prints the label. "
+            + ("The expected result, from the TFLM Python interpreter on the build machine, "
+               if dep is None else f"The expected result, from the plain int8 model ({REFERENCE_FILE}) in the TFLM "
+               "Python interpreter on the build machine (the NPU run is not verified there), ")
+            + f'is "{info.labels[t.best]}" (int8 score {q_best}).', 80)),
         "ARENA_COMMENT": "\n".join("// " + line for line in textwrap.wrap("Tensor arena: " + mem.basis + ".", 96)),
         "ARENA_SIZE": mem.arena, "NUM_OPS": len(ops),
-        "OPS_COMMENT": "\n".join("// " + line for line in textwrap.wrap(
-            f"Exactly the {len(ops)} ops this model uses (read from its flatbuffer"
-            + (f"; DECODE, TFLM's custom op {DECODE_OP} that expands compressed weights, counts as one)."
-               if DECODE_OP in ops else ")."), 96)),
+        "OPS_COMMENT": _ops_comment(ops),
         "REGISTER_OPS": "\n".join(f"  if (resolver.{resolver_method(op)}() != kTfLiteOk) return kTfLiteError;"
                                   for op in ops),
         "LABELS": ", ".join(json.dumps(label) for label in info.labels), "NUM_LABELS": len(info.labels),
         "EXPECTED_INDEX": t.best, "OUTPUT_FIELD": out_field, "DEQUANTIZE_BEST": dequantize,
-        **_decompression_blocks(prof, mem)})
+        **_decompression_blocks(prof, mem), **main_cc_blocks(dep, prof)})
 
 
 def _decode_notes(sites: list[DecodeSite], mem: _Memory) -> str:
@@ -412,7 +468,7 @@ def _decode_notes(sites: list[DecodeSite], mem: _Memory) -> str:
 
 
 def _readme(info: BuildInfo, prof: Profile, ops: list[str], t: _Run, mem: _Memory, sites: list[DecodeSite],
-            compiled: McuCompile) -> str:
+            compiled: McuCompile, dep: EthosUDeploy | None) -> str:
     core = compiled.core
     flash = (f"{compiled.flash_bytes:,} bytes (arm-none-eabi-size of model_data.o, {core})"
              if compiled.flash_bytes is not None else f"not compiled here: {compiled.skipped}")
@@ -424,29 +480,46 @@ def _readme(info: BuildInfo, prof: Profile, ops: list[str], t: _Run, mem: _Memor
     if sites:
         version += (". Libraries that bundle a TFLM snapshot (Arduino libraries, X-CUBE-AI, the nRF Connect SDK "
                     "module) may predate it: they need `tensorflow/lite/micro/kernels/decode.cc`")
+    if dep is not None:
+        version += ("; `AddEthosU()` has been in tflite-micro since its first commit (2021), and the library must be "
+                    "built with `CO_PROCESSOR=ethos_u` (see above)")
+    tflm_arena = (f"{mem.arena_without:,} bytes without the decompression memory" if mem.decompression
+                  else f"{t.run.arena_bytes:,} bytes" if t.run.arena_bytes else "n/a")
+    alt = f" with {mem.decompression:,} bytes of decompression memory" if mem.decompression else ""
     return fill_template(template("mcu", "README.md"), {
         "NAME": info.name, "PROFILE": prof.name, "CORE": core, "FLAGS": " ".join(compiled.flags) or "(none)",
         "OPS": ", ".join(ops), "DECODE_NOTES": _decode_notes(sites, mem), "ARENA_SIZE": f"{mem.arena:,}",
         "ARENA_SOURCE": mem.basis, "LABEL": info.labels[t.best], "FLASH": flash,
         "MODEL_BYTES": f"{len(info.model_bytes):,}",
-        "TFLM_ARENA": (f"{mem.arena_without:,} without the decompression memory" if mem.decompression
-                       else f"{t.run.arena_bytes:,}" if t.run.arena_bytes else "n/a"),
+        "TFLM_ARENA": (tflm_arena if dep is None else
+                       f"no arena for `model.tflite`, which it cannot run here (the plain int8 model used "
+                       f"{tflm_arena})"),
         "TFLM_VERSION": version, "TFLM_WHEEL": t.run.interpreter, "COMPILE_CHECKED": checked,
-        "ALT_CHECKED": (f" with {mem.decompression:,} bytes of decompression memory" if mem.decompression else "")})
+        "RUN_CHECKED": ("the model runs in the TFLM Python interpreter with this\ntest vector and in a tensor arena "
+                        f"of exactly `kTensorArenaSize`{alt};"),
+        **readme_blocks(dep, prof, core, mem.arena)})
 
 
 def write_mcu(staging: Path, info: BuildInfo, smp: Sample, *, profile: str | None, progress: Progress) -> Bundle:
-    """Write the TFLM project into `staging`, run its test vector in TFLM here, compile model_data.cc."""
+    """Write the TFLM project into `staging`, run its test vector in TFLM here, compile model_data.cc.
+
+    For a Vela-compiled model on an Ethos-U profile the test vector runs through the plain int8 model the build
+    verified (shipped as REFERENCE_FILE), and the bundle says that the NPU run is not verified.
+    """
     prof = mcu_profile(info, profile)
-    ops = _tflm_ops(info)
+    dep = ethos_u_deploy(info, prof)
+    ops = _tflm_ops(info, dep is not None)
     sites = decode_sites(info.model_bytes)
-    progress("stage", {"name": "tflm", "description": "Running the test vector in TFLite Micro"})
-    t = _run_test_vector(info, smp)
-    mem = _size_memory(info, prof, sites, t)
-    files = {**_model_files(info), **_vector_files(info, smp, t), "main.cc": _main_cc(info, prof, ops, t, mem)}
+    progress("stage", {"name": "tflm", "description": "Running the test vector in TFLite Micro"
+                       + (" (the plain int8 model; TFLM here cannot run the NPU op)" if dep else "")})
+    t = _run_test_vector(dep.reference_bytes if dep else info.model_bytes, smp)
+    mem = _size_npu_memory(info, prof, dep) if dep else _size_memory(info, prof, sites, t)
+    files = {**_model_files(info), **_vector_files(info, smp, t), "main.cc": _main_cc(info, prof, ops, t, mem, dep)}
     for file_name, text in files.items():
         atomic_write_text(staging / file_name, text)
     atomic_write_bytes(staging / "model.tflite", info.model_bytes)
+    if dep:
+        atomic_write_bytes(staging / REFERENCE_FILE, dep.reference_bytes)
     atomic_write_text(staging / "labels.txt", "\n".join(info.labels) + "\n")
 
     core = prof.core or "unknown"
@@ -455,14 +528,17 @@ def write_mcu(staging: Path, info: BuildInfo, smp: Sample, *, profile: str | Non
     expected = {"label": info.labels[t.best], "index": t.best, "score": float(t.scores[t.best]),
                 "scores": [float(s) for s in t.scores], "interpreter": t.run.interpreter,
                 "test_vector_sha256": hashlib.sha256(t.vector.tobytes()).hexdigest()}
+    if dep:
+        expected.update(model=REFERENCE_FILE, npu_verified=False, note=NPU_NOT_VERIFIED)
     write_json(staging / "expected.json", expected)
-    atomic_write_text(staging / "README.md", _readme(info, prof, ops, t, mem, sites, compiled))
+    atomic_write_text(staging / "README.md", _readme(info, prof, ops, t, mem, sites, compiled, dep))
     notes = [mem.short]
     if sites:
         notes.append(f"DECODE registered ({len(sites)} compressed tensors): needs tflite-micro "
                      f"{(TFLM_ALT_MEMORY_SINCE if mem.decompression else TFLM_DECODE_SINCE).split(' (')[0]} or later")
     if mem.decompression:
         notes.append(f"decompression memory {mem.decompression:,} B (arena without it: {mem.arena_without or 0:,} B)")
+    notes += bundle_notes(dep, prof, core)
     notes += [compiled.skipped] if compiled.skipped else []
     return Bundle(path=staging, target="mcu", kind=info.kind, files=[], test_input="test_vector.cc",
                   expected=expected, mcu=compiled, arena_bytes=mem.arena, notes=notes)

@@ -1,9 +1,8 @@
 """The generated TFLite Micro project: model bytes in flash, ops, arena, test vector, per-core compiles.
 
 No TFLM source tree is available on a fresh machine, so main.cc is syntax-checked
-against small stand-in headers declaring the TFLM API it uses (names and
-signatures copied from tflite-micro's micro_interpreter.h, micro_context.h and
-micro_mutable_op_resolver.h at commit 90b983c). model_data.cc is really compiled
+against small stand-in headers declaring the TFLM API it uses (tests/support/tflm_stubs.py: names
+and signatures copied from tflite-micro at commit 90b983c). model_data.cc is really compiled
 with arm-none-eabi-g++ for each profile's core.
 
 A DECODE-compressed model (a pruned int8 Keras model through choose_compression)
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 from support.builds import KWS_LABELS, make_build_dir
 from support.models import pruned_cnn_int8
+from support.tflm_stubs import syntax_check_against_stubs
 
 from edgesparse import deploy
 from edgesparse.deploy import DeployError, make_bundle
@@ -39,10 +39,11 @@ needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None,
                                reason="needs gcc-arm-none-eabi and binutils-arm-none-eabi (make system-deps)")
 
 ARM_PROFILES = {"nrf52840": "cortex-m4", "stm32l4r5": "cortex-m4", "ek_ra6m4": "cortex-m33",
-                "stm32h7a3": "cortex-m7", "rp2040": "cortex-m0plus"}
+                "stm32h7a3": "cortex-m7", "rp2040": "cortex-m0plus", "corstone_300": "cortex-m55"}
 # What the object's build attributes say for each core (arm-none-eabi-readelf -A).
 ARCH = {"cortex-m4": ("v7E-M", "VFPv4-D16"), "cortex-m7": ("v7E-M", "FPv5/FP-D16"),
-        "cortex-m33": ("v8-M.mainline", "FPv5/FP-D16"), "cortex-m0plus": ("v6S-M", None)}
+        "cortex-m33": ("v8-M.mainline", "FPv5/FP-D16"), "cortex-m0plus": ("v6S-M", None),
+        "cortex-m55": ("v8.1-M.mainline", "FPv5/FP-D16 for ARMv8")}
 
 
 @pytest.fixture()
@@ -88,6 +89,8 @@ def test_model_data_compiles_for_each_profiles_core(kws_build, tmp_path, profile
         assert "Tag_ABI_VFP_args: VFP registers" in attributes      # -mfloat-abi=hard
     else:
         assert "Tag_FP_arch" not in attributes                      # M0+: no FPU, soft float
+    if core == "cortex-m55":
+        assert "Tag_MVE_arch: MVE Integer and FP" in attributes     # Helium, as TFLM's cortex-m55 build
     readme = (bundle.path / "README.md").read_text()
     assert f"{bundle.mcu.flash_bytes:,} bytes (arm-none-eabi-size" in readme
 
@@ -164,79 +167,10 @@ def test_arena_comes_from_the_plan_plus_margin(mcu_bundle):
     assert "estimator's TFLM plan" in main_cc and "alignas(16) uint8_t g_tensor_arena" in main_cc
 
 
-# Stand-ins for the TFLM headers main.cc includes: the declarations it uses, nothing more.
-_STUBS = {
-    "tensorflow/lite/schema/schema_generated.h": """#pragma once
-#include <stdint.h>
-#define TFLITE_SCHEMA_VERSION 3
-namespace tflite { struct Model { uint32_t version() const; }; const Model* GetModel(const void* buf); }
-""",
-    "tensorflow/lite/micro/micro_log.h": "#pragma once\nvoid MicroPrintf(const char* format, ...);\n",
-    "tensorflow/lite/micro/micro_context.h": """#pragma once
-#include <stddef.h>
-namespace tflite {
-class MicroContext {
- public:
-  struct AlternateMemoryRegion { void* address; size_t bytes; };
-};
-}  // namespace tflite
-""",
-    "tensorflow/lite/micro/system_setup.h": "#pragma once\nnamespace tflite { void InitializeTarget(); }\n",
-    "tensorflow/lite/micro/micro_interpreter.h": """#pragma once
-#include <stddef.h>
-#include <stdint.h>
-#include "tensorflow/lite/schema/schema_generated.h"
-#include "tensorflow/lite/micro/micro_context.h"
-typedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
-typedef union { int8_t* int8; uint8_t* uint8; float* f; void* raw; } TfLitePtrUnion;
-typedef struct { TfLitePtrUnion data; size_t bytes; } TfLiteTensor;
-namespace tflite {
-class MicroOpResolver {};
-class MicroInterpreter {
- public:
-  MicroInterpreter(const Model* model, const MicroOpResolver& op_resolver, uint8_t* tensor_arena,
-                   size_t tensor_arena_size);
-  TfLiteStatus AllocateTensors();
-  TfLiteStatus Invoke();
-  TfLiteTensor* input(size_t index);
-  TfLiteTensor* output(size_t index);
-  size_t arena_used_bytes() const;
-  TfLiteStatus SetDecompressionMemory(const MicroContext::AlternateMemoryRegion* regions, size_t count);
-};
-}  // namespace tflite
-""",
-    "tensorflow/lite/micro/micro_mutable_op_resolver.h": """#pragma once
-#include "tensorflow/lite/micro/micro_interpreter.h"
-namespace tflite {
-template <unsigned int tOpCount>
-class MicroMutableOpResolver : public MicroOpResolver {
- public:
-  TfLiteStatus AddAveragePool2D(); TfLiteStatus AddConv2D(); TfLiteStatus AddDepthwiseConv2D();
-  TfLiteStatus AddFullyConnected(); TfLiteStatus AddMaxPool2D(); TfLiteStatus AddReshape();
-  TfLiteStatus AddSoftmax(); TfLiteStatus AddQuantize(); TfLiteStatus AddDequantize(); TfLiteStatus AddRelu();
-  TfLiteStatus AddDecode();
-};
-}  // namespace tflite
-""",
-}
-
-
-def _syntax_check_against_stubs(project, stubs):
-    for rel, text in _STUBS.items():
-        path = stubs / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    for source in ("main.cc", "test_vector.cc", "model_data.cc"):
-        proc = subprocess.run(["arm-none-eabi-g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
-                               "-mcpu=cortex-m4", "-mthumb", f"-I{stubs}", f"-I{project}",
-                               str(project / source)], capture_output=True, text=True)
-        assert proc.returncode == 0, source + ": " + proc.stderr
-
-
 @needs_arm
 def test_main_cc_is_well_formed_against_the_tflm_api(mcu_bundle, tmp_path):
     bundle, _ = mcu_bundle
-    _syntax_check_against_stubs(bundle.path, tmp_path / "stubs")
+    syntax_check_against_stubs(bundle.path, tmp_path / "stubs")
 
 
 def test_sparse_model_is_refused_with_the_fix(mcu_bundle, kws_build, tmp_path, monkeypatch):
@@ -371,7 +305,7 @@ def test_compressed_main_cc_is_well_formed_against_the_tflm_api(compressed_build
     bundle = make_bundle(compressed_build, "mcu", tmp_path / "alt",
                          profile=_profile_with_decompression_memory(tmp_path, 1 << 20))
     assert "SetDecompressionMemory" in (bundle.path / "main.cc").read_text()
-    _syntax_check_against_stubs(bundle.path, tmp_path / "stubs")
+    syntax_check_against_stubs(bundle.path, tmp_path / "stubs")
 
 
 def test_an_unknown_custom_op_is_refused(compressed_model, tmp_path):
