@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 from edgesparse.errors import ModelError
+from edgesparse.tflite.ethos_u import ETHOS_U_OP, SCRATCH_INPUTS
 from edgesparse.tflite.ir import Graph, Op, Subgraph, Tensor
 
 __all__ = ["MAX_ACTIVATION_BYTES", "graph_problems", "read_only_by_custom_ops", "validate_graph"]
@@ -174,8 +175,10 @@ def _dataflow_problems(sg: Subgraph) -> list[str]:
             found.append(where + arity)
             continue
         if sg.index == 0:  # WHILE/IF bodies read their inputs from the caller
+            # Vela's ethos-u op gets its scratch memories as inputs nothing writes: the NPU works in them.
+            scratch = {op.inputs[i] for i in SCRATCH_INPUTS if i < len(op.inputs)} if op.opcode == ETHOS_U_OP else set()
             found.extend(f"{where}reads tensor {t}, which nothing produced before it"
-                         for t in op.inputs if t >= 0 and t not in available)
+                         for t in op.inputs if t >= 0 and t not in available and t not in scratch)
         for t in op.outputs:
             if t in produced or (t in available and not tensors[t].is_variable):
                 found.append(f"{where}writes tensor {t}, which already has a value")

@@ -55,7 +55,5 @@ def test_a_plain_model_has_no_npu_side():
     assert model.cpu_ops == ("CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "FULLY_CONNECTED", "FULLY_CONNECTED")
 
 
-@pytest.mark.xfail(strict=True, reason="tflite.validate reads the ethos-u op's scratch inputs as tensors nothing "
-                                       "produced; tflite/validate.py must accept them (reported, not owned here)")
 def test_the_validating_reader_accepts_a_compiled_file():
     load_graph(compiled_tiny().model, validate=True)
