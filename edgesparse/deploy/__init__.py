@@ -2,7 +2,8 @@
 
 The modules: `source` (the checked build and its test input), `layout` (the
 Bundle record and demo templates), `rpi`, `android` and `mcu` (each target's
-files), `bundle` (target names, --out, atomic writing, bundle.json), `ssh`
+files; `mcu_ethos_u` adds the Arm Ethos-U NPU operator, driver set-up and notes
+to the mcu project for a Vela-compiled model), `bundle` (target names, --out, atomic writing, bundle.json), `ssh`
 (push and run on a device), `command` (`deploy()`, what the CLI calls).
 Import the public names from here: `from edgesparse.deploy import deploy, DeployOptions`.
 Raises `DeployError` and the errors of edgesparse.errors it names (see each module); all exit 2.
