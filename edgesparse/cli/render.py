@@ -23,12 +23,14 @@ from edgesparse.profiles.profile import Profile
 from edgesparse.profiles.schema import SCHEMA
 from edgesparse.report import format as fmt
 from edgesparse.report.compression import compression_summary
+from edgesparse.report.document import npu_rows as npu_summary_rows
 from edgesparse.report.speed import speed_summary
 
 __all__ = [
     "basis_markup",
     "compression_rows",
     "make_console",
+    "npu_rows",
     "print_battery",
     "print_calibration",
     "print_check",
@@ -138,6 +140,19 @@ def speed_rows(section: Any) -> list[tuple[str, str]]:
     return rows
 
 
+def npu_rows(section: Any) -> list[tuple[str, str]]:
+    """An Ethos-U section's lines (report.document.npu_rows) as markup: escaped, an assumed basis and what
+    was not verified or cannot be known in yellow; [] without a section."""
+    rows = []
+    for label, value in npu_summary_rows(section):
+        text = escape(value)
+        if label.startswith(("NPU not verified", "not known")) or (
+                "basis " in value and is_assumption(value.rsplit("basis ", 1)[1])):
+            text = f"[yellow]{text}[/]"
+        rows.append((escape(label), text))
+    return rows
+
+
 # --------------------------------------------------------------------------- profiles
 
 def print_profiles(console: Console, entries: list[tuple[str, Profile | None]]) -> None:
@@ -218,7 +233,7 @@ def _estimates_table(result: Any) -> Table:
     table.add_row("latency", fmt.quantity(lat.latency_ms, "ms", "-"), basis_markup(lat.basis),
                   escape(f"{lat.threads} thread(s); " + (lat.fit_source or "no fit")))
     table.add_row("energy / inference", fmt.quantity(e.energy_mj, "mJ", "-"), basis_markup(e.basis),
-                  escape(f"latency x {e.active_mw} mW active" if e.active_mw else "no power figures"))
+                  escape(f"latency x {e.active_mw:.4g} mW active" if e.active_mw else "no power figures"))
     if e.rate_per_s is not None:
         battery = (f"{fmt.rate(e.rate_per_s)}, {e.battery_mah:g} mAh x {e.voltage_v:g} V, {e.sleep_mw} mW between "
                    f"inferences; inference share of the drain {fmt.percent(e.model_share, 1, missing='-')}"
@@ -254,6 +269,9 @@ def print_check(console: Console, result: Any, *, all_ops: bool) -> None:
     console.print(f"\n[bold]{escape(result.profile)}[/] ({escape(result.runtime)}): {verdict}")
     console.print(_budgets_table(result))
     console.print(_estimates_table(result))
+    npu = npu_rows(result.npu_dict()) if hasattr(result, "npu_dict") else []
+    if npu:
+        print_summary(console, npu, "Arm Ethos-U NPU (Vela)")
     if result.latency.ops and result.latency.latency_ms is not None:
         _print_ops(console, result.latency, all_ops=all_ops)
     for w in result.warnings:

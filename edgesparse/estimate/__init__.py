@@ -6,7 +6,9 @@ performance model: `memory` (tensor lifetimes, the greedy planner, TFLM and
 LiteRT RAM, flash), `decoding` (what TFLite Micro's DECODE ops cost: where
 each decoded tensor lives, the state they keep, elements decoded per invoke;
 read by `memory` and `latency` alike), `latency` (op features, coefficients,
-pricing), `energy` (rates, energy per inference, battery life), `check` (budgets, `check_model`,
+pricing), `energy` (rates, energy per inference, battery life), `npu` (an Arm Ethos-U device: Vela's
+cycles at the NPU clock, the CPU-fallback ops, energy, flash and arena of the compiled file),
+`check` (budgets, `check_model`,
 `battery_comparison`), `ops` (how all of them read a graph's ops and tensors)
 and `calibrate` (fitting a profile's [latency] table to measurements; import it
 as `edgesparse.estimate.calibrate`). Every figure says what it rests on; see
@@ -17,6 +19,8 @@ without it. Raises `ModelError`, `ProfileError` and `DataError` (see each module
 from __future__ import annotations
 
 from edgesparse.estimate.check import (
+    COMPILED_NOT_ESTIMATED,
+    NPU_SRAM_BUDGET,
     SCHEMA_VERSION,
     BudgetCheck,
     CheckResult,
@@ -56,13 +60,17 @@ from edgesparse.estimate.memory import (
     estimate_flash,
     estimate_ram,
     litert_ram,
+    offline_offsets,
     plan_greedy,
     tensor_lifetimes,
     tflm_ram,
 )
+from edgesparse.estimate.npu import NpuEstimate, npu_estimate
 from edgesparse.estimate.ops import op_type, tensor_nbytes
 
 __all__ = [
+    "COMPILED_NOT_ESTIMATED",
+    "NPU_SRAM_BUDGET",
     "SCHEMA_VERSION",
     "TFLM_HOST64",
     "TFLM_MCU32",
@@ -77,6 +85,7 @@ __all__ = [
     "LatencyCoefficients",
     "LatencyEstimate",
     "MemoryPlan",
+    "NpuEstimate",
     "OpCost",
     "OpLatency",
     "RamEstimate",
@@ -96,6 +105,8 @@ __all__ = [
     "latency_coefficients",
     "litert_ram",
     "load_graph_any",
+    "npu_estimate",
+    "offline_offsets",
     "op_features",
     "op_type",
     "parse_rate",

@@ -25,6 +25,7 @@ from edgesparse.builddir import ARTIFACT, load_report, write_report
 from edgesparse.report import format as fmt
 from edgesparse.report.channels import channels_view
 from edgesparse.report.html import write_report_html
+from edgesparse.report.npu import npu_view
 from edgesparse.tflite.graph import load_graph
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "gzip_size",
     "library_versions",
     "load_report",
+    "npu_rows",
     "size_breakdowns",
     "size_entry",
     "summary_rows",
@@ -111,12 +113,13 @@ def channels_section(channels: dict[str, Any] | None, conversion) -> dict[str, A
 
 def build_report(*, options, profile, model_info, dataset, policies, pruned, conversion,
                  verification, accuracies, drop_points, check, failures, timings,
-                 compression=None, channels=None) -> dict[str, Any]:
+                 compression=None, channels=None, npu=None) -> dict[str, Any]:
     """The report.json document of one build (see the module docstring for what it carries).
 
     `compression`: the DECODE section of a TFLite Micro build (pipeline.mcu_compress), None on other builds.
     `channels`: a channel build's section (prune.channel_finetune.ChannelPruneResult.as_dict()), None otherwise;
     its "final_sparsity_means" says that --final-sparsity was the fraction of prunable channels removed.
+    `npu`: an Arm Ethos-U build's section (report.npu.npu_section), None otherwise.
     """
     f32, f32_gz = size_entry(conversion.dense_float32)
     i8, i8_gz = size_entry(conversion.dense_int8)
@@ -151,6 +154,7 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
             "breakdown": size_breakdowns(conversion),
         },
         "compression": compression,
+        "npu": npu,
         "accuracy": {
             "dense_float": accuracies["dense_float"],
             "pruned_keras": accuracies["pruned_keras"],
@@ -205,6 +209,50 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
                              ("energy_mj", "energy / inference", "mJ"), ("battery_hours", "battery life", "h")):
         if check.get(key) is not None:
             rows.append((label, fmt.quantity(check[key], unit)))
+    return rows + npu_rows(document.get("npu"))
+
+
+def npu_rows(section: Any) -> list[tuple[str, str]]:
+    """The terminal summary's lines for an Ethos-U build's npu section (read through report.npu); [] without one.
+
+    Plain text (no brackets, so rich markup cannot misread it): placement, Vela's figures, dense against the
+    artifact when the dense baseline was compiled too, and what was not verified.
+    """
+    n = npu_view(section)
+    if n is None:
+        return []
+    if n["compiled_file"]:
+        return [("NPU (compiled file)", f"{fmt.integer(n['npu_ops'])} ethos-u op(s); CPU ops: "
+                                        f"{', '.join(n['cpu_op_names']) or 'none'}"),
+                ("NPU flash in the file", f"{fmt.byte_count(n['vela_flash_bytes'])} (command stream "
+                                          f"{fmt.byte_count(n['command_stream_bytes'])})"),
+                ("arena Vela asked for", fmt.byte_count(n["arena_bytes"])),
+                ("not known from the file", n["not_estimated"] or fmt.UNKNOWN)]
+    rows = [("NPU", f"{n['accelerator'] or fmt.UNKNOWN} @ {fmt.number(n['npu_clock_mhz'], 4, 'MHz')}: "
+                    f"{fmt.integer(n['npu_ops'])} op(s) on the NPU, {fmt.integer(n['cpu_ops'])} on the CPU")]
+    rows += [("  CPU fallback", f"op {op['index']} {op['op_type']}: {op['reason'] or 'no reason given'}")
+             for op in n["cpu_op_rows"]]
+    rows += [
+        ("NPU latency", f"{fmt.quantity(n['latency_ms'], 'ms')} (NPU {fmt.quantity(n['npu_ms'], 'ms')}, "
+                        f"{fmt.integer(n['total_cycles'])} cycles; CPU {fmt.quantity(n['cpu_ms'], 'ms')}); "
+                        f"basis {n['latency_basis']}"),
+        ("NPU energy / inference", f"{fmt.quantity(n['energy_mj'], 'mJ')}; battery {fmt.hours(n['battery_hours'])}"
+                                   f"; basis {n['energy_basis']}"),
+        ("encoded weights (Vela)", f"{fmt.byte_count(n['encoded_weight_bytes'])} from "
+                                   f"{fmt.byte_count(n['raw_weight_bytes'])} raw int8 "
+                                   f"({fmt.ratio(n['weight_compression'])})"),
+        ("SRAM / flash (Vela)", f"{fmt.byte_count(n['sram_bytes'])} of {fmt.byte_count(n['sram_limit_bytes'])} / "
+                                f"{fmt.byte_count(n['vela_flash_bytes'])}"),
+    ]
+    for row in n["comparison"] or []:
+        if row["key"] in ("encoded_weight_bytes", "total_cycles", "latency_ms"):
+            unit = row["unit"]
+            shown = [fmt.byte_count(v) if unit == "B" else fmt.integer(v) if unit == "cycles" else
+                     fmt.quantity(v, unit) for v in (row["dense"], row["artifact"])]
+            rows.append((f"dense -> artifact: {row['label']}",
+                         f"{shown[0]} -> {shown[1]} ({fmt.ratio(row['ratio'])} dense / artifact)"))
+    if n["not_verified"]:
+        rows.append(("NPU not verified", n["not_verified"]))
     return rows
 
 

@@ -30,6 +30,7 @@ from edgesparse.profiles.profile import load_profile
 from edgesparse.report import format as fmt
 from edgesparse.report.channels import channels_view
 from edgesparse.report.compression import compression_view
+from edgesparse.report.npu import npu_view
 from edgesparse.report.speed import speed_summary
 
 __all__ = [
@@ -484,6 +485,7 @@ def report_context(document: dict) -> dict[str, Any]:
         "compression": compression_view(document.get("compression")),
         "channels": channels_view(document.get("channels"), element_sparsity=options.get("element_sparsity")),
         "speed": speed_summary(document.get("speed")),
+        "npu": npu_view(document.get("npu")),
     }
 
 
