@@ -250,8 +250,8 @@ flash; {cpu}.
   `ETHOS_U`, compiles `kernels/ethos_u/ethosu.cc` instead of the stub, and downloads and compiles the Ethos-U core
   driver (`ETHOSU_ARCH={dep.arch}` adds `-DETHOSU_ARCH={dep.arch} -DETHOSU{dep.arch[1:]}`). TFLM's Corstone-300
   FVP target is `TARGET=cortex_m_corstone_300 TARGET_ARCH=cortex-m55 CO_PROCESSOR=ethos_u` (it sets
-  `ETHOSU_ARCH=u55` itself). Compile this project's files with the library's include paths plus the driver's
-  `include/` directory and `-DETHOS_U`.
+  `ETHOSU_ARCH=u55` itself). Compile this project's files with the library's include paths, plus the driver's
+  `include/` directory when you define `EDGESPARSE_NPU_BASE_ADDRESS` (below).
 * **Driver.** The NPU is driven by {ETHOS_U_DRIVER}. Before the interpreter runs, the application must
   1. call `ethosu_init(&driver, base_address, fast_memory, fast_memory_size, secure_enable, privilege_enable)`
      with the NPU's register base address from the SoC's reference manual (0 on success);
