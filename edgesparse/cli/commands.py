@@ -25,7 +25,14 @@ import click
 from rich.markup import escape
 
 from edgesparse import __version__, interrupts
-from edgesparse.builddir import ARTIFACT, BASELINES, load_report
+from edgesparse.builddir import (
+    ARTIFACT,
+    BASELINES,
+    artifact_matches_report,
+    interpreter_model_name,
+    is_build_dir,
+    load_report,
+)
 from edgesparse.cli import render
 from edgesparse.cli.progress import BuildProgress, StageLines, SweepProgress
 from edgesparse.deploy import DeployOptions
@@ -203,6 +210,12 @@ def build(**kwargs: Any) -> None:
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     pipeline_build.raise_for_failures(result)
+    verified = interpreter_model_name(result.report)
+    if verified != ARTIFACT:  # an Ethos-U build: model.tflite is Vela's, the interpreter ran the plain int8 file
+        console.print(f"[green]ok[/] wrote {result.out_dir}/: {ARTIFACT} (compiled by Vela for the NPU; its command "
+                      f"stream is not run here), {verified} (the int8 model TFLite Micro verified), report.json, "
+                      "report.html", soft_wrap=True)
+        return
     console.print(f"[green]ok[/] wrote {result.out_dir}/: model.tflite, report.json, report.html")
 
 
@@ -304,8 +317,31 @@ def check(model: Path, profiles: tuple[str, ...], as_json: bool, rate: str | Non
         for section in speeds:
             render.print_summary(console, render.speed_rows(section),
                                  f"{section['profile']}: speed vs {escape(str(baseline))}")
+        build_npu = _build_npu_section(model)
+        if build_npu is not None:
+            render.print_summary(console, render.npu_rows(build_npu),
+                                 f"the build's NPU figures (report.json beside {escape(model.name)}; "
+                                 f"{escape(str(build_npu.get('accelerator')))})")
     if not all(r.fits for r in results):
         sys.exit(EXIT_BUDGET)
+
+
+def _build_npu_section(model: Path) -> dict[str, Any] | None:
+    """The "npu" section of the build `model` is the artifact of, when it is a Vela-compiled build's own model.tflite.
+
+    A compiled file carries no cycle estimate (Vela's performance model ran when it compiled); the build that
+    compiled it recorded one, so `check` shows it when report.json beside the file describes exactly this file.
+    """
+    if model.name != ARTIFACT or not is_build_dir(model.parent):
+        return None
+    try:
+        document = load_report(model.parent)
+    except EdgesparseError:
+        return None
+    section = document.get("npu")
+    if not isinstance(section, dict) or not artifact_matches_report(document, model.read_bytes()):
+        return None
+    return section
 
 
 @main.command()
@@ -341,9 +377,12 @@ def battery(build_dir: Path, profiles: tuple[str, ...], rate: str | None, batter
             sleep_mw: float | None, as_json: bool) -> None:
     """Energy per inference and battery life of a build, next to its dense float and int8 baselines."""
     document = load_report(build_dir)
-    variants: dict[str, bytes | str | Path] = {"pruned artifact": build_dir / ARTIFACT}
+    # On an Ethos-U build the artifact is priced from the int8 model Vela compiled (the estimator compiles it for
+    # each profile's NPU, as it does the dense baseline); the compiled file alone has no cycle estimate.
+    artifact = interpreter_model_name(document)
+    variants: dict[str, bytes | str | Path] = {"pruned artifact": build_dir / artifact}
     variants.update({name.replace("_", " "): build_dir / rel for name, rel in BASELINES.items()
-                     if (build_dir / rel).is_file()})
+                     if (build_dir / rel).is_file() and rel != artifact})
     results = []
     for name in profiles or (document["profile"]["path"],):
         profile = load_profile(name)  # once: every variant is priced on the same validated profile

@@ -97,11 +97,13 @@ def test_the_npu_section_shows_velas_encoding_and_cycles_dense_against_pruned(np
     assert report["sparsity"]["overall"] >= 0.79
     policy = {p["name"]: p for p in report["pruning"]["policy"]}
     assert policy["fc1"]["prune"] and "Vela" in policy["fc1"]["reason"]
-    npu = report["npu"]
-    pruned, dense = npu["pruned"], npu["dense"]
-    assert pruned["encoded_weight_bytes"] < pruned["raw_weight_bytes"]
-    assert pruned["encoded_weight_bytes"] < dense["encoded_weight_bytes"] / 2
-    assert pruned["total_cycles"] < dense["total_cycles"]
+    npu, dense = report["npu"], report["npu"]["dense"]   # the artifact's figures, and the dense int8 baseline's
+    assert npu["encoded_weight_bytes"] < npu["raw_weight_bytes"]
+    assert npu["encoded_weight_bytes"] < dense["encoded_weight_bytes"] / 2
+    assert npu["raw_weight_bytes"] == dense["raw_weight_bytes"]   # same tensors, only zeros differ
+    assert 0 < npu["total_cycles"] <= dense["total_cycles"]
+    assert npu["dense_over_artifact"]["encoded_weight_bytes"] > 2
+    assert npu["verified"] and BASELINES["pruned_int8"] in npu["verified"]
     assert report["check"]["npu"] is not None and report["check"]["latency_ms"] > 0
     profile = load_profile(report["profile"]["path"])
     assert npu["accelerator"] == profile.npu.accelerator
@@ -139,3 +141,18 @@ def test_an_ethos_u_build_without_vela_exits_2_naming_the_extra_before_training(
     said = " ".join((done.stdout + done.stderr).split())
     assert done.returncode == 2, said
     assert "edgesparse[npu]" in said and "Loading" not in said and not out.exists()
+
+
+def test_check_and_battery_on_the_ethos_u_build(npu_build, npu_profile_arg):
+    """`check` on the compiled file adds the build's NPU figures from report.json; `battery` prices the plain int8
+    model Vela compiled against the dense baseline, both through Vela's estimate."""
+    _, out = npu_build
+    runner = CliRunner()
+    checked = runner.invoke(main, ["check", str(out / "model.tflite"), "--profile", npu_profile_arg])
+    text = " ".join(checked.output.split())
+    assert checked.exit_code in (0, 1), checked.output
+    assert "the build's NPU figures" in text and "encoded weights (Vela)" in text
+    battery = runner.invoke(main, ["battery", str(out), "--json"])
+    assert battery.exit_code == 0, battery.output
+    rows = {row["variant"]: row for row in json.loads(battery.output)[0]["variants"]}
+    assert rows["pruned artifact"]["latency_ms"] < rows["dense int8"]["latency_ms"]
