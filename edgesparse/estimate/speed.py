@@ -38,6 +38,7 @@ from edgesparse.estimate.latency import (
 )
 from edgesparse.profiles import Profile, load_profile
 from edgesparse.runtime.measure import COMPARE_ROUNDS, COMPARE_RUNS_PER_ROUND, compare_latency
+from edgesparse.runtime.vela import LATENCY_BASIS
 
 __all__ = [
     "ESTIMATE_BAND",
@@ -77,7 +78,13 @@ def verdict(ratio: float | None, band: float = ESTIMATE_BAND) -> str:
 
 
 def _weakest(*bases: str) -> str:
-    """The least trustworthy of several latency bases (fitted < fitted+transferred < ... < none)."""
+    """The least trustworthy of several latency bases (fitted < fitted+transferred < ... < none).
+
+    Ethos-U estimates ("Vela performance model[+<the CPU part's basis>]") stay named as such when every
+    basis is one: the weakest of their CPU parts is appended."""
+    if bases and all(b.startswith(LATENCY_BASIS) for b in bases):
+        worst = _weakest(*[b[len(LATENCY_BASIS):].lstrip("+") or "fitted" for b in bases])
+        return LATENCY_BASIS if worst == "fitted" else f"{LATENCY_BASIS}+{worst}"
     known = [b if b in _BASIS_ORDER else "assumption" for b in bases]
     return max(known, key=_BASIS_ORDER.index) if known else "none"
 
@@ -300,7 +307,9 @@ def speed_claim(artifact: bytes, dense_int8: bytes, profile: Profile | str, *, h
     Shape: {profile, runtime, artifact_bytes, dense_int8_bytes, file_ratio, band,
     estimated: {dense_int8_ms, artifact_ms, ratio, verdict, basis, notes, kernels},
     host: HostTiming.to_dict() | None, size_only, claim}. Ratios are artifact / dense
-    (< 1: faster). `host` belongs to LiteRT profiles only: on TFLite Micro the
+    (< 1: faster); on an Ethos-U profile the byte counts are Vela's compiled files and the
+    latencies Vela's (pass the plain int8 artifact: a compiled one cannot be priced). `host` belongs
+    to LiteRT profiles only: on TFLite Micro the
     wheel's interpreter (reference kernels, x86) says nothing about the device.
     """
     prof = profile if isinstance(profile, Profile) else load_profile(str(profile))
@@ -309,13 +318,16 @@ def speed_claim(artifact: bytes, dense_int8: bytes, profile: Profile | str, *, h
     art_check, dense_check = (check_model(art_bytes, prof, threads=threads),
                               check_model(dense_bytes, prof, threads=threads))
     estimated = _estimated(prof, art_graph, dense_graph, art_check, dense_check)
-    file_ratio = len(art_bytes) / len(dense_bytes)
+    # on an Ethos-U profile the file flashed is Vela's compilation of each (its encoded weights shrink)
+    art_size, dense_size = ((art_check.model_size, dense_check.model_size) if prof.npu is not None
+                            else (len(art_bytes), len(dense_bytes)))
+    file_ratio = art_size / dense_size
     host_dict = host.to_dict() if host is not None else None
     deciding = estimated["verdict"] if estimated["verdict"] != "unknown" else (
         host_dict["verdict"] if host_dict else "unknown")
     size_only = file_ratio < _SMALLER and deciding in ("same", "slower")
-    return {"profile": prof.name, "runtime": prof.runtime, "artifact_bytes": len(art_bytes),
-            "dense_int8_bytes": len(dense_bytes), "file_ratio": round(file_ratio, 4), "band": ESTIMATE_BAND,
+    return {"profile": prof.name, "runtime": prof.runtime_name, "artifact_bytes": art_size,
+            "dense_int8_bytes": dense_size, "file_ratio": round(file_ratio, 4), "band": ESTIMATE_BAND,
             "estimated": estimated, "host": host_dict, "size_only": size_only,
             "claim": _claim(prof.name, estimated, host_dict, file_ratio, size_only)}
 
