@@ -28,6 +28,12 @@ with `channel` the swept fraction is the share of prunable channels removed
 (default points 0.25 and 0.5, `default_sparsities`), and a point's achieved
 value is report.json's `channels.removed_fraction`.
 
+Scale-out. With `scheduler` ("local[:N]" or a Dask scheduler address) the points to build are
+Dask tasks (`pipeline.sweep_dask`): the dense inputs are prepared here once and scattered as
+bytes, each worker returns its build's files, and this process publishes each one into the same
+points/ cache and index, so a distributed sweep resumes like a local one and a mixed run is one
+sweep. Without it, every point is built here, one after another, as before.
+
 Output location. --out must be new, empty, or a sweep directory (`is_sweep_dir`:
 sweep.json written by edgesparse, or a points/ cache); it is checked, with the
 options, before anything is loaded. The sweep writes only its own names there.
@@ -43,11 +49,9 @@ single build's: the sweep produced nothing a build would not have).
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import datetime as _dt
 import hashlib
-import io
 import json
 import shutil
 import time
@@ -69,12 +73,13 @@ from edgesparse.errors import (
 from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_writable_location, staged_output_dir
 from edgesparse.pipeline import build as pipeline_build
+from edgesparse.pipeline import sweep_dask
 from edgesparse.pipeline.build import DEMOS, BuildOptions, model_name, parse_structured
 from edgesparse.pipeline.build_checks import check_granularity, check_options, untrusted_in_report
 from edgesparse.pipeline.sweep_choice import choose, pareto
+from edgesparse.pipeline.sweep_outputs import CSV_COLUMNS, SWEEP_CSV, SWEEP_HTML, SWEEP_JSON, csv_text, write_outputs
 from edgesparse.profiles.profile import Profile, load_profile
 from edgesparse.report.compression import compression_summary
-from edgesparse.report.html import render_sweep
 
 __all__ = [
     "CHOSEN_FILES",
@@ -111,7 +116,6 @@ INDEX_NAME = "index.json"
 # The chosen point's build, copied beside sweep.json (deployable as it is).
 CHOSEN_FILES = (builddir.ARTIFACT, builddir.REPORT_JSON, builddir.REPORT_HTML, builddir.PRUNED_MODEL,
                 builddir.SAMPLE, builddir.LABELS)
-SWEEP_JSON, SWEEP_CSV, SWEEP_HTML = "sweep.json", "sweep.csv", "sweep.html"
 METRICS = (("latency_ms", "latency (ms)"), ("model_bytes", "model size (bytes)"),
            ("energy_mj", "energy per inference (mJ)"))
 # Options that change a build's artifact or accuracy; they key the cache.
@@ -339,6 +343,7 @@ class _Plan:
     index: dict[str, Any]
     jobs: list[dict[str, Any]]
     cached: dict[str, dict[str, Any]]
+    prepared: Any = None   # the dense model and data (pipeline.build.PreparedInputs), loaded on the first build
 
     @property
     def names(self) -> list[str]:
@@ -428,49 +433,100 @@ def run_sweep(options: SweepOptions, progress: Progress | None = None) -> SweepR
 
 
 def _run_jobs(plan: _Plan, progress: Progress) -> int:
-    """Build every job not cached (the dense inputs prepared once, on the first build); returns how many were built."""
-    base, max_drop = plan.options.base, plan.options.max_accuracy_drop
-    prepared = None
-    built = 0
+    """Build every job not cached, here or on a Dask cluster (--scheduler); returns how many were built."""
+    todo = []
     for n, job in enumerate(plan.jobs, 1):
         fields = {"index": n, "jobs": len(plan.jobs), "sparsity": job["sparsity"], "quantize": job["quantize"],
                   "profile": job["family"].name, "key": job["key"]}
         if job["skip"]:
             job["report"] = None
             progress("point_skipped", dict(fields, reason=job["skip"]))
-            continue
-        if job["key"] in plan.cached:
+        elif job["key"] in plan.cached:
             job["report"] = plan.cached[job["key"]]
             progress("point_done", dict(fields, cached=True, seconds=0.0, **_headline(job["report"])))
-            continue
-        progress("point_begin", fields)
+        else:
+            todo.append((job, fields))
+    if not todo:
+        return 0
+    if plan.options.scheduler is not None:
+        return _run_on_cluster(plan, todo, progress)
+    return sum(_build_here(plan, job, fields, progress) for job, fields in todo)
+
+
+def _point_options(plan: _Plan, job: dict) -> BuildOptions:
+    max_drop = plan.options.max_accuracy_drop
+    return dataclasses.replace(
+        family_options(plan.options.base, job["family"]), profile=job["profile"], final_sparsity=job["sparsity"],
+        quantize=job["quantize"], out=job["dir"], force=True,
+        max_accuracy_drop=max_drop if max_drop is not None else 100.0)
+
+
+def _build_here(plan: _Plan, job: dict, fields: dict, progress: Progress) -> int:
+    """One point in this process (the dense inputs prepared once, on the first build); 1 if built."""
+    progress("point_begin", fields)
+    t0 = time.perf_counter()
+    prepared = _prepare_once(plan, progress)
+    _remove_incomplete_point(job["dir"], plan.points_dir)
+    try:
+        result = pipeline_build.build(_point_options(plan, job), progress=progress, prepared=prepared)
+    except (ConversionError, PruningError, VerificationError) as exc:  # this point only: record, go on
+        _record_failure(job, exc, fields, progress)
+        return 0
+    _record_built(plan, job, result.report, round(time.perf_counter() - t0, 3), fields, progress)
+    return 1
+
+
+def _prepare_once(plan: _Plan, progress: Progress) -> Any:
+    """The dense model and data, loaded once per sweep (kept on the plan)."""
+    if plan.prepared is None:
         t0 = time.perf_counter()
-        if prepared is None:
-            progress("prepare_begin", {})
-            prepared = pipeline_build.prepare_inputs(base, progress)
-            progress("prepare_done", {"seconds": round(time.perf_counter() - t0, 3)})
-        build_options = dataclasses.replace(
-            family_options(base, job["family"]), profile=job["profile"], final_sparsity=job["sparsity"],
-            quantize=job["quantize"], out=job["dir"], force=True,
-            max_accuracy_drop=max_drop if max_drop is not None else 100.0)
-        _remove_incomplete_point(job["dir"], plan.points_dir)
-        try:
-            result = pipeline_build.build(build_options, progress=progress, prepared=prepared)
-        except (ConversionError, PruningError, VerificationError) as exc:  # this point only: record, go on
-            job["skip"] = f"build failed: {exc.message}"
-            job["error"] = exc
-            job["report"] = None
-            progress("point_skipped", dict(fields, reason=job["skip"]))
-            continue
-        job["report"] = result.report
-        built += 1
-        seconds = round(time.perf_counter() - t0, 3)
-        plan.index["points"][job["key"]] = {
-            "dir": job["dir"].name, "sparsity": job["sparsity"], "quantize": job["quantize"],
-            "profile": job["family"].name, "seconds": seconds,
-            "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        _write_index(plan.points_dir, plan.index)
-        progress("point_done", dict(fields, cached=False, seconds=seconds, **_headline(result.report)))
+        progress("prepare_begin", {})
+        plan.prepared = pipeline_build.prepare_inputs(plan.options.base, progress)
+        progress("prepare_done", {"seconds": round(time.perf_counter() - t0, 3)})
+    return plan.prepared
+
+
+def _record_failure(job: dict, exc: EdgesparseError, fields: dict, progress: Progress, **extra: Any) -> None:
+    job["skip"] = f"build failed: {exc.message}"
+    job["error"] = exc
+    job["report"] = None
+    progress("point_skipped", dict(fields, reason=job["skip"], **extra))
+
+
+def _record_built(plan: _Plan, job: dict, report: dict, seconds: float, fields: dict, progress: Progress,
+                  worker: str | None = None) -> None:
+    """A finished build in the cache's index (written atomically), and its "point_done" event."""
+    job["report"] = report
+    plan.index["points"][job["key"]] = {
+        "dir": job["dir"].name, "sparsity": job["sparsity"], "quantize": job["quantize"],
+        "profile": job["family"].name, "seconds": seconds, "worker": worker,
+        "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    _write_index(plan.points_dir, plan.index)
+    progress("point_done", dict(fields, cached=False, seconds=seconds, worker=worker, **_headline(report)))
+
+
+def _run_on_cluster(plan: _Plan, todo: list[tuple[dict, dict]], progress: Progress) -> int:
+    """Every point to build as one Dask task; each result published into points/ by this process as it arrives."""
+    spec = sweep_dask.parse_scheduler(str(plan.options.scheduler))
+    built = 0
+    with sweep_dask.connect(spec, progress) as client:   # an unreachable scheduler fails here, before any work
+        prepared = _prepare_once(plan, progress)
+        tasks = {id(fields): job for job, fields in todo}
+        points = [sweep_dask.PointTask(_point_options(plan, job), job["family"].build_profile.path.read_bytes(),
+                                       fields) for job, fields in todo]
+        for outcome in sweep_dask.run_points(client, prepared, points, progress, plan.options.base.trust_model):
+            job, fields = tasks[id(outcome.task.fields)], outcome.task.fields
+            if outcome.error is not None:
+                if outcome.fatal:
+                    raise outcome.error
+                _record_failure(job, outcome.error, fields, progress, worker=outcome.worker)
+                continue
+            assert outcome.files is not None and outcome.report is not None
+            _remove_incomplete_point(job["dir"], plan.points_dir)
+            report = sweep_dask.publish_point(job["dir"], outcome.files, outcome.report, profile=job["profile"],
+                                              profile_path=job["family"].build_profile.path)
+            _record_built(plan, job, report, outcome.seconds, fields, progress, worker=outcome.worker)
+            built += 1
     return built
 
 
@@ -641,47 +697,3 @@ def _publish_choice(out_dir: Path, chosen: dict | None, fams: Sequence[Family]) 
                 for name in CHOSEN_FILES:
                     if (src / name).is_file():
                         atomic_write_bytes(staging / name, (src / name).read_bytes())
-
-
-# --------------------------------------------------------------------------- outputs
-
-CSV_COLUMNS = ("point", "sparsity", "quantize", "profile", "build", "achieved_sparsity", "accuracy", "drop_points",
-               "model_bytes", "uncompressed_bytes", "compression_ratio", "flash_bytes", "ram_bytes", "latency_ms",
-               "energy_mj", "battery_hours", "fits", "failed_budgets", "unknown_budgets", "pareto_latency",
-               "pareto_size", "pareto_energy", "chosen", "error")
-
-
-def csv_text(document: dict) -> str:
-    """One row per (point, profile): what a spreadsheet or pandas wants."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    chosen = (document.get("choice") or {}).get("point")
-    for p in document["points"]:
-        for name, c in p["checks"].items():
-            build = p["builds"].get(c.get("build") or "", {})
-            compression = build.get("compression") or {}
-            front = document["pareto"].get(name, {})
-            writer.writerow({
-                "point": p["label"], "sparsity": p["sparsity"], "quantize": p["quantize"], "profile": name,
-                "build": c.get("build", ""), "achieved_sparsity": build.get("achieved_sparsity"),
-                "accuracy": c.get("accuracy"), "drop_points": c.get("drop_points"), "model_bytes": c.get("model_bytes"),
-                "uncompressed_bytes": compression.get("uncompressed_bytes"),
-                "compression_ratio": compression.get("ratio_vs_dense_int8"),
-                "flash_bytes": c.get("flash_bytes"), "ram_bytes": c.get("ram_bytes"), "latency_ms": c.get("latency_ms"),
-                "energy_mj": c.get("energy_mj"), "battery_hours": c.get("battery_hours"), "fits": c.get("fits"),
-                "failed_budgets": ";".join(b["name"] for b in c.get("budgets", [])
-                                           if b.get("ok") is False and b.get("value") is not None),
-                "unknown_budgets": ";".join(b["name"] for b in c.get("budgets", []) if b.get("value") is None),
-                "pareto_latency": p["label"] in front.get("latency_ms", []),
-                "pareto_size": p["label"] in front.get("model_bytes", []),
-                "pareto_energy": p["label"] in front.get("energy_mj", []),
-                "chosen": p["label"] == chosen, "error": c.get("error", "")})
-    return buf.getvalue()
-
-
-def write_outputs(out_dir: Path, document: dict) -> None:
-    """sweep.json, sweep.csv and sweep.html, each written atomically."""
-    atomic_write_text(out_dir / SWEEP_JSON, json.dumps(document, indent=2) + "\n")
-    atomic_write_text(out_dir / SWEEP_CSV, csv_text(document))
-    atomic_write_text(out_dir / SWEEP_HTML, render_sweep(document))

@@ -12,12 +12,13 @@ Raises MissingDependency (TensorFlow, tf_keras or TFMOT not installed).
 from __future__ import annotations
 
 import os
+import sys
 from types import ModuleType
 
 from edgesparse.errors import MissingDependency
 from edgesparse.runtime.capture import captured_stderr
 
-__all__ = ["import_tf", "import_tfmot"]
+__all__ = ["import_tf", "import_tfmot", "prepare_process"]
 
 _INSTALL_HINT = "Install the build half: pip install 'edgesparse[build]'"
 
@@ -52,3 +53,21 @@ def import_tfmot() -> ModuleType:
             received=str(exc), fix=_INSTALL_HINT,
         ) from None
     return tfmot
+
+
+def prepare_process(threads: int) -> int:
+    """Set TensorFlow's environment for a worker process before it first imports TensorFlow.
+
+    Why: TFMOT refuses models unless TF_USE_LEGACY_KERAS=1 was set before the import, and a
+    one-core worker otherwise spawns threads for every core of the machine (measured: about 1.9
+    cores used by a one-core worker). TensorFlow reads both thread counts once, when its runtime
+    starts, so they are set here and not later. Returns the intra-op thread count in effect
+    (the earlier one when TensorFlow was already imported in this process).
+    """
+    if "tensorflow" in sys.modules:
+        return int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0") or 0)
+    threads = max(1, int(threads))
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    return threads
