@@ -22,7 +22,7 @@ from edgesparse.estimate.decoding import DecodeWork, decode_work
 from edgesparse.estimate.energy import EnergyEstimate, estimate_energy, format_rate
 from edgesparse.estimate.latency import LatencyEstimate, estimate_latency
 from edgesparse.estimate.memory import FlashEstimate, RamEstimate, estimate_flash, estimate_ram
-from edgesparse.estimate.npu import NpuEstimate, npu_estimate
+from edgesparse.estimate.npu import NpuEstimate, driver_code_notes, npu_estimate
 from edgesparse.estimate.ops import op_type
 from edgesparse.profiles import Profile, load_profile
 from edgesparse.runtime.vela import VelaCompilation, compile_for_ethos_u
@@ -275,12 +275,12 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Profile | str,
                        decode=decode)
 
 
-def _unknown_warning(budgets: list[BudgetCheck]) -> list[str]:
+def _unknown_warning(budgets: list[BudgetCheck], why: str = "no estimate on this profile") -> list[str]:
     unknown = [b.name for b in budgets if b.ok is None]
     if not unknown:
         return []
-    return ["incomplete check: budget(s) " + ", ".join(unknown) + " unknown (no estimate on this "
-            "profile); they neither pass nor fail, so `fits` covers only the known budgets"]
+    return ["incomplete check: budget(s) " + ", ".join(unknown) + f" unknown ({why}); they neither pass nor "
+            "fail, so `fits` covers only the known budgets"]
 
 
 def _npu_sram_budget(npu: Any, used: int) -> BudgetCheck:
@@ -319,9 +319,12 @@ def _check_compiled(graph: Graph, data: bytes, path: str | None, prof: Profile, 
     """
     ethos = describe_ethos_u(graph)
     cpu = ", ".join(ethos.cpu_ops) or "none"
-    latency = LatencyEstimate(None, "none", "", 1, [], 0.0, [], summary="not estimated: a Vela-compiled file")
+    latency = LatencyEstimate(None, "none", "not estimated: a Vela-compiled file", 1, [], 0.0, [],
+                              summary="not estimated: a Vela-compiled file")
     energy = estimate_energy(None, prof, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw, latency_basis="none")
     flash = estimate_flash(graph, prof, model_size=len(data))
+    if prof.npu is not None:
+        flash.notes += driver_code_notes(prof)
     ram = estimate_ram(graph, prof, model_bytes=data)
     budgets = _check_budgets(prof, _values(flash, ram, latency, energy))
     warnings = [f"a Vela-compiled file ({ethos.npu_ops} ethos-u op(s); CPU ops: {cpu}): {COMPILED_NOT_ESTIMATED}"]
@@ -333,7 +336,7 @@ def _check_compiled(graph: Graph, data: bytes, path: str | None, prof: Profile, 
         budgets.append(_npu_sram_budget(prof.npu, used))
         warnings.append("the file does not record the accelerator it was compiled for: it must have been "
                         f"compiled for {prof.npu.accelerator} ({prof.name}'s [npu] accelerator) to run there")
-    warnings += _unknown_warning(budgets)
+    warnings += _unknown_warning(budgets, "not estimated for a Vela-compiled file")
     return CheckResult(profile=prof.name, profile_path=str(prof.path), profile_sha256=prof.sha256,
                        runtime=prof.runtime_name, model=path, model_size=len(data), flash=flash, ram=ram,
                        latency=latency, energy=energy, budgets=budgets,

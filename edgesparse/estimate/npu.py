@@ -38,7 +38,7 @@ from edgesparse.runtime.vela import LATENCY_BASIS, NpuOp, VelaCompilation
 from edgesparse.tflite.ethos_u import ethos_u_ops
 from edgesparse.tflite.graph import Graph, load_graph
 
-__all__ = ["ETHOS_U_KERNEL", "LATENCY_BASIS", "NpuEstimate", "npu_estimate"]
+__all__ = ["ETHOS_U_KERNEL", "LATENCY_BASIS", "NpuEstimate", "driver_code_notes", "npu_estimate"]
 
 #: The compiled file's custom op as `estimate.ops.op_type` names it: the key of [runtime] kernel_code_bytes
 #: that holds the Ethos-U driver and its TFLM kernel.
@@ -259,7 +259,7 @@ def _energy(profile: Profile, npu: NpuConfig, npu_ms: float, cpu_ms: float | Non
     return energy
 
 
-def _flash_notes(profile: Profile) -> list[str]:
+def driver_code_notes(profile: Profile) -> list[str]:
     """Where the Ethos-U driver's code is in the flash figure, when the profile does not price it on its own."""
     per_op = profile.kernel_code_bytes
     if ETHOS_U_KERNEL in per_op:
@@ -291,7 +291,7 @@ def npu_estimate(compilation: VelaCompilation, profile: Profile, *, int8_model: 
     cpu_ms = None if cpu.us is None else cpu.us / 1000.0
     energy = _energy(profile, npu, npu_ms, cpu_ms, latency, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
     flash = estimate_flash(compiled, profile, model_size=len(compilation.model))
-    flash.notes += _flash_notes(profile)
+    flash.notes += driver_code_notes(profile)
     ram = estimate_ram(compiled, profile, model_bytes=compilation.model)
     ram.notes.append(f"the arena holds Vela's scratch area ({compilation.arena_bytes:,} B, SRAM used "
                      f"{compilation.sram_bytes:,} B) at the offsets Vela planned, with the CPU ops' tensors")
