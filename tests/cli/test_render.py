@@ -1,4 +1,5 @@
-"""Terminal rendering: the build summary's compression lines and the sweep table's DECODE column."""
+"""Terminal rendering: the build summary's compression lines, the sweep table's DECODE column and check's
+Ethos-U NPU table."""
 
 from __future__ import annotations
 
@@ -108,3 +109,26 @@ def test_speed_rows_size_only_and_no_section():
     assert line.startswith("same (x1 of dense int8)") and line.endswith("basis fitted")
     assert rows["pruning gain"].startswith("[yellow]size only[/]") and "speed on this host" not in rows
     assert render.speed_rows(None) == []
+
+
+def test_check_prints_the_npu_table_and_escapes_velas_words():
+    import pytest
+    from support.npu import compiled_fallback, fallback_npu_model, npu_profile
+
+    from edgesparse.estimate import check_model
+    from edgesparse.runtime.vela import vela_version
+
+    if vela_version() is None:
+        pytest.skip("Vela is not installed (edgesparse[npu])")
+    result = check_model(fallback_npu_model(), npu_profile(), compilation=compiled_fallback())
+    console = Console(width=200, record=True, color_system=None)
+    render.print_check(console, result, all_ops=False)
+    text = console.export_text()
+    assert "Arm Ethos-U NPU (Vela)" in text and "op 2 FLOOR: Unsupported opType" in text
+    assert "(tflm+ethos-u)" in text and "npu_sram_bytes" in text and "ETHOS-U" in text
+    section = result.npu_dict()
+    section["ops"][2]["reason"] = "[bold]not an op[/bold]"
+    rows = dict(render.npu_rows(section))
+    assert r"\[bold]not an op\[/bold]" in " ".join(v for _, v in render.npu_rows(section))
+    assert rows["NPU latency"].startswith("[yellow]")      # the test profile's NPU clock is an assumption
+    assert render.npu_rows(None) == []
