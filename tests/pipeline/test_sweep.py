@@ -461,3 +461,47 @@ def test_a_microcontroller_sweep_sizes_and_checks_the_compressed_file(tmp_path, 
     page = (out / "sweep.html").read_text()
     assert "int8 before DECODE" in page and page.count('data-col="uncompressed"') == 2   # one per build
     assert page.count('data-col="ratio">—<') == 1                                         # rpi4's build
+
+
+# --------------------------------------------------------------------------- --scheduler (Dask)
+
+def test_scheduler_specs():
+    from edgesparse.pipeline.sweep_dask import parse_scheduler
+
+    assert parse_scheduler("local:3").workers == 3 and parse_scheduler("local:3").local
+    assert parse_scheduler("local").workers >= 1
+    assert parse_scheduler("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+    assert parse_scheduler("10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+    for bad in ("local:0", "local:x", "tcp://host", "host"):
+        with pytest.raises(DataError, match="--scheduler"):
+            parse_scheduler(bad)
+
+
+def test_an_unreachable_scheduler_fails_before_any_work_naming_it(tmp_path):
+    """Nothing listens on the port: exit 2 with the address, and no point was built (no TensorFlow loaded)."""
+    import socket
+
+    import dask
+
+    with socket.socket() as s:                     # a port that was free a moment ago: refused, not routed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        result = CliRunner().invoke(main, ["sweep", "--profile", "rpi4", "--sparsities", "0.5", "--scheduler",
+                                           address, "--out", str(tmp_path / "sweep")])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert "Cannot reach the Dask scheduler" in output and address in output
+    assert not list((tmp_path / "sweep" / "points").glob("rpi4-*"))
+
+
+def test_scheduler_without_dask_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)   # what an install without the extra looks like
+    result = CliRunner().invoke(main, ["sweep", "--profile", "rpi4", "--sparsities", "0.5", "--scheduler", "local:2",
+                                       "--out", str(tmp_path / "sweep")])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert "edgesparse[distributed]" in output
