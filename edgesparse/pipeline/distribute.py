@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -67,7 +68,8 @@ CPU_REPLICAS = 2
 #: A task whose heartbeat stops for this long is declared dead and every collective fails (TensorFlow's
 #: coordination service; its own default is 10 s).
 HEARTBEAT_TIMEOUT_SECONDS = 10
-#: How long a task waits for the whole cluster to come up before failing (TensorFlow's default is an hour).
+#: Passed to TensorFlow as the coordination service's registration timeout; measured here, TensorFlow 2.21 does
+#: not honour it while a task waits for a peer that never started (see _multi_worker).
 REGISTER_TIMEOUT_SECONDS = 120
 #: A single all-reduce or gather that has not finished in this long fails (a hung peer that still heartbeats).
 COLLECTIVE_TIMEOUT_SECONDS = 600
@@ -222,11 +224,13 @@ def _cpu_devices(tf: Any, replicas: int) -> tuple[str, ...]:
 
 
 def _multi_worker(tf: Any, cluster: ClusterConfig) -> Any:
-    """MultiWorkerMirroredStrategy with bounded waits: registration, heartbeat and each collective.
+    """MultiWorkerMirroredStrategy with bounded waits once the cluster is up: the heartbeat and each collective.
 
-    TensorFlow sets up its coordination service with an hour's registration timeout unless one is configured
-    first; the eager context's configure_coordination_service is the only way to bound it, and
-    MultiWorkerMirroredStrategy keeps a configuration it finds (collective_all_reduce_strategy.py).
+    The heartbeat is set through the eager context's coordination-service configuration, which
+    MultiWorkerMirroredStrategy keeps when it finds one (collective_all_reduce_strategy.py). Not bounded: waiting
+    for a task that never starts. TensorFlow waits inside its C++ runtime holding the GIL (measured here: still
+    waiting after 2 minutes with cluster_register_timeout_in_ms at 8 s), so no Python watchdog can end it; bound
+    it from outside (the job scheduler, or `timeout`), as docs/scale.md says.
     """
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.eager import context
@@ -247,7 +251,7 @@ def start(kind: str | None, *, cpu_replicas: int = CPU_REPLICAS) -> Distribution
     """Create the strategy for `kind` once per process (None: one device, nothing to do); later calls return it.
 
     Must run before TensorFlow initialises its devices (before any model is loaded or built): DistributeError
-    otherwise. Multi-worker blocks until every task of TF_CONFIG has started (REGISTER_TIMEOUT_SECONDS at most).
+    otherwise. Multi-worker blocks until every task of TF_CONFIG has started (TensorFlow's wait; see _multi_worker).
     """
     global _started
     if kind is None:
@@ -305,15 +309,17 @@ def cluster_failures(where: Distribution | ClusterConfig | None, *, starting: bo
             tf.errors.CancelledError)
     try:
         yield
-    except lost as exc:
+    except (*lost, tf.errors.InternalError) as exc:
+        message = re.sub(r"\{\{[^}]*\}\}\s*", "", str(exc.message or exc)).strip()
+        if not isinstance(exc, lost) and not re.search(r"heartbeat|barrier|collective|unavailable", message, re.I):
+            raise  # an internal error that is not about the cluster
         task = cluster.task if cluster is not None else "this process"
-        first = (exc.message or str(exc)).strip().splitlines()[0][:300] if (exc.message or str(exc)) else type(exc)
         what = ("The multi-worker cluster did not come up" if starting
                 else "A task of the multi-worker cluster stopped responding during fine-tuning")
         raise DistributeError(what, where=f"task {task} of {cluster.num_tasks if cluster else '?'}",
                               expected=f"every TF_CONFIG task running and reachable (heartbeat timeout "
-                                       f"{HEARTBEAT_TIMEOUT_SECONDS} s, registration {REGISTER_TIMEOUT_SECONDS} s)",
-                              received=f"{type(exc).__name__}: {first}",
+                                       f"{HEARTBEAT_TIMEOUT_SECONDS} s)",
+                              received=f"{type(exc).__name__}: {(message.splitlines() or [''])[0][:300]}",
                               fix="Nothing was written. Restart every task of the cluster (a synchronous "
                                   "strategy cannot continue without one)") from None
 

@@ -71,6 +71,7 @@ class PruneResult:
     history: dict
     schedule: ResolvedSchedule | None = None
     policies: list[LayerPolicy] = field(default_factory=list)
+    replicas: int = 1               # replicas whose masks were checked identical (--distribute); 1 on one device
 
 
 def training_arrays(dataset: Any, model: Any, num_classes: int) -> tuple:
@@ -288,7 +289,7 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
     with tf_distribute.cluster_failures(strategy):
         fit = pruned.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
                          validation_data=(xv, yv) if xv is not None else None, callbacks=callbacks)
-        tf_distribute.check_replicas_agree(strategy, masks)
+        replicas = tf_distribute.check_replicas_agree(strategy, masks)
 
     stripped = sparsity_api.strip_pruning(pruned)
     if strategy is not None:
@@ -300,7 +301,7 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
         history["sparsity"] = list(state["epoch_sparsity"])
     return PruneResult(model=stripped, layers=layers, overall_sparsity=overall,
                        end_step=resolved.end_step, history=history, schedule=resolved,
-                       policies=list(policies))
+                       policies=list(policies), replicas=replicas)
 
 
 def raise_if_diverged(history: dict, stripped: Any, dataset: Any) -> None:
