@@ -269,7 +269,9 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
 
     strategy = tf_distribute.active(distribute)
     keras.utils.set_random_seed(seed)
-    with tf_distribute.scope(strategy):  # TFMOT's wrappers, masks and the optimizer's slots live in its scope
+    # TFMOT's wrappers, masks and the optimizer's slots live in the strategy's scope; creating them broadcasts
+    # their initial values, so a lost peer can surface here as well as in fit.
+    with tf_distribute.cluster_failures(strategy), tf_distribute.scope(strategy):
         pruned = _clone_with_pruning(model, policies, resolved.to_tfmot(), keras, tfmot)
         loss, metric = classifier_loss_and_metric(model, num_classes, keras)
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate or 1e-3)
