@@ -359,7 +359,6 @@ def build(options: BuildOptions, progress: Progress | None = None,
         channels=channels.as_dict() if channels is not None else None)
     document["warnings"] = warnings
     document["speed"] = speed
-    document["profile"]["runtime_name"] = profile.runtime_name
     if npu is not None:
         document["npu"] = npu_section
         document["verification"].update(npu_compile.verification_scope(verification.interpreter))

@@ -132,7 +132,7 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "options": options,
         "profile": {"name": profile.name, "path": str(profile.path), "sha256": profile.sha256,
-                    "class": profile.device_class, "runtime": profile.runtime,
+                    "class": profile.device_class, "runtime": profile.runtime, "runtime_name": profile.runtime_name,
                     "assumptions": {key: profile.source(key) for key in profile.assumptions()}},
         "model": _plain(model_info),
         "data": {"source": dataset.source, "n_train": len(dataset.x_train),
@@ -181,7 +181,8 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) pairs for the terminal summary table."""
     sizes, acc, sp = document["sizes"], document["accuracy"], document["sparsity"]
     rows = [
-        ("profile", f"{document['profile']['name']} ({document['profile']['runtime']})"),
+        ("profile", f"{document['profile']['name']} "
+                    f"({document['profile'].get('runtime_name') or document['profile']['runtime']})"),
         ("sparsity (pruned weights)", fmt.percent(sp["overall"], 1)),
         *channel_rows(document.get("channels")),
         ("dense float32 .tflite", _sizes(sizes["dense_float32_bytes"], sizes["dense_float32_gzip_bytes"])),

@@ -31,6 +31,7 @@ from edgesparse._types import RUNTIMES
 from edgesparse.errors import ModelError, VerificationError
 from edgesparse.runtime import litert, tflm
 from edgesparse.runtime.isolate import DEFAULT_IDLE_TIMEOUT, run_isolated
+from edgesparse.runtime.verify import check_not_npu_compiled
 from edgesparse.tflite.graph import Graph, load_graph
 
 __all__ = ["COMPARE_ROUNDS", "COMPARE_RUNS_PER_ROUND", "MIN_RUNS_PER_ROUND", "Measurement", "compare_latency",
@@ -102,6 +103,7 @@ def measure(model: bytes | str | Path, *, threads: int = 1, runs: int = 50, warm
         raise ModelError("Unknown runtime", expected=" or ".join(RUNTIMES), received=repr(runtime))
     graph = load_graph(model, validate=True)  # before an interpreter follows the file's offsets
     label = str(graph.path) if graph.path else "<bytes>"
+    check_not_npu_compiled(graph, where=label)
     _load_interpreter(runtime)  # MissingDependency here; the children inherit the imported module
     return run_isolated(_measure_here, graph, runtime, threads, runs, warmup, seed, max_seconds, label,
                         label=_NAMES[runtime], where=label, idle_timeout=timeout)
