@@ -454,6 +454,7 @@ def _run_jobs(plan: _Plan, progress: Progress) -> int:
 
 
 def _point_options(plan: _Plan, job: dict) -> BuildOptions:
+    """One job's build options (the same for a local and a remote build, so the same artifact)."""
     max_drop = plan.options.max_accuracy_drop
     return dataclasses.replace(
         family_options(plan.options.base, job["family"]), profile=job["profile"], final_sparsity=job["sparsity"],
@@ -494,12 +495,12 @@ def _record_failure(job: dict, exc: EdgesparseError, fields: dict, progress: Pro
 
 
 def _record_built(plan: _Plan, job: dict, report: dict, seconds: float, fields: dict, progress: Progress,
-                  worker: str | None = None) -> None:
-    """A finished build in the cache's index (written atomically), and its "point_done" event."""
+                  worker: str | None = None, details: dict | None = None) -> None:
+    """A finished build in the index (written atomically) and its "point_done"; `worker`: where a remote one ran."""
     job["report"] = report
     plan.index["points"][job["key"]] = {
         "dir": job["dir"].name, "sparsity": job["sparsity"], "quantize": job["quantize"],
-        "profile": job["family"].name, "seconds": seconds, "worker": worker,
+        "profile": job["family"].name, "seconds": seconds, "worker": worker, **(details or {}),
         "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     _write_index(plan.points_dir, plan.index)
     progress("point_done", dict(fields, cached=False, seconds=seconds, worker=worker, **_headline(report)))
@@ -525,7 +526,7 @@ def _run_on_cluster(plan: _Plan, todo: list[tuple[dict, dict]], progress: Progre
             _remove_incomplete_point(job["dir"], plan.points_dir)
             report = sweep_dask.publish_point(job["dir"], outcome.files, outcome.report, profile=job["profile"],
                                               profile_path=job["family"].build_profile.path)
-            _record_built(plan, job, report, outcome.seconds, fields, progress, worker=outcome.worker)
+            _record_built(plan, job, report, outcome.seconds, fields, progress, outcome.worker, outcome.details)
             built += 1
     return built
 

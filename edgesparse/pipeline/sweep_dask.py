@@ -376,9 +376,11 @@ def run_points(client: Any, prepared: PreparedInputs, tasks: Sequence[PointTask]
     try:
         while pending:
             done, pending = _wait(distributed, pending)
-            seen = _report_placement(client, digest, futures, placed, seen, progress)
+            # Finished results first: a result is safe only once gathered here (a worker that dies
+            # holding it makes Dask compute the point again).
             for future in done:
                 yield _outcome(distributed, future, futures[future], placed.get(future.key))
+            seen = _report_placement(client, digest, futures, placed, seen, progress)
     finally:
         for future in pending:
             future.cancel()
