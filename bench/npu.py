@@ -1,0 +1,386 @@
+"""Benchmark of issue 12: the digits and KWS demos built for two Arm Ethos-U profiles, dense and at 0.8 sparsity.
+
+Run by `make bench` (through bench/run_all.py) or standalone:
+
+    .venv/bin/python bench/npu.py [--profile alif_e7_he himax_we2] [--demo kws digits] [--builds DIR]
+
+For each demo D and Ethos-U profile P: `edgesparse build --profile P --demo D --final-sparsity 0.8` into
+DIR/D-P-0.8/ (default build/bench-npu/; a directory whose report.json has the same options is reused,
+anything else is rebuilt with --force), plus the KWS demo for nrf52840 at 0.8 (DIR/kws-nrf52840-0.8/,
+a plain TFLite Micro profile: the accuracy the TFLM profiles get, for the goal).
+
+Sparsity 0 is each build's dense int8 baseline, baselines/dense_int8.tflite: the demo model BEFORE pruning
+converted to int8 by the build (an Ethos-U build compiles it with Vela too, for its report). Sparsity 0.8 is
+baselines/pruned_int8.tflite, the int8 model the build verified and Vela compiled into model.tflite. In this
+run, for each of the two files:
+
+- Vela compiles it for the profile (`estimate.check.check_model`, which calls `runtime.vela` with the system
+  configuration generated from the profile's [npu] table) and `estimate.npu` prices the compilation: raw int8
+  weight bytes, Vela's encoded weight bytes, Vela's SRAM and flash, the compiled file, the flash total with the
+  runtime's code, NPU cycles, latency (Vela's cycles at the NPU clock + the CPU's share) and energy per
+  inference, each with its basis;
+- its accuracy in the TFLite Micro interpreter (`runtime.verify.verify_artifact`, runtime "tflm") on the demo's
+  whole validation split and, for KWS, its held-out test split (voices never heard in training).
+
+The Vela command stream itself cannot run here (no Ethos-U, no simulator): NPU execution is not verified.
+The Markdown section goes to stdout (the builds' own output to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import build_or_reuse, reusable_report  # bench/_common.py (bench/ is the script directory)
+
+from edgesparse.estimate.check import check_model
+from edgesparse.profiles import load_profile
+from edgesparse.report.npu import NOT_VERIFIED
+from edgesparse.runtime.verify import verify_artifact
+
+__all__ = ["GOAL", "PROFILES", "Accuracy", "NpuBuild", "Split", "ensure_build", "main", "measure", "render", "run"]
+
+REPO = Path(__file__).resolve().parent.parent
+BUILDS = REPO / "build" / "bench-npu"
+PROFILES = ("alif_e7_he", "himax_we2")
+TFLM_PROFILE = "nrf52840"              # a TFLite Micro profile without an NPU: the accuracy reference
+DEMOS = ("kws", "digits")
+SPARSITY = 0.8
+EPOCHS = 8                             # `edgesparse build`'s default fine-tuning epochs
+GOAL = {"demo": "kws", "ratio": 3.0, "tolerance_points": 1.0}   # issue 12
+DEMO_NAMES = {"digits": "digits CNN", "kws": "KWS DS-CNN"}
+VARIANTS = (("dense", "baselines/dense_int8.tflite", 0.0), ("pruned", "baselines/pruned_int8.tflite", SPARSITY))
+
+
+@dataclass
+class Split:
+    """One labelled split of a demo's data."""
+
+    name: str
+    x: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+
+
+@dataclass
+class NpuBuild:
+    """One build directory and what this run measured on its files."""
+
+    demo: str
+    profile: str
+    out: Path
+    report: dict[str, Any] = field(repr=False)
+    build_s: float | None                      # None: an earlier build with the same options was reused
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Accuracy:
+    """TFLM accuracy of one int8 file per split, and the interpreter that ran it."""
+
+    by_split: dict[str, float]
+    samples: dict[str, int]
+    interpreter: str
+
+
+def _wanted_options(demo: str, profile: str) -> dict[str, Any]:
+    return {"profile": profile, "demo": demo, "final_sparsity": SPARSITY, "model": None, "data": None,
+            "quantize": "int8", "cluster": None, "seed": 0, "epochs": EPOCHS, "granularity": "auto"}
+
+
+def ensure_build(demo: str, profile: str, builds: Path = BUILDS) -> NpuBuild:
+    """`edgesparse build --profile P --demo D --final-sparsity 0.8` into builds/D-P-0.8, unless already there."""
+    out = builds / f"{demo}-{profile}-{SPARSITY}"
+    wanted = _wanted_options(demo, profile)
+    npu = load_profile(profile).npu is not None
+    files = ("model.tflite", "baselines/dense_int8.tflite") + (("baselines/pruned_int8.tflite",) if npu else ())
+    section = "npu" if npu else "accuracy"
+    args = ["--profile", profile, "--demo", demo, "--final-sparsity", str(SPARSITY)]
+    report, seconds = build_or_reuse(out, args, lambda: reusable_report(out, wanted, files, section))
+    return NpuBuild(demo, profile, out, report, seconds)
+
+
+def demo_splits(demo: str) -> list[Split]:
+    """The demo's validation split (every build's gates use it) and, for KWS, its held-out test split."""
+    from edgesparse.pipeline.demos import digits, kws
+
+    _, dataset = (kws if demo == "kws" else digits).demo_model()
+    splits = [Split("validation", np.asarray(dataset.x_val), np.asarray(dataset.y_val))]
+    if demo == "kws":
+        x_test, y_test = kws.test_split()
+        splits.append(Split("test", np.asarray(x_test), np.asarray(y_test)))
+    return splits
+
+
+def tflm_accuracy(model: bytes, splits: list[Split]) -> Accuracy:
+    """The int8 file run in the TFLite Micro interpreter on every split."""
+    runs = {s.name: verify_artifact(model, s.x, s.y, runtime="tflm") for s in splits}
+    interpreter = {r.interpreter for r in runs.values()}
+    return Accuracy({k: float(r.accuracy or 0.0) for k, r in runs.items()},
+                    {k: r.n_samples for k, r in runs.items()}, ", ".join(sorted(interpreter)))
+
+
+def npu_figures(model: bytes, profile: str) -> dict[str, Any]:
+    """Vela's compilation of one plain int8 file for the profile, priced by estimate.npu (this run)."""
+    result = check_model(model, profile)
+    est = result.npu
+    if est is None:
+        raise SystemExit(f"{profile} is not an Ethos-U profile (no NPU estimate)")
+    c = est.compilation
+    return {
+        "int8_bytes": len(model), "raw_weight_bytes": c.raw_weight_bytes,
+        "encoded_weight_bytes": c.encoded_weight_bytes, "sram_bytes": c.sram_bytes,
+        "sram_limit_bytes": est.sram_limit_bytes, "vela_flash_bytes": c.flash_bytes,
+        "compiled_bytes": len(c.model), "flash_total_bytes": result.flash.total_bytes,
+        "runtime_code_bytes": result.flash.runtime_code_bytes, "ram_total_bytes": result.ram.total_bytes,
+        "total_cycles": c.total_cycles, "npu_ms": est.npu_ms, "cpu_ms": est.cpu_ms,
+        "latency_ms": est.latency_ms, "latency_basis": est.latency.basis, "energy_mj": est.energy_mj,
+        "energy_basis": est.energy.basis, "npu_ops": c.npu_op_count, "accelerator": c.accelerator,
+        "cpu_ops": [f"{op.op_type} ({op.reason or 'no reason given'})" for op in c.cpu_ops],
+        "npu_clock_mhz": est.npu_clock_mhz, "cpu_clock_mhz": est.cpu_clock_mhz, "memory_mode": est.memory_mode,
+        "vela": c.vela_version, "notes": list(est.notes), "fits": result.fits,
+    }
+
+
+def _report_check(build: NpuBuild, variants: dict[str, dict[str, Any]]) -> list[str]:
+    """Differences between this run's Vela figures and the build's report.json "npu" section (none expected)."""
+    section = build.report.get("npu") or {}
+    sides = {"pruned": section, "dense": section.get("dense") or {}}
+    diffs = []
+    for name, side in sides.items():
+        for key in ("encoded_weight_bytes", "raw_weight_bytes", "sram_bytes", "total_cycles"):
+            if side.get(key) != variants[name][key]:
+                diffs.append(f"{name} {key}: report.json {side.get(key)}, this run {variants[name][key]}")
+    return diffs
+
+
+def measure(build: NpuBuild, splits: list[Split]) -> dict[str, Any]:
+    """Both files of one Ethos-U build (dense int8 baseline, pruned int8), compiled, priced and run in TFLM."""
+    variants: dict[str, dict[str, Any]] = {}
+    for name, path, sparsity in VARIANTS:
+        data = (build.out / path).read_bytes()
+        figures = npu_figures(data, build.profile)
+        figures["sparsity"] = sparsity
+        figures["sha256"] = hashlib.sha256(data).hexdigest()
+        figures["accuracy"] = tflm_accuracy(data, splits)
+        variants[name] = figures
+    accuracy = build.report["accuracy"]
+    test = accuracy.get("test") or {}
+    return {"variants": variants, "report_diffs": _report_check(build, variants),
+            "dense_float": {"validation": accuracy.get("dense_float"), "test": test.get("dense_float")},
+            "report_tflite": {"validation": accuracy.get("tflite"), "test": test.get("tflite")},
+            "ratio_encoded": variants["dense"]["encoded_weight_bytes"] / variants["pruned"]["encoded_weight_bytes"],
+            "ratio_raw": variants["dense"]["raw_weight_bytes"] / variants["pruned"]["raw_weight_bytes"],
+            "pruned_layers": [layer["name"] for layer in build.report["sparsity"]["layers"] if layer.get("pruned")],
+            "dense_layers": [f"{layer['name']} ({str(layer.get('reason', '')).split(';')[0]})"
+                             for layer in build.report["sparsity"]["layers"] if not layer.get("pruned")],
+            "weight_sparsity": build.report["sparsity"].get("overall")}
+
+
+def measure_reference(build: NpuBuild, splits: list[Split]) -> dict[str, Any]:
+    """The TFLM profile's build: its artifact's accuracy in TFLM on the same splits."""
+    return {"accuracy": tflm_accuracy((build.out / "model.tflite").read_bytes(), splits),
+            "report_tflite": build.report["accuracy"].get("tflite")}
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _b(n: int | None) -> str:
+    return "-" if n is None else f"{n:,} B"
+
+
+def _pct(x: float | None, n: int | None = None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2%}" if n is None else f"{x:.2%} ({round(x * n)}/{n})"
+
+
+def _acc(acc: Accuracy) -> str:
+    return "; ".join(f"{name[:4]}. {_pct(v, acc.samples[name])}" for name, v in acc.by_split.items())
+
+
+def _latency(f: dict[str, Any]) -> str:
+    if f["latency_ms"] is None:
+        return "unknown"
+    cpu = "" if not f["cpu_ms"] else f" (NPU {f['npu_ms']:.3f} + CPU {f['cpu_ms']:.3f})"
+    return f"{f['latency_ms']:.3f} ms{cpu}"
+
+
+def _energy(f: dict[str, Any]) -> str:
+    return "unknown" if f["energy_mj"] is None else f"{f['energy_mj'] * 1000:.2f} uJ"
+
+
+def _main_table(builds: list[NpuBuild]) -> list[str]:
+    lines = ["| demo | profile (NPU) | sparsity | raw int8 weights | Vela encoded weights | encoded dense / pruned "
+             "| SRAM (Vela) | flash: Vela (weights + command stream) / compiled file / total with runtime code "
+             "| NPU cycles (Vela) | latency / inference | energy / inference | int8 accuracy in TFLM "
+             "| dense float accuracy |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for b in builds:
+        fig = b.figures
+        floats = "; ".join(f"{k[:4]}. {_pct(v)}" for k, v in fig["dense_float"].items() if v is not None)
+        for name, _, sparsity in VARIANTS:
+            f = fig["variants"][name]
+            ratio = f"**{fig['ratio_encoded']:.2f}x**" if name == "pruned" else "1.00x"
+            lines.append(
+                f"| {DEMO_NAMES[b.demo]} | {b.profile} ({f['accelerator']} @ {f['npu_clock_mhz']:g} MHz) "
+                f"| {sparsity:g}{' (dense baseline)' if name == 'dense' else ''} | {_b(f['raw_weight_bytes'])} "
+                f"| {_b(f['encoded_weight_bytes'])} | {ratio} | {_b(f['sram_bytes'])} | {_b(f['vela_flash_bytes'])} "
+                f"/ {_b(f['compiled_bytes'])} / {_b(f['flash_total_bytes'])} | {f['total_cycles']:,} "
+                f"| {_latency(f)} | {_energy(f)} | {_acc(f['accuracy'])} | {floats or '-'} |")
+    return lines
+
+
+def _basis_lines(builds: list[NpuBuild]) -> list[str]:
+    """What each latency and energy figure rests on, once per profile."""
+    lines, seen = [], set()
+    for b in builds:
+        if b.profile in seen:
+            continue
+        seen.add(b.profile)
+        f = b.figures["variants"]["pruned"]
+        notes = " ".join(n.rstrip(".") + "." for n in f["notes"])
+        lines.append(f"- {b.profile}: {f['accelerator']} at {f['npu_clock_mhz']:g} MHz, CPU {f['cpu_clock_mhz']:g} "
+                     f"MHz, memory mode {f['memory_mode']}, Vela {f['vela']}. Latency basis "
+                     f"`{f['latency_basis']}`; energy basis `{f['energy_basis']}`. {notes}")
+    return lines
+
+
+def _goal_lines(builds: list[NpuBuild], reference: dict[str, Any] | None) -> list[str]:
+    demo, goal, tol = GOAL["demo"], GOAL["ratio"], GOAL["tolerance_points"]
+    lines = []
+    for b in (b for b in builds if b.demo == demo):
+        fig = b.figures
+        dense, pruned = fig["variants"]["dense"], fig["variants"]["pruned"]
+        size_ok = fig["ratio_encoded"] >= goal
+        line = (f"- {DEMO_NAMES[demo]} on {b.profile}: Vela's encoded weights {_b(dense['encoded_weight_bytes'])} "
+                f"dense -> {_b(pruned['encoded_weight_bytes'])} at {SPARSITY}: **{fig['ratio_encoded']:.2f}x** "
+                f"smaller (goal >= {goal}x: {'met' if size_ok else '**not met**'})")
+        if reference is None:
+            lines.append(line + "; accuracy: no TFLM reference build in this run.")
+            continue
+        ref: Accuracy = reference["accuracy"]
+        gaps = {s: (pruned["accuracy"].by_split[s] - ref.by_split[s]) * 100 for s in ref.by_split}
+        acc_ok = all(g >= -tol for g in gaps.values())
+        compared = "; ".join(f"{s} {_pct(pruned['accuracy'].by_split[s])} vs {_pct(ref.by_split[s])} "
+                             f"({g:+.2f} points)" for s, g in gaps.items())
+        lines.append(line + f"; int8 accuracy in TFLM at {SPARSITY} vs {TFLM_PROFILE} at {SPARSITY}: {compared} "
+                     f"(goal: no more than {tol:g} point below on every split: {'met' if acc_ok else '**not met**'})."
+                     f" Goal {'**met**' if size_ok and acc_ok else '**not met**'}.")
+    return lines
+
+
+def _notes(builds: list[NpuBuild], reference: NpuBuild | None) -> list[str]:
+    notes = [f"- Not verified: {NOT_VERIFIED}. Every accuracy above is the plain int8 file's in TFLite Micro "
+             f"({builds[0].figures['variants']['pruned']['accuracy'].interpreter}); model.tflite (Vela's file) is "
+             "that file compiled, and its figures are Vela's estimates."]
+    for b in builds:
+        fig = b.figures
+        cpu = fig["variants"]["pruned"]["cpu_ops"]
+        notes.append(f"- {b.out.name}: pruned layers {', '.join(fig['pruned_layers']) or 'none'}; left dense: "
+                     f"{', '.join(fig['dense_layers']) or 'none'}; overall weight sparsity "
+                     f"{_pct(fig['weight_sparsity'])}; {fig['variants']['pruned']['npu_ops']} op(s) on the NPU, "
+                     f"{len(cpu)} on the CPU{': ' + '; '.join(cpu) if cpu else ''}.")
+        if fig["report_diffs"]:
+            notes.append(f"- {b.out.name}: this run's Vela figures **differ** from report.json's: "
+                         + "; ".join(fig["report_diffs"]))
+        tfl, mine = fig["report_tflite"]["validation"], fig["variants"]["pruned"]["accuracy"].by_split["validation"]
+        if tfl is not None and abs(tfl - mine) > 1e-12:
+            notes.append(f"- {b.out.name}: report.json gives {_pct(tfl)} for the pruned int8 file, "
+                         f"this run {_pct(mine)}.")
+        if not b.report.get("passed", True):
+            failures = "; ".join(b.report.get("failures") or [])
+            notes.append(f"- {b.out.name}: the build did not pass its gates: {failures}")
+    for demo in sorted({b.demo for b in builds}):
+        hashes = {b.figures["variants"]["dense"]["sha256"] for b in builds if b.demo == demo}
+        same = "the same file, byte for byte, in every profile's build" if len(hashes) == 1 else "**not identical**"
+        notes.append(f"- {DEMO_NAMES[demo]}: the dense int8 baseline is {same} (the demo model before pruning).")
+    if reference is not None:
+        notes.append(f"- TFLM reference: {reference.out.name} (`--profile {TFLM_PROFILE}`, DECODE-compressed "
+                     "model.tflite, same seed and fine-tuning schedule; its own per-layer policy).")
+    return notes
+
+
+def render(builds: list[NpuBuild], reference: NpuBuild | None, seconds: float) -> str:
+    every = builds + ([reference] if reference is not None else [])
+    built = [b for b in every if b.build_s is not None]
+    how = (f"{len(built)} built in this run ({sum(b.build_s or 0 for b in built):.0f} s of builds)" if built
+           else "none built in this run")
+    reused = [b for b in every if b.build_s is None]
+    if reused:
+        how += "; reused (same options in report.json): " + ", ".join(
+            f"{b.out.name} ({b.report.get('created_utc')})" for b in reused)
+    profiles = ", ".join(dict.fromkeys(b.profile for b in builds))
+    lines = [
+        "## Arm Ethos-U NPUs through Vela (bench/npu.py)", "",
+        f"`python bench/npu.py` (or `make bench`): `edgesparse build --profile P --demo D --final-sparsity {SPARSITY}` "
+        f"for P in {profiles} (Ethos-U55 profiles of two shipping microcontrollers: a 128-MAC NPU with the weights "
+        "in on-chip MRAM, and a 64-MAC NPU with the weights in off-chip SPI flash), and the KWS demo for "
+        f"{TFLM_PROFILE} (TFLite Micro, no NPU) as the accuracy reference; {how}. Section time {seconds:.0f} s. "
+        f"Sparsity 0 is each build's dense int8 baseline (`baselines/dense_int8.tflite`, the demo model before "
+        f"pruning), {SPARSITY} is `baselines/pruned_int8.tflite` (the int8 model the build verified; `model.tflite` "
+        "is its Vela compilation). In this run each file is compiled by Vela with the system configuration "
+        "generated from the profile (`check_model`), priced by `estimate.npu`, and run in the TFLite Micro "
+        "interpreter on the demo's whole validation split (and KWS's held-out test split). Latency = Vela's "
+        "cycle estimate at the profile's NPU clock + the CPU's share (dispatch, any CPU-fallback op), energy = "
+        "NPU time x [npu] active_mw + CPU time x [power] active_mw: estimates, with their basis below.", "",
+    ]
+    lines += _main_table(builds)
+    ref = measure_summary(reference)
+    lines += ["", f"Goal (issue 12: the {DEMO_NAMES[GOAL['demo']]}'s encoded weights at least {GOAL['ratio']:g}x "
+              f"smaller at {SPARSITY} than dense, at the accuracy the TFLM profiles get):", "",
+              *_goal_lines(builds, reference.figures if reference is not None else None)]
+    if ref:
+        lines += ["", ref]
+    lines += ["", "Basis of the estimates:", "", *_basis_lines(builds), "", "Notes:", "", *_notes(builds, reference)]
+    return "\n".join(lines)
+
+
+def measure_summary(reference: NpuBuild | None) -> str:
+    if reference is None:
+        return ""
+    acc: Accuracy = reference.figures["accuracy"]
+    return (f"TFLM reference ({DEMO_NAMES[reference.demo]} for {reference.profile} at {SPARSITY}, model.tflite in "
+            f"TFLite Micro): {_acc(acc)}.")
+
+
+def run(profiles: tuple[str, ...] = PROFILES, demos: tuple[str, ...] = DEMOS, builds: Path = BUILDS,
+        reference: bool = True) -> str:
+    """Build (or reuse) every demo x Ethos-U profile and the TFLM reference, measure each, return the section."""
+    started = time.perf_counter()
+    builds.mkdir(parents=True, exist_ok=True)
+    done: list[NpuBuild] = []
+    ref_build: NpuBuild | None = None
+    for demo in demos:
+        splits = demo_splits(demo)
+        for profile in profiles:
+            build = ensure_build(demo, profile, builds)
+            build.figures = measure(build, splits)
+            done.append(build)
+        if reference and demo == GOAL["demo"]:
+            ref_build = ensure_build(demo, TFLM_PROFILE, builds)
+            ref_build.figures = measure_reference(ref_build, splits)
+    return render(done, ref_build, time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", nargs="+", default=list(PROFILES), help="Ethos-U profiles")
+    parser.add_argument("--demo", nargs="+", choices=DEMOS, default=list(DEMOS))
+    parser.add_argument("--builds", type=Path, default=BUILDS)
+    parser.add_argument("--no-reference", action="store_true", help=f"skip the {TFLM_PROFILE} KWS build")
+    args = parser.parse_args(argv)
+    print(run(tuple(args.profile), tuple(args.demo), args.builds.resolve(), not args.no_reference))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
