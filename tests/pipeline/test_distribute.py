@@ -49,7 +49,8 @@ def tf_configs() -> list[str]:
 
 def env(tf_config: str | None = None) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    environ.update(TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(TESTS))
+    environ.update(TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONPATH=os.pathsep.join(p for p in (str(TESTS), environ.get("PYTHONPATH")) if p))
     if tf_config is not None:
         environ["TF_CONFIG"] = tf_config
     return environ
