@@ -57,7 +57,7 @@ REPORT_SECTIONS: dict[str, type | tuple[type, ...]] = {
     "model": dict, "data": dict, "pruning": dict, "sparsity": dict, "conversion": dict, "sizes": dict,
     "accuracy": dict, "verification": dict, "check": dict, "passed": bool, "failures": list, "warnings": list,
     "timings_s": dict,
-    "files": dict, "compression": dict, "speed": dict, "channels": dict, "npu": dict,
+    "files": dict, "compression": dict, "speed": dict, "channels": dict, "npu": dict, "distribute": dict,
 }
 
 

@@ -204,6 +204,10 @@ def build(**kwargs: Any) -> None:
     console = render.make_console()
     with BuildProgress(console) as progress:
         result = pipeline_build.build(pipeline_build.BuildOptions(**kwargs), progress=progress)
+    if not result.published:  # a multi-worker task that is not the chief: exit 0, nothing written
+        console.print(f"[green]ok[/] {escape(result.report['distribute'])}: fine-tuned in sync; the chief writes "
+                      "the outputs", soft_wrap=True)
+        return
     rows = (summary_rows(result.report) + render.compression_rows(result.report.get("compression"))
             + render.speed_rows(result.report.get("speed")))
     render.print_summary(console, rows, f"edgesparse build -> {result.out_dir}")

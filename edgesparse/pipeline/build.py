@@ -68,7 +68,7 @@ from edgesparse.errors import AccuracyDropExceeded, BudgetExceeded, ConversionEr
 from edgesparse.estimate import check_model
 from edgesparse.estimate.speed import measure_host, speed_claim
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_output_free, staged_output_dir, write_error
-from edgesparse.pipeline import convert, mcu_compress, models, npu_compile, prune, recurrent
+from edgesparse.pipeline import convert, distribute, mcu_compress, models, npu_compile, prune, recurrent
 from edgesparse.pipeline.build_checks import (
     DEFAULT_MIN_AGREEMENT,
     artifact_failures,
@@ -159,6 +159,7 @@ class BuildResult:
     report: dict[str, Any]
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    published: bool = True   # False on a --distribute multi-worker task that is not the chief: nothing written
 
     @property
     def passed(self) -> bool:
@@ -303,6 +304,8 @@ def build(options: BuildOptions, progress: Progress | None = None,
     stages = _Stages(progress)
     profile = load_profile(options.profile)
     options, out_dir, schedule = _checked_options(options, profile)
+    # Before anything touches TensorFlow's devices: logical CPUs for mirrored, the cluster for multi-worker.
+    strategy = distribute.start(options.distribute)
 
     with stages.run("load", "Loading model and data"):
         if prepared is None:
@@ -318,6 +321,8 @@ def build(options: BuildOptions, progress: Progress | None = None,
             policies, pruned = _prune(prepared, options, profile, schedule, progress)
         pruned_top1 = verify.top1(_predict(pruned.model, dataset.x_val, options.batch_size))
         acc_pruned = float(np.mean(pruned_top1 == dataset.y_val))
+    if strategy is not None and not strategy.is_chief:  # it fine-tuned in lockstep; the chief converts and writes
+        return BuildResult(out_dir=out_dir, report={"distribute": strategy.describe()}, published=False)
     keras_model, clustered = pruned.model, _cluster(pruned.model, dataset, policies, options, stages)
     if clustered is not None:  # the clustered model is the one converted: agreement is measured against it
         keras_model = clustered.model
@@ -359,6 +364,8 @@ def build(options: BuildOptions, progress: Progress | None = None,
         channels=channels.as_dict() if channels is not None else None)
     document["warnings"] = warnings
     document["speed"] = speed
+    document["distribute"] = None if strategy is None else {"strategy": strategy.describe(),
+                                                             "replicas": pruned.replicas}
     if npu is not None:
         document["npu"] = npu_section
         document["verification"].update(npu_compile.verification_scope(verification.interpreter))
@@ -390,6 +397,9 @@ def _checked_options(options: BuildOptions, profile: Profile) -> tuple[BuildOpti
                                                                                  profile.runtime_name))
     if options.demo not in DEMOS:
         raise DataError("Unknown demo", expected=" or ".join(DEMOS), received=repr(options.demo))
+    # --distribute: TF_CONFIG read and checked (multi-worker), channel pruning and --cluster refused; exit 2 before
+    # any work.
+    distribute.check_distribute(options.distribute, granularity=granularity, cluster=options.cluster)
     if options.optimize not in OPTIMIZE_MODES:
         raise DataError("Bad --optimize", where="--optimize", expected=" | ".join(OPTIMIZE_MODES),
                         received=repr(options.optimize))
@@ -576,7 +586,7 @@ def _prune(prepared: PreparedInputs, options: BuildOptions, profile: Profile, sc
                                  prune_output_layer=options.prune_output_layer, optimize=options.optimize)
     pruned = prune.prune_and_finetune(
         prepared.model, prepared.dataset, policies, schedule, epochs=options.epochs, batch_size=options.batch_size,
-        tensorboard_dir=options.tensorboard, progress=progress, seed=options.seed)
+        tensorboard_dir=options.tensorboard, progress=progress, seed=options.seed, distribute=options.distribute)
     return policies, pruned
 
 
