@@ -169,7 +169,7 @@ def print_profiles(console: Console, entries: list[tuple[str, Profile | None]]) 
         table.add_row(
             escape(p.name), p.device_class, escape(d["cpu"]), f"{d['clock_mhz']:g} MHz",
             fmt.byte_size(d["ram_bytes"], "-"), fmt.byte_size(d.get("flash_bytes", d.get("storage_bytes")), "-"),
-            f"{p.runtime_name}/{p.kernels}" + (f" ({p.npu.accelerator})" if p.npu is not None else ""),
+            f"{p.runtime}+{p.npu.accelerator}" if p.npu is not None else f"{p.runtime}/{p.kernels}",
             "yes" if p.latency_fitted else "[yellow]no[/]", str(len(p.assumptions())))
     console.width = max(console.width, 140)  # one row per profile, even in a pipe
     console.print(table)
