@@ -106,7 +106,7 @@ def _run_child(mode: str, out: Path, epochs: int) -> dict[str, Any]:
     points = []
     for key, entry in index.items():
         report = json.loads((out / "points" / entry["dir"] / "report.json").read_text())
-        points.append(dict(entry, key=key, build_seconds=report["timings_s"]["total"]))
+        points.append({"build_seconds": report["timings_s"]["total"], **entry, "key": key})
     return {"mode": mode, "wall": wall, "peak_driver": peak_driver, "peak_worker": peak_worker,
             "events": data["events"], "points": sorted(points, key=lambda p: p["sparsity"])}
 
@@ -116,9 +116,11 @@ def measure(epochs: int = EPOCHS, workers: int = WORKERS, out: Path = OUT) -> di
     from edgesparse.pipeline.demos import digits
 
     digits.demo_model()
+    load_before = os.getloadavg()[0]
     sequential = _run_child("sequential", out / "sequential", epochs)
     distributed = _run_child(f"local:{workers}", out / f"local{workers}", epochs)
     return {"epochs": epochs, "workers": workers, "sequential": sequential, "distributed": distributed,
+            "load": (load_before, os.getloadavg()[0]),
             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
 
 
@@ -134,27 +136,38 @@ def projection(m: dict[str, Any], points: int = 100, worker_counts: tuple[int, .
                ) -> list[tuple[int, float]]:
     """Wall seconds of a `points`-point sweep on W workers, from this run's measured figures.
 
-    T(W) = start + prepare + scatter + first_point_extra + ceil(points / W) * (build + per_point_overhead),
-    with build the sequential run's median point, per_point_overhead the distributed run's median
-    (task seconds - build seconds) over points after each worker's first, first_point_extra the
-    largest first-point overhead (TensorFlow import and unpacking, paid once per worker, in parallel).
+    T(W) = fixed + max(ceil(points / W) * (build + task_overhead), points * publish), where build is the
+    sequential run's median point, task_overhead the distributed run's median time outside build() on a
+    worker after its first point, publish the driver's median publishing time (serial: one driver),
+    and fixed = cluster start + preparing and scattering the inputs + the largest first-point extra
+    (TensorFlow's import and the unpacking, paid once per worker, in parallel).
     """
     seq, dist = m["sequential"], m["distributed"]
     build = _median([p["seconds"] for p in seq["points"]])
     finished = [f["key"] for _, e, f in dist["events"] if e == "point_done"]
-    overheads = {p["key"]: p["seconds"] - p["build_seconds"] for p in dist["points"]}
-    workers = {p["key"]: p["worker"] for p in dist["points"]}
+    by_key = {p["key"]: p for p in dist["points"]}
     first_by_worker: dict[str, float] = {}
     later = []
     for key in finished:   # a worker's first point pays TensorFlow's import and the unpacking
-        if workers[key] in first_by_worker:
-            later.append(overheads[key])
+        point = by_key[key]
+        outside = point["seconds"] - point["build_seconds"]
+        if point["worker"] in first_by_worker:
+            later.append(outside)
         else:
-            first_by_worker[workers[key]] = overheads[key]
-    per_point = _median(later) if later else min(overheads.values())
+            first_by_worker[point["worker"]] = outside
+    task_overhead = _median(later) if later else min(first_by_worker.values())
+    publish = _median([p.get("publish_seconds", 0.0) for p in dist["points"]])
     fixed = (_event_time(dist, "cluster_ready") or 0.0) + (_event_field(dist, "prepare_done", "seconds") or 0.0) \
-        + (_event_field(dist, "inputs_scattered", "seconds") or 0.0) + max(first_by_worker.values()) - per_point
-    return [(w, fixed + math.ceil(points / w) * (build + per_point)) for w in worker_counts]
+        + (_event_field(dist, "inputs_scattered", "seconds") or 0.0) + max(first_by_worker.values()) - task_overhead
+    return [(w, fixed + max(math.ceil(points / w) * (build + task_overhead), points * publish))
+            for w in worker_counts]
+
+
+def _overhead(point: dict[str, Any]) -> float:
+    """What a distributed point costs beyond its build: the task's time outside build() on its worker
+    (environment, unpacking the inputs, TensorFlow's import on a worker's first point, reading the
+    build back) and the driver's publishing of the files."""
+    return point["seconds"] - point["build_seconds"] + point.get("publish_seconds", 0.0)
 
 
 def _median(values: list[float]) -> float:
@@ -185,17 +198,19 @@ def render(m: dict[str, Any]) -> str:
         f"| inputs packed and scattered (once) | - | {(_event_field(dist, 'inputs_scattered', 'seconds') or 0):.2f} s"
         f" ({(_event_field(dist, 'inputs_scattered', 'bytes') or 0) / 1024:.0f} KiB) |",
         "",
-        "Per point (seconds): the build's own time (report.json `timings_s.total`) and, for the distributed run, "
-        "the task's time on its worker; the difference is the per-point overhead (unpacking the inputs and "
-        "importing TensorFlow on a worker's first point, reading the build back).",
+        "Per point (seconds): the sequential point (index.json `seconds`: build() in the driver), the same "
+        "build() on its worker, the task's unpacking of the inputs (with TensorFlow's import: a worker's first "
+        "point only), the driver's publishing of the returned files, and the overhead (task time outside build() "
+        f"plus publishing). Load average (1 min) before and after the runs: {m['load'][0]:.1f}, {m['load'][1]:.1f} "
+        f"on {m['cores']} cores (other work on the machine slows both runs, unevenly).",
         "",
-        "| sparsity | sequential build | local build | local task | overhead | worker |",
-        "|---:|---:|---:|---:|---:|---|",
+        "| sparsity | sequential point | local:N build() | unpack (TF import) | publish | overhead | worker |",
+        "|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s_point, d_point in zip(seq["points"], dist["points"]):
-        lines.append(f"| {s_point['sparsity']:g} | {s_point['build_seconds']:.1f} | {d_point['build_seconds']:.1f} | "
-                     f"{d_point['seconds']:.1f} | {d_point['seconds'] - d_point['build_seconds']:.1f} | "
-                     f"{d_point.get('worker')} |")
+        lines.append(f"| {s_point['sparsity']:g} | {s_point['seconds']:.1f} | {d_point['build_seconds']:.1f} | "
+                     f"{d_point.get('unpack_seconds', 0):.1f} | {d_point.get('publish_seconds', 0):.2f} | "
+                     f"{_overhead(d_point):.1f} | {d_point.get('worker')} |")
     lines += ["", "Projected wall time of a 100-point sweep (the model in docs/scale.md):", "",
               "| workers | projected wall time |", "|---:|---:|"]
     lines += [f"| {w} | {t / 60:.1f} min |" for w, t in projection(m)]
@@ -213,9 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--render", action="store_true", help="re-render OUT/measured.json (no new run)")
     args = parser.parse_args(argv)
     if args.child:
         return _child(args.child[0], Path(args.child[1]), args.epochs)
+    if args.render:
+        print(render(json.loads((args.out / "measured.json").read_text())))
+        return 0
     measured = measure(args.epochs, args.workers, args.out)
     (args.out / "measured.json").write_text(json.dumps(measured, indent=1, default=str))
     print(render(measured))

@@ -28,9 +28,8 @@ with `channel` the swept fraction is the share of prunable channels removed
 (default points 0.25 and 0.5, `default_sparsities`), and a point's achieved
 value is report.json's `channels.removed_fraction`.
 
-Scale-out. With `scheduler` ("local[:N]" or a Dask scheduler address) the points to build are
-Dask tasks (`pipeline.sweep_dask`): the dense inputs are prepared here once and scattered as
-bytes, each worker returns its build's files, and this process publishes each one into the same
+Scale-out. With `scheduler` ("local[:N]" or a Dask scheduler address) each point to build is a
+Dask task (`pipeline.sweep_dask`) and this process publishes each returned build into the same
 points/ cache and index, so a distributed sweep resumes like a local one and a mixed run is one
 sweep. Without it, every point is built here, one after another, as before.
 
@@ -515,18 +514,19 @@ def _run_on_cluster(plan: _Plan, todo: list[tuple[dict, dict]], progress: Progre
         tasks = {id(fields): job for job, fields in todo}
         points = [sweep_dask.PointTask(_point_options(plan, job), job["family"].build_profile.path.read_bytes(),
                                        fields) for job, fields in todo]
-        for outcome in sweep_dask.run_points(client, prepared, points, progress, plan.options.base.trust_model):
+        for outcome in sweep_dask.run_points(client, prepared, points, progress):
             job, fields = tasks[id(outcome.task.fields)], outcome.task.fields
-            if outcome.error is not None:
+            if outcome.error is not None or outcome.files is None or outcome.report is None:
                 if outcome.fatal:
-                    raise outcome.error
+                    raise outcome.error   # about the inputs, not this point: stops the sweep as it would here
                 _record_failure(job, outcome.error, fields, progress, worker=outcome.worker)
                 continue
-            assert outcome.files is not None and outcome.report is not None
+            t0 = time.perf_counter()
             _remove_incomplete_point(job["dir"], plan.points_dir)
             report = sweep_dask.publish_point(job["dir"], outcome.files, outcome.report, profile=job["profile"],
                                               profile_path=job["family"].build_profile.path)
-            _record_built(plan, job, report, outcome.seconds, fields, progress, outcome.worker, outcome.details)
+            details = dict(outcome.details, publish_seconds=round(time.perf_counter() - t0, 3))
+            _record_built(plan, job, report, outcome.seconds, fields, progress, outcome.worker, details)
             built += 1
     return built
 

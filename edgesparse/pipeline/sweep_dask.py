@@ -262,6 +262,7 @@ def build_point(inputs: bytes, digest: str, options: BuildOptions, profile_toml:
         profile.write_bytes(profile_toml)
         out = Path(tmp) / "point"
         point_options = dataclasses.replace(options, profile=str(profile), out=out, force=True)
+        build_started = time.perf_counter()
         try:
             result = pipeline_build.build(point_options, prepared=_INPUTS[digest])
         except EdgesparseError as exc:
@@ -269,9 +270,11 @@ def build_point(inputs: bytes, digest: str, options: BuildOptions, profile_toml:
                               "expected": exc.expected, "fix": exc.fix,
                               "received": None if exc.received is None else str(exc.received)},
                     "worker": worker, "pid": os.getpid(), "threads": threads}
+        build_seconds = round(time.perf_counter() - build_started, 3)
         files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     return {"files": files, "report": result.report, "worker": worker, "pid": os.getpid(), "threads": threads,
-            "seconds": round(time.perf_counter() - started, 3), "unpack_seconds": unpacked}
+            "seconds": round(time.perf_counter() - started, 3), "unpack_seconds": unpacked,
+            "build_seconds": build_seconds}
 
 
 # --------------------------------------------------------------------------- the driver
@@ -350,8 +353,8 @@ def _failed_task(distributed: Any, future: Any, worker: str | None) -> Edgespars
                            received=f"{type(exc).__name__}: {exc}")
 
 
-def run_points(client: Any, prepared: PreparedInputs, tasks: Sequence[PointTask], progress: Progress,
-               trust_model: bool = False) -> Iterator[PointOutcome]:
+def run_points(client: Any, prepared: PreparedInputs, tasks: Sequence[PointTask],
+               progress: Progress) -> Iterator[PointOutcome]:
     """Scatter the inputs once, submit one task per point, yield each outcome as it finishes.
 
     Progress: "inputs_scattered"; "point_begin" when a worker starts a point (fields + "worker",
@@ -367,8 +370,7 @@ def run_points(client: Any, prepared: PreparedInputs, tasks: Sequence[PointTask]
     futures = {}
     for i, task in enumerate(tasks):
         key = f"edgesparse-point-{task.fields['key']}-{digest[:8]}-{i}"
-        options = dataclasses.replace(task.options, trust_model=trust_model)
-        futures[client.submit(build_point, scattered, digest, options, task.profile_toml, key, key=key,
+        futures[client.submit(build_point, scattered, digest, task.options, task.profile_toml, key, key=key,
                               pure=False, retries=0)] = task
     placed: dict[str, str] = {}
     seen = 0
@@ -428,5 +430,5 @@ def _outcome(distributed: Any, future: Any, task: PointTask, worker: str | None)
         return PointOutcome(task, worker, error=error, fatal=value["error"]["class"] not in POINT_ERRORS,
                             details={k: value[k] for k in ("pid", "threads")})
     return PointOutcome(task, worker, files=value["files"], report=value["report"], seconds=value["seconds"],
-                        details={k: value[k] for k in ("pid", "threads", "unpack_seconds")})
+                        details={k: value[k] for k in ("pid", "threads", "unpack_seconds", "build_seconds")})
 
