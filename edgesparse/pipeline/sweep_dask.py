@@ -345,8 +345,9 @@ def _failed_task(distributed: Any, future: Any, worker: str | None) -> Edgespars
 
         allowed = dask.config.get("distributed.scheduler.allowed-failures")
         return EdgesparseError("The worker building this point died", where=f"last on {worker or 'a worker'}",
-                               received=f"the task was rescheduled and its worker died again, more than Dask's "
-                                        f"allowed-failures ({allowed}) times: {exc}",
+                               received=f"its workers died more times than the scheduler allows "
+                                        f"(distributed.scheduler.allowed-failures, {allowed} in this process's "
+                                        f"Dask config; a remote scheduler uses its own): {exc}",
                                fix="Look for an out-of-memory kill in the worker's log; give workers more memory "
                                    "or fewer threads, then run the same command again")
     return EdgesparseError("The point raised on its worker", where=f"on worker {worker or '?'}",
