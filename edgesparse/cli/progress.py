@@ -69,7 +69,13 @@ def plain_line(event: str, fields: dict[str, Any]) -> str | None:
     if event == "sweep_begin":
         return f"sweep: {fields['points']} point(s), {fields['jobs']} to build, {fields['cached']} cached"
     if event == "point_begin":
-        return f"  {fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
+        where = f" on {fields['worker']}" if fields.get("worker") else ""
+        return f"  {fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}{where}"
+    if event == "point_moved":
+        return (f"  {fields['sparsity']:g}/{fields['quantize']} for {fields['profile']} moved to {fields['worker']} "
+                f"({fields['previous_worker']} died)")
+    if event == "cluster_ready":
+        return f"Dask scheduler {fields['scheduler']}: {len(fields['workers'])} worker(s)"
     if event == "demo_data_begin":
         return f"  generating the {fields['name']} data set with {fields['source']} (cached afterwards)"
     if event == "demo_train_begin":
@@ -172,6 +178,7 @@ class SweepProgress(BuildProgress):
         self._stage: TaskID | None = None
         self._train: TaskID | None = None
         self._cluster: TaskID | None = None
+        self._remote: dict[str, TaskID] = {}   # points running on Dask workers, by key (several at once)
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         raise_if_interrupted()  # a signal some library swallowed still stops the command here
@@ -185,6 +192,14 @@ class SweepProgress(BuildProgress):
             self._points = p.add_task(f"sweep: {fields['points']} point(s) x {families} runtime "
                                       f"famil{'y' if families == 1 else 'ies'}", total=fields["jobs"],
                                       info=f"{fields['cached']} cached")
+        elif event == "point_begin" and fields.get("worker"):    # --scheduler: one line per running point
+            label = f"  {fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
+            self._remote[fields["key"]] = p.add_task(escape(label), total=None, info=escape(f"on {fields['worker']}"))
+        elif event == "point_moved" and fields["key"] in self._remote:
+            p.update(self._remote[fields["key"]],
+                     info=escape(f"on {fields['worker']} (moved: {fields['previous_worker']} died)"))
+        elif event == "cluster_ready":
+            p.console.print(escape(f"  Dask scheduler {fields['scheduler']}: {len(fields['workers'])} worker(s)"))
         elif event == "point_begin":
             label = f"  {fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
             self._stage = p.add_task(escape(label), total=None, info="")
@@ -216,12 +231,16 @@ class SweepProgress(BuildProgress):
 
     def _point_finished(self, event: str, fields: dict[str, Any]) -> None:
         p = self._progress
-        if self._stage is not None:
+        if fields.get("key") in self._remote:
+            p.remove_task(self._remote.pop(fields["key"]))
+        elif self._stage is not None:
             p.remove_task(self._stage)
             self._stage = None
         if self._points is not None:
             p.update(self._points, advance=1)
         label = f"{fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
+        if fields.get("worker"):
+            label += f" on {fields['worker']}"
         if event == "point_skipped":
             p.console.print(f"  [yellow]skipped[/] {escape(label)}: {escape(fields['reason'])}", soft_wrap=True)
             return
