@@ -9,7 +9,8 @@ gets a sparse (DENSIFY / block-sparse FULLY_CONNECTED) file, TFLite Micro an int
 constants are compressed with DECODE (that file is what is checked, sized and charted; its uncompressed
 size and ratio come from the build's report.json), and the pruning policy itself (block shapes) follows
 the runtime. So profiles are grouped into families by (runtime, sparse_weights, block_sparsity,
-block_sparsity_int8); each point is built once per family, for the family's first profile, and that
+block_sparsity_int8), each Ethos-U profile a family of its own (Vela compiles per accelerator configuration;
+sweep_families.py); each point is built once per family, for the family's first profile, and that
 artifact is checked with estimate.check_model against every profile of the family. A point a family
 cannot run (float16 or dynamic on TFLM) is recorded as not buildable there.
 
@@ -76,6 +77,13 @@ from edgesparse.pipeline import sweep_dask
 from edgesparse.pipeline.build import DEMOS, BuildOptions, model_name, parse_structured
 from edgesparse.pipeline.build_checks import check_granularity, check_options, untrusted_in_report
 from edgesparse.pipeline.sweep_choice import choose, pareto
+from edgesparse.pipeline.sweep_families import (
+    Family,
+    check_family_options,
+    families,
+    family_options,
+    unbuildable_reason,
+)
 from edgesparse.pipeline.sweep_outputs import CSV_COLUMNS, SWEEP_CSV, SWEEP_HTML, SWEEP_JSON, csv_text, write_outputs
 from edgesparse.profiles.profile import Profile, load_profile
 from edgesparse.report.compression import compression_summary
@@ -148,27 +156,6 @@ class SweepOptions:
 
 
 @dataclass
-class Family:
-    """Profiles that load the same artifact; built once, for `build_profile`."""
-
-    key: str
-    runtime: str
-    profiles: list[Any]
-
-    @property
-    def build_profile(self):
-        return self.profiles[0]
-
-    @property
-    def name(self) -> str:
-        return self.build_profile.name
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "runtime": self.runtime, "build_profile": self.name,
-                "profiles": [p.name for p in self.profiles]}
-
-
-@dataclass
 class SweepResult:
     out_dir: Path
     document: dict[str, Any]
@@ -183,15 +170,6 @@ class SweepResult:
 
 
 # --------------------------------------------------------------------------- planning
-
-def families(profiles: Sequence[Any]) -> list[Family]:
-    """Group profiles by what decides the artifact: runtime and the sparse layouts its kernels read."""
-    out: dict[str, Family] = {}
-    for p in profiles:
-        key = json.dumps([p.runtime, bool(p.sparse_weights), p.block_sparsity, p.block_sparsity_int8])
-        out.setdefault(key, Family(key, p.runtime, [])).profiles.append(p)
-    return list(out.values())
-
 
 def default_sparsities(granularity: str) -> tuple[float, ...]:
     """The points a sweep builds when --sparsities is not given: channel fractions are far lower than weight ones."""
@@ -255,36 +233,6 @@ def point_key(inputs: dict, base, profile, sparsity: float, quantize: str) -> st
     blob = json.dumps({"inputs": inputs, "options": keyed, "profile": [profile.name, profile.sha256],
                        "final_sparsity": sparsity, "quantize": quantize}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def family_options(base: BuildOptions, family: Family) -> BuildOptions:
-    """The build options of one family: DECODE compression and clustering exist only for TFLite Micro."""
-    if family.runtime == "tflm":
-        return base
-    return dataclasses.replace(base, mcu_compression=None, cluster=None)
-
-
-def _check_mcu_options(base: BuildOptions, fams: Sequence[Family]) -> None:
-    """--mcu-compression and --cluster checked for the TFLM families before any build (refused without one)."""
-    tflm = [f for f in fams if f.runtime == "tflm"]
-    if not tflm and (base.mcu_compression not in (None, "off") or base.cluster is not None):
-        flag = "--cluster" if base.cluster is not None else "--mcu-compression"
-        raise DataError(f"{flag} applies only to TFLite Micro profiles", where=flag,
-                        expected="at least one --profile whose runtime is tflm (a microcontroller)",
-                        received=", ".join(f.name for f in fams))
-    for fam in tflm:
-        check_options(tensorboard=None, min_agreement=base.min_agreement, epochs=base.epochs,
-                      batch_size=base.batch_size, min_params=base.min_params, runtime=fam.runtime,
-                      mcu_compression=base.mcu_compression, cluster=base.cluster)
-
-
-def unbuildable_reason(family: Family, quantize: str, granularity: str = "auto") -> str | None:
-    """Why `family` cannot run a `quantize` artifact, or None."""
-    if family.runtime == "tflm" and quantize in ("dynamic", "float16"):
-        return f"TFLite Micro has no {quantize} kernels (int8 or float32 only)"
-    if granularity == "block" and pipeline_build.block_shape(family.build_profile, quantize) is None:
-        return f"--granularity block: {family.name}'s runtime reads no block-sparse {quantize} weights"
-    return None
 
 
 def _check_granularity(base: BuildOptions, sparsities: tuple[float, ...]) -> None:
@@ -375,7 +323,7 @@ def _plan(options: SweepOptions) -> _Plan:
         raise DataError("A profile was given twice", where="--profile", received=", ".join(names))
     options = dataclasses.replace(options, sparsities=sparsities, quantize=quantizes)  # recorded parsed
     fams = families(loaded)
-    _check_mcu_options(base, fams)
+    check_family_options(base, fams)
     out_dir = Path(options.out) if options.out else _default_out(base)
     points_dir = out_dir / POINTS_DIR
     _check_sweep_dir(out_dir)
@@ -549,8 +497,9 @@ def _document(plan: _Plan, points: list[dict], built: int, seconds: float) -> di
                       "budgets": dict(p.table("budget"))} for p in plan.profiles],
         "families": [f.to_dict() for f in plan.families],
         "family_rule": ("each point is built once per runtime family (runtime, sparse_weights, block_sparsity, "
-                        "block_sparsity_int8) for the family's first profile and checked with "
-                        "estimate.check_model on every profile of that family"),
+                        "block_sparsity_int8; an Ethos-U profile is a family of its own, Vela compiling per "
+                        "profile) for the family's first profile and checked with estimate.check_model on "
+                        "every profile of that family"),
         "points": points,
         "pareto": fronts,
         "choice": None,

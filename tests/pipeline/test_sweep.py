@@ -179,7 +179,7 @@ MAX_DROP = 3.0
 
 
 @pytest.mark.parametrize("flags, refused", [
-    (["--profile", "rpi4", "--cluster", "4"], "--cluster applies only to TFLite Micro profiles"),
+    (["--profile", "rpi4", "--cluster", "4"], "--cluster applies only to TFLite Micro and Ethos-U profiles"),
     (["--profile", "rpi4", "--mcu-compression", "prune"], "--mcu-compression applies only to TFLite Micro"),
     (["--profile", "nrf52840", "--cluster", "2"], "--cluster"),
     (["--profile", "nrf52840", "--mcu-compression", "off", "--cluster", "4"], "LUT decoder"),
