@@ -20,7 +20,7 @@ from edgesparse.fsutil import atomic_write_text  # noqa: E402
 
 __all__ = ["BENCHMARKS", "main"]
 
-BENCHMARKS = ["build_demo.py", "estimation.py", "decode_compression.py", "channel_pruning.py"]
+BENCHMARKS = ["build_demo.py", "estimation.py", "decode_compression.py", "channel_pruning.py", "npu.py", "scale.py"]
 
 
 def _load(name: str):
