@@ -2,12 +2,15 @@
 
 Run by `make bench` (through bench/run_all.py) or standalone:
 
-    .venv/bin/python bench/npu.py [--profile alif_e7_he himax_we2] [--demo kws digits] [--builds DIR]
+    .venv/bin/python bench/npu.py [--profile alif_e7_he himax_we2] [--demo kws digits] [--cluster 16]
+                                  [--builds DIR] [--no-reference]
 
 For each demo D and Ethos-U profile P: `edgesparse build --profile P --demo D --final-sparsity 0.8` into
 DIR/D-P-0.8/ (default build/bench-npu/; a directory whose report.json has the same options is reused,
-anything else is rebuilt with --force), plus the KWS demo for nrf52840 at 0.8 (DIR/kws-nrf52840-0.8/,
-a plain TFLite Micro profile: the accuracy the TFLM profiles get, for the goal).
+anything else is rebuilt with --force); the KWS demo again with `--cluster 16` (DIR/kws-P-0.8-c16/: pruning
+then TFMOT's sparsity-preserving clustering, few distinct values per kernel, which Vela's encoding also
+shrinks); and the KWS demo for nrf52840 at 0.8 (DIR/kws-nrf52840-0.8/, a plain TFLite Micro profile: the
+accuracy the TFLM profiles get, for the goal).
 
 Sparsity 0 is each build's dense int8 baseline, baselines/dense_int8.tflite: the demo model BEFORE pruning
 converted to int8 by the build (an Ethos-U build compiles it with Vela too, for its report). Sparsity 0.8 is
@@ -45,7 +48,9 @@ from _common import build_or_reuse, reusable_report  # bench/_common.py (bench/ 
 from edgesparse.estimate.check import check_model
 from edgesparse.profiles import load_profile
 from edgesparse.report.npu import NOT_VERIFIED
+from edgesparse.runtime.vela import compile_for_ethos_u
 from edgesparse.runtime.verify import verify_artifact
+from edgesparse.tflite.edit import load_model, opcode_name, save_model
 
 __all__ = ["GOAL", "PROFILES", "Accuracy", "NpuBuild", "Split", "ensure_build", "main", "measure", "render", "run"]
 
@@ -55,6 +60,7 @@ PROFILES = ("alif_e7_he", "himax_we2")
 TFLM_PROFILE = "nrf52840"              # a TFLite Micro profile without an NPU: the accuracy reference
 DEMOS = ("kws", "digits")
 SPARSITY = 0.8
+CLUSTER = 16                           # --cluster N for the goal demo's extra build (0: none)
 EPOCHS = 8                             # `edgesparse build`'s default fine-tuning epochs
 GOAL = {"demo": "kws", "ratio": 3.0, "tolerance_points": 1.0}   # issue 12
 DEMO_NAMES = {"digits": "digits CNN", "kws": "KWS DS-CNN"}
@@ -80,6 +86,11 @@ class NpuBuild:
     report: dict[str, Any] = field(repr=False)
     build_s: float | None                      # None: an earlier build with the same options was reused
     figures: dict[str, Any] = field(default_factory=dict)
+    cluster: int | None = None                 # --cluster N of the build, None without
+
+    @property
+    def label(self) -> str:
+        return f"{SPARSITY:g}" + (f" + --cluster {self.cluster}" if self.cluster else "")
 
 
 @dataclass
@@ -91,21 +102,23 @@ class Accuracy:
     interpreter: str
 
 
-def _wanted_options(demo: str, profile: str) -> dict[str, Any]:
+def _wanted_options(demo: str, profile: str, cluster: int | None) -> dict[str, Any]:
     return {"profile": profile, "demo": demo, "final_sparsity": SPARSITY, "model": None, "data": None,
-            "quantize": "int8", "cluster": None, "seed": 0, "epochs": EPOCHS, "granularity": "auto"}
+            "quantize": "int8", "cluster": cluster, "seed": 0, "epochs": EPOCHS, "granularity": "auto"}
 
 
-def ensure_build(demo: str, profile: str, builds: Path = BUILDS) -> NpuBuild:
-    """`edgesparse build --profile P --demo D --final-sparsity 0.8` into builds/D-P-0.8, unless already there."""
-    out = builds / f"{demo}-{profile}-{SPARSITY}"
-    wanted = _wanted_options(demo, profile)
+def ensure_build(demo: str, profile: str, builds: Path = BUILDS, cluster: int | None = None) -> NpuBuild:
+    """`edgesparse build --profile P --demo D --final-sparsity 0.8 [--cluster N]` into builds/D-P-0.8[-cN],
+    unless a build with the same options is already there."""
+    out = builds / (f"{demo}-{profile}-{SPARSITY}" + (f"-c{cluster}" if cluster else ""))
+    wanted = _wanted_options(demo, profile, cluster)
     npu = load_profile(profile).npu is not None
     files = ("model.tflite", "baselines/dense_int8.tflite") + (("baselines/pruned_int8.tflite",) if npu else ())
     section = "npu" if npu else "accuracy"
     args = ["--profile", profile, "--demo", demo, "--final-sparsity", str(SPARSITY)]
+    args += ["--cluster", str(cluster)] if cluster else []
     report, seconds = build_or_reuse(out, args, lambda: reusable_report(out, wanted, files, section))
-    return NpuBuild(demo, profile, out, report, seconds)
+    return NpuBuild(demo, profile, out, report, seconds, cluster=cluster)
 
 
 def demo_splits(demo: str) -> list[Split]:
@@ -150,6 +163,36 @@ def npu_figures(model: bytes, profile: str) -> dict[str, Any]:
     }
 
 
+def depthwise_what_if(model: bytes, profile: str, sparsity: float = SPARSITY) -> dict[str, int] | None:
+    """Vela's encoded weight bytes of `model` if its dense depthwise kernels were `sparsity` zero too: the
+    smallest-magnitude int8 values of each channel set to 0, no fine-tuning (a size figure only, accuracy unknown).
+
+    Why: TFMOT cannot prune depthwise kernels, so the build leaves them dense although Vela encodes them."""
+    npu = load_profile(profile).npu
+    if npu is None:
+        return None
+    edited = load_model(model)
+    graph, kernels, weights = edited.subgraphs[0], 0, 0
+    for op in graph.operators:
+        if opcode_name(edited, op.opcodeIndex) != "DEPTHWISE_CONV_2D":
+            continue
+        tensor = graph.tensors[op.inputs[1]]
+        buffer = edited.buffers[tensor.buffer]
+        values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=np.int8).reshape(-1, int(tensor.shape[-1]))
+        if float(np.mean(values == 0)) >= sparsity:
+            continue
+        values = values.copy()
+        zeros = round(sparsity * values.shape[0])          # per channel (the last axis of a depthwise kernel)
+        order = np.argsort(np.abs(values.astype(np.int16)), axis=0, kind="stable")
+        np.put_along_axis(values, order[:zeros], 0, axis=0)
+        buffer.data = np.frombuffer(values.tobytes(), dtype=np.uint8)
+        kernels, weights = kernels + 1, weights + values.size
+    if not kernels:
+        return None
+    encoded = compile_for_ethos_u(save_model(edited), npu).encoded_weight_bytes
+    return {"kernels": kernels, "weights": weights, "encoded_weight_bytes": encoded}
+
+
 def _report_check(build: NpuBuild, variants: dict[str, dict[str, Any]]) -> list[str]:
     """Differences between this run's Vela figures and the build's report.json "npu" section (none expected)."""
     section = build.report.get("npu") or {}
@@ -162,11 +205,16 @@ def _report_check(build: NpuBuild, variants: dict[str, dict[str, Any]]) -> list[
     return diffs
 
 
-def measure(build: NpuBuild, splits: list[Split]) -> dict[str, Any]:
-    """Both files of one Ethos-U build (dense int8 baseline, pruned int8), compiled, priced and run in TFLM."""
+def measure(build: NpuBuild, splits: list[Split], dense: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Both files of one Ethos-U build (dense int8 baseline, pruned int8), compiled, priced and run in TFLM.
+
+    `dense`: another build's dense figures, reused when its file is this build's byte for byte."""
     variants: dict[str, dict[str, Any]] = {}
     for name, path, sparsity in VARIANTS:
         data = (build.out / path).read_bytes()
+        if name == "dense" and dense is not None and dense["sha256"] == hashlib.sha256(data).hexdigest():
+            variants[name] = dense
+            continue
         figures = npu_figures(data, build.profile)
         figures["sparsity"] = sparsity
         figures["sha256"] = hashlib.sha256(data).hexdigest()
@@ -174,15 +222,30 @@ def measure(build: NpuBuild, splits: list[Split]) -> dict[str, Any]:
         variants[name] = figures
     accuracy = build.report["accuracy"]
     test = accuracy.get("test") or {}
-    return {"variants": variants, "report_diffs": _report_check(build, variants),
+    what_if = (depthwise_what_if((build.out / VARIANTS[1][1]).read_bytes(), build.profile)
+               if build.demo == GOAL["demo"] else None)
+    return {"variants": variants, "report_diffs": _report_check(build, variants), "depthwise_what_if": what_if,
+            "clustered_keras": accuracy.get("clustered_keras"),
             "dense_float": {"validation": accuracy.get("dense_float"), "test": test.get("dense_float")},
             "report_tflite": {"validation": accuracy.get("tflite"), "test": test.get("tflite")},
             "ratio_encoded": variants["dense"]["encoded_weight_bytes"] / variants["pruned"]["encoded_weight_bytes"],
             "ratio_raw": variants["dense"]["raw_weight_bytes"] / variants["pruned"]["raw_weight_bytes"],
-            "pruned_layers": [layer["name"] for layer in build.report["sparsity"]["layers"] if layer.get("pruned")],
-            "dense_layers": [f"{layer['name']} ({str(layer.get('reason', '')).split(';')[0]})"
-                             for layer in build.report["sparsity"]["layers"] if not layer.get("pruned")],
-            "weight_sparsity": build.report["sparsity"].get("overall")}
+            **_layer_summary(build.report["sparsity"]["layers"])}
+
+
+def _layer_summary(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which layers the build pruned, which it left dense and why (grouped), and the zeros over all of them."""
+    dense: dict[str, list[str]] = {}
+    for layer in layers:
+        if not layer.get("pruned"):
+            why = str(layer.get("reason", "")).split(";")[0].split(" (")[0]
+            dense.setdefault(why, []).append(f"{layer['name']} ({layer['params']:,} weights)")
+    params = sum(int(layer.get("params", 0)) for layer in layers)
+    zeros = sum(int(layer.get("zeros", 0)) for layer in layers)
+    return {"pruned_layers": [layer["name"] for layer in layers if layer.get("pruned")],
+            "dense_layers": [f"{', '.join(names)}: {why}" for why, names in dense.items()],
+            "weight_sparsity": zeros / params if params else None, "params": params,
+            "dense_params": sum(int(layer.get("params", 0)) for layer in layers if not layer.get("pruned"))}
 
 
 def measure_reference(build: NpuBuild, splits: list[Split]) -> dict[str, Any]:
@@ -204,8 +267,11 @@ def _pct(x: float | None, n: int | None = None) -> str:
     return f"{x:.2%}" if n is None else f"{x:.2%} ({round(x * n)}/{n})"
 
 
+SHORT = {"validation": "val", "test": "test"}
+
+
 def _acc(acc: Accuracy) -> str:
-    return "; ".join(f"{name[:4]}. {_pct(v, acc.samples[name])}" for name, v in acc.by_split.items())
+    return "; ".join(f"{SHORT[name]} {_pct(v, acc.samples[name])}" for name, v in acc.by_split.items())
 
 
 def _latency(f: dict[str, Any]) -> str:
@@ -226,13 +292,15 @@ def _main_table(builds: list[NpuBuild]) -> list[str]:
              "| dense float accuracy |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in builds:
         fig = b.figures
-        floats = "; ".join(f"{k[:4]}. {_pct(v)}" for k, v in fig["dense_float"].items() if v is not None)
-        for name, _, sparsity in VARIANTS:
+        floats = "; ".join(f"{SHORT[k]} {_pct(v)}" for k, v in fig["dense_float"].items() if v is not None)
+        for name, _, _ in VARIANTS:
+            if name == "dense" and b.cluster:
+                continue                 # the same dense file as the build without --cluster, one row above
             f = fig["variants"][name]
             ratio = f"**{fig['ratio_encoded']:.2f}x**" if name == "pruned" else "1.00x"
             lines.append(
                 f"| {DEMO_NAMES[b.demo]} | {b.profile} ({f['accelerator']} @ {f['npu_clock_mhz']:g} MHz) "
-                f"| {sparsity:g}{' (dense baseline)' if name == 'dense' else ''} | {_b(f['raw_weight_bytes'])} "
+                f"| {'0 (dense baseline)' if name == 'dense' else b.label} | {_b(f['raw_weight_bytes'])} "
                 f"| {_b(f['encoded_weight_bytes'])} | {ratio} | {_b(f['sram_bytes'])} | {_b(f['vela_flash_bytes'])} "
                 f"/ {_b(f['compiled_bytes'])} / {_b(f['flash_total_bytes'])} | {f['total_cycles']:,} "
                 f"| {_latency(f)} | {_energy(f)} | {_acc(f['accuracy'])} | {floats or '-'} |")
@@ -262,7 +330,7 @@ def _goal_lines(builds: list[NpuBuild], reference: dict[str, Any] | None) -> lis
         dense, pruned = fig["variants"]["dense"], fig["variants"]["pruned"]
         size_ok = fig["ratio_encoded"] >= goal
         line = (f"- {DEMO_NAMES[demo]} on {b.profile}: Vela's encoded weights {_b(dense['encoded_weight_bytes'])} "
-                f"dense -> {_b(pruned['encoded_weight_bytes'])} at {SPARSITY}: **{fig['ratio_encoded']:.2f}x** "
+                f"dense -> {_b(pruned['encoded_weight_bytes'])} at {b.label}: **{fig['ratio_encoded']:.2f}x** "
                 f"smaller (goal >= {goal}x: {'met' if size_ok else '**not met**'})")
         if reference is None:
             lines.append(line + "; accuracy: no TFLM reference build in this run.")
@@ -272,40 +340,83 @@ def _goal_lines(builds: list[NpuBuild], reference: dict[str, Any] | None) -> lis
         acc_ok = all(g >= -tol for g in gaps.values())
         compared = "; ".join(f"{s} {_pct(pruned['accuracy'].by_split[s])} vs {_pct(ref.by_split[s])} "
                              f"({g:+.2f} points)" for s, g in gaps.items())
-        lines.append(line + f"; int8 accuracy in TFLM at {SPARSITY} vs {TFLM_PROFILE} at {SPARSITY}: {compared} "
+        lines.append(line + f"; int8 accuracy in TFLM at {b.label} vs {TFLM_PROFILE} at {SPARSITY}: {compared} "
                      f"(goal: no more than {tol:g} point below on every split: {'met' if acc_ok else '**not met**'})."
                      f" Goal {'**met**' if size_ok and acc_ok else '**not met**'}.")
     return lines
+
+
+def _limit_lines(builds: list[NpuBuild]) -> list[str]:
+    """Why the goal demo's ratio stops where it does: the kernels its builds leave dense, and a size what-if."""
+    goal = [b for b in builds if b.demo == GOAL["demo"] and b.figures.get("depthwise_what_if")]
+    if not goal:
+        return []
+    first = goal[0].figures
+    dense = first["variants"]["dense"]
+    lines = [f"every {DEMO_NAMES[GOAL['demo']]} build above leaves {first['dense_params']:,} of {first['params']:,} "
+             f"kernel weights dense ({first['dense_params'] / first['params']:.0%}: "
+             f"{'; '.join(first['dense_layers'])}), and Vela encodes dense int8 at about its raw size (the dense "
+             f"baseline: {_b(dense['encoded_weight_bytes'])} encoded from {_b(dense['raw_weight_bytes'])} raw), so "
+             "these few weights take a larger share of the encoded file than of the raw weights. What-if, size only: "
+             f"the same pruned int8 file with each depthwise kernel's {SPARSITY:.0%} smallest values per channel set "
+             "to 0 (no fine-tuning, accuracy not measured), compiled by Vela for the same profile:", "",
+             "| build | encoded as built | depthwise kernels zeroed too | dense / what-if |", "|---|---|---|---|"]
+    for b in goal:
+        fig, what_if = b.figures, b.figures["depthwise_what_if"]
+        ratio = fig["variants"]["dense"]["encoded_weight_bytes"] / what_if["encoded_weight_bytes"]
+        lines.append(f"| {b.out.name} | {_b(fig['variants']['pruned']['encoded_weight_bytes'])} "
+                     f"| {_b(what_if['encoded_weight_bytes'])} ({what_if['kernels']} kernels, "
+                     f"{what_if['weights']:,} weights) | {ratio:.2f}x |")
+        if fig["dense_layers"] != first["dense_layers"]:
+            lines.append(f"| (left dense in {b.out.name}: {'; '.join(fig['dense_layers'])}) | | | |")
+    return lines
+
+
+def _build_notes(b: NpuBuild) -> list[str]:
+    """One build's notes: what was pruned, where the ops run, and anything that disagrees with its report."""
+    fig = b.figures
+    cpu = fig["variants"]["pruned"]["cpu_ops"]
+    cycles = fig["variants"]["pruned"]["total_cycles"] / fig["variants"]["dense"]["total_cycles"] - 1
+    notes = [f"- {b.out.name}: NPU cycles {cycles:+.1%} against dense; pruned "
+             f"{', '.join(fig['pruned_layers']) or 'nothing'}; zeros "
+             f"{_pct(fig['weight_sparsity'])} of all kernel weights; {fig['variants']['pruned']['npu_ops']} op(s) on "
+             f"the NPU, {len(cpu)} on the CPU{': ' + '; '.join(cpu) if cpu else ''}"
+             + (f"; `--cluster {b.cluster}` after pruning (report.json: clustered Keras model "
+                f"{_pct(fig['clustered_keras'])} on the validation split)" if b.cluster else "") + "."]
+    if fig["report_diffs"]:
+        notes.append(f"- {b.out.name}: this run's Vela figures **differ** from report.json's: "
+                     + "; ".join(fig["report_diffs"]))
+    tfl, mine = fig["report_tflite"]["validation"], fig["variants"]["pruned"]["accuracy"].by_split["validation"]
+    if tfl is not None and abs(tfl - mine) > 1e-12:
+        notes.append(f"- {b.out.name}: report.json gives {_pct(tfl)} for the pruned int8 file, this run {_pct(mine)}.")
+    if not b.report.get("passed", True):
+        notes.append(f"- {b.out.name}: the build did not pass its gates: {'; '.join(b.report.get('failures') or [])}")
+    return notes
 
 
 def _notes(builds: list[NpuBuild], reference: NpuBuild | None) -> list[str]:
     notes = [f"- Not verified: {NOT_VERIFIED}. Every accuracy above is the plain int8 file's in TFLite Micro "
              f"({builds[0].figures['variants']['pruned']['accuracy'].interpreter}); model.tflite (Vela's file) is "
              "that file compiled, and its figures are Vela's estimates."]
-    for b in builds:
-        fig = b.figures
-        cpu = fig["variants"]["pruned"]["cpu_ops"]
-        notes.append(f"- {b.out.name}: pruned layers {', '.join(fig['pruned_layers']) or 'none'}; left dense: "
-                     f"{', '.join(fig['dense_layers']) or 'none'}; overall weight sparsity "
-                     f"{_pct(fig['weight_sparsity'])}; {fig['variants']['pruned']['npu_ops']} op(s) on the NPU, "
-                     f"{len(cpu)} on the CPU{': ' + '; '.join(cpu) if cpu else ''}.")
-        if fig["report_diffs"]:
-            notes.append(f"- {b.out.name}: this run's Vela figures **differ** from report.json's: "
-                         + "; ".join(fig["report_diffs"]))
-        tfl, mine = fig["report_tflite"]["validation"], fig["variants"]["pruned"]["accuracy"].by_split["validation"]
-        if tfl is not None and abs(tfl - mine) > 1e-12:
-            notes.append(f"- {b.out.name}: report.json gives {_pct(tfl)} for the pruned int8 file, "
-                         f"this run {_pct(mine)}.")
-        if not b.report.get("passed", True):
-            failures = "; ".join(b.report.get("failures") or [])
-            notes.append(f"- {b.out.name}: the build did not pass its gates: {failures}")
-    for demo in sorted({b.demo for b in builds}):
-        hashes = {b.figures["variants"]["dense"]["sha256"] for b in builds if b.demo == demo}
-        same = "the same file, byte for byte, in every profile's build" if len(hashes) == 1 else "**not identical**"
-        notes.append(f"- {DEMO_NAMES[demo]}: the dense int8 baseline is {same} (the demo model before pruning).")
+    for demo in dict.fromkeys(b.demo for b in builds):
+        mine = [b for b in builds if b.demo == demo]
+        hashes = {b.figures["variants"]["dense"]["sha256"] for b in mine}
+        same = "the same file, byte for byte, in every build" if len(hashes) == 1 else "**not identical**"
+        left = {"; ".join(b.figures["dense_layers"]) for b in mine}
+        notes.append(f"- {DEMO_NAMES[demo]}: the dense int8 baseline is {same} (the demo model before pruning); "
+                     + (f"left dense by every build: {left.pop() or 'nothing'}." if len(left) == 1 else
+                        "the builds left different layers dense (below)."))
+        for b in mine:
+            notes += _build_notes(b)
+    if not any(b.figures["report_diffs"] for b in builds):
+        notes.append("- This run's Vela figures (raw and encoded weights, SRAM, cycles) equal each build's "
+                     "report.json, dense and pruned.")
     if reference is not None:
+        gate = ("" if reference.report.get("passed", True) else
+                f"; it did not pass its gates ({'; '.join(reference.report.get('failures') or [])}), which does not "
+                "touch its accuracy")
         notes.append(f"- TFLM reference: {reference.out.name} (`--profile {TFLM_PROFILE}`, DECODE-compressed "
-                     "model.tflite, same seed and fine-tuning schedule; its own per-layer policy).")
+                     f"model.tflite, same seed and fine-tuning schedule, its own per-layer policy){gate}.")
     return notes
 
 
@@ -323,8 +434,10 @@ def render(builds: list[NpuBuild], reference: NpuBuild | None, seconds: float) -
         "## Arm Ethos-U NPUs through Vela (bench/npu.py)", "",
         f"`python bench/npu.py` (or `make bench`): `edgesparse build --profile P --demo D --final-sparsity {SPARSITY}` "
         f"for P in {profiles} (Ethos-U55 profiles of two shipping microcontrollers: a 128-MAC NPU with the weights "
-        "in on-chip MRAM, and a 64-MAC NPU with the weights in off-chip SPI flash), and the KWS demo for "
-        f"{TFLM_PROFILE} (TFLite Micro, no NPU) as the accuracy reference; {how}. Section time {seconds:.0f} s. "
+        "in on-chip MRAM, and a 64-MAC NPU with the weights in off-chip SPI flash), the KWS demo again with "
+        "`--cluster N` where listed (pruning, then TFMOT's sparsity-preserving clustering to N values per kernel), "
+        f"and the KWS demo for {TFLM_PROFILE} (TFLite Micro, no NPU) as the accuracy reference; {how}. Section "
+        f"time {seconds:.0f} s. "
         f"Sparsity 0 is each build's dense int8 baseline (`baselines/dense_int8.tflite`, the demo model before "
         f"pruning), {SPARSITY} is `baselines/pruned_int8.tflite` (the int8 model the build verified; `model.tflite` "
         "is its Vela compilation). In this run each file is compiled by Vela with the system configuration "
@@ -340,6 +453,9 @@ def render(builds: list[NpuBuild], reference: NpuBuild | None, seconds: float) -
               *_goal_lines(builds, reference.figures if reference is not None else None)]
     if ref:
         lines += ["", ref]
+    limits = _limit_lines(builds)
+    if limits:
+        lines += ["", f"What limits the {DEMO_NAMES[GOAL['demo']]}'s ratio: " + limits[0], *limits[1:]]
     lines += ["", "Basis of the estimates:", "", *_basis_lines(builds), "", "Notes:", "", *_notes(builds, reference)]
     return "\n".join(lines)
 
@@ -353,8 +469,9 @@ def measure_summary(reference: NpuBuild | None) -> str:
 
 
 def run(profiles: tuple[str, ...] = PROFILES, demos: tuple[str, ...] = DEMOS, builds: Path = BUILDS,
-        reference: bool = True) -> str:
-    """Build (or reuse) every demo x Ethos-U profile and the TFLM reference, measure each, return the section."""
+        reference: bool = True, cluster: int = CLUSTER) -> str:
+    """Build (or reuse) every demo x Ethos-U profile, the goal demo with --cluster, and the TFLM reference;
+    measure each; return the section."""
     started = time.perf_counter()
     builds.mkdir(parents=True, exist_ok=True)
     done: list[NpuBuild] = []
@@ -365,6 +482,10 @@ def run(profiles: tuple[str, ...] = PROFILES, demos: tuple[str, ...] = DEMOS, bu
             build = ensure_build(demo, profile, builds)
             build.figures = measure(build, splits)
             done.append(build)
+            if cluster and demo == GOAL["demo"]:
+                clustered = ensure_build(demo, profile, builds, cluster)
+                clustered.figures = measure(clustered, splits, dense=build.figures["variants"]["dense"])
+                done.append(clustered)
         if reference and demo == GOAL["demo"]:
             ref_build = ensure_build(demo, TFLM_PROFILE, builds)
             ref_build.figures = measure_reference(ref_build, splits)
@@ -376,9 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", nargs="+", default=list(PROFILES), help="Ethos-U profiles")
     parser.add_argument("--demo", nargs="+", choices=DEMOS, default=list(DEMOS))
     parser.add_argument("--builds", type=Path, default=BUILDS)
+    parser.add_argument("--cluster", type=int, default=CLUSTER, help="--cluster N for the KWS demo's extra "
+                        "builds (0: none)")
     parser.add_argument("--no-reference", action="store_true", help=f"skip the {TFLM_PROFILE} KWS build")
     args = parser.parse_args(argv)
-    print(run(tuple(args.profile), tuple(args.demo), args.builds.resolve(), not args.no_reference))
+    print(run(tuple(args.profile), tuple(args.demo), args.builds.resolve(), not args.no_reference, args.cluster))
     return 0
 
 
