@@ -48,9 +48,7 @@ from _common import build_or_reuse, reusable_report  # bench/_common.py (bench/ 
 from edgesparse.estimate.check import check_model
 from edgesparse.profiles import load_profile
 from edgesparse.report.npu import NOT_VERIFIED
-from edgesparse.runtime.vela import compile_for_ethos_u
 from edgesparse.runtime.verify import verify_artifact
-from edgesparse.tflite.edit import load_model, opcode_name, save_model
 
 __all__ = ["GOAL", "PROFILES", "Accuracy", "NpuBuild", "Split", "ensure_build", "main", "measure", "render", "run"]
 
@@ -163,36 +161,6 @@ def npu_figures(model: bytes, profile: str) -> dict[str, Any]:
     }
 
 
-def depthwise_what_if(model: bytes, profile: str, sparsity: float = SPARSITY) -> dict[str, int] | None:
-    """Vela's encoded weight bytes of `model` if its dense depthwise kernels were `sparsity` zero too: the
-    smallest-magnitude int8 values of each channel set to 0, no fine-tuning (a size figure only, accuracy unknown).
-
-    Why: TFMOT cannot prune depthwise kernels, so the build leaves them dense although Vela encodes them."""
-    npu = load_profile(profile).npu
-    if npu is None:
-        return None
-    edited = load_model(model)
-    graph, kernels, weights = edited.subgraphs[0], 0, 0
-    for op in graph.operators:
-        if opcode_name(edited, op.opcodeIndex) != "DEPTHWISE_CONV_2D":
-            continue
-        tensor = graph.tensors[op.inputs[1]]
-        buffer = edited.buffers[tensor.buffer]
-        values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=np.int8).reshape(-1, int(tensor.shape[-1]))
-        if float(np.mean(values == 0)) >= sparsity:
-            continue
-        values = values.copy()
-        zeros = round(sparsity * values.shape[0])          # per channel (the last axis of a depthwise kernel)
-        order = np.argsort(np.abs(values.astype(np.int16)), axis=0, kind="stable")
-        np.put_along_axis(values, order[:zeros], 0, axis=0)
-        buffer.data = np.frombuffer(values.tobytes(), dtype=np.uint8)
-        kernels, weights = kernels + 1, weights + values.size
-    if not kernels:
-        return None
-    encoded = compile_for_ethos_u(save_model(edited), npu).encoded_weight_bytes
-    return {"kernels": kernels, "weights": weights, "encoded_weight_bytes": encoded}
-
-
 def _report_check(build: NpuBuild, variants: dict[str, dict[str, Any]]) -> list[str]:
     """Differences between this run's Vela figures and the build's report.json "npu" section (none expected)."""
     section = build.report.get("npu") or {}
@@ -222,9 +190,7 @@ def measure(build: NpuBuild, splits: list[Split], dense: dict[str, Any] | None =
         variants[name] = figures
     accuracy = build.report["accuracy"]
     test = accuracy.get("test") or {}
-    what_if = (depthwise_what_if((build.out / VARIANTS[1][1]).read_bytes(), build.profile)
-               if build.demo == GOAL["demo"] else None)
-    return {"variants": variants, "report_diffs": _report_check(build, variants), "depthwise_what_if": what_if,
+    return {"variants": variants, "report_diffs": _report_check(build, variants),
             "clustered_keras": accuracy.get("clustered_keras"),
             "dense_float": {"validation": accuracy.get("dense_float"), "test": test.get("dense_float")},
             "report_tflite": {"validation": accuracy.get("tflite"), "test": test.get("tflite")},
@@ -347,28 +313,22 @@ def _goal_lines(builds: list[NpuBuild], reference: dict[str, Any] | None) -> lis
 
 
 def _limit_lines(builds: list[NpuBuild]) -> list[str]:
-    """Why the goal demo's ratio stops where it does: the kernels its builds leave dense, and a size what-if."""
-    goal = [b for b in builds if b.demo == GOAL["demo"] and b.figures.get("depthwise_what_if")]
+    """What the goal demo's ratio rests on: the kernels its builds prune (depthwise ones included, through
+    prune.depthwise's PrunableLayer stand-in) and the kernels they leave dense, with the reason."""
+    goal = [b for b in builds if b.demo == GOAL["demo"]]
     if not goal:
         return []
     first = goal[0].figures
     dense = first["variants"]["dense"]
-    lines = [f"every {DEMO_NAMES[GOAL['demo']]} build above leaves {first['dense_params']:,} of {first['params']:,} "
-             f"kernel weights dense ({first['dense_params'] / first['params']:.0%}: "
-             f"{'; '.join(first['dense_layers'])}), and Vela encodes dense int8 at about its raw size (the dense "
-             f"baseline: {_b(dense['encoded_weight_bytes'])} encoded from {_b(dense['raw_weight_bytes'])} raw), so "
-             "these few weights take a larger share of the encoded file than of the raw weights. What-if, size only: "
-             f"the same pruned int8 file with each depthwise kernel's {SPARSITY:.0%} smallest values per channel set "
-             "to 0 (no fine-tuning, accuracy not measured), compiled by Vela for the same profile:", "",
-             "| build | encoded as built | depthwise kernels zeroed too | dense / what-if |", "|---|---|---|---|"]
-    for b in goal:
-        fig, what_if = b.figures, b.figures["depthwise_what_if"]
-        ratio = fig["variants"]["dense"]["encoded_weight_bytes"] / what_if["encoded_weight_bytes"]
-        lines.append(f"| {b.out.name} | {_b(fig['variants']['pruned']['encoded_weight_bytes'])} "
-                     f"| {_b(what_if['encoded_weight_bytes'])} ({what_if['kernels']} kernels, "
-                     f"{what_if['weights']:,} weights) | {ratio:.2f}x |")
-        if fig["dense_layers"] != first["dense_layers"]:
-            lines.append(f"| (left dense in {b.out.name}: {'; '.join(fig['dense_layers'])}) | | | |")
+    left = (f"{first['dense_params']:,} of {first['params']:,} kernel weights dense "
+            f"({first['dense_params'] / first['params']:.0%}: {'; '.join(first['dense_layers'])})"
+            if first["dense_layers"] else "no kernel dense")
+    lines = [f"every {DEMO_NAMES[GOAL['demo']]} build above prunes {', '.join(first['pruned_layers'])} and leaves "
+             f"{left}; Vela encodes dense int8 at about its raw size (the dense baseline: "
+             f"{_b(dense['encoded_weight_bytes'])} encoded from {_b(dense['raw_weight_bytes'])} raw), so the weights "
+             "left dense take a larger share of the encoded file than of the raw weights."]
+    lines += [f"(left dense in {b.out.name}: {'; '.join(b.figures['dense_layers'])})"
+              for b in goal[1:] if b.figures["dense_layers"] != first["dense_layers"]]
     return lines
 
 

@@ -11,6 +11,10 @@ frequency, pruned_layers}, "batch_end" {epoch, step, loss, accuracy, sparsity},
 step count from 1; sparsity is the zero fraction of the live pruning masks over
 all pruned weights.
 
+Depthwise kernels, which TFMOT's prune registry leaves out, are pruned through
+`prune.depthwise`'s PrunableLayer stand-in; the returned model holds the plain
+tf_keras layers again.
+
 Raises DataError (data that does not fit the model, via data.check_compatible,
 and a loss that became NaN or infinite: diverging on the user's data is the
 data's scale far more often than the schedule's), PruningError and
@@ -29,6 +33,7 @@ from edgesparse._types import Progress, no_progress
 from edgesparse.data import check_compatible, input_range
 from edgesparse.errors import DataError, MissingDependency, PruningError
 from edgesparse.pipeline import distribute as tf_distribute
+from edgesparse.pipeline.prune.depthwise import depthwise_stand_in, is_plain_depthwise, restore_plain_layers
 from edgesparse.pipeline.prune.policy import LayerPolicy, check_prunable_model, output_activation
 from edgesparse.pipeline.prune.schedule import ResolvedSchedule, ScheduleOptions, resolve_schedule
 from edgesparse.pipeline.tf_env import import_tf, import_tfmot
@@ -121,10 +126,13 @@ def _clone_with_pruning(model, policies: Sequence[LayerPolicy], tf_schedule, ker
     fresh: dict[str, Any] = {}
 
     def clone_fn(layer):
-        new = layer.__class__.from_config(layer.get_config())
-        fresh[layer.name] = new
         policy = by_name.get(layer.name)
-        if policy is None or not policy.prune:
+        wrap = policy is not None and policy.prune
+        # A depthwise kernel TFMOT's registry lists no weights for: prune its PrunableLayer stand-in instead.
+        new = (depthwise_stand_in(layer) if wrap and is_plain_depthwise(layer)
+               else layer.__class__.from_config(layer.get_config()))
+        fresh[layer.name] = new
+        if not wrap:
             return new
         return tfmot.sparsity.keras.prune_low_magnitude(
             new, pruning_schedule=tf_schedule, block_size=policy.block_size,
@@ -296,6 +304,7 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
     stripped = sparsity_api.strip_pruning(pruned)
     if strategy is not None:
         stripped = tf_distribute.local_copy(stripped)
+    stripped = restore_plain_layers(stripped)  # plain DepthwiseConv2D again: loads and converts like the original
     raise_if_diverged(fit.history, stripped, dataset)
     layers, overall = measure_sparsity(stripped, policies, resolved)
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}

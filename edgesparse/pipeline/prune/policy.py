@@ -20,13 +20,24 @@ are pruned element-wise: Vela's encoder shrinks with every zero and with few dis
 any pattern, so no block shape is needed; the zeros save flash and the weight traffic of every inference.
 Layers whose ops Vela leaves to the CPU with plain int8 weights (Embedding's GATHER, Conv3D, int8 LSTM/GRU, ...)
 stay dense: no DECODE runs on an Ethos-U build, so their zeros would cost accuracy and save nothing.
-Depthwise kernels are encoded by Vela but stay dense because TFMOT cannot prune them (its prune registry
-lists no weights for DepthwiseConv2D); the reason says so. The output layer, `--min-params` and the MIN_SHARE
+Depthwise kernels are pruned too: TFMOT's prune registry lists no weights for them, so they are pruned through
+edgesparse's PrunableLayer stand-in (`prune.depthwise`). The output layer, `--min-params` and the MIN_SHARE
 rule apply as on every profile, for the same reasons: the output layer's weights produce the output directly (the
 most accuracy per weight), and a layer's encoded saving is at most its int8 bytes (one byte a weight, while Vela's
 scale and bias stream of 10 B per output channel does not shrink with zeros), so a layer under --min-params
 weights, or under 1 % of the model's, saves under that many bytes of flash and weight traffic.
 `--prune-output-layer` prunes the output layer, and a lower `--min-params` lowers the absolute threshold.
+
+Depthwise kernels (DepthwiseConv1D/2D) are few weights, one small filter per channel, so each zero costs more
+accuracy than in a pointwise or Dense kernel; they are pruned only where their zeros pay :
+on Ethos-U profiles (Vela encodes DEPTHWISE_CONV_2D weights, above) and on TFLite Micro profiles, whose DECODE
+compression replaces DEPTHWISE_CONV_2D weights like CONV_2D and FULLY_CONNECTED ones
+(`tflite.decode_compress.DECODE_INPUTS`; it keeps a tensor compressed only where the file shrinks by a worthwhile
+margin, and the RAM budget check sends decoded tensors back to dense). On LiteRT the converter stores a sparse
+depthwise kernel with a DENSIFY op (no sparse depthwise kernel exists), so they stay dense unless the estimator
+predicts the layer faster (it prices DENSIFY at every MAC, so in practice only `--optimize size` prunes them, for
+file size); without a profile they stay dense. The --min-params and MIN_SHARE rules apply to them as to any
+layer.
 
 Raises PruningError (a model TFMOT cannot prune, unknown skip_layers) and MissingDependency.
 """
@@ -40,6 +51,7 @@ from typing import Any
 
 from edgesparse.errors import PruningError
 from edgesparse.estimate.speed import layer_speed
+from edgesparse.pipeline.prune.depthwise import is_plain_depthwise
 from edgesparse.pipeline.prune.schedule import ScheduleOptions
 from edgesparse.pipeline.tf_env import import_tf, import_tfmot
 
@@ -133,6 +145,8 @@ def _prunable_weights(layer, keras) -> tuple[list | None, str]:
                       "or list it in skip_layers")
     if isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
         return list(layer.get_prunable_weights()), ""
+    if is_plain_depthwise(layer):  # TFMOT lists none; pruned through prune.depthwise's PrunableLayer stand-in
+        return [layer.depthwise_kernel], ""
     if not PruneRegistry.supports(layer):
         return None, (f"TFMOT cannot prune {cls} (not in its prune registry and no "
                       "get_prunable_weights())")
@@ -146,10 +160,6 @@ def _prunable_weights(layer, keras) -> tuple[list | None, str]:
         return weights, ""
     names = PruneRegistry._LAYERS_WEIGHTS_MAP.get(layer.__class__, [])
     if not names:
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            n = sum(int(w.shape.num_elements()) for w in _kernel_weights(layer))
-            return None, (f"TFMOT does not prune depthwise kernels (empty in its prune registry); "
-                          f"they are tiny anyway ({n} weights)")
         return None, f"TFMOT's prune registry lists no prunable weights for {cls}"
     return [_resolve_attr(layer, n) for n in names], ""
 
@@ -216,6 +226,21 @@ def _npu_reason(profile, layer, keras, why_not: str | None) -> str | None:
     return None
 
 
+def _depthwise_dense_reason(profile) -> str | None:
+    """Why a depthwise kernel stays dense on `profile` before any estimate, or None where its zeros pay (or, on
+    LiteRT, where `_optimized` asks the estimator)."""
+    if profile is None:
+        return ("dense: a depthwise kernel (one small filter per channel, so each zero costs more accuracy) is "
+                "pruned only for a device whose runtime turns its zeros into bytes (Vela on Ethos-U, DECODE on "
+                "TFLite Micro); no device profile was given")
+    return None
+
+
+_LITERT_DEPTHWISE = ("depthwise kernels (one small filter per channel: each zero costs more accuracy) are pruned "
+                     "on LiteRT only where the estimator predicts a speed-up, and LiteRT has no sparse depthwise "
+                     "kernel (DENSIFY restores it dense)")
+
+
 def _element_wise_reason(profile, layer, keras, int8: bool = False) -> str:
     name = getattr(profile, "name", None)
     if profile is None:
@@ -224,6 +249,10 @@ def _element_wise_reason(profile, layer, keras, int8: bool = False) -> str:
         return (f"element-wise; {name}'s {profile.npu.product} runs this kernel from Vela's lossless weight "
                 f"encoding, which shrinks with every zero in any pattern (and with few distinct values, "
                 f"--cluster N): smaller encoded weights in flash and less weight traffic per inference")
+    if profile.runtime == "tflm" and is_plain_depthwise(layer):
+        return (f"element-wise; {name} runs TFLite Micro, which has no sparse kernels: DECODE compression "
+                "(--mcu-compression) replaces DEPTHWISE_CONV_2D weights as it does CONV_2D ones, so the zeros "
+                "shrink flash where the compressed tensor is worth its DECODE (decoded into RAM on every invoke)")
     if profile.runtime == "tflm":
         return (f"element-wise; {name} runs TFLite Micro, which has no sparse kernels: the zeros shrink flash "
                 "through DECODE compression (--mcu-compression), which decodes the tensor into RAM on every "
@@ -257,6 +286,8 @@ def plan_policy(model, profile, schedule: ScheduleOptions, *,
     (`estimate.speed.layer_speed`), and its reason says what was predicted; TFLM profiles (no sparse
     kernels: every encoding is size only) are planned the same for every mode. Ethos-U profiles
     (profile.npu) prune element-wise every kernel Vela encodes (the module docstring says which and why).
+    Depthwise kernels are pruned on Ethos-U and TFLM profiles, on LiteRT only as the estimator allows, and
+    never without a profile (the module docstring says why).
     """
     if optimize not in OPTIMIZE_MODES:
         raise PruningError("Unknown optimization goal", where="plan_policy (--optimize)",
@@ -299,10 +330,13 @@ def plan_policy(model, profile, schedule: ScheduleOptions, *,
 
         npu_dense = (_npu_reason(profile, layer, keras, why_not if weights is None else None)
                      if getattr(profile, "npu", None) is not None else None)
+        depthwise_dense = _depthwise_dense_reason(profile) if is_plain_depthwise(layer) else None
         if layer.name in skip:
             policies.append(dense("skipped by request (--skip-layers / skip_layers)"))
         elif npu_dense is not None:
             policies.append(dense(npu_dense))
+        elif depthwise_dense is not None:
+            policies.append(dense(depthwise_dense))
         elif weights is None:
             policies.append(dense(why_not))
         elif not weights:
@@ -325,9 +359,10 @@ def plan_policy(model, profile, schedule: ScheduleOptions, *,
         else:
             policies.append(_unstructured_policy(layer, weights, tflite_block, target, profile,
                                                  schedule, base, keras, int8))
-    if profile is not None and profile.runtime == "litert" and optimize != "size":
+    if profile is not None and profile.runtime == "litert":
         policies = [_optimized(policy, layer, profile, optimize, int8, keras)
-                    if policy.prune else policy for layer, policy in zip(candidates, policies)]
+                    if policy.prune and (optimize != "size" or is_plain_depthwise(layer)) else policy
+                    for layer, policy in zip(candidates, policies)]
     return policies
 
 
@@ -371,6 +406,8 @@ def _optimized(policy: LayerPolicy, layer: Any, profile: Any, optimize: str, int
 
     block = policy.pattern.startswith("block")
     first = ask("block" if block else "densify")
+    if is_plain_depthwise(layer):
+        return _optimized_depthwise(policy, optimize, first, said(policy.pattern, first))
     if optimize == "speed":
         if first["verdict"] == "faster":
             return _with_reason(policy, f"{policy.reason}; --optimize speed: {said(policy.pattern, first)}")
@@ -390,6 +427,17 @@ def _optimized(policy: LayerPolicy, layer: Any, profile: Any, optimize: str, int
     return _dense_for_speed(policy, f"dense: --optimize balanced does not prune where the encoding is predicted "
                                 f"slower, and {said(policy.pattern, first)}; pass --optimize size for the "
                                 "smallest file")
+
+
+def _optimized_depthwise(policy: LayerPolicy, optimize: str, predicted: dict[str, Any], said: str) -> LayerPolicy:
+    """A LiteRT depthwise kernel: pruned under --optimize size (file size), else only where predicted faster."""
+    if optimize == "size":
+        return _with_reason(policy, f"{policy.reason}; --optimize size prunes it for file size, though "
+                                    f"{_LITERT_DEPTHWISE}: {said}")
+    if predicted["verdict"] == "faster":
+        return _with_reason(policy, f"{policy.reason}; --optimize {optimize}: {said}")
+    return _dense_for_speed(policy, f"dense: {_LITERT_DEPTHWISE}, and {said}; pass --optimize size to prune it "
+                                    "for file size")
 
 
 def _with_reason(policy: LayerPolicy, reason: str) -> LayerPolicy:
