@@ -95,7 +95,8 @@ def test_unknown_optimize_is_rejected():
 
 def test_ethos_u_policy_prunes_every_kernel_vela_encodes_and_says_why_the_others_stay_dense():
     """Conv and Dense kernels element-wise (Vela's encoder shrinks with any zero pattern); an Embedding (GATHER on
-    the CPU, plain int8) dense; a depthwise kernel dense because TFMOT cannot prune it, though Vela encodes it."""
+    the CPU, plain int8) dense; a depthwise kernel pruned too (Vela encodes it; TFMOT's registry lists no weights
+    for it, so edgesparse's PrunableLayer stand-in is pruned)."""
     from support.npu import npu_profile
 
     k = keras()
@@ -110,9 +111,63 @@ def test_ethos_u_policy_prunes_every_kernel_vela_encodes_and_says_why_the_others
     model = k.Model(inp, k.layers.Dense(4, name="head")(x))
     policies = {p.name: p for p in plan_policy(model, npu_profile(), ScheduleOptions(), quantize="int8",
                                                 min_params=0, min_share=0)}
-    for name in ("conv", "fc"):
+    for name in ("conv", "dw", "fc"):
         assert policies[name].prune and policies[name].pattern == "element-wise"
         assert "Vela" in policies[name].reason and "--cluster" in policies[name].reason
+    assert policies["dw"].weights == (model.get_layer("dw").depthwise_kernel.name,)
     assert not policies["embed"].prune and "Vela does not encode Embedding" in policies["embed"].reason
-    assert not policies["dw"].prune and "TFMOT" in policies["dw"].reason and "Vela encodes" in policies["dw"].reason
     assert not policies["head"].prune and "--prune-output-layer" in policies["head"].reason
+
+
+def dw_cnn(channels=64):
+    """conv -> dw (3x3 depthwise, 9 x `channels` weights) -> pointwise -> head."""
+    k = keras()
+    k.utils.set_random_seed(0)
+    inp = k.Input((8, 8, 4))
+    x = k.layers.Conv2D(channels, 1, name="conv")(inp)
+    x = k.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = k.layers.Conv2D(channels, 1, name="pw")(x)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    return k.Model(inp, k.layers.Dense(4, name="head")(x))
+
+
+@pytest.mark.parametrize(("profile", "optimize", "prunes", "says"), [
+    ("npu", "balanced", True, "Vela"),
+    ("nrf52840", "balanced", True, "DEPTHWISE_CONV_2D"),
+    ("nrf52840", "speed", True, "DECODE"),
+    ("rpi4", "balanced", False, "LiteRT has no sparse depthwise kernel"),
+    ("rpi4", "speed", False, "--optimize size"),
+    ("rpi4", "size", True, "--optimize size prunes it for file size"),
+    (None, "balanced", False, "no device profile"),
+])
+def test_which_profiles_prune_depthwise_kernels(profile, optimize, prunes, says):
+    """Ethos-U (Vela encodes DEPTHWISE_CONV_2D weights) and TFLite Micro (DECODE compresses them) prune them; LiteRT
+    (DENSIFY, no sparse depthwise kernel) only for file size or a predicted speed-up; no profile never."""
+    from support.npu import npu_profile
+
+    prof = npu_profile() if profile == "npu" else load_profile(profile) if profile else None
+    dw = {p.name: p for p in plan_policy(dw_cnn(), prof, ScheduleOptions(), quantize="int8", optimize=optimize,
+                                         min_params=0, min_share=0)}["dw"]
+    assert (dw.prune, dw.pattern) == ((True, "element-wise") if prunes else (False, "dense"))
+    assert dw.target_sparsity == (0.8 if prunes else 0.0) and dw.params == 9 * 64
+    assert says in dw.reason
+
+
+def test_depthwise_kernels_keep_the_min_params_and_share_rules():
+    """576 weights: under the default --min-params (1000) on every profile, and under 1 % of a model whose other
+    kernels are large once --min-params is lowered."""
+    from support.npu import npu_profile
+
+    for prof in (npu_profile(), load_profile("nrf52840")):
+        dw = {p.name: p for p in plan_policy(dw_cnn(), prof, ScheduleOptions(), quantize="int8")}["dw"]
+        assert not dw.prune and "--min-params" in dw.reason
+    k = keras()
+    inp = k.Input((8, 8, 4))
+    x = k.layers.Conv2D(64, 1, name="conv")(inp)
+    x = k.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = k.layers.Flatten()(x)
+    x = k.layers.Dense(32, name="fc")(x)                    # 4,096 x 32 weights: dw is 0.4 % of the model
+    model = k.Model(inp, k.layers.Dense(4, name="head")(x))
+    dw = {p.name: p for p in plan_policy(model, npu_profile(), ScheduleOptions(), quantize="int8",
+                                         min_params=0)}["dw"]
+    assert not dw.prune and "under 1%" in dw.reason

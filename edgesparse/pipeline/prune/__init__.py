@@ -2,7 +2,8 @@
 
 `schedule` checks and resolves what the user asked for into steps, `policy`
 decides each layer's pattern for the target runtime (and says why), and
-`finetune` trains, strips and measures; `cluster` fine-tunes the pruned
+`finetune` trains, strips and measures (depthwise kernels, which TFMOT's registry leaves out, through
+`depthwise`'s PrunableLayer stand-in, plain layers again afterwards); `cluster` fine-tunes the pruned
 layers with sparsity-preserving weight clustering (few values per kernel,
 for TFLite Micro's LUT decoder); `channels` finds the channels that must be
 removed together, `surgery` masks them and rebuilds the smaller dense model,
@@ -44,6 +45,12 @@ from edgesparse.pipeline.prune.cluster import (
     check_clusters,
     cluster_and_finetune,
 )
+from edgesparse.pipeline.prune.depthwise import (
+    DEPTHWISE_LAYERS,
+    depthwise_stand_in,
+    is_plain_depthwise,
+    restore_plain_layers,
+)
 from edgesparse.pipeline.prune.finetune import (
     TOLERANCE,
     LayerSparsity,
@@ -69,6 +76,7 @@ __all__ = [
     "DEFAULT_CHANNEL_FRACTION",
     "DEFAULT_FINAL_SPARSITY",
     "DEFAULT_FREQUENCY",
+    "DEPTHWISE_LAYERS",
     "EQUIVALENCE_ATOL",
     "EQUIVALENCE_SAMPLES",
     "MAX_CLUSTERS",
@@ -97,13 +105,16 @@ __all__ = [
     "check_clusters",
     "check_equivalent",
     "cluster_and_finetune",
+    "depthwise_stand_in",
     "derive_end_step",
     "find_channel_groups",
+    "is_plain_depthwise",
     "keras_macs",
     "measure_sparsity",
     "plan_policy",
     "prune_and_finetune",
     "resolve_schedule",
+    "restore_plain_layers",
     "select_channels",
     "shrink_model",
     "steps_per_epoch",
