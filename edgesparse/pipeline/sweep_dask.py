@@ -71,6 +71,9 @@ __all__ = [
 LOCAL_HOST = "127.0.0.1"          # local:N binds here only: no routable address, no traffic elsewhere
 WORKER_LIFETIME = ("1 hour", "5 minutes")   # (lifetime, stagger) of a local:N worker before Dask restarts it
 POLL_SECONDS = 0.5                 # how often the driver asks the scheduler which worker runs what
+# A point whose task the scheduler cancels (seen as "already forgotten" right after a worker died) is submitted
+# again this many times before it fails: a point is idempotent, and its inputs are scattered again with it.
+RESUBMITS = 2
 # A build error about this point only: recorded as a failed point, the sweep goes on (as sweep.py does locally).
 POINT_ERRORS = ("ConversionError", "PruningError", "VerificationError")
 _INSTALL_HINT = "Install it with: pip install 'edgesparse[distributed]'"
@@ -366,56 +369,75 @@ def run_points(client: Any, prepared: PreparedInputs, tasks: Sequence[PointTask]
     t0 = time.perf_counter()
     blob = pack_inputs(prepared)
     digest = hashlib.sha256(blob).hexdigest()
-    scattered = client.scatter(blob, broadcast=True, hash=False)
+    scattered = [client.scatter(blob, broadcast=True, hash=False)]
     progress("inputs_scattered", {"bytes": len(blob), "seconds": round(time.perf_counter() - t0, 3)})
-    futures = {}
-    for i, task in enumerate(tasks):
-        key = f"edgesparse-point-{task.fields['key']}-{digest[:8]}-{i}"
-        futures[client.submit(build_point, scattered, digest, task.options, task.profile_toml, key, key=key,
-                              pure=False, retries=0)] = task
+    futures: dict[Any, PointTask] = {}
+    submitted: dict[int, int] = {}   # id(task) -> submissions
+
+    def submit(i: int, task: PointTask) -> Any:
+        submitted[id(task)] = submitted.get(id(task), 0) + 1
+        key = f"edgesparse-point-{task.fields['key']}-{digest[:8]}-{i}-{submitted[id(task)]}"
+        future = client.submit(build_point, scattered[-1], digest, task.options, task.profile_toml, key, key=key,
+                               pure=False, retries=0)
+        futures[future] = task
+        return future
+
+    pending = {submit(i, task) for i, task in enumerate(tasks)}
     placed: dict[str, str] = {}
     seen = 0
-    pending = set(futures)
     try:
         while pending:
             done, pending = _wait(distributed, pending)
             # Finished results first: a result is safe only once gathered here (a worker that dies
             # holding it makes Dask compute the point again).
             for future in done:
-                yield _outcome(distributed, future, futures[future], placed.get(future.key))
+                task = futures[future]
+                if future.status == "cancelled" and submitted[id(task)] <= RESUBMITS:
+                    scattered.append(client.scatter(blob, broadcast=True, hash=False))
+                    pending.add(submit(tasks.index(task), task))
+                    continue
+                yield _outcome(distributed, future, task, placed.get(task.fields["key"]))
             seen = _report_placement(client, digest, futures, placed, seen, progress)
     finally:
         for future in pending:
             future.cancel()
-        client.cancel([scattered])
+        client.cancel(scattered)
 
 
 def _wait(distributed: Any, pending: set) -> tuple[set, set]:
+    """(done, still pending); a cancelled task counts as done (its status says so) instead of raising."""
     try:
         result = distributed.wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
     except TimeoutError:
         return set(), pending
+    except distributed.client.FuturesCancelledError:
+        return {f for f in pending if f.status != "pending"}, {f for f in pending if f.status == "pending"}
     return set(result.done), set(result.not_done)
 
 
 def _report_placement(client: Any, digest: str, futures: dict, placed: dict[str, str], seen: int,
                       progress: Progress) -> int:
-    """Which worker started which point, from the tasks' announcements; returns how many were read."""
+    """Which worker started which point, from the tasks' announcements; returns how many were read.
+
+    `placed` is keyed by the point (a resubmitted point's task has a new Dask key but is the same point)."""
     by_key = {f.key: t for f, t in futures.items()}
     try:
         events = client.get_events(_topic(digest))
     except (OSError, TimeoutError):
         return seen
     for _, event in list(events)[seen:]:
-        key, worker = event.get("key"), event.get("worker")
-        if key not in by_key or placed.get(key) == worker:
+        task_key, worker = event.get("key"), event.get("worker")
+        if task_key not in by_key:
             continue
-        fields = dict(by_key[key].fields, worker=worker, pid=event.get("pid"))
-        if key in placed:
-            progress("point_moved", dict(fields, previous_worker=placed[key]))
+        point = by_key[task_key].fields["key"]
+        if placed.get(point) == worker:
+            continue
+        fields = dict(by_key[task_key].fields, worker=worker, pid=event.get("pid"))
+        if point in placed:
+            progress("point_moved", dict(fields, previous_worker=placed[point]))
         else:
             progress("point_begin", fields)
-        placed[key] = worker
+        placed[point] = worker
     return len(events)
 
 

@@ -482,6 +482,7 @@ def test_an_unreachable_scheduler_fails_before_any_work_naming_it(tmp_path):
     import socket
 
     import dask
+    import distributed  # noqa: F401  its config defaults exist before config.set, which would drop them on exit
 
     with socket.socket() as s:                     # a port that was free a moment ago: refused, not routed
         s.bind(("127.0.0.1", 0))
