@@ -367,7 +367,7 @@ def build(options: BuildOptions, progress: Progress | None = None,
     document["distribute"] = None if strategy is None else {"strategy": strategy.describe(),
                                                              "replicas": pruned.replicas}
     if npu is not None:
-        document["npu"] = npu_section
+        document["npu"] = dict(npu_section, cluster=_cluster_summary(clustered))  # no compression section here
         document["verification"].update(npu_compile.verification_scope(verification.interpreter))
 
     with stages.run("write", f"Writing {out_dir}"):

@@ -192,6 +192,8 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
         ("size ratio int8 / artifact", f"{sizes['ratio_dense_int8_to_artifact']}x"),
         ("accuracy dense float", fmt.percent(acc["dense_float"])),
         ("accuracy pruned Keras", fmt.percent(acc["pruned_keras"])),
+        *([("accuracy clustered Keras", fmt.percent(acc["clustered_keras"]))]
+          if acc.get("clustered_keras") is not None else []),
         ("accuracy .tflite", f"{fmt.percent(acc['tflite'])}  (drop {acc['drop_points']:.2f} points)"),
         ("agreement Keras vs .tflite", fmt.percent(acc["agreement_pruned_keras_vs_tflite"])),
     ]
