@@ -30,8 +30,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/edgesparse build --profile rpi4 --force
 
+# One pytest worker per core (at most 4), each test file on one worker so module fixtures (a build shared by a
+# file's tests) are made once.
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile
 
 # BENCH="decode_compression channel_pruning" reruns only those sections of docs/benchmarks.md.
 bench: install
