@@ -37,6 +37,7 @@ import numpy as np
 
 from edgesparse._types import Progress, no_progress
 from edgesparse.errors import PruningError
+from edgesparse.pipeline.prune.depthwise import depthwise_stand_in, is_plain_depthwise, restore_plain_layers
 from edgesparse.pipeline.prune.finetune import classifier_loss_and_metric, raise_if_diverged, training_arrays
 from edgesparse.pipeline.prune.policy import LayerPolicy, check_prunable_model
 from edgesparse.pipeline.tf_env import import_tfmot
@@ -138,6 +139,8 @@ def _wrap_pruned(model: Any, targets: set[str], clusters: int, init: str, keras:
     def wrap(layer: Any) -> Any:
         if layer.name not in targets:
             return layer
+        if is_plain_depthwise(layer):  # TFMOT's clustering registry lists no depthwise weights: cluster its stand-in
+            layer = depthwise_stand_in(layer)
         try:
             wrapped = api.cluster_weights(layer, number_of_clusters=clusters, preserve_sparsity=True,
                                           cluster_centroids_init=getattr(api.CentroidInitialization,
@@ -252,7 +255,7 @@ def cluster_and_finetune(model: Any, dataset: Any, clusters: int, *, policies: S
     callbacks = [keras.callbacks.TerminateOnNaN(), _progress_callback(progress or no_progress, fields, keras)]
     fit = clustered.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
                         validation_data=(xv, yv) if xv is not None else None, callbacks=callbacks)
-    stripped = tfmot.clustering.keras.strip_clustering(clustered)
+    stripped = restore_plain_layers(tfmot.clustering.keras.strip_clustering(clustered))  # plain depthwise layers
     raise_if_diverged(fit.history, stripped, dataset)
     layers = _measure(model, stripped, pruned, n, skipped)
     return ClusterResult(model=stripped, clusters=n, accuracy_before=before,
