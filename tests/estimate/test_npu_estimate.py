@@ -6,7 +6,6 @@ NPU's SRAM; a file Vela already compiled is described from the file, saying what
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,15 @@ from pathlib import Path
 
 import pytest
 from support import REPO
-from support.npu import TEST_NPU, compiled_fallback, compiled_tiny, fallback_npu_model, npu_profile, tiny_npu_model
+from support.npu import (
+    TEST_NPU,
+    compiled_fallback,
+    compiled_tiny,
+    env_without_vela,
+    fallback_npu_model,
+    npu_profile,
+    tiny_npu_model,
+)
 
 from edgesparse.estimate import check_model, energy_and_battery, latency_coefficients
 from edgesparse.estimate.npu import LATENCY_BASIS, npu_estimate
@@ -141,10 +148,7 @@ _WITHOUT_VELA = textwrap.dedent("""
 
 def test_an_ethos_u_check_without_vela_is_exit_2_naming_the_extra(tmp_path: Path):
     """A child process where `ethosu` fails to import, as when edgesparse[npu] is not installed."""
-    shadow = tmp_path / "shadow" / "ethosu"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('ethos-u-vela is not installed here')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(REPO)])}
+    env = env_without_vela(tmp_path)
     done = subprocess.run([sys.executable, "-c", _WITHOUT_VELA.format(tests=str(REPO / "tests"))], env=env,
                           capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.startswith("MissingDependency 2 "), done.stdout + done.stderr

@@ -6,7 +6,6 @@ no training.
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support.npu import TEST_NPU
+from support.npu import TEST_NPU, env_without_vela
 
 from edgesparse.builddir import BASELINES, interpreter_model_name, load_report, read_interpreter_model
 from edgesparse.cli.commands import main
@@ -131,10 +130,7 @@ main()
 
 def test_an_ethos_u_build_without_vela_exits_2_naming_the_extra_before_training(npu_profile_arg, tmp_path):
     """A child process where `ethosu` fails to import, as when edgesparse[npu] is not installed."""
-    shadow = tmp_path / "shadow" / "ethosu"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('ethos-u-vela is not installed here')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(REPO)])}
+    env = env_without_vela(tmp_path)
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-c", _WITHOUT_VELA.format(profile=npu_profile_arg, out=str(out))],
                           env=env, capture_output=True, text=True, timeout=180)

@@ -3,7 +3,6 @@ configuration as Vela reads it, per-op placement with Vela's reasons, weight enc
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from support.npu import (
     TEST_NPU,
     compiled_fallback,
     compiled_tiny,
+    env_without_vela,
     fallback_npu_model,
     npu_profile,
     tiny_npu_model,
@@ -157,10 +157,7 @@ _WITHOUT_VELA = textwrap.dedent("""
 
 def test_without_vela_importable_compiling_names_the_extra(tmp_path):
     """A child process where `ethosu` is shadowed by a package that fails to import, as when the extra is absent."""
-    shadow = tmp_path / "shadow" / "ethosu"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('ethos-u-vela is not installed here')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(REPO)])}
+    env = env_without_vela(tmp_path)
     done = subprocess.run([sys.executable, "-c", _WITHOUT_VELA.format(tests=str(REPO / "tests"))], env=env,
                           capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.startswith("MissingDependency 2 "), done.stdout + done.stderr

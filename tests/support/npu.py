@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,12 @@ def compiled_fallback() -> VelaCompilation:
 def compiled_tiny(sparsity: float = 0.0) -> VelaCompilation:
     """One Vela compilation of `tiny_npu_model(sparsity=...)` for TEST_NPU per test session (cached)."""
     return compile_for_ethos_u(tiny_npu_model(sparsity=sparsity), TEST_NPU)
+
+
+def env_without_vela(tmp_path: Path) -> dict[str, str]:
+    """An environment for a child process in which `ethosu` fails to import, as when edgesparse[npu] is absent:
+    a shadow package first on PYTHONPATH, then the repository."""
+    shadow = tmp_path / "shadow" / "ethosu"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('ethos-u-vela is not installed here')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(Path(__file__).resolve().parents[2])])}
