@@ -99,24 +99,27 @@ def load_report(build_dir: Path) -> dict[str, Any]:
     return check_report_shape(document, str(path))
 
 
-def artifact_matches_report(report: dict[str, Any], artifact: bytes) -> bool:
-    """True when the artifact's sha256 is the one report.json records (or none is recorded)."""
-    recorded = ((report.get("files") or {}).get(ARTIFACT) or {}).get("sha256")
+def artifact_matches_report(report: dict[str, Any], artifact: bytes, name: str = ARTIFACT) -> bool:
+    """True when the file's sha256 is the one report.json records for `name` (or none is recorded)."""
+    recorded = ((report.get("files") or {}).get(name) or {}).get("sha256")
     return not recorded or recorded == hashlib.sha256(artifact).hexdigest()
 
 
-def read_verified_artifact(build_dir: Path, report: dict[str, Any]) -> bytes:
-    """The build's model.tflite, refused when it is not the file report.json describes."""
-    path = Path(build_dir) / ARTIFACT
+def read_verified_artifact(build_dir: Path, report: dict[str, Any], name: str = ARTIFACT) -> bytes:
+    """The build's model.tflite (or another file it records), refused when it is not the file report.json
+    describes."""
+    path = Path(build_dir) / name
     if not path.is_file():
-        raise ModelError(f"No {ARTIFACT} in the build directory", where=str(build_dir),
-                         expected=f"{ARTIFACT} and {REPORT_JSON} from `edgesparse build`", received=f"no {ARTIFACT}")
+        expected = (f"{ARTIFACT} and {REPORT_JSON} from `edgesparse build`" if name == ARTIFACT
+                    else f"the plain int8 model {REPORT_JSON} says the build verified")
+        raise ModelError(f"No {name} in the build directory", where=str(build_dir), expected=expected,
+                         received=f"no {name}", fix=None if name == ARTIFACT else "Rebuild with `edgesparse build`")
     data = path.read_bytes()
-    if not artifact_matches_report(report, data):
-        recorded = report["files"][ARTIFACT]["sha256"]
-        raise ModelError(f"{ARTIFACT} is not the file {REPORT_JSON} describes", where=str(path),
+    if not artifact_matches_report(report, data, name):
+        recorded = report["files"][name]["sha256"]
+        raise ModelError(f"{name} is not the file {REPORT_JSON} describes", where=str(path),
                          expected=f"sha256 {recorded}", received=f"sha256 {hashlib.sha256(data).hexdigest()}",
-                         fix="Rebuild with `edgesparse build`, or restore the original model.tflite")
+                         fix=f"Rebuild with `edgesparse build`, or restore the original {name}")
     return data
 
 
@@ -138,20 +141,7 @@ def interpreter_model_name(report: dict[str, Any]) -> str:
 def read_interpreter_model(build_dir: Path, report: dict[str, Any]) -> tuple[str, bytes]:
     """(name, bytes) of `interpreter_model_name`, refused when it is missing or not the file report.json records."""
     name = interpreter_model_name(report)
-    if name == ARTIFACT:
-        return name, read_verified_artifact(build_dir, report)
-    path = Path(build_dir) / name
-    if not path.is_file():
-        raise ModelError(f"No {name} in the build directory", where=str(build_dir),
-                         expected=f"the plain int8 model {REPORT_JSON} says the build verified",
-                         received=f"no {name}", fix="Rebuild with `edgesparse build`")
-    data = path.read_bytes()
-    recorded = ((report.get("files") or {}).get(name) or {}).get("sha256")
-    if recorded and recorded != hashlib.sha256(data).hexdigest():
-        raise ModelError(f"{name} is not the file {REPORT_JSON} describes", where=str(path),
-                         expected=f"sha256 {recorded}", received=f"sha256 {hashlib.sha256(data).hexdigest()}",
-                         fix=f"Rebuild with `edgesparse build`, or restore the original {name}")
-    return name, data
+    return name, read_verified_artifact(build_dir, report, name)
 
 
 def is_build_dir(path: Path) -> bool:

@@ -199,7 +199,7 @@ class SweepProgress(BuildProgress):
             p.update(self._remote[fields["key"]],
                      info=escape(f"on {fields['worker']} (moved: {fields['previous_worker']} died)"))
         elif event == "cluster_ready":
-            p.console.print(escape(f"  Dask scheduler {fields['scheduler']}: {len(fields['workers'])} worker(s)"))
+            p.console.print(escape(f"  {plain_line(event, fields)}"))
         elif event == "point_begin":
             label = f"  {fields['sparsity']:g}/{fields['quantize']} for {fields['profile']}"
             self._stage = p.add_task(escape(label), total=None, info="")

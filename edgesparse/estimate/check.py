@@ -252,9 +252,7 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Profile | str,
                              latency_basis=latency.basis)
     flash = estimate_flash(graph, prof, model_size=len(data))
     ram = estimate_ram(graph, prof, model_bytes=data, decode=decode)
-    values = {"flash_bytes": flash.total_bytes, "ram_bytes": ram.total_bytes, "latency_ms": latency.latency_ms,
-              "energy_mj": energy.energy_mj, "battery_hours": energy.battery_hours,
-              "battery_days": energy.battery_days}
+    values = _values(flash, ram, latency, energy)
     budgets = _check_budgets(prof, values)
     warnings = list(latency.warnings) + _unknown_warning(budgets)
     if prof.runtime == "tflm" and any(op_type(op) == "DENSIFY" for op in graph.ops):

@@ -63,12 +63,9 @@ from typing import Any
 from edgesparse import __version__, builddir
 from edgesparse._types import QUANTIZE_MODES, Progress, no_progress
 from edgesparse.errors import (
-    ConversionError,
     DataError,
     EdgesparseError,
     OutputExistsError,
-    PruningError,
-    VerificationError,
 )
 from edgesparse.estimate import check_model
 from edgesparse.fsutil import atomic_write_bytes, atomic_write_text, check_writable_location, staged_output_dir
@@ -417,7 +414,7 @@ def _build_here(plan: _Plan, job: dict, fields: dict, progress: Progress) -> int
     _remove_incomplete_point(job["dir"], plan.points_dir)
     try:
         result = pipeline_build.build(_point_options(plan, job), progress=progress, prepared=prepared)
-    except (ConversionError, PruningError, VerificationError) as exc:  # this point only: record, go on
+    except sweep_dask.POINT_ERRORS as exc:  # this point only: record, go on (the same classes on a Dask worker)
         _record_failure(job, exc, fields, progress)
         return 0
     _record_built(plan, job, result.report, round(time.perf_counter() - t0, 3), fields, progress)

@@ -75,7 +75,7 @@ POLL_SECONDS = 0.5                 # how often the driver asks the scheduler whi
 # again this many times before it fails: a point is idempotent, and its inputs are scattered again with it.
 RESUBMITS = 2
 # A build error about this point only: recorded as a failed point, the sweep goes on (as sweep.py does locally).
-POINT_ERRORS = ("ConversionError", "PruningError", "VerificationError")
+POINT_ERRORS = (errors.ConversionError, errors.PruningError, errors.VerificationError)
 _INSTALL_HINT = "Install it with: pip install 'edgesparse[distributed]'"
 
 
@@ -450,7 +450,7 @@ def _outcome(distributed: Any, future: Any, task: PointTask, worker: str | None)
     worker = value.get("worker", worker)
     if "error" in value:
         error = _rebuilt_error(value["error"], worker)
-        return PointOutcome(task, worker, error=error, fatal=value["error"]["class"] not in POINT_ERRORS,
+        return PointOutcome(task, worker, error=error, fatal=not isinstance(error, POINT_ERRORS),
                             details={k: value[k] for k in ("pid", "threads")})
     return PointOutcome(task, worker, files=value["files"], report=value["report"], seconds=value["seconds"],
                         details={k: value[k] for k in ("pid", "threads", "unpack_seconds", "build_seconds")})
