@@ -18,7 +18,7 @@ from types import ModuleType
 from edgesparse.errors import MissingDependency
 from edgesparse.runtime.capture import captured_stderr
 
-__all__ = ["import_tf", "import_tfmot", "prepare_process"]
+__all__ = ["import_tf", "import_tfmot", "keras_layer_classes", "prepare_process"]
 
 _INSTALL_HINT = "Install the build half: pip install 'edgesparse[build]'"
 
@@ -40,6 +40,13 @@ def import_tf() -> tuple[ModuleType, ModuleType]:
         ) from None
     tf.get_logger().setLevel("ERROR")
     return tf, tf_keras
+
+
+def keras_layer_classes(names: tuple[str, ...]) -> tuple[type, ...]:
+    """The tf_keras layer classes named (those this tf_keras version has): for isinstance checks by name, so
+    tables of layer kinds stay plain strings the docs and reports can show."""
+    _, keras = import_tf()
+    return tuple(c for c in (getattr(keras.layers, n, None) for n in names) if c is not None)
 
 
 def import_tfmot() -> ModuleType:

@@ -8,6 +8,7 @@ import pytest
 from edgesparse.errors import PruningError
 from edgesparse.estimate.speed import layer_speed
 from edgesparse.pipeline.prune import ScheduleOptions, plan_policy
+from edgesparse.pipeline.prune.policy import DEPTHWISE_SHARE, MAX_ALLOCATED
 from edgesparse.profiles.profile import load_profile
 
 
@@ -150,8 +151,49 @@ def test_which_profiles_prune_depthwise_kernels(profile, optimize, prunes, says)
     dw = {p.name: p for p in plan_policy(dw_cnn(), prof, ScheduleOptions(), quantize="int8", optimize=optimize,
                                          min_params=0, min_share=0)}["dw"]
     assert (dw.prune, dw.pattern) == ((True, "element-wise") if prunes else (False, "dense"))
-    assert dw.target_sparsity == (0.8 if prunes else 0.0) and dw.params == 9 * 64
+    assert dw.target_sparsity == pytest.approx(0.8 * DEPTHWISE_SHARE if prunes else 0.0) and dw.params == 9 * 64
     assert says in dw.reason
+
+
+@pytest.mark.parametrize("profile", ["npu", "rpi4"])
+def test_a_pruned_depthwise_kernel_gets_a_share_of_the_target_and_the_rest_carry_it(profile):
+    """dw at DEPTHWISE_SHARE x 0.8; conv and pw raised so the pruned weights are still 0.8 zeros (the encoded size
+    follows the model's zeros); the reasons give both targets."""
+    from support.npu import npu_profile
+
+    prof = npu_profile() if profile == "npu" else load_profile(profile)
+    policies = {p.name: p for p in plan_policy(dw_cnn(), prof, ScheduleOptions(), quantize="int8", optimize="size",
+                                               min_params=0, min_share=0)}
+    pruned = [p for p in policies.values() if p.prune]
+    assert {p.name for p in pruned} == {"conv", "dw", "pw"}
+    mean = sum(p.target_sparsity * p.params for p in pruned) / sum(p.params for p in pruned)
+    assert mean == pytest.approx(0.8)
+    dw, raised = policies["dw"].target_sparsity, policies["pw"].target_sparsity
+    assert dw == pytest.approx(0.8 * DEPTHWISE_SHARE)
+    assert policies["conv"].target_sparsity == raised == pytest.approx((0.8 * 4928 - dw * 576) / 4352)
+    assert f"target {dw:.3g}" in policies["dw"].reason and f"target {raised:.3g}" in policies["pw"].reason
+
+
+def test_allocation_leaves_targets_alone_where_it_cannot_move_zeros():
+    """Only depthwise kernels pruned, 2:4 (every layer exactly 2 of 4), or a rest that would pass MAX_ALLOCATED:
+    every pruned layer keeps the model's target."""
+    from support.npu import npu_profile
+
+    def targets(model, schedule=None, **kw):
+        schedule = schedule or ScheduleOptions()
+        return {p.name: p.target_sparsity for p in plan_policy(model, npu_profile(), schedule, quantize="int8",
+                                                                min_params=0, min_share=0, **kw) if p.prune}
+
+    assert targets(dw_cnn(), skip_layers=["conv", "pw"]) == {"dw": 0.8}
+    k = keras()
+    inp = k.Input((8, 8, 64))
+    x = k.layers.DepthwiseConv2D(3, padding="same", name="dw")(inp)          # 576 weights
+    x = k.layers.Conv2D(8, 1, name="pw")(x)                                  # 512 weights
+    x = k.layers.GlobalAveragePooling2D()(x)
+    small_rest = k.Model(inp, k.layers.Dense(4, name="head")(x))
+    assert (0.8 * 1088 - 0.8 * DEPTHWISE_SHARE * 576) / 512 >= MAX_ALLOCATED
+    assert targets(small_rest) == {"dw": 0.8, "pw": 0.8}
+    assert set(targets(dw_cnn(), ScheduleOptions(structured=(2, 4), final_sparsity=0.5)).values()) <= {0.5}
 
 
 def test_depthwise_kernels_keep_the_min_params_and_share_rules():

@@ -17,6 +17,7 @@ from edgesparse.pipeline.prune import (
     prune_and_finetune,
     restore_plain_layers,
 )
+from edgesparse.pipeline.prune.policy import DEPTHWISE_SHARE
 from edgesparse.tflite.graph import load_graph
 
 
@@ -47,13 +48,19 @@ def pruned():
     return model, data, prune_and_finetune(model, data, policies, ScheduleOptions(), epochs=2, batch_size=16)
 
 
-def test_the_depthwise_kernel_reaches_the_target(pruned):
+def test_the_depthwise_kernel_reaches_its_own_target_and_the_model_its_target(pruned):
+    """dw at DEPTHWISE_SHARE of 0.8 on its own schedule, conv raised (policy.allocate_targets): each layer measured at
+    its target, and the pruned weights 0.8 zeros overall."""
     model, _, result = pruned
     layers = {layer.name: layer for layer in result.layers}
     assert layers["dw"].pruned and layers["dw"].params == 3 * 3 * 16
-    assert layers["dw"].achieved == pytest.approx(0.8, abs=0.01)
+    assert layers["dw"].target == pytest.approx(0.8 * DEPTHWISE_SHARE)
+    assert layers["conv"].target == pytest.approx((0.8 * 720 - 0.8 * DEPTHWISE_SHARE * 144) / 576)
+    for name in ("dw", "conv"):
+        assert layers[name].achieved == pytest.approx(layers[name].target, abs=0.01)
     kernel = result.model.get_layer("dw").depthwise_kernel.numpy()
-    assert np.mean(kernel == 0) == pytest.approx(0.8, abs=0.01)
+    assert np.mean(kernel == 0) == pytest.approx(0.8 * DEPTHWISE_SHARE, abs=0.01)
+    assert result.overall_sparsity == pytest.approx(0.8, abs=0.01)
     assert np.count_nonzero(model.get_layer("dw").depthwise_kernel.numpy() == 0) == 0  # the caller's model untouched
 
 

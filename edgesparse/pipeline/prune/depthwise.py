@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgesparse.pipeline.tf_env import import_tf, import_tfmot
+from edgesparse.pipeline.tf_env import import_tf, import_tfmot, keras_layer_classes
 
 __all__ = [
     "DEPTHWISE_LAYERS",
@@ -36,14 +36,9 @@ DEPTHWISE_LAYERS = ("DepthwiseConv1D", "DepthwiseConv2D")
 _STAND_INS: dict[type, type] = {}   # plain class -> its prunable stand-in
 
 
-def _plain_classes(keras: Any) -> tuple[type, ...]:
-    return tuple(c for c in (getattr(keras.layers, n, None) for n in DEPTHWISE_LAYERS) if c is not None)
-
-
 def is_plain_depthwise(layer: Any) -> bool:
     """True for a layer of exactly a tf_keras depthwise class (a user's subclass keeps its own rules)."""
-    _, keras = import_tf()
-    return type(layer) in _plain_classes(keras)
+    return type(layer) in keras_layer_classes(DEPTHWISE_LAYERS)
 
 
 def _stand_in(plain: type) -> type:

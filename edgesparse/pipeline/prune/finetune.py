@@ -120,8 +120,9 @@ def classifier_loss_and_metric(model: Any, num_classes: int, keras: Any) -> tupl
                        fix="Fine-tuning needs a classifier whose output size is num_classes")
 
 
-def _clone_with_pruning(model, policies: Sequence[LayerPolicy], tf_schedule, keras, tfmot):
-    """A fresh copy of `model` (the caller's stays untouched) with pruned layers wrapped."""
+def _clone_with_pruning(model, policies: Sequence[LayerPolicy], resolved: ResolvedSchedule, keras, tfmot):
+    """A fresh copy of `model` (the caller's stays untouched) with pruned layers wrapped, each on the schedule's
+    steps towards its own target (`policy.allocate_targets`)."""
     by_name = {p.name: p for p in policies}
     fresh: dict[str, Any] = {}
 
@@ -135,7 +136,7 @@ def _clone_with_pruning(model, policies: Sequence[LayerPolicy], tf_schedule, ker
         if not wrap:
             return new
         return tfmot.sparsity.keras.prune_low_magnitude(
-            new, pruning_schedule=tf_schedule, block_size=policy.block_size,
+            new, pruning_schedule=resolved.to_tfmot(policy.target_sparsity), block_size=policy.block_size,
             sparsity_m_by_n=policy.m_by_n)
 
     try:
@@ -280,7 +281,7 @@ def prune_and_finetune(model, dataset, policies: Sequence[LayerPolicy], schedule
     # TFMOT's wrappers, masks and the optimizer's slots live in the strategy's scope; creating them broadcasts
     # their initial values, so a lost peer can surface here as well as in fit.
     with tf_distribute.cluster_failures(strategy), tf_distribute.scope(strategy):
-        pruned = _clone_with_pruning(model, policies, resolved.to_tfmot(), keras, tfmot)
+        pruned = _clone_with_pruning(model, policies, resolved, keras, tfmot)
         loss, metric = classifier_loss_and_metric(model, num_classes, keras)
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate or 1e-3)
         pruned.compile(optimizer=optimizer, loss=loss, metrics=[metric])
@@ -349,11 +350,15 @@ def _check_policies(model, policies: Sequence[LayerPolicy], resolved: ResolvedSc
                            expected="at least one layer to prune", received=reasons,
                            fix="Lower --min-params, pass --prune-output-layer, or shorten --skip-layers "
                                "(min_params, prune_output_layer, skip_layers in Python)")
-    wrong = [p.name for p in pruned
-             if p.m_by_n != resolved.structured or abs(p.target_sparsity - resolved.target) > 1e-9]
-    if wrong:
+    # Layers may have their own targets (policy.allocate_targets); the pruned weights' mean must be the schedule's.
+    params = sum(p.params for p in pruned) or 1
+    mean = sum(p.target_sparsity * p.params for p in pruned) / params
+    wrong = [p.name for p in pruned if p.m_by_n != resolved.structured or not 0.0 < p.target_sparsity < 1.0
+             or (resolved.structured and abs(p.target_sparsity - resolved.target) > 1e-9)]
+    if wrong or abs(mean - resolved.target) > 1e-6:
         raise PruningError("The pruning plan was made with a different schedule",
-                           where=", ".join(wrong),
-                           expected=f"target {resolved.target:g}, structured={resolved.structured}",
-                           received="other targets or patterns",
+                           where=", ".join(wrong) or model.name,
+                           expected=f"target {resolved.target:g} over the pruned weights, "
+                                    f"structured={resolved.structured}",
+                           received=f"other patterns, or targets whose weighted mean is {mean:.4g}",
                            fix="Call plan_policy with the same ScheduleOptions")

@@ -203,18 +203,20 @@ class ResolvedSchedule:
         p = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
         return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1 - p) ** self.power
 
-    def to_tfmot(self) -> Any:
-        """The tfmot.sparsity.keras PruningSchedule object."""
+    def to_tfmot(self, final_sparsity: float | None = None) -> Any:
+        """The tfmot.sparsity.keras PruningSchedule object; `final_sparsity` gives one layer its own target on the
+        same steps (the initial sparsity is capped at it)."""
         tfmot = import_tfmot()
         sparsity = tfmot.sparsity.keras
         if self.structured:
             # Ignored by TFMOT for m_by_n (mask set at step 1), but the wrapper needs one.
             return sparsity.ConstantSparsity(self.target, begin_step=0, end_step=1, frequency=1)
+        final = self.final_sparsity if final_sparsity is None else final_sparsity
         if self.kind == "constant":
-            return sparsity.ConstantSparsity(self.final_sparsity, begin_step=self.begin_step,
+            return sparsity.ConstantSparsity(final, begin_step=self.begin_step,
                                              end_step=self.end_step, frequency=self.frequency)
         return sparsity.PolynomialDecay(
-            initial_sparsity=self.initial_sparsity, final_sparsity=self.final_sparsity,
+            initial_sparsity=min(self.initial_sparsity, final), final_sparsity=final,
             begin_step=self.begin_step, end_step=self.end_step, power=self.power,
             frequency=self.frequency)
 
