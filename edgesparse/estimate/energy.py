@@ -174,13 +174,9 @@ def estimate_energy(latency_ms: float | None, profile: Profile, *, rate: str | f
         rate = float(battery["inferences_per_hour"]) / 3600.0
     rate_per_s = parse_rate(rate) if rate is not None else None
 
-    def unsourced(key: str) -> bool:
-        text = str(profile.source(key) or "").strip().lower()
-        return not text or text.startswith("assumption")
-
     notes: list[str] = []
     basis = latency_basis
-    assumed = [key for key in active_keys if unsourced(key)]
+    assumed = [key for key in active_keys if profile.is_assumption(key)]
     if active is None:
         notes.append("the profile gives no [power] active_mw: no energy estimate")
         basis = "none"
@@ -188,9 +184,10 @@ def estimate_energy(latency_ms: float | None, profile: Profile, *, rate: str | f
         notes.append(" and ".join(f"[{k.split('.')[0]}] {k.split('.', 1)[1]}" for k in assumed)
                      + (" are assumptions" if len(assumed) > 1 else " is an assumption") + " (no measured source)")
         basis = "assumption"
-    if sleep_mw is None and sleep is not None and unsourced(f"power.{rest_key}"):
+    if sleep_mw is None and sleep is not None and profile.is_assumption(f"power.{rest_key}"):
         notes.append(f"[power] {rest_key} (power between inferences) is an assumption")
-    if rate_per_s is not None and battery_mah is None and mah is not None and unsourced("battery.capacity_mah"):
+    if (rate_per_s is not None and battery_mah is None and mah is not None
+            and profile.is_assumption("battery.capacity_mah")):
         notes.append(f"battery capacity {mah:g} mAh is the profile's assumed battery; pass --battery-mah for yours")
     if rate_per_s is not None and sleep is None:
         notes.append("no sleep power: the device is assumed to draw nothing between inferences")

@@ -554,7 +554,7 @@ def estimate_flash(graph: Any, profile: Profile, *, model_size: int | None = Non
         notes.append("the profile gives no [runtime] code_bytes: runtime code not counted")
         return FlashEstimate(size, size, 0, "artifact only", "artifact size", notes)
     src = str(profile.sources.get("runtime.code_bytes", ""))
-    basis = "assumption" if (not src or src.strip().lower().startswith("assumption")) else "sourced"
+    basis = "assumption" if profile.is_assumption("runtime.code_bytes") else "sourced"
     if basis == "assumption":
         notes.append("runtime code_bytes is an assumption: " + (src or "no source"))
     return FlashEstimate(size + code + extra, size, code + extra, basis,

@@ -262,9 +262,16 @@ class Profile:
             return "fitted: " + self.raw[table]["fit_source"]
         return None
 
+    def is_assumption(self, dotted: str) -> bool:
+        """Whether a value rests on an assumption: its source (see `source`) is missing or starts with
+        'assumption'. One rule, so the estimates' bases, their notes and `assumptions()` agree on what is
+        measured and what is assumed."""
+        text = str(self.source(dotted) or "").strip().lower()
+        return not text or text.startswith("assumption")
+
     def assumptions(self) -> list[str]:
         """Keys whose source starts with 'assumption', so reports can say so."""
-        return sorted(k for k, v in self.sources.items() if str(v).strip().lower().startswith("assumption"))
+        return sorted(k for k in self.sources if self.is_assumption(k))
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """(dotted key, value) for every value in the profile, in schema order."""

@@ -155,6 +155,10 @@ def test_assumptions_are_listed_and_sources_resolve():
     assert "power.active_mw" not in p.assumptions()
     assert "published_power.csv" in p.source("power.active_mw")
     assert p.source("device.board") is None
+    # one rule for "assumed": a source saying so, or none at all
+    assert p.is_assumption("budget.ram_bytes") and not p.is_assumption("power.active_mw")
+    assert p.is_assumption("device.board")
+    assert [k for k in p.sources if p.is_assumption(k)] == [k for k in p.sources if k in p.assumptions()]
 
 
 @pytest.mark.parametrize("name", available_profiles())
