@@ -23,7 +23,7 @@ from edgesparse.profiles.profile import Profile
 from edgesparse.profiles.schema import SCHEMA
 from edgesparse.report import format as fmt
 from edgesparse.report.compression import compression_summary
-from edgesparse.report.document import npu_rows as npu_summary_rows
+from edgesparse.report.npu import npu_view
 from edgesparse.report.speed import speed_summary
 
 __all__ = [
@@ -141,15 +141,56 @@ def speed_rows(section: Any) -> list[tuple[str, str]]:
 
 
 def npu_rows(section: Any) -> list[tuple[str, str]]:
-    """An Ethos-U section's lines (report.document.npu_rows) as markup: escaped, an assumed basis and what
-    was not verified or cannot be known in yellow; [] without a section."""
+    """An Ethos-U section's lines (the build summary's and `check`'s) as markup: escaped, an assumed basis and
+    what was not verified or cannot be known in yellow; [] without a section."""
     rows = []
-    for label, value in npu_summary_rows(section):
+    for label, value in _npu_text_rows(section):
         text = escape(value)
         if label.startswith(("NPU not verified", "not known")) or (
                 "basis " in value and is_assumption(value.rsplit("basis ", 1)[1])):
             text = f"[yellow]{text}[/]"
         rows.append((escape(label), text))
+    return rows
+
+
+def _npu_text_rows(section: Any) -> list[tuple[str, str]]:
+    """An npu section's lines as plain text (read through report.npu): placement, Vela's figures, dense against
+    the artifact when the dense baseline was compiled too, and what was not verified; [] without a section."""
+    n = npu_view(section)
+    if n is None:
+        return []
+    if n["compiled_file"]:
+        return [("NPU (compiled file)", f"{fmt.integer(n['npu_ops'])} ethos-u op(s); CPU ops: "
+                                        f"{', '.join(n['cpu_op_names']) or 'none'}"),
+                ("NPU flash in the file", f"{fmt.byte_count(n['vela_flash_bytes'])} (command stream "
+                                          f"{fmt.byte_count(n['command_stream_bytes'])})"),
+                ("arena Vela asked for", fmt.byte_count(n["arena_bytes"])),
+                ("not known from the file", n["not_estimated"] or fmt.UNKNOWN)]
+    rows = [("NPU", f"{n['accelerator'] or fmt.UNKNOWN} @ {fmt.number(n['npu_clock_mhz'], 4, 'MHz')}: "
+                    f"{fmt.integer(n['npu_ops'])} op(s) on the NPU, {fmt.integer(n['cpu_ops'])} on the CPU")]
+    rows += [("  CPU fallback", f"op {op['index']} {op['op_type']}: {op['reason'] or 'no reason given'}")
+             for op in n["cpu_op_rows"]]
+    rows += [
+        ("NPU latency", f"{fmt.quantity(n['latency_ms'], 'ms')} (NPU {fmt.quantity(n['npu_ms'], 'ms')}, "
+                        f"{fmt.integer(n['total_cycles'])} cycles; CPU {fmt.quantity(n['cpu_ms'], 'ms')}); "
+                        f"basis {n['latency_basis']}"),
+        ("NPU energy / inference", f"{fmt.quantity(n['energy_mj'], 'mJ')}; battery {fmt.hours(n['battery_hours'])}"
+                                   f"; basis {n['energy_basis']}"),
+        ("encoded weights (Vela)", f"{fmt.byte_count(n['encoded_weight_bytes'])} from "
+                                   f"{fmt.byte_count(n['raw_weight_bytes'])} raw int8 "
+                                   f"({fmt.ratio(n['weight_compression'])})"),
+        ("SRAM / flash (Vela)", f"{fmt.byte_count(n['sram_bytes'])} of {fmt.byte_count(n['sram_limit_bytes'])} / "
+                                f"{fmt.byte_count(n['vela_flash_bytes'])}"),
+    ]
+    for row in n["comparison"] or []:
+        if row["key"] in ("encoded_weight_bytes", "total_cycles", "latency_ms"):
+            unit = row["unit"]
+            shown = [fmt.byte_count(v) if unit == "B" else fmt.integer(v) if unit == "cycles" else
+                     fmt.quantity(v, unit) for v in (row["dense"], row["artifact"])]
+            rows.append((f"dense -> artifact: {row['label']}",
+                         f"{shown[0]} -> {shown[1]} ({fmt.ratio(row['ratio'])} dense / artifact)"))
+    if n["not_verified"]:
+        rows.append(("NPU not verified", n["not_verified"]))
     return rows
 
 

@@ -241,7 +241,7 @@ def check_model(model_bytes_or_path: bytes | str | Path, profile: Profile | str,
     if is_ethos_u_model(graph):
         return _check_compiled(graph, data, path, prof, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
     if prof.npu is not None:
-        return _check_npu(data, path, prof, compilation, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
+        return _check_npu(graph, path, prof, compilation, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
     if compilation is not None:
         raise ValueError(f"a Vela compilation was given for {prof.name}, which has no [npu] table")
     decode = decode_work(graph)  # validates every DECODE's ancillary data: ModelError before any estimate
@@ -293,15 +293,15 @@ def _values(flash: FlashEstimate, ram: RamEstimate, latency: LatencyEstimate,
             "energy_mj": energy.energy_mj, "battery_hours": energy.battery_hours, "battery_days": energy.battery_days}
 
 
-def _check_npu(data: bytes, path: str | None, prof: Profile, compilation: VelaCompilation | None, *,
+def _check_npu(graph: Graph, path: str | None, prof: Profile, compilation: VelaCompilation | None, *,
                rate: str | float | None, battery_mah: float | None, sleep_mw: float | None) -> CheckResult:
     """A plain int8 model on an Ethos-U profile: Vela compiles it (unless given), estimate.npu prices it."""
     assert prof.npu is not None
-    compiled = compilation if compilation is not None else compile_for_ethos_u(data, prof.npu)
-    est = npu_estimate(compiled, prof, int8_model=data, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
+    compiled = compilation if compilation is not None else compile_for_ethos_u(graph.data, prof.npu)
+    est = npu_estimate(compiled, prof, int8_model=graph, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
     budgets = _check_budgets(prof, _values(est.flash, est.ram, est.latency, est.energy))
     budgets.append(_npu_sram_budget(prof.npu, compiled.sram_bytes))
-    warnings = list(est.warnings) + [f"Vela: {w}" for w in compiled.warnings] + _unknown_warning(budgets)
+    warnings = list(est.warnings) + est.vela_warnings + _unknown_warning(budgets)
     assumptions = list(est.notes) + _estimate_notes(est.flash, est.ram, est.energy)
     return CheckResult(profile=prof.name, profile_path=str(prof.path), profile_sha256=prof.sha256,
                        runtime=prof.runtime_name, model=path, model_size=len(compiled.model), flash=est.flash,

@@ -25,6 +25,7 @@ from edgesparse.errors import ProfileError
 from edgesparse.estimate.energy import EnergyEstimate, estimate_energy
 from edgesparse.estimate.latency import (
     CoefficientUse,
+    LatencyCoefficients,
     LatencyEstimate,
     OpLatency,
     latency_coefficients,
@@ -36,7 +37,7 @@ from edgesparse.profiles import Profile
 from edgesparse.profiles.profile import NpuConfig
 from edgesparse.runtime.vela import LATENCY_BASIS, NpuOp, VelaCompilation
 from edgesparse.tflite.ethos_u import ethos_u_ops
-from edgesparse.tflite.graph import Graph, load_graph
+from edgesparse.tflite.graph import Graph
 
 __all__ = ["ETHOS_U_KERNEL", "LATENCY_BASIS", "NpuEstimate", "driver_code_notes", "npu_estimate"]
 
@@ -49,24 +50,43 @@ ETHOS_U_KERNEL = "ETHOS-U"
 class NpuEstimate:
     """One model on one Ethos-U profile: Vela's figures priced for the device, with what each rests on."""
 
-    accelerator: str
     memory_mode: str
-    npu_clock_mhz: float
+    npu_clock_mhz: float          # [npu] clock_mhz: the clock Vela's cycles are priced at
     cpu_clock_mhz: float | None
-    npu_cycles: int               # Vela: the NPU's compute cycles
-    total_cycles: int             # Vela: compute and memory access overlapped (what the latency uses)
     npu_ms: float                 # total_cycles at the NPU clock
     cpu_ms: float | None          # CPU-fallback ops + CPU overheads (estimate.latency); None: cannot be priced
     latency: LatencyEstimate
     energy: EnergyEstimate
     flash: FlashEstimate
     ram: RamEstimate
-    placement: tuple[NpuOp, ...]
     sram_limit_bytes: int         # [npu] sram_bytes: what Vela's SRAM use is checked against
     int8_model_bytes: int | None
-    compilation: VelaCompilation = field(repr=False)
+    compilation: VelaCompilation = field(repr=False)   # Vela's own figures: read through it, not copied here
     notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # unpriced CPU ops and the CPU fallback
+
+    @property
+    def accelerator(self) -> str:
+        return self.compilation.accelerator
+
+    @property
+    def npu_cycles(self) -> int:
+        """Vela: the NPU's compute cycles."""
+        return self.compilation.npu_cycles
+
+    @property
+    def total_cycles(self) -> int:
+        """Vela: compute and memory access overlapped (what the latency uses)."""
+        return self.compilation.total_cycles
+
+    @property
+    def placement(self) -> tuple[NpuOp, ...]:
+        return self.compilation.ops
+
+    @property
+    def vela_warnings(self) -> list[str]:
+        """Vela's own warnings as the check lists them (verbatim under "vela_warnings" in `to_dict`)."""
+        return [f"Vela: {w}" for w in self.compilation.warnings]
 
     @property
     def latency_ms(self) -> float | None:
@@ -109,11 +129,6 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _unsourced(profile: Profile, key: str) -> bool:
-    text = str(profile.source(key) or "").strip().lower()
-    return not text or text.startswith("assumption")
-
-
 def _require_npu(profile: Profile) -> NpuConfig:
     if profile.npu is None:
         raise ProfileError("Not an Ethos-U profile", where=profile.name,
@@ -134,10 +149,10 @@ class _CpuSide:
     notes: list[str]
 
 
-def _cpu_side(compilation: VelaCompilation, profile: Profile, int8: Graph | None, custom_ops: int) -> _CpuSide:
+def _cpu_side(compilation: VelaCompilation, profile: Profile, coefs: LatencyCoefficients | None, int8: Graph | None,
+              custom_ops: int) -> _CpuSide:
     """Price the ops Vela left to the CPU (by their index in the int8 model) and the CPU overheads."""
     cpu_index = {op.index for op in compilation.cpu_ops}
-    coefs = latency_coefficients(profile)
     if coefs is None or not coefs.macs_per_cycle:
         if cpu_index:
             return _CpuSide(None, [], [], "none", [f"{profile.name} has no [latency] coefficients: the "
@@ -198,7 +213,7 @@ def _latency(compilation: VelaCompilation, profile: Profile, npu: NpuConfig, int
     def share(us: float) -> float:
         return us / total_us if total_us else 0.0
 
-    clock_assumed = _unsourced(profile, "npu.clock_mhz")
+    clock_assumed = profile.is_assumption("npu.clock_mhz")
     source = (f"Vela {compilation.vela_version}: {compilation.total_cycles:,} cycles ({compilation.accelerator}) at "
               f"the profile's {npu.clock_mhz:g} MHz NPU clock" + (" (an assumption)" if clock_assumed else ""))
     uses = [CoefficientUse("vela.cycles_total", LATENCY_BASIS, source, npu_us, share(npu_us))]
@@ -273,20 +288,20 @@ def driver_code_notes(profile: Profile) -> list[str]:
             f"kernel_code_bytes \"{ETHOS_U_KERNEL}\" and its code_bytes source does not name them"]
 
 
-def npu_estimate(compilation: VelaCompilation, profile: Profile, *, int8_model: bytes | None,
+def npu_estimate(compilation: VelaCompilation, profile: Profile, *, int8_model: Graph | None,
                  rate: str | float | None = None, battery_mah: float | None = None,
                  sleep_mw: float | None = None) -> NpuEstimate:
     """Vela's compilation of a model priced on an Ethos-U profile: latency, energy, battery, flash, RAM.
 
-    `int8_model` is the plain int8 file Vela compiled: it prices the ops Vela left to the CPU (by their
-    index); without it a model with CPU ops gets no latency (None), never a guess.
+    `int8_model` is the plain int8 file Vela compiled, parsed (callers have it parsed already): it prices the
+    ops Vela left to the CPU (by their index); without it a model with CPU ops gets no latency (None), never a
+    guess. The compiled file is read from `compilation.graph`, parsed once when Vela wrote it.
     """
     npu = _require_npu(profile)
-    compiled = load_graph(compilation.model)
-    int8 = load_graph(int8_model) if int8_model is not None else None
-    custom_ops = len(ethos_u_ops(compiled))
-    cpu = _cpu_side(compilation, profile, int8, custom_ops)
-    latency = _latency(compilation, profile, npu, int8, cpu)
+    compiled = compilation.graph
+    coefs = latency_coefficients(profile)
+    cpu = _cpu_side(compilation, profile, coefs, int8_model, len(ethos_u_ops(compiled)))
+    latency = _latency(compilation, profile, npu, int8_model, cpu)
     npu_ms = compilation.latency_ms(npu.clock_mhz)
     cpu_ms = None if cpu.us is None else cpu.us / 1000.0
     energy = _energy(profile, npu, npu_ms, cpu_ms, latency, rate=rate, battery_mah=battery_mah, sleep_mw=sleep_mw)
@@ -296,17 +311,15 @@ def npu_estimate(compilation: VelaCompilation, profile: Profile, *, int8_model: 
     ram.notes.append(f"the arena holds Vela's scratch area ({compilation.arena_bytes:,} B, SRAM used "
                      f"{compilation.sram_bytes:,} B) at the offsets Vela planned, with the CPU ops' tensors")
     notes = [f"latency: {LATENCY_BASIS}: Vela's cycle estimate, not measured on the device", *cpu.notes]
-    if _unsourced(profile, "npu.clock_mhz"):
+    if profile.is_assumption("npu.clock_mhz"):
         notes.append("latency: the NPU clock ([npu] clock_mhz) is an assumption")
     warnings = list(latency.warnings)
     if compilation.cpu_ops:
         warnings.append(f"{len(compilation.cpu_ops)} op(s) fall back to the CPU: " + "; ".join(
             f"op {op.index} {op.op_type} ({op.reason or 'no reason given'})" for op in compilation.cpu_ops))
-    coefs = latency_coefficients(profile)
     return NpuEstimate(
-        accelerator=compilation.accelerator, memory_mode=npu.memory_mode, npu_clock_mhz=npu.clock_mhz,
-        cpu_clock_mhz=coefs.clock_mhz if coefs is not None else profile.clock_mhz,
-        npu_cycles=compilation.npu_cycles, total_cycles=compilation.total_cycles, npu_ms=npu_ms, cpu_ms=cpu_ms,
-        latency=latency, energy=energy, flash=flash, ram=ram, placement=compilation.ops,
-        sram_limit_bytes=npu.sram_bytes, int8_model_bytes=None if int8_model is None else len(int8_model),
+        memory_mode=npu.memory_mode, npu_clock_mhz=npu.clock_mhz,
+        cpu_clock_mhz=coefs.clock_mhz if coefs is not None else profile.clock_mhz, npu_ms=npu_ms, cpu_ms=cpu_ms,
+        latency=latency, energy=energy, flash=flash, ram=ram, sram_limit_bytes=npu.sram_bytes,
+        int8_model_bytes=None if int8_model is None else int8_model.file_bytes,
         compilation=compilation, notes=notes, warnings=warnings)

@@ -341,14 +341,13 @@ def build(options: BuildOptions, progress: Progress | None = None,
                                               runtime=profile.runtime, reference_predictions=pruned_top1)
     test_accuracy = _test_accuracy(prepared, conversion.artifact, keras_model, profile, options.batch_size)
     npu = _compile_npu(conversion, profile, stages)
-    check, npu_section = _estimate(conversion, npu, profile, verification.interpreter, stages)
+    check, npu_estimates = _estimate(conversion, npu, profile, verification.interpreter, stages)
     section = compression.section if compression is not None else None
     mcu_compress.add_estimate(section, check)
     speed = _speed(conversion, profile, stages) if npu is None else None   # the NPU's dense vs pruned: "npu"
     if npu is not None:
         conversion = dataclasses.replace(conversion, artifact=npu.model,
                                          notes=[*conversion.notes, npu_compile.note(npu, profile)])
-        warnings += npu.warnings
 
     drop_points = round((prepared.dense_accuracy - verification.accuracy) * 100.0, 3)
     failures = artifact_failures(agreement=verification.agreement, outputs=verification.predictions,
@@ -361,20 +360,22 @@ def build(options: BuildOptions, progress: Progress | None = None,
         accuracies={"dense_float": prepared.dense_accuracy, "pruned_keras": acc_pruned, "test": test_accuracy,
                     "clustered_keras": clustered.accuracy_after if clustered is not None else None},
         drop_points=drop_points, check=check, failures=failures, timings=stages.timings, compression=section,
-        channels=channels.as_dict() if channels is not None else None)
+        channels=channels.as_dict() if channels is not None else None,
+        npu=None if npu_estimates is None else dict(npu_estimates.section, cluster=_cluster_summary(clustered)))
     document["warnings"] = warnings
     document["speed"] = speed
     document["distribute"] = None if strategy is None else {"strategy": strategy.describe(),
                                                              "replicas": pruned.replicas}
-    if npu is not None:
-        document["npu"] = dict(npu_section, cluster=_cluster_summary(clustered))  # no compression section here
+    if npu is not None:   # its "npu" section holds the clustering summary (there is no compression section)
         document["verification"].update(npu_compile.verification_scope(verification.interpreter))
 
     with stages.run("write", f"Writing {out_dir}"):
         _publish(out_dir, options.force, conversion.artifact, _baselines(conversion, compression, npu), keras_model,
                  document, sample=_sample_npz(dataset), sample_count=min(SAMPLE_SIZE, dataset.n_val),
                  labels=class_names(dataset, prepared.model_info["num_classes"]))
-    return BuildResult(out_dir=out_dir, report=document, failures=failures, warnings=warnings)
+    # The CPU fallback and Vela's warnings are printed with the build's, but kept once in report.json (check.warnings).
+    shown = warnings + (npu_estimates.warnings if npu_estimates is not None else [])
+    return BuildResult(out_dir=out_dir, report=document, failures=failures, warnings=shown)
 
 
 def _checked_options(options: BuildOptions, profile: Profile) -> tuple[BuildOptions, Path, prune.ScheduleOptions]:
@@ -435,17 +436,17 @@ def _compile_npu(conversion: convert.ConversionResult, profile: Profile,
         return None
     with stages.run("npu", f"Compiling for the {profile.npu.product} ({profile.npu.accelerator}) with Vela, "
                            "pruned and dense int8"):
-        return npu_compile.compile_for_profile(conversion.artifact, conversion.dense_int8, profile,
-                                               progress=stages.progress)
+        return npu_compile.compile_for_profile(conversion.artifact, conversion.dense_int8, profile)
 
 
 def _estimate(conversion: convert.ConversionResult, npu: npu_compile.NpuBuild | None, profile: Profile,
-              interpreter: str, stages: _Stages) -> tuple[dict[str, Any], dict[str, Any] | None]:
+              interpreter: str, stages: _Stages) -> tuple[dict[str, Any], npu_compile.NpuEstimates | None]:
     """report.json's "check" and, on an Ethos-U build, its "npu" section (the NPU estimate, dense vs pruned)."""
     with stages.run("estimate", f"Checking against the {profile.name} profile"):
         if npu is None:
             return check_model(conversion.artifact, profile).to_dict(), None
-        return npu_compile.estimate(npu, conversion.dense_int8, profile, interpreter)
+        estimates = npu_compile.estimate(npu, conversion.dense_int8, profile, interpreter, stages.progress)
+        return estimates.check, estimates
 
 
 def _cluster(model: Any, dataset: Dataset, policies: list[prune.LayerPolicy], options: BuildOptions,

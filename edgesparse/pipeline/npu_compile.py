@@ -29,12 +29,15 @@ from typing import Any
 from edgesparse._types import Progress, no_progress
 from edgesparse.builddir import ARTIFACT, BASELINES
 from edgesparse.estimate import check_model
+from edgesparse.estimate.npu import npu_estimate
 from edgesparse.profiles.profile import Profile
+from edgesparse.report.npu import NOT_VERIFIED, npu_section
 from edgesparse.runtime.vela import VelaCompilation, compile_for_ethos_u, require_vela
+from edgesparse.tflite.graph import load_graph
 
 __all__ = [
-    "NPU_NOT_RUN",
     "NpuBuild",
+    "NpuEstimates",
     "compile_for_profile",
     "estimate",
     "note",
@@ -42,10 +45,6 @@ __all__ = [
     "verification_scope",
     "verified_text",
 ]
-
-#: What the build cannot verify on an Ethos-U profile, said once for the verify stage, report.json and the summary.
-NPU_NOT_RUN = (f"{ARTIFACT} is Vela's compilation for the NPU; its ethos-u command stream cannot run on this machine "
-               "(no Ethos-U here, and no simulator in TFLite Micro's Python wheel), so NPU execution is not verified")
 
 
 @dataclass
@@ -56,7 +55,15 @@ class NpuBuild:
     plain_int8: bytes = field(repr=False)   # baselines/pruned_int8.tflite: the int8 model TFLM verified
     compilation: VelaCompilation            # of plain_int8
     dense: VelaCompilation | None           # of the dense int8 baseline (None when the build has none)
-    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NpuEstimates:
+    """An Ethos-U build's report.json "check" and "npu", and what the user must hear about the compilation."""
+
+    check: dict[str, Any]
+    section: dict[str, Any]
+    warnings: list[str]     # the CPU fallback and Vela's warnings, worded by the estimate (check.warnings has them)
 
 
 def require_compiler(profile: Profile) -> str | None:
@@ -66,55 +73,51 @@ def require_compiler(profile: Profile) -> str | None:
     return require_vela()
 
 
-def compile_for_profile(plain_int8: bytes, dense_int8: bytes, profile: Profile,
-                        progress: Progress | None = None) -> NpuBuild:
+def compile_for_profile(plain_int8: bytes, dense_int8: bytes, profile: Profile) -> NpuBuild:
     """Vela compiles the verified int8 model and the dense int8 baseline for `profile`'s NPU.
 
-    Vela's warnings come back as build warnings (prefixed with which file they are about); a CPU fallback
-    is a warning too, naming the ops and Vela's reason, since each one runs on the Cortex-M instead.
+    What Vela said (its warnings, the ops it left to the CPU) is worded by the estimate (`estimate`), once.
     """
-    progress = progress or no_progress
     npu = profile.npu
     if npu is None:
         raise ValueError(f"{profile.name} has no [npu] table: compile_for_profile is for Ethos-U profiles")
     compilation = compile_for_ethos_u(plain_int8, npu)
     dense = compile_for_ethos_u(dense_int8, npu) if dense_int8 else None
-    warnings = [f"Vela ({npu.accelerator}, pruned int8): {w}" for w in compilation.warnings]
-    if compilation.cpu_ops:
-        fallbacks = "; ".join(f"op {op.index} {op.op_type}: {op.reason or 'no reason given'}"
-                              for op in compilation.cpu_ops)
-        warnings.append(f"{len(compilation.cpu_ops)} op(s) run on {profile.name}'s CPU, not on the "
-                        f"{npu.product}: {fallbacks}")
-    for warning in warnings:
-        progress("warning", {"message": warning})
-    return NpuBuild(model=compilation.model, plain_int8=plain_int8, compilation=compilation, dense=dense,
-                    warnings=warnings)
+    return NpuBuild(model=compilation.model, plain_int8=plain_int8, compilation=compilation, dense=dense)
 
 
 def verified_text(interpreter: str) -> str:
     """What the build did verify on an Ethos-U profile, and what it did not, in one sentence for report.json."""
     return (f"verified: {BASELINES['pruned_int8']} (the int8 model Vela compiled, before compilation) in "
             f"{interpreter}: accuracy, top-1 agreement with the pruned Keras model and the test accuracy are "
-            f"its figures; not verified: {NPU_NOT_RUN}: that the NPU computes what TFLM computed rests on Vela and "
-            "the NPU, and the cycles, SRAM and flash figures are Vela's estimates")
+            f"its figures. {NOT_VERIFIED}; that the NPU computes what TFLM computed rests on Vela and the NPU, and "
+            f"{ARTIFACT}'s cycles, SRAM and flash figures are Vela's estimates")
 
 
 def verification_scope(interpreter: str) -> dict[str, str | bool]:
     """report.json verification's extra keys on an Ethos-U build: which file was run, and what was not."""
     return {"model_file": BASELINES["pruned_int8"], "npu_command_stream_verified": False,
-            "not_verified": NPU_NOT_RUN, "scope": verified_text(interpreter)}
+            "not_verified": NOT_VERIFIED, "scope": verified_text(interpreter)}
 
 
-def estimate(npu: NpuBuild, dense_int8: bytes, profile: Profile, interpreter: str
-             ) -> tuple[dict[str, Any], dict[str, Any]]:
+def estimate(npu: NpuBuild, dense_int8: bytes, profile: Profile, interpreter: str,
+             progress: Progress | None = None) -> NpuEstimates:
     """report.json's "check" (the NPU estimate of the compiled model against the profile's budgets) and "npu"
-    (Vela's figures priced for the profile, pruned against dense, with what was verified)."""
-    from edgesparse.estimate.npu import npu_estimate
-    from edgesparse.report.npu import npu_section
+    (Vela's figures priced for the profile, pruned against dense, with what was verified).
 
+    The CPU fallback and Vela's warnings are reported as they happen (`progress`) and returned for the build's
+    last lines; report.json keeps them once, in the check's warnings.
+    """
+    progress = progress or no_progress
     result = check_model(npu.plain_int8, profile, compilation=npu.compilation)
-    dense = npu_estimate(npu.dense, profile, int8_model=dense_int8) if npu.dense is not None else None
-    return result.to_dict(), npu_section(result.npu, dense=dense, verified=verified_text(interpreter))
+    assert result.npu is not None   # an Ethos-U profile's check is the NPU estimate
+    dense = (npu_estimate(npu.dense, profile, int8_model=load_graph(dense_int8)) if npu.dense is not None
+             else None)
+    warnings = result.npu.warnings + result.npu.vela_warnings
+    for warning in warnings:
+        progress("warning", {"message": warning})
+    return NpuEstimates(result.to_dict(), npu_section(result.npu, dense=dense, verified=verified_text(interpreter)),
+                        warnings)
 
 
 def note(npu: NpuBuild, profile: Profile) -> str:

@@ -25,7 +25,6 @@ from edgesparse.builddir import ARTIFACT, load_report, write_report
 from edgesparse.report import format as fmt
 from edgesparse.report.channels import channels_view
 from edgesparse.report.html import write_report_html
-from edgesparse.report.npu import npu_view
 from edgesparse.tflite.graph import load_graph
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "gzip_size",
     "library_versions",
     "load_report",
-    "npu_rows",
     "size_breakdowns",
     "size_entry",
     "summary_rows",
@@ -178,7 +176,8 @@ def build_report(*, options, profile, model_info, dataset, policies, pruned, con
 
 
 def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, value) pairs for the terminal summary table."""
+    """(label, value) pairs for the terminal summary table (the sections with rows of their own, compression,
+    speed and npu, are rendered by cli.render)."""
     sizes, acc, sp = document["sizes"], document["accuracy"], document["sparsity"]
     rows = [
         ("profile", f"{document['profile']['name']} "
@@ -212,50 +211,6 @@ def summary_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
                              ("energy_mj", "energy / inference", "mJ"), ("battery_hours", "battery life", "h")):
         if check.get(key) is not None:
             rows.append((label, fmt.quantity(check[key], unit)))
-    return rows + npu_rows(document.get("npu"))
-
-
-def npu_rows(section: Any) -> list[tuple[str, str]]:
-    """The terminal summary's lines for an Ethos-U build's npu section (read through report.npu); [] without one.
-
-    Plain text (no brackets, so rich markup cannot misread it): placement, Vela's figures, dense against the
-    artifact when the dense baseline was compiled too, and what was not verified.
-    """
-    n = npu_view(section)
-    if n is None:
-        return []
-    if n["compiled_file"]:
-        return [("NPU (compiled file)", f"{fmt.integer(n['npu_ops'])} ethos-u op(s); CPU ops: "
-                                        f"{', '.join(n['cpu_op_names']) or 'none'}"),
-                ("NPU flash in the file", f"{fmt.byte_count(n['vela_flash_bytes'])} (command stream "
-                                          f"{fmt.byte_count(n['command_stream_bytes'])})"),
-                ("arena Vela asked for", fmt.byte_count(n["arena_bytes"])),
-                ("not known from the file", n["not_estimated"] or fmt.UNKNOWN)]
-    rows = [("NPU", f"{n['accelerator'] or fmt.UNKNOWN} @ {fmt.number(n['npu_clock_mhz'], 4, 'MHz')}: "
-                    f"{fmt.integer(n['npu_ops'])} op(s) on the NPU, {fmt.integer(n['cpu_ops'])} on the CPU")]
-    rows += [("  CPU fallback", f"op {op['index']} {op['op_type']}: {op['reason'] or 'no reason given'}")
-             for op in n["cpu_op_rows"]]
-    rows += [
-        ("NPU latency", f"{fmt.quantity(n['latency_ms'], 'ms')} (NPU {fmt.quantity(n['npu_ms'], 'ms')}, "
-                        f"{fmt.integer(n['total_cycles'])} cycles; CPU {fmt.quantity(n['cpu_ms'], 'ms')}); "
-                        f"basis {n['latency_basis']}"),
-        ("NPU energy / inference", f"{fmt.quantity(n['energy_mj'], 'mJ')}; battery {fmt.hours(n['battery_hours'])}"
-                                   f"; basis {n['energy_basis']}"),
-        ("encoded weights (Vela)", f"{fmt.byte_count(n['encoded_weight_bytes'])} from "
-                                   f"{fmt.byte_count(n['raw_weight_bytes'])} raw int8 "
-                                   f"({fmt.ratio(n['weight_compression'])})"),
-        ("SRAM / flash (Vela)", f"{fmt.byte_count(n['sram_bytes'])} of {fmt.byte_count(n['sram_limit_bytes'])} / "
-                                f"{fmt.byte_count(n['vela_flash_bytes'])}"),
-    ]
-    for row in n["comparison"] or []:
-        if row["key"] in ("encoded_weight_bytes", "total_cycles", "latency_ms"):
-            unit = row["unit"]
-            shown = [fmt.byte_count(v) if unit == "B" else fmt.integer(v) if unit == "cycles" else
-                     fmt.quantity(v, unit) for v in (row["dense"], row["artifact"])]
-            rows.append((f"dense -> artifact: {row['label']}",
-                         f"{shown[0]} -> {shown[1]} ({fmt.ratio(row['ratio'])} dense / artifact)"))
-    if n["not_verified"]:
-        rows.append(("NPU not verified", n["not_verified"]))
     return rows
 
 

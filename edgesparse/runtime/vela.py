@@ -115,6 +115,7 @@ class VelaCompilation:
     """
 
     model: bytes = field(repr=False)
+    graph: Graph = field(repr=False, compare=False)   # `model` parsed once here, so pricing it needs no re-parse
     accelerator: str
     system_config: str
     vela_version: str
@@ -148,31 +149,6 @@ class VelaCompilation:
     def weight_compression(self) -> float:
         """raw int8 weights / Vela's encoding (1.0 when there are none)."""
         return self.raw_weight_bytes / self.encoded_weight_bytes if self.encoded_weight_bytes else 1.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (no model bytes): report.json's "npu" section."""
-        return {
-            "compiler": f"Vela {self.vela_version}",
-            "accelerator": self.accelerator,
-            "clock_mhz": self.clock_mhz,
-            "system_config": self.system_config,
-            "ops": [op.as_dict() for op in self.ops],
-            "npu_ops": self.npu_op_count,
-            "cpu_ops": len(self.cpu_ops),
-            "npu_cycles": self.npu_cycles,
-            "total_cycles": self.total_cycles,
-            "latency_ms": self.latency_ms(self.clock_mhz) if self.clock_mhz else None,
-            "latency_basis": LATENCY_BASIS + " (NPU part only; CPU ops not included)",
-            "sram_bytes": self.sram_bytes,
-            "flash_bytes": self.flash_bytes,
-            "command_stream_bytes": self.command_stream_bytes,
-            "arena_bytes": self.arena_bytes,
-            "encoded_weight_bytes": self.encoded_weight_bytes,
-            "raw_weight_bytes": self.raw_weight_bytes,
-            "vela_original_weight_bytes": self.vela_original_weight_bytes,
-            "weight_compression": round(self.weight_compression, 3),
-            "warnings": list(self.warnings),
-        }
 
 
 # ----------------------------------------------------------------------------- installation
@@ -280,7 +256,7 @@ def compile_for_ethos_u(model: bytes, npu: NpuConfig, *, timeout: float = 300.0)
     warnings = _warnings(stdout)
     ops = _placement(source, graph, warnings)
     return VelaCompilation(
-        model=compiled, accelerator=npu.accelerator, system_config=config, vela_version=version_found,
+        model=compiled, graph=graph, accelerator=npu.accelerator, system_config=config, vela_version=version_found,
         ops=ops, npu_cycles=_int(summary, "cycles_npu"), total_cycles=_int(summary, "cycles_total"),
         sram_bytes=round(float(summary.get("sram_memory_used", 0)) * 1024),
         flash_bytes=described.flash_bytes,

@@ -27,6 +27,7 @@ from edgesparse.estimate import check_model, energy_and_battery, latency_coeffic
 from edgesparse.estimate.npu import LATENCY_BASIS, npu_estimate
 from edgesparse.profiles import Profile
 from edgesparse.runtime.vela import VELA_EXTRA, vela_version
+from edgesparse.tflite.graph import load_graph
 
 pytestmark = pytest.mark.skipif(vela_version() is None, reason=f"Vela is not installed ({VELA_EXTRA})")
 
@@ -41,7 +42,7 @@ def test_an_all_npu_model_takes_velas_cycles_at_the_profiles_npu_clock():
     compilation = compiled_tiny()
     assert not compilation.cpu_ops and compilation.total_cycles > 0
     bare = _without(npu_profile(), "latency")     # no CPU cost model: nothing but the NPU's time
-    est = npu_estimate(compilation, bare, int8_model=tiny_npu_model())
+    est = npu_estimate(compilation, bare, int8_model=load_graph(tiny_npu_model()))
     assert est.npu_ms == pytest.approx(compilation.total_cycles / (TEST_NPU.clock_mhz * 1e3), rel=1e-12)
     assert est.latency_ms == pytest.approx(est.npu_ms, rel=1e-12) and est.cpu_ms == 0.0
     assert est.latency.basis.startswith(LATENCY_BASIS)
@@ -49,7 +50,7 @@ def test_an_all_npu_model_takes_velas_cycles_at_the_profiles_npu_clock():
     assert any("dispatch overhead around the NPU is not counted" in n for n in est.notes)
     # with a CPU cost model, TFLM's dispatch of the one ethos-u op is added at the profile's per-op overhead
     profile = npu_profile()
-    priced = npu_estimate(compilation, profile, int8_model=tiny_npu_model())
+    priced = npu_estimate(compilation, profile, int8_model=load_graph(tiny_npu_model()))
     overhead_ms = latency_coefficients(profile).overhead_us_per_op / 1000.0
     assert priced.latency_ms == pytest.approx(est.npu_ms + overhead_ms, rel=1e-9)
     assert priced.cpu_ms == pytest.approx(overhead_ms, rel=1e-9)
@@ -60,7 +61,7 @@ def test_an_all_npu_model_takes_velas_cycles_at_the_profiles_npu_clock():
 
 def test_ops_on_the_cpu_are_priced_by_the_cpu_model_and_their_energy_at_the_cpu_power():
     compilation, profile = compiled_fallback(), npu_profile()
-    est = npu_estimate(compilation, profile, int8_model=fallback_npu_model())
+    est = npu_estimate(compilation, profile, int8_model=load_graph(fallback_npu_model()))
     cpu_rows = [row for row in est.latency.ops if row.flag.startswith("CPU:")]
     assert sorted(row.op for row in cpu_rows) == ["DEPTHWISE_CONV_2D", "FLOOR"]
     assert all(row.predicted_us > 0 for row in cpu_rows)
@@ -69,6 +70,14 @@ def test_ops_on_the_cpu_are_priced_by_the_cpu_model_and_their_energy_at_the_cpu_
     assert est.latency_ms == pytest.approx(est.npu_ms + est.cpu_ms, rel=1e-9)
     assert sum(r.share for r in est.latency.ops) == pytest.approx(1.0, abs=1e-9)
     assert any("fall back to the CPU" in w and "FLOOR" in w for w in est.warnings)
+    # the NpuEstimate reads Vela's figures through its compilation; report.json's names stay
+    document = est.to_dict()
+    assert (document["accelerator"], document["npu_cycles"], document["total_cycles"]) == (
+        compilation.accelerator, compilation.npu_cycles, compilation.total_cycles)
+    assert [op["placement"] for op in document["ops"]] == ["npu", "cpu", "cpu", "npu", "npu"]
+    assert (document["npu_ops"], document["cpu_ops"]) == (3, 2)
+    assert document["int8_model_bytes"] == len(fallback_npu_model())
+    assert document["vela_warnings"] == list(compilation.warnings)
     cpu_mw = profile.table("power")["active_mw"]
     expected = (est.npu_ms * TEST_NPU.active_mw + est.cpu_ms * cpu_mw) / 1000.0
     assert est.energy_mj == pytest.approx(expected, rel=1e-9)
@@ -84,9 +93,18 @@ def test_ops_on_the_cpu_are_priced_by_the_cpu_model_and_their_energy_at_the_cpu_
     assert blind.latency_ms is None and blind.energy_mj is None and blind.latency.basis == "none"
 
 
+def test_the_check_lists_the_cpu_fallback_and_velas_warnings_once_each():
+    compilation = compiled_fallback()
+    result = check_model(fallback_npu_model(), npu_profile(), compilation=compilation)
+    fallback = [w for w in result.warnings if "fall back to the CPU" in w]
+    assert len(fallback) == 1 and "op 1 DEPTHWISE_CONV_2D" in fallback[0] and "op 2 FLOOR" in fallback[0]
+    assert compilation.warnings
+    assert [w for w in result.warnings if w.startswith("Vela: ")] == [f"Vela: {w}" for w in compilation.warnings]
+
+
 def test_flash_and_ram_are_the_compiled_files_with_velas_arena():
     compilation, profile = compiled_fallback(), npu_profile()
-    est = npu_estimate(compilation, profile, int8_model=fallback_npu_model())
+    est = npu_estimate(compilation, profile, int8_model=load_graph(fallback_npu_model()))
     assert est.flash.model_bytes == len(compilation.model)
     assert est.flash.total_bytes == len(compilation.model) + est.flash.runtime_code_bytes
     # TFLM's planner places Vela's scratch and the NPU's boundary tensors at Vela's offsets; the CPU ops'

@@ -1,6 +1,6 @@
-"""report.html's Arm Ethos-U card, report.npu and the NPU terminal rows: report.json's npu section (estimate.npu via
-npu_section, real Vela on tiny models) shown with placement, Vela's figures, the basis, dense beside the artifact
-and the statement of what was not verified; no section, no card; a partial section still renders."""
+"""report.html's Arm Ethos-U card, report.npu and the NPU terminal rows (cli.render): report.json's npu section
+(estimate.npu via npu_section, real Vela on tiny models) shown with placement, Vela's figures, the basis, dense
+beside the artifact and the statement of what was not verified; no section, no card; a partial section still renders."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import re
 import pytest
 from support.npu import compiled_fallback, compiled_tiny, fallback_npu_model, npu_profile, tiny_npu_model
 
+from edgesparse.cli.render import npu_rows
 from edgesparse.estimate import check_model
 from edgesparse.estimate.npu import npu_estimate
 from edgesparse.report import html as html_report
-from edgesparse.report.document import npu_rows
 from edgesparse.report.npu import NOT_VERIFIED, npu_section, npu_view
 from edgesparse.runtime.vela import VELA_EXTRA, vela_version
+from edgesparse.tflite.graph import load_graph
 
 needs_vela = pytest.mark.skipif(vela_version() is None, reason=f"Vela is not installed ({VELA_EXTRA})")
 
@@ -34,9 +35,9 @@ def _text(fragment: str) -> str:
 def sections():
     """The pruned model (80 % zeros) against its dense baseline, and a model with CPU fallbacks."""
     profile = npu_profile()
-    pruned = npu_estimate(compiled_tiny(0.8), profile, int8_model=tiny_npu_model(sparsity=0.8))
-    dense = npu_estimate(compiled_tiny(), profile, int8_model=tiny_npu_model())
-    fallback = npu_estimate(compiled_fallback(), profile, int8_model=fallback_npu_model())
+    pruned = npu_estimate(compiled_tiny(0.8), profile, int8_model=load_graph(tiny_npu_model(sparsity=0.8)))
+    dense = npu_estimate(compiled_tiny(), profile, int8_model=load_graph(tiny_npu_model()))
+    fallback = npu_estimate(compiled_fallback(), profile, int8_model=load_graph(fallback_npu_model()))
     return (npu_section(pruned, dense=dense, verified="verified: baselines/pruned_int8.tflite in tflite-micro"),
             npu_section(fallback), pruned, dense)
 
@@ -70,7 +71,7 @@ def test_cpu_fallbacks_are_listed_with_velas_reason_and_no_dense_table(sections)
     rows = dict(npu_rows(section))
     assert "FLOOR" in " ".join(v for k, v in npu_rows(section) if "CPU fallback" in k)
     assert "basis Vela performance model" in rows["NPU latency"]
-    assert rows["NPU not verified"] == NOT_VERIFIED
+    assert rows["NPU not verified"] == f"[yellow]{NOT_VERIFIED}[/]"   # what was not verified stands out
 
 
 @needs_vela
