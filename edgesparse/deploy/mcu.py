@@ -235,7 +235,7 @@ def _estimated_arena(model_bytes: bytes, prof: Profile, decompression_bytes: int
 
 
 def arena_size(model_bytes: bytes, prof: Profile, tflm_used: int | None, *,
-               decompression_bytes: int = 0) -> tuple[int, str, str]:
+               decompression_bytes: int = 0, estimated: tuple[int | None, str] | None = None) -> tuple[int, str, str]:
     """Tensor arena bytes for main.cc, a sentence saying where the figure comes from, and a short form.
 
     The estimator's plan is for the profile's 32-bit layout and kernels (CMSIS-NN
@@ -243,9 +243,10 @@ def arena_size(model_bytes: bytes, prof: Profile, tflm_used: int | None, *,
     with reference kernels. The larger of the two, plus a margin, is taken. With
     `decompression_bytes` of separate decompression memory (DECODE outputs outside
     the arena), `tflm_used` must be TFLM's use with that memory
-    (runtime.tflm_decode.measured_arena).
+    (runtime.tflm_decode.measured_arena). `estimated`: the estimator's plan when the caller already has it
+    (`_estimated_arena` of the same model, profile and decompression memory), so it is made once.
     """
-    planned, basis = _estimated_arena(model_bytes, prof, decompression_bytes)
+    planned, basis = estimated or _estimated_arena(model_bytes, prof, decompression_bytes)
     with_memory = f" with {decompression_bytes} bytes of decompression memory" if decompression_bytes else ""
     base = planned
     if tflm_used is not None and (base is None or tflm_used > base):
@@ -374,12 +375,13 @@ def _size_npu_memory(info: BuildInfo, prof: Profile, dep: EthosUDeploy) -> _Memo
     offline-planned offsets): a plan smaller than that would be an estimator
     that ignores the offline plan, and the arena would fail on the board.
     """
-    planned, basis = _estimated_arena(info.model_bytes, prof, 0)
+    estimated = _estimated_arena(info.model_bytes, prof, 0)
+    planned, basis = estimated
     if planned is None or planned < dep.compiled.arena_bytes:
         raise DeployError("Cannot size the tensor arena for the Ethos-U model", where=str(info.path),
                           expected=f"an arena plan holding Vela's scratch of {dep.compiled.arena_bytes:,} bytes",
                           received=basis, fix="This is a bug in edgesparse's arena estimate; please report it")
-    size, basis, short = arena_size(info.model_bytes, prof, None)
+    size, basis, short = arena_size(info.model_bytes, prof, None, estimated=estimated)
     basis += (f" (it holds Vela's NPU scratch, {dep.compiled.arena_bytes:,} bytes at the offsets of the file's offline "
               "memory plan; not run in TFLM here, which cannot run the ethos-u op)")
     return _Memory(size, basis, short, 0, None)

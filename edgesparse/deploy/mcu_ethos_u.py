@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 from edgesparse.builddir import ARTIFACT, read_interpreter_model
 from edgesparse.deploy.source import BuildInfo, DeployError
-from edgesparse.errors import EdgesparseError
-from edgesparse.profiles import NpuConfig, Profile, load_profile
+from edgesparse.profiles import NpuConfig, Profile
+from edgesparse.report.npu import NOT_VERIFIED, npu_view
 from edgesparse.tflite.ethos_u import ETHOS_U_OP, EthosUModel, describe_ethos_u, is_ethos_u_model
 from edgesparse.tflite.graph import io_quantization, load_graph
 
@@ -64,8 +64,9 @@ ETHOS_U_DRIVER = (f"Arm's Ethos-U core driver, {ETHOS_U_DRIVER_REPO} "
 TFLM_ETHOS_U_READ = "90b983c, 2026-08-20"
 NPU_ALIGNMENT = 16   # every NPU base address (model, arena, fast memory) 16-byte aligned, as Vela lays them out
 REFERENCE_FILE = "model_int8_reference.tflite"   # the plain int8 model, shipped beside the compiled one
-NPU_NOT_VERIFIED = ("NPU run not verified here: the expected output comes from the plain int8 model Vela compiled, "
-                    "run in TFLite Micro on this machine (which cannot run the ethos-u op)")
+#: The bundle's statement of what was not run: the build's (report.npu.NOT_VERIFIED), and what follows for the test
+#: vector.
+NPU_NOT_VERIFIED = f"{NOT_VERIFIED}; the expected output comes from that plain int8 model, run in TFLite Micro here"
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,9 @@ def ethos_u_deploy(info: BuildInfo, prof: Profile) -> EthosUDeploy | None:
 
 
 def _build_accelerator(info: BuildInfo) -> str | None:
-    """The accelerator of the profile the build was made for, when report.json names a loadable Ethos-U profile."""
-    name = (info.report.get("profile") or {}).get("name")
-    try:
-        npu = load_profile(name).npu if name else None
-    except EdgesparseError:
-        return None
-    return npu.accelerator if npu else None
+    """The accelerator Vela compiled for, as report.json's "npu" section records it (None without one)."""
+    view = npu_view(info.report.get("npu"))
+    return view["accelerator"] if view is not None else None
 
 
 def _reference_model(info: BuildInfo) -> tuple[str, bytes]:

@@ -27,6 +27,7 @@ from edgesparse.deploy import DeployError, make_bundle
 from edgesparse.deploy.mcu_ethos_u import ETHOS_U_DRIVER, REFERENCE_FILE
 from edgesparse.estimate import check_model
 from edgesparse.profiles import load_profile
+from edgesparse.report.npu import NOT_VERIFIED
 from edgesparse.runtime.vela import compile_for_ethos_u
 from edgesparse.runtime.verify import run_tflite
 from edgesparse.tflite.ethos_u import describe_ethos_u
@@ -54,11 +55,16 @@ def corstone_models():
     return {name: (data, compile_for_ethos_u(data, npu).model) for name, data in plain.items()}
 
 
-def _ethos_u_build(path, plain: bytes, compiled: bytes, profile: str, *, keep_plain: bool = True):
-    """A build directory as `edgesparse build` writes it for an Ethos-U profile."""
+def _ethos_u_build(path, plain: bytes, compiled: bytes, profile: str, *, keep_plain: bool = True,
+                   accelerator: str | None = None):
+    """A build directory as `edgesparse build` writes it for an Ethos-U profile (report.json's npu section names
+    the accelerator Vela compiled for: `accelerator`, else the profile's)."""
     build = make_build_dir(path, compiled, name="tiny", input_shape=(8, 8, 4), num_classes=len(_CLASSES),
                            profile=profile, runtime="tflm+ethos-u", device_class="mcu", labels=_CLASSES,
                            sample=_sample())
+    report = json.loads((build / REPORT_JSON).read_text())
+    report["npu"] = {"accelerator": accelerator or load_profile(profile).npu.accelerator}
+    (build / REPORT_JSON).write_text(json.dumps(report))
     if keep_plain:
         (build / BASELINES["pruned_int8"]).parent.mkdir(exist_ok=True)
         (build / BASELINES["pruned_int8"]).write_bytes(plain)
@@ -122,7 +128,9 @@ def test_test_vector_expectation_comes_from_the_plain_int8_model_and_says_so(fal
     readme = (bundle.path / "README.md").read_text()
     assert "**The NPU run is not verified**" in readme
     assert "expected label come from it, not from the NPU" in readme.replace("\n", " ")
-    assert any(note.startswith("NPU run not verified here") and "plain int8 model" in note for note in bundle.notes)
+    assert any(note.startswith(NOT_VERIFIED) and "expected output comes from that plain int8 model" in note
+               for note in bundle.notes)
+    assert expected["note"].startswith(NOT_VERIFIED)
     header = " ".join((bundle.path / "main.cc").read_text().split("#include")[0].replace("//", " ").split())
     assert f"from the plain int8 model ({REFERENCE_FILE}) in the TFLM Python interpreter" in header
     assert "(the NPU run is not verified there)" in header
@@ -200,6 +208,10 @@ def test_compiled_model_is_refused_for_another_accelerator(corstone_models, tmp_
     with pytest.raises(DeployError) as info:
         make_bundle(build, "mcu", tmp_path / "mcu", profile="alif_e7_hp")               # ethos-u55-256
     assert "ethos-u55-128" in str(info.value) and "ethos-u55-256" in str(info.value)
+    # the accelerator is report.json's (what Vela compiled for), not re-read from the build's profile
+    recorded = _ethos_u_build(tmp_path / "other", plain, compiled, "corstone_300", accelerator="ethos-u55-64")
+    with pytest.raises(DeployError, match="ethos-u55-64"):
+        make_bundle(recorded, "mcu", tmp_path / "mcu2")
 
 
 def test_a_build_without_the_plain_int8_model_is_refused(corstone_models, tmp_path):
