@@ -183,18 +183,23 @@ def read_tf_config(environ: Mapping[str, str] | None = None) -> ClusterConfig:
     return ClusterConfig(jobs=jobs, task_type=task["type"], task_index=index)
 
 
-def check_distribute(kind: str | None, *, granularity: str = "auto", cluster: int | None = None) -> None:
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise DistributeError("Unknown --distribute", where="--distribute", expected=" | ".join(KINDS),
+                              received=repr(kind))
+
+
+def check_distribute(kind: str | None, *, granularity: str = "auto",
+                     cluster: int | None = None) -> ClusterConfig | None:
     """Refuse what --distribute cannot do before any work (DistributeError, exit 2); imports no TensorFlow.
 
     Channel pruning and --cluster fine-tune outside TFMOT's pruning wrappers (numpy masks chosen in a callback;
     TFMOT's clustering wrappers), so neither runs under a strategy: they are refused rather than run on one device
-    behind the user's back.
+    behind the user's back. Returns the checked TF_CONFIG for multi-worker (read here, once), else None.
     """
     if kind is None:
-        return
-    if kind not in KINDS:
-        raise DistributeError("Unknown --distribute", where="--distribute", expected=" | ".join(KINDS),
-                              received=repr(kind))
+        return None
+    _check_kind(kind)
     refused = ("--granularity channel" if granularity == "channel"
                else f"--cluster {cluster}" if cluster is not None else None)
     if refused:
@@ -202,8 +207,7 @@ def check_distribute(kind: str | None, *, granularity: str = "auto", cluster: in
                               expected="element-wise, block or 2:4 pruning (TFMOT's pruning wrappers)",
                               received=f"--distribute {kind} with {refused}",
                               fix=f"Drop --distribute (one device), or drop {refused}")
-    if kind == "multi-worker":
-        read_tf_config()
+    return read_tf_config() if kind == "multi-worker" else None
 
 
 def _cpu_devices(tf: Any, replicas: int) -> tuple[str, ...]:
@@ -251,37 +255,35 @@ def start(kind: str | None, *, cpu_replicas: int = CPU_REPLICAS) -> Distribution
     """Create the strategy for `kind` once per process (None: one device, nothing to do); later calls return it.
 
     Must run before TensorFlow initialises its devices (before any model is loaded or built): DistributeError
-    otherwise. Multi-worker blocks until every task of TF_CONFIG has started (TensorFlow's wait; see _multi_worker).
+    otherwise. Multi-worker reads TF_CONFIG once, on the first call, and blocks until every task of it has started
+    (TensorFlow's wait; see _multi_worker).
     """
     global _started
     if kind is None:
         return None
-    check_distribute(kind)
-    if _started is not None:
-        if _started.kind != kind:
-            raise DistributeError("A different tf.distribute strategy is already running in this process",
-                                  where="--distribute", expected=_started.kind, received=kind)
-        return _started
+    if _started is None:
+        _started = _create(kind, check_distribute(kind), cpu_replicas)
+    elif _started.kind != kind:
+        _check_kind(kind)
+        raise DistributeError("A different tf.distribute strategy is already running in this process",
+                              where="--distribute", expected=_started.kind, received=kind)
+    return _started
+
+
+def _create(kind: str, cluster: ClusterConfig | None, cpu_replicas: int) -> Distribution:
     tf, _ = import_tf()
-    if kind == "mirrored":
+    if cluster is None:   # mirrored
         devices = None if tf.config.list_physical_devices("GPU") else _cpu_devices(tf, cpu_replicas)
         strategy = tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
-        cluster = None
     else:
-        cluster = read_tf_config()
         with cluster_failures(cluster, starting=True):
             strategy = _multi_worker(tf, cluster)
-    devices = tuple(strategy.extended.worker_devices)
-    _started = Distribution(kind=kind, strategy=strategy, devices=devices, cluster=cluster)
-    return _started
+    return Distribution(kind=kind, strategy=strategy, devices=tuple(strategy.extended.worker_devices),
+                        cluster=cluster)
 
 
 def active(kind: str | None) -> Distribution | None:
     """The strategy a fine-tuning runs under: None for one device, else the one `start` created (or starts now)."""
-    if kind is None:
-        return None
-    if _started is not None and _started.kind == kind:
-        return _started
     return start(kind)
 
 
