@@ -214,23 +214,21 @@ def unpack_inputs(blob: bytes, trust_model: bool = False) -> PreparedInputs:
 _INPUTS: dict[str, PreparedInputs] = {}   # this worker process's unpacked inputs, by digest (one sweep at a time)
 
 
-def _worker_cpus() -> int:
+def _current_worker() -> Any | None:
+    """The Dask worker running this task, probed once per task; None when called outside a worker."""
+    with contextlib.suppress(ImportError, ValueError):
+        from distributed import get_worker
+
+        return get_worker()
+    return None
+
+
+def _worker_cpus(worker: Any | None) -> int:
     """This worker's share of cores: its declared "cpus" resource, else its task threads."""
-    with contextlib.suppress(ImportError, ValueError):
-        from distributed import get_worker
-
-        worker = get_worker()
-        cpus = (worker.state.total_resources or {}).get("cpus")
-        return max(1, int(cpus if cpus else worker.state.nthreads))
-    return _usable_cores()
-
-
-def _worker_address() -> str:
-    with contextlib.suppress(ImportError, ValueError):
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    return f"pid {os.getpid()}"
+    if worker is None:
+        return _usable_cores()
+    cpus = (worker.state.total_resources or {}).get("cpus")
+    return max(1, int(cpus if cpus else worker.state.nthreads))
 
 
 def _topic(digest: str) -> str:
@@ -238,12 +236,13 @@ def _topic(digest: str) -> str:
     return f"edgesparse-sweep-{digest[:16]}"
 
 
-def _announce(digest: str, key: str, worker: str) -> None:
-    """Tell the driver (through the scheduler's event log) that this worker now runs this point."""
-    with contextlib.suppress(ImportError, ValueError):
-        from distributed import get_worker
-
-        get_worker().log_event(_topic(digest), {"key": key, "worker": worker, "pid": os.getpid()})
+def _announce(worker: Any | None, digest: str, key: str) -> str:
+    """Tell the driver (through the scheduler's event log) that this worker now runs this point; its name."""
+    if worker is None:
+        return f"pid {os.getpid()}"
+    address = str(worker.address)
+    worker.log_event(_topic(digest), {"key": key, "worker": address, "pid": os.getpid()})
+    return address
 
 
 def build_point(inputs: bytes, digest: str, options: BuildOptions, profile_toml: bytes, key: str) -> dict[str, Any]:
@@ -253,9 +252,9 @@ def build_point(inputs: bytes, digest: str, options: BuildOptions, profile_toml:
     runs in a temporary directory that is read back and removed.
     """
     started = time.perf_counter()
-    threads = prepare_process(_worker_cpus())
-    worker = _worker_address()
-    _announce(digest, key, worker)
+    this_worker = _current_worker()
+    threads = prepare_process(_worker_cpus(this_worker))
+    worker = _announce(this_worker, digest, key)
     if digest not in _INPUTS:
         _INPUTS.clear()
         _INPUTS[digest] = unpack_inputs(inputs, options.trust_model)
