@@ -12,10 +12,14 @@ whole (they hold wall times and dates) nor pruned.keras (the .keras zip stores i
 Bitwise equality holds although the workers run TensorFlow with one intra-op thread and the
 driver with the machine's default: the fine-tuning is seeded (keras.utils.set_random_seed) and
 this model's kernels reduce in the same order at any thread count.
+
+The failure paths run on one worker started with the `support.dask_faults` preload (a point's build raises a
+RuntimeError, another's kills its worker) and allowed-failures 0: no point is fine-tuned there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,12 +32,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from support.dask_faults import DIE_AT, RAISE_AT, RAISED
 from support.models import projection_data
 
+from edgesparse.cli.commands import main
+from edgesparse.errors import EXIT_BAD_INPUT
 from edgesparse.pipeline import sweep as sweep_mod
 from edgesparse.pipeline.build import BuildOptions
 
-pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.tensorflow]
+pytestmark = [pytest.mark.network, pytest.mark.tensorflow]
+TESTS = Path(__file__).resolve().parents[1]
 
 LOOPBACK = "127.0.0.1"
 SPARSITIES = (0.5, 0.7, 0.9)
@@ -65,11 +74,14 @@ def _spawn(module_args: list[str], log: Path, env: dict) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", *module_args], env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
-@pytest.fixture()
-def dask_cluster(tmp_path):
-    """(scheduler address, {worker address: Popen}): every listener on 127.0.0.1, dashboards off, no nannies."""
+@contextlib.contextmanager
+def _cluster(tmp_path: Path, workers: int, allowed_failures: int, preload: str | None = None):
+    """(scheduler address, {worker address: Popen}): every listener on 127.0.0.1, dashboards off, no nannies.
+
+    Every process started here is stopped by PID on exit."""
     started: list[subprocess.Popen] = []
-    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="3")
+    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=str(allowed_failures),
+               PYTHONPATH=os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
     try:
         port = _free_port()
         scheduler = _spawn(["distributed.cli.dask_scheduler", "--host", LOOPBACK, "--port", str(port),
@@ -77,16 +89,16 @@ def dask_cluster(tmp_path):
         started.append(scheduler)
         _wait_for_port(port, scheduler)
         address = f"tcp://{LOOPBACK}:{port}"
-        workers = {}
-        for i in range(2):
+        procs = {}
+        for i in range(workers):
             wport = _free_port()
             worker = _spawn(["distributed.cli.dask_worker", address, "--host", LOOPBACK, "--worker-port", str(wport),
-                             "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{i}"],
-                            tmp_path / f"worker{i}.log", env)
+                             "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{i}",
+                             *(["--preload", preload] if preload else [])], tmp_path / f"worker{i}.log", env)
             started.append(worker)
             _wait_for_port(wport, worker)
-            workers[f"tcp://{LOOPBACK}:{wport}"] = worker
-        yield address, workers
+            procs[f"tcp://{LOOPBACK}:{wport}"] = worker
+        yield address, procs
     finally:
         for proc in reversed(started):
             if proc.poll() is None:
@@ -97,6 +109,20 @@ def dask_cluster(tmp_path):
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@pytest.fixture()
+def dask_cluster(tmp_path):
+    """Two workers; a point is retried after up to three worker deaths."""
+    with _cluster(tmp_path, workers=2, allowed_failures=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture()
+def faulty_dask_cluster(tmp_path):
+    """One worker whose builds fail by sparsity (support.dask_faults); a worker death is not retried."""
+    with _cluster(tmp_path, workers=1, allowed_failures=0, preload="support.dask_faults") as cluster:
+        yield cluster
 
 
 def _tiny_model(tmp_path: Path) -> tuple[Path, Path]:
@@ -135,6 +161,7 @@ def _facts(result: sweep_mod.SweepResult) -> dict:
     return {"choice": result.document["choice"]["point"], "points": points}
 
 
+@pytest.mark.slow
 def test_a_distributed_sweep_equals_the_sequential_one_and_survives_a_killed_worker(tmp_path, dask_cluster):
     address, workers = dask_cluster
     model, data = _tiny_model(tmp_path)
@@ -178,3 +205,25 @@ def test_a_distributed_sweep_equals_the_sequential_one_and_survives_a_killed_wor
     # The same sweep again, here: everything comes from the cache the distributed run wrote.
     again = sweep_mod.run_sweep(_options(model, data, tmp_path / "distributed"))
     assert (again.built, again.cached) == (0, len(SPARSITIES))
+
+
+def test_a_point_that_raises_or_kills_its_worker_is_a_failed_point_naming_why(tmp_path, faulty_dask_cluster):
+    """The first point's build raises a RuntimeError on the worker: a failed point carrying the worker's error, and
+    the sweep goes on to the next point, whose build kills the worker: failed, since Dask allows no death here,
+    saying the worker died. Every point failed, so the sweep exits 2 naming both causes (sweep.py's rule)."""
+    address, workers = faulty_dask_cluster
+    [(worker, proc)] = workers.items()
+    model, data = _tiny_model(tmp_path)
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, ["sweep", "--model", str(model), "--data", str(data), "--profile", "rpi4",
+                                       "--sparsities", f"{RAISE_AT},{DIE_AT}", "--epochs", "1", "--scheduler", address,
+                                       "--out", str(out)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == EXIT_BAD_INPUT, output
+    assert "Every point of the sweep failed (2 of 2)" in output and "Traceback" not in output
+    assert "The point raised on its worker" in output and "The worker building this point died" in output
+    assert proc.wait(timeout=10) == -signal.SIGKILL             # a real worker process died
+    errors = {p["sparsity"]: p["builds"]["rpi4"]["error"]
+              for p in json.loads((out / "sweep.json").read_text())["points"]}
+    assert f"RuntimeError: {RAISED}" in errors[RAISE_AT] and f"on worker {worker}" in errors[RAISE_AT]
+    assert "allowed-failures" in errors[DIE_AT] and worker in errors[DIE_AT]
