@@ -208,8 +208,8 @@ def build(**kwargs: Any) -> None:
         console.print(f"[green]ok[/] {escape(result.report['distribute'])}: fine-tuned in sync; the chief writes "
                       "the outputs", soft_wrap=True)
         return
-    rows = (summary_rows(result.report) + render.compression_rows(result.report.get("compression"))
-            + render.speed_rows(result.report.get("speed")))
+    rows = (summary_rows(result.report) + render.npu_rows(result.report.get("npu"))
+            + render.compression_rows(result.report.get("compression")) + render.speed_rows(result.report.get("speed")))
     render.print_summary(console, rows, f"edgesparse build -> {result.out_dir}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)

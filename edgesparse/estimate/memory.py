@@ -20,7 +20,7 @@ from edgesparse.estimate.decoding import DecodeWork, decode_work
 from edgesparse.estimate.ops import is_constant, is_one_time, is_variable, op_cost_class, op_type, tensor_nbytes
 from edgesparse.profiles import Profile
 from edgesparse.runtime.litert import activation_arena_bytes
-from edgesparse.tflite.schema import DECODE_OPS, schema
+from edgesparse.tflite.schema import DECODE_OPS
 
 __all__ = [
     "TFLM_HOST64",
@@ -176,26 +176,16 @@ def offline_offsets(graph: Any) -> dict[int, int]:
     GetOfflinePlannedOffsets: int32 [version, subgraphs, tensor count, offset per tensor], -1 = plan online).
     {} when the model has no such metadata or it does not describe this model's tensors.
     """
-    data = getattr(graph, "data", None)
-    if OFFLINE_PLAN not in (getattr(graph, "metadata", None) or {}) or not data:
+    located = getattr(graph, "metadata_bytes", None)   # a tflite.ir.Graph; other graph views have no metadata
+    raw = located(OFFLINE_PLAN) if located is not None else None
+    if not raw:
         return {}
     import numpy as np
 
-    model = schema().Model.GetRootAs(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if (entry.Name() or b"").decode("utf-8", "replace") != OFFLINE_PLAN:
-            continue
-        buffer = model.Buffers(entry.Buffer())
-        if buffer.Offset() > 1:  # data stored after the flatbuffer (models over 2 GB)
-            raw = bytes(data[buffer.Offset():buffer.Offset() + buffer.Size()])
-        else:
-            raw = buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
-        words = np.frombuffer(raw[:len(raw) // 4 * 4], dtype="<i4")
-        if len(words) < 3 or len(words) < 3 + int(words[2]) or int(words[2]) < len(graph.tensors):
-            return {}
-        return {t: int(words[3 + t]) for t in range(len(graph.tensors)) if int(words[3 + t]) >= 0}
-    return {}
+    words = np.frombuffer(raw[:len(raw) // 4 * 4], dtype="<i4")
+    if len(words) < 3 or len(words) < 3 + int(words[2]) or int(words[2]) < len(graph.tensors):
+        return {}
+    return {t: int(words[3 + t]) for t in range(len(graph.tensors)) if int(words[3 + t]) >= 0}
 
 
 # --------------------------------------------------------------------------- RAM under TFLM

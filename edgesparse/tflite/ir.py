@@ -235,6 +235,15 @@ class Graph:
     signatures: list[Signature] = field(default_factory=list)
     path: Path | None = None
     data: bytes = field(default=b"", repr=False)
+    metadata_spans: dict[str, tuple[int, int] | None] = field(default_factory=dict, repr=False)  # name -> in data
+
+    def metadata_bytes(self, name: str) -> bytes | None:
+        """A metadata entry's bytes where the parser located them (b"" when empty, None when there is no such
+        entry): e.g. Vela's OfflineMemoryAllocation plan, without parsing the flatbuffer again."""
+        if name not in self.metadata_spans:
+            return None
+        span = self.metadata_spans[name]
+        return bytes(self.data[span[0]:span[1]]) if span else b""
 
     @property
     def ops(self) -> list[Op]:

@@ -178,12 +178,14 @@ def parse_model(data: bytes, path: Path | None = None) -> Graph:
                  for s in range(_count(model, "Subgraphs", size))]
     if not subgraphs:
         raise CorruptModel("the model has no subgraphs")
-    metadata, min_runtime = _metadata(model, data, buffer_spans)
+    metadata_spans, min_runtime = _metadata(model, data, buffer_spans)
     op_types = dict.fromkeys(op.opcode for sg in subgraphs for op in sg.ops)
     return Graph(file_bytes=size, subgraphs=subgraphs,
                  size=_size_breakdown(subgraphs, buffer_spans, size), op_types=tuple(op_types),
                  schema_version=int(model.Version()), min_runtime_version=min_runtime,
-                 description=_text(model.Description()), metadata=metadata,
+                 description=_text(model.Description()),
+                 metadata={name: span[1] - span[0] if span else 0 for name, span in metadata_spans.items()},
+                 metadata_spans=metadata_spans,
                  signatures=_signatures(model, subgraphs, size), path=path, data=data)
 
 
@@ -218,9 +220,10 @@ def _opcodes(model: Any, size: int) -> list[tuple[str, bool, int]]:
     return opcodes
 
 
-def _metadata(model: Any, data: bytes, buffer_spans: list[tuple[int, int] | None]) -> tuple[dict[str, int], str | None]:
-    """Metadata name -> byte length, and the min_runtime_version string when present."""
-    metadata: dict[str, int] = {}
+def _metadata(model: Any, data: bytes, buffer_spans: list[tuple[int, int] | None]
+              ) -> tuple[dict[str, tuple[int, int] | None], str | None]:
+    """Metadata name -> its (start, end) in the file (None: empty), and the min_runtime_version string when present."""
+    metadata: dict[str, tuple[int, int] | None] = {}
     min_runtime = None
     for i in range(_count(model, "Metadata", len(data))):
         entry = model.Metadata(i)
@@ -228,7 +231,7 @@ def _metadata(model: Any, data: bytes, buffer_spans: list[tuple[int, int] | None
         if not 0 <= b < len(buffer_spans):
             raise CorruptModel(f"metadata {name!r} refers to buffer {b}; the model has {len(buffer_spans)}")
         span = buffer_spans[b]
-        metadata[name] = span[1] - span[0] if span else 0
+        metadata[name] = span
         if name == "min_runtime_version" and span:
             min_runtime = data[span[0]:span[1]].split(b"\0", 1)[0].decode("ascii", errors="replace")
     return metadata, min_runtime

@@ -87,7 +87,9 @@ def test_the_artifact_is_velas_compilation_and_the_verified_int8_is_kept_beside_
     assert run_tflite(plain, x, runtime="tflm").outputs.shape == (4, 10)
     with pytest.raises(VerificationError, match="Ethos-U"):
         run_tflite(artifact, x, runtime="tflm")
-    assert "NPU command stream" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "NPU command stream" in said
+    assert "encoded weights (Vela)" in said and "NPU not verified" in said   # the summary's NPU rows (render.npu_rows)
 
 
 def test_the_npu_section_shows_velas_encoding_and_cycles_dense_against_pruned(npu_build):

@@ -29,18 +29,18 @@ weights, or under 1 % of the model's, saves under that many bytes of flash and w
 `--prune-output-layer` prunes the output layer, and a lower `--min-params` lowers the absolute threshold.
 
 Depthwise kernels (DepthwiseConv1D/2D) are few weights, one small filter per channel, so each zero costs more
-accuracy than in a pointwise or Dense kernel; they are pruned only where their zeros pay: on Ethos-U profiles
-(Vela encodes DEPTHWISE_CONV_2D weights, above), and there to DEPTHWISE_SHARE of the model's target while the
-other pruned layers carry the rest (`allocate_targets`: the pruned weights still hold the target's zeros, which is
-what the encoded size follows). Measured on the KWS demo for alif_e7_he at 0.8 (8 epochs, TFLite Micro accuracy,
-validation / test): depthwise kernels dense, 2.74x smaller encoded weights at 93.52 / 92.41 %; all at 0.8, 3.18x
-at 92.78 / 91.30 %; depthwise at 0.4 and the rest at 0.826, 3.22x at 93.70 / 93.24 %. On plain TFLite Micro profiles DECODE could compress them too
-(`tflite.decode_compress.DECODE_INPUTS`), but measured on the KWS demo at 0.8 that saved 2,560 B of 43,376 at
-0.7-1.1 accuracy points and 832 B more arena, so they stay dense there. On LiteRT the converter stores a sparse
-depthwise kernel with a DENSIFY op (no sparse depthwise kernel exists), so they stay dense unless the estimator
-predicts the layer faster (it prices DENSIFY at every MAC, so in practice only `--optimize size` prunes them, for
-file size); without a profile they stay dense. The --min-params and MIN_SHARE rules apply to them as to any
-layer.
+accuracy than in a pointwise or Dense kernel; they are pruned only where their zeros pay: on Ethos-U profiles (Vela
+encodes DEPTHWISE_CONV_2D weights, above), and there to DEPTHWISE_SHARE of the model's target while the other pruned
+layers carry the rest (`allocate_targets`: the pruned weights still hold the target's zeros, which is what the
+encoded size follows). Measured on the KWS demo for alif_e7_he at 0.8 (8 epochs, TFLite Micro accuracy, validation /
+test): depthwise kernels dense, 2.74x smaller encoded weights at 93.52 / 92.41 %; all at 0.8, 3.18x at 92.78 / 91.30
+%; depthwise at 0.4 and the rest at 0.826, 3.22x at 93.70 / 93.24 %. On plain TFLite Micro profiles DECODE could
+compress them too (`tflite.decode_compress.DECODE_INPUTS`), but measured on the KWS demo at 0.8 that saved 2,560 B
+of 43,376 at 0.7-1.1 accuracy points and 832 B more arena, so they stay dense there. On LiteRT the converter stores
+a sparse depthwise kernel with a DENSIFY op (no sparse depthwise kernel exists), so they stay dense unless the
+estimator predicts the layer faster (it prices DENSIFY at every MAC, so in practice only `--optimize size` prunes
+them, for file size); without a profile they stay dense. The --min-params and MIN_SHARE rules apply to them as to
+any layer.
 
 Raises PruningError (a model TFMOT cannot prune, unknown skip_layers) and MissingDependency.
 """
