@@ -26,6 +26,7 @@ __all__ = [
     "OutputLocationError",
     "ProfileError",
     "PruningError",
+    "UnexpectedError",
     "VerificationError",
 ]
 
@@ -90,6 +91,13 @@ class ConversionError(EdgesparseError):
 
 class VerificationError(EdgesparseError):
     """The artifact did not run in the target interpreter."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UnexpectedError(EdgesparseError):
+    """An exception edgesparse did not expect (a bug, or a library failing), raised in another process (a Dask
+    worker) and carried back as one readable message: exit 3, as the CLI gives the same exception raised here."""
 
     exit_code = EXIT_INTERNAL
 

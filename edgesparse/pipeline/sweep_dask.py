@@ -45,7 +45,7 @@ import numpy as np
 from edgesparse import builddir, errors
 from edgesparse._types import Progress
 from edgesparse.data import Dataset
-from edgesparse.errors import DataError, EdgesparseError, MissingDependency
+from edgesparse.errors import DataError, EdgesparseError, MissingDependency, UnexpectedError
 from edgesparse.fsutil import atomic_write_bytes, staged_output_dir
 from edgesparse.pipeline import build as pipeline_build
 from edgesparse.pipeline.build import BuildOptions, PreparedInputs
@@ -343,17 +343,32 @@ def _failed_task(distributed: Any, future: Any, worker: str | None) -> Edgespars
                                    "cached")
     exc = future.exception()
     if isinstance(exc, distributed.KilledWorker):
-        import dask
-
-        allowed = dask.config.get("distributed.scheduler.allowed-failures")
         return EdgesparseError("The worker building this point died", where=f"last on {worker or 'a worker'}",
                                received=f"its workers died more times than the scheduler allows "
-                                        f"(distributed.scheduler.allowed-failures, {allowed} in this process's "
-                                        f"Dask config; a remote scheduler uses its own): {exc}",
+                                        f"(distributed.scheduler.allowed-failures: "
+                                        f"{_scheduler_setting(distributed, 'allowed-failures')}): {exc}",
                                fix="Look for an out-of-memory kill in the worker's log; give workers more memory "
                                    "or fewer threads, then run the same command again")
-    return EdgesparseError("The point raised on its worker", where=f"on worker {worker or '?'}",
-                           received=f"{type(exc).__name__}: {exc}")
+    return UnexpectedError("The point raised on its worker", where=f"on worker {worker or '?'}",
+                           received=f"{type(exc).__name__}: {exc}",
+                           fix="An unexpected exception, not a problem with this point's options: please report it "
+                               "with the command and this message")
+
+
+def _scheduler_setting(distributed: Any, key: str) -> str:
+    """A `distributed.scheduler.*` setting as the scheduler itself has it (a remote one has its own config), for
+    messages; "unknown" when the scheduler cannot be asked."""
+    try:
+        return str(distributed.default_client().run_on_scheduler(_read_scheduler_setting, key))
+    except (OSError, TimeoutError, ValueError):
+        return "unknown"
+
+
+def _read_scheduler_setting(key: str, dask_scheduler: Any = None) -> Any:
+    """Run on the scheduler by Client.run_on_scheduler (which passes `dask_scheduler`)."""
+    import dask
+
+    return dask.config.get(f"distributed.scheduler.{key}")
 
 
 def run_points(client: Any, prepared: PreparedInputs, tasks: Sequence[PointTask],

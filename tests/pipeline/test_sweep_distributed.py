@@ -37,7 +37,7 @@ from support.dask_faults import DIE_AT, RAISE_AT, RAISED
 from support.models import projection_data
 
 from edgesparse.cli.commands import main
-from edgesparse.errors import EXIT_BAD_INPUT
+from edgesparse.errors import EXIT_INTERNAL
 from edgesparse.pipeline import sweep as sweep_mod
 from edgesparse.pipeline.build import BuildOptions
 
@@ -210,7 +210,9 @@ def test_a_distributed_sweep_equals_the_sequential_one_and_survives_a_killed_wor
 def test_a_point_that_raises_or_kills_its_worker_is_a_failed_point_naming_why(tmp_path, faulty_dask_cluster):
     """The first point's build raises a RuntimeError on the worker: a failed point carrying the worker's error, and
     the sweep goes on to the next point, whose build kills the worker: failed, since Dask allows no death here,
-    saying the worker died. Every point failed, so the sweep exits 2 naming both causes (sweep.py's rule)."""
+    saying the worker died and how many deaths the scheduler allows. Every point failed, so the sweep raises the first
+    point's error (sweep.py's rule) naming both causes: an unexpected exception, exit 3 as the same RuntimeError raised
+    in this process would give."""
     address, workers = faulty_dask_cluster
     [(worker, proc)] = workers.items()
     model, data = _tiny_model(tmp_path)
@@ -219,11 +221,11 @@ def test_a_point_that_raises_or_kills_its_worker_is_a_failed_point_naming_why(tm
                                        "--sparsities", f"{RAISE_AT},{DIE_AT}", "--epochs", "1", "--scheduler", address,
                                        "--out", str(out)])
     output = " ".join(result.output.split())
-    assert result.exit_code == EXIT_BAD_INPUT, output
+    assert result.exit_code == EXIT_INTERNAL, output
     assert "Every point of the sweep failed (2 of 2)" in output and "Traceback" not in output
     assert "The point raised on its worker" in output and "The worker building this point died" in output
     assert proc.wait(timeout=10) == -signal.SIGKILL             # a real worker process died
     errors = {p["sparsity"]: p["builds"]["rpi4"]["error"]
               for p in json.loads((out / "sweep.json").read_text())["points"]}
     assert f"RuntimeError: {RAISED}" in errors[RAISE_AT] and f"on worker {worker}" in errors[RAISE_AT]
-    assert "allowed-failures" in errors[DIE_AT] and worker in errors[DIE_AT]
+    assert "allowed-failures: 0)" in errors[DIE_AT] and worker in errors[DIE_AT]   # the scheduler's own setting
