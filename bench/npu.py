@@ -200,7 +200,8 @@ def measure(build: NpuBuild, splits: list[Split], dense: dict[str, Any] | None =
 
 
 def _layer_summary(layers: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which layers the build pruned, which it left dense and why (grouped), and the zeros over all of them."""
+    """Which layers the build pruned (with each one's target), which it left dense and why (grouped), and the zeros
+    over all of them."""
     dense: dict[str, list[str]] = {}
     for layer in layers:
         if not layer.get("pruned"):
@@ -208,7 +209,8 @@ def _layer_summary(layers: list[dict[str, Any]]) -> dict[str, Any]:
             dense.setdefault(why, []).append(f"{layer['name']} ({layer['params']:,} weights)")
     params = sum(int(layer.get("params", 0)) for layer in layers)
     zeros = sum(int(layer.get("zeros", 0)) for layer in layers)
-    return {"pruned_layers": [layer["name"] for layer in layers if layer.get("pruned")],
+    return {"pruned_layers": [f"{layer['name']} (to {float(layer['target']):.3g})"   # targets: policy.allocate_targets
+                              for layer in layers if layer.get("pruned")],
             "dense_layers": [f"{', '.join(names)}: {why}" for why, names in dense.items()],
             "weight_sparsity": zeros / params if params else None, "params": params,
             "dense_params": sum(int(layer.get("params", 0)) for layer in layers if not layer.get("pruned"))}
