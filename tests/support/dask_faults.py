@@ -5,12 +5,17 @@ can read its constants); from then on that process's builds fail the way real on
 at RAISE_AT the build raises a plain RuntimeError (not an EdgesparseError: a bug, or a library's error), at
 DIE_AT it kills its own worker process with SIGKILL (what the kernel's OOM killer does). Any other point builds
 normally. Only our build is replaced; the worker, the scheduler and Dask's retry rules are the real ones.
+
+The scheduler may start the two points in either order, and a death fails every task the worker holds, the queued
+one too. So the dying build first leaves its thread (`secede`, letting the worker run the other point) and waits
+until the scheduler has recorded an erred task: the death then fails only its own point, whatever the order.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 from edgesparse.pipeline import build as pipeline_build
@@ -20,6 +25,26 @@ __all__ = ["DIE_AT", "RAISE_AT", "RAISED", "dask_setup"]
 RAISE_AT = 0.5
 DIE_AT = 0.9
 RAISED = "injected failure in the build of this point"
+WAIT_FOR_THE_RAISED_POINT_S = 120.0
+
+
+def _scheduler_has_an_erred_task() -> bool:
+    """Asked of the scheduler itself, so the raised point's error is on record before this worker dies."""
+    from distributed import get_client
+
+    states = get_client().run_on_scheduler(
+        lambda dask_scheduler: [task.state for task in dask_scheduler.tasks.values()])
+    return "erred" in states
+
+
+def _die_after_the_raised_point() -> None:
+    from distributed import secede
+
+    secede()
+    deadline = time.monotonic() + WAIT_FOR_THE_RAISED_POINT_S
+    while not _scheduler_has_an_erred_task() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def dask_setup(worker: Any) -> None:
@@ -30,7 +55,7 @@ def dask_setup(worker: Any) -> None:
         if options.final_sparsity == RAISE_AT:
             raise RuntimeError(RAISED)
         if options.final_sparsity == DIE_AT:
-            os.kill(os.getpid(), signal.SIGKILL)
+            _die_after_the_raised_point()
         return real_build(options, *args, **kwargs)
 
     pipeline_build.build = faulty_build
